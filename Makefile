@@ -1,0 +1,36 @@
+# The README's commands. CMake does the real work; this file only names it.
+#   make run    set up, build (Release), start natterd on 127.0.0.1:8080
+#   make test   set up, build with ASan+UBSan, run every test
+#   make build  build natterd, natter and natter-bench into build/
+JOBS ?= $(shell nproc)
+LISTEN ?= 127.0.0.1:8080
+DATA ?= ./natter-data
+
+.PHONY: build run test setup fuzz format clean
+
+build:
+	@scripts/setup --build
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build build -j $(JOBS)
+
+run: build
+	@mkdir -p $(DATA)
+	./build/natterd --listen $(LISTEN) --data $(DATA)
+
+test:
+	@scripts/setup
+	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DNT_SANITIZE=ON >/dev/null
+	@cmake --build build-test -j $(JOBS)
+	@cd build-test && ctest --output-on-failure -j $(JOBS)
+
+fuzz:
+	@scripts/setup
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNT_FUZZ=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@tests/fuzz/run build-fuzz 60
+
+format:
+	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
+
+clean:
+	rm -rf build build-test build-fuzz

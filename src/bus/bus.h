@@ -1,0 +1,122 @@
+/*
+ * The bus: everything that crosses services or processes. Back ends: the
+ * in-process one (bus_local.c, default) and later Redis. Services use only
+ * this header and never know which back end runs.
+ *
+ * Concepts:
+ *  - node: one natterd process. Gateways hold connections; the registry
+ *    knows which nodes hold connections of which users.
+ *  - delivery: one encoded frame for a set of users. The bus sends it once
+ *    to each node that holds connections of any of them, with the list of
+ *    that node's recipients; the node's delivery handler writes it out.
+ *  - work queue: jobs taken by one worker each and acknowledged when done;
+ *    a job not acknowledged within its visibility timeout goes back to the
+ *    queue for another worker (a worker that died mid-job).
+ *  - request/reply: a call to a named service with a correlation id and a
+ *    reply address, waited for with a timeout.
+ *  - leader lock: a named lock held for a TTL and renewed by its holder, so
+ *    exactly one process runs a singleton (the lobby cron).
+ *
+ * Threads: nt_bus_deliver, the queue, request/reply and leader functions are
+ * safe from any thread; the blocking ones (pop, request, serve) must not be
+ * called on a loop thread. Presence functions and the delivery handler run
+ * on the loop thread the bus was attached to.
+ */
+#ifndef NT_BUS_H
+#define NT_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/buf.h"
+
+typedef struct nt_bus nt_bus;
+
+enum {
+    NT_BUS_OK = 0,
+    NT_BUS_ETIMEDOUT = -110,
+    NT_BUS_EUNAVAILABLE = -111, /* the bus is down: caller answers 503 */
+    NT_BUS_ENOMEM = -12,
+    NT_BUS_ECLOSED = -32,
+};
+
+/* "local" (in-process). `loop` is the loop thread that runs deliveries and
+ * presence. Returns NULL and a one-line reason in err on failure. */
+nt_bus *nt_bus_open(const char *url, uv_loop_t *loop, char *err, size_t err_len);
+/* Wakes every blocked call (they return NT_BUS_ECLOSED) and frees the bus.
+ * Call on the loop thread after worker threads have stopped using it. */
+void nt_bus_close(nt_bus *b);
+int nt_bus_ping(nt_bus *b); /* 0 if the bus answers (for /readyz) */
+
+/* ---- delivery ---------------------------------------------------------- */
+
+/* Called on the loop thread with one frame and this node's recipients. The
+ * handler takes its own references to `frame` if it keeps it. */
+typedef void (*nt_bus_delivery_fn)(void *arg, nt_shared *frame, const int64_t *user_ids,
+                                   size_t n);
+void nt_bus_set_delivery_handler(nt_bus *b, nt_bus_delivery_fn fn, void *arg);
+
+/* Sends `frame` (a complete text payload, e.g. a JSON event) to every
+ * connection of every user in user_ids. Safe from any thread; on the loop
+ * thread local recipients are handed over at once, from other threads the
+ * frame is queued and the loop woken. Users with no connection are skipped. */
+int nt_bus_deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *frame, size_t len);
+
+/* ---- registry and presence (loop thread) -------------------------------- */
+
+/* A connection of user_id was authenticated on this node. Returns 1 if it is
+ * the user's first connection anywhere (the user came online), else 0. */
+int nt_bus_conn_up(nt_bus *b, int64_t user_id);
+/* A connection closed. Returns 1 if it was the user's last (went offline). */
+int nt_bus_conn_down(nt_bus *b, int64_t user_id);
+/* True if the user has a connection on any node. Any thread. */
+bool nt_bus_online(nt_bus *b, int64_t user_id);
+
+/* ---- work queues --------------------------------------------------------- */
+
+typedef struct nt_bus_job {
+    uint64_t id;
+    char *payload; /* heap, NUL-terminated; freed by nt_bus_job_free */
+    size_t len;
+} nt_bus_job;
+
+int nt_bus_queue_push(nt_bus *b, const char *queue, const void *payload, size_t len);
+/* Takes the next job, waiting up to timeout_ms. The job stays owned by this
+ * worker until nt_bus_queue_ack; after visibility_ms without an ack it is
+ * given to another worker. Returns 0, NT_BUS_ETIMEDOUT or NT_BUS_ECLOSED. */
+int nt_bus_queue_pop(nt_bus *b, const char *queue, int timeout_ms, int visibility_ms,
+                     nt_bus_job *job);
+int nt_bus_queue_ack(nt_bus *b, const char *queue, uint64_t job_id);
+/* Jobs waiting plus jobs taken and not yet acknowledged. */
+size_t nt_bus_queue_depth(nt_bus *b, const char *queue);
+void nt_bus_job_free(nt_bus_job *job);
+
+/* ---- request / reply ------------------------------------------------------ */
+
+typedef struct nt_bus_call {
+    char correlation_id[40];
+    char reply_to[64];
+    char *payload; /* heap, NUL-terminated */
+    size_t len;
+} nt_bus_call;
+
+/* Calls `service` and waits up to timeout_ms for the reply (heap, *reply,
+ * NUL-terminated, caller frees). NT_BUS_ETIMEDOUT if nobody answered; a late
+ * reply is discarded. */
+int nt_bus_request(nt_bus *b, const char *service, const void *payload, size_t len,
+                   int timeout_ms, char **reply, size_t *reply_len);
+/* A server takes the next call to `service`, waiting up to timeout_ms. */
+int nt_bus_serve(nt_bus *b, const char *service, int timeout_ms, nt_bus_call *call);
+int nt_bus_reply(nt_bus *b, const nt_bus_call *call, const void *payload, size_t len);
+void nt_bus_call_free(nt_bus_call *call);
+
+/* ---- leader lock ----------------------------------------------------------- */
+
+/* Takes or renews the lock `name` for ttl_ms. True if this process holds it
+ * now. A holder that stops renewing loses it after ttl_ms. */
+bool nt_bus_leader(nt_bus *b, const char *name, int ttl_ms);
+
+#endif

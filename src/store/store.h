@@ -1,0 +1,274 @@
+/*
+ * The store: every durable read and write of Natter, behind one interface.
+ * No SQL exists outside src/store/. Back ends: SQLite (store_sqlite.c, the
+ * default, one file in WAL mode) and later PostgreSQL; a service never knows
+ * which one it runs on.
+ *
+ * Threads. Every function here may block (disk, network round trip), so none
+ * may be called on a loop thread; call them from worker threads. The one
+ * exception is nt_store_append(), which only enqueues and is safe anywhere.
+ * Writes are executed by the store's single writer thread, which takes every
+ * write that arrived while the previous commit ran and runs them in one
+ * transaction with one fsync (group commit); each write sits in its own
+ * savepoint so one failing write does not undo the others. The synchronous
+ * write functions wait for the commit of their batch before returning.
+ * Reads run on a per-thread read connection and see committed data.
+ *
+ * Errors: 0 on success or one of the NT_STORE_E* codes below.
+ */
+#ifndef NT_STORE_H
+#define NT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    NT_STORE_OK = 0,
+    NT_STORE_ENOTFOUND = -2,
+    NT_STORE_ECONFLICT = -3,    /* unique key taken */
+    NT_STORE_EFORBIDDEN = -4,   /* not a member, not the sender, chat closed */
+    NT_STORE_EREUSED = -5,      /* refresh token used twice: session revoked */
+    NT_STORE_EUNAVAILABLE = -6, /* the database failed; nothing was written */
+    NT_STORE_EINVAL = -7,
+};
+
+/* Field sizes, with room for the NUL. Texts are bounded by API.md limits. */
+#define NT_NICK_MAX 33
+#define NT_EMAIL_MAX 255
+#define NT_BIO_MAX 2001 /* 500 code points of up to 4 bytes */
+#define NT_URL_MAX 1025
+#define NT_GENDER_MAX 8
+#define NT_DATE_MAX 11
+#define NT_TITLE_MAX 513 /* 128 code points */
+#define NT_CLIENT_ID_MAX 65
+#define NT_TYPE_MAX 8
+
+typedef struct nt_store nt_store;
+
+/* Opens a store from a URL: "sqlite:PATH" (the file is created if missing).
+ * Runs the numbered migrations and starts the writer thread. On failure
+ * returns NULL and writes a one-line reason into err. */
+nt_store *nt_store_open(const char *url, char *err, size_t err_len);
+/* Finishes every queued write, stops the writer, closes everything. */
+void nt_store_close(nt_store *s);
+/* 0 if the database answers (for /readyz). */
+int nt_store_ping(nt_store *s);
+
+/* ---- users ----------------------------------------------------------- */
+
+typedef struct nt_user {
+    int64_t id;
+    char nickname[NT_NICK_MAX];
+    char email[NT_EMAIL_MAX];
+    char bio[NT_BIO_MAX];
+    char avatar_url[NT_URL_MAX];
+    char gender[NT_GENDER_MAX];   /* "" = null */
+    char birth_date[NT_DATE_MAX]; /* "YYYY-MM-DD" or "" = null */
+    int64_t created_at;
+    int64_t last_seen; /* 0 = never */
+} nt_user;
+
+typedef struct nt_user_new {
+    const char *email;
+    const char *nickname;
+    const char *password_hash; /* Argon2id encoded string */
+    const char *gender;        /* NULL = null */
+    const char *birth_date;    /* NULL = null */
+    int64_t created_at;
+} nt_user_new;
+
+/* Creates a user. Email and nickname are unique case-insensitively:
+ * NT_STORE_ECONFLICT with *conflict_field = "email" or "nickname". */
+int nt_store_user_create(nt_store *s, const nt_user_new *in, nt_user *out,
+                         const char **conflict_field);
+int nt_store_user_get(nt_store *s, int64_t id, nt_user *out);
+int nt_store_user_by_nickname(nt_store *s, const char *nickname, nt_user *out);
+/* Finds a user by email or nickname (case-insensitive) and returns the
+ * password hash too (pw_hash_len >= 128). */
+int nt_store_user_for_login(nt_store *s, const char *login, nt_user *out, char *pw_hash,
+                            size_t pw_hash_len);
+
+/* A partial update: NULL fields are left alone; "" sets gender/birth_date
+ * to null and clears bio/avatar_url. Nickname conflicts: NT_STORE_ECONFLICT. */
+typedef struct nt_user_patch {
+    const char *nickname;
+    const char *bio;
+    const char *avatar_url;
+    const char *gender;
+    const char *birth_date;
+} nt_user_patch;
+int nt_store_user_update(nt_store *s, int64_t id, const nt_user_patch *patch, nt_user *out);
+
+/* Nickname prefix search, case-insensitive, ordered by id, ids > after_id.
+ * Fills out[0..limit) and sets *n. */
+int nt_store_user_search(nt_store *s, const char *prefix, int64_t after_id, int limit,
+                         nt_user *out, int *n);
+int nt_store_user_set_last_seen(nt_store *s, int64_t id, int64_t ts);
+
+/* ---- sessions and refresh tokens ------------------------------------- */
+
+/* Refresh tokens are stored as SHA-256 hashes only. */
+typedef struct nt_session {
+    int64_t id;
+    int64_t user_id;
+} nt_session;
+
+/* Starts a session with its first refresh token. */
+int nt_store_session_create(nt_store *s, int64_t user_id, const uint8_t refresh_hash[32],
+                            int64_t expires_at, int64_t now, nt_session *out);
+/* Rotation: the token `old_hash` is marked used and `new_hash` becomes the
+ * session's current token. Unknown, expired or revoked: ENOTFOUND. Already
+ * used: the whole session is revoked in the same transaction, EREUSED. */
+int nt_store_session_rotate(nt_store *s, const uint8_t old_hash[32],
+                            const uint8_t new_hash[32], int64_t new_expires_at, int64_t now,
+                            nt_session *out);
+/* Logout: revokes the session the token belongs to (used or not). */
+int nt_store_session_revoke(nt_store *s, const uint8_t refresh_hash[32], nt_session *out);
+/* 0 if the session exists and is not revoked, else ENOTFOUND. */
+int nt_store_session_active(nt_store *s, int64_t session_id);
+
+/* ---- chats and members ----------------------------------------------- */
+
+enum { NT_ROLE_MEMBER = 0, NT_ROLE_OWNER = 1 };
+
+typedef struct nt_member {
+    int64_t user_id;
+    int role;
+    int64_t delivered_seq;
+    int64_t read_seq;
+} nt_member;
+
+typedef struct nt_message {
+    int64_t id;
+    int64_t chat_id;
+    int64_t seq;
+    int64_t sender_id;
+    char *text; /* heap, NUL-terminated; owned by the message */
+    size_t text_len;
+    int64_t ts;
+    char client_id[NT_CLIENT_ID_MAX]; /* "" = null */
+    int64_t edited_at;                /* 0 = null */
+    bool deleted;
+    char *extra_json; /* NULL, or members of a JSON object to merge into the
+                         message object, e.g. "\"pow\":{...}" (heap) */
+} nt_message;
+
+void nt_message_free(nt_message *m); /* frees text and extra_json, not m */
+void nt_messages_free(nt_message *arr, int n);
+
+typedef struct nt_chat {
+    int64_t id;
+    char type[NT_TYPE_MAX]; /* "direct", "group", "channel", "random" */
+    char title[NT_TITLE_MAX];
+    int64_t created_at;
+    int64_t last_seq;
+    int64_t last_activity; /* ts of the last message, else created_at */
+    bool closed;           /* a random chat that ended */
+    nt_member *members;    /* heap */
+    int nmembers;
+    bool has_last_message;
+    nt_message last_message;
+    int64_t unread; /* for the viewer: last_seq - read_seq, minus own msgs not counted */
+} nt_chat;
+
+void nt_chat_free(nt_chat *c); /* frees members and last_message, not c */
+void nt_chats_free(nt_chat *arr, int n);
+
+/* The direct chat of a and b, created if missing (*created says which).
+ * Idempotent under concurrency: the pair is a unique key. */
+int nt_store_chat_direct(nt_store *s, int64_t a, int64_t b, int64_t now, nt_chat *out,
+                         bool *created);
+/* A group or channel (type "group"/"channel"), or a random chat; owner_id
+ * becomes owner (0 = no owner, e.g. random chats or the lobby), the others
+ * members. Unknown member ids: ENOTFOUND. */
+int nt_store_chat_create(nt_store *s, const char *type, const char *title, int64_t owner_id,
+                         const int64_t *member_ids, int n, int64_t now, nt_chat *out);
+/* A chat with members, last message, and unread count for viewer_id. */
+int nt_store_chat_get(nt_store *s, int64_t chat_id, int64_t viewer_id, nt_chat *out);
+/* The viewer's chats, most recent activity first, at most `limit`. *out is
+ * heap (nt_chats_free). */
+int nt_store_chat_list(nt_store *s, int64_t user_id, int limit, nt_chat **out, int *n);
+/* The channel with this exact title (e.g. "lobby"), or ENOTFOUND. */
+int nt_store_channel_by_title(nt_store *s, const char *title, int64_t *chat_id);
+/* The member's role, or ENOTFOUND when user_id is not a member. */
+int nt_store_member_role(nt_store *s, int64_t chat_id, int64_t user_id, int *role);
+/* ECONFLICT if already a member, ENOTFOUND if chat or user is missing. */
+int nt_store_member_add(nt_store *s, int64_t chat_id, int64_t user_id, int role);
+int nt_store_member_remove(nt_store *s, int64_t chat_id, int64_t user_id);
+/* All member ids of a chat (heap array, free()). */
+int nt_store_chat_member_ids(nt_store *s, int64_t chat_id, int64_t **ids, int *n);
+/* Users who share a chat of type direct with user_id (presence partners).
+ * Heap array, free(). */
+int nt_store_user_partners(nt_store *s, int64_t user_id, int64_t **ids, int *n);
+/* Marks a random chat closed: it takes no more messages. */
+int nt_store_chat_close(nt_store *s, int64_t chat_id);
+
+/* ---- messages ---------------------------------------------------------- */
+
+/*
+ * One message to store: the hot path. Filled by the caller, executed by the
+ * writer thread inside the next group commit:
+ *  - (sender_id, client_id) already stored: status 0, duplicate = true and
+ *    msg is the first message (nothing new is written);
+ *  - chat missing: ENOTFOUND; sender not a member or chat closed: EFORBIDDEN;
+ *  - otherwise the chat's next seq is taken and the message written.
+ * On success member_ids lists every member of the chat (heap, freed by
+ * nt_append_release) so the caller can route deliveries without another read.
+ * done() runs on the writer thread after the commit; it must be short
+ * (typically: push to a queue and wake a loop).
+ */
+typedef struct nt_append {
+    /* in */
+    int64_t chat_id;
+    int64_t sender_id;
+    const char *text; /* owned by the caller until done() */
+    size_t text_len;
+    char client_id[NT_CLIENT_ID_MAX]; /* "" = none */
+    const char *extra_json;           /* NULL or object members, see nt_message */
+    int64_t ts;
+    void (*done)(struct nt_append *op);
+    void *user;
+    /* out */
+    int status;
+    bool duplicate;
+    nt_message msg; /* msg.text/extra_json are copies owned by the op */
+    int64_t *member_ids;
+    int nmembers;
+    /* store-private */
+    struct nt_append *next;
+    void *waiter;
+} nt_append;
+
+void nt_store_append(nt_store *s, nt_append *op);
+/* Blocking variant for worker threads: enqueues and waits for the commit. */
+int nt_store_append_wait(nt_store *s, nt_append *op);
+/* Frees what the store put in the op's out fields. */
+void nt_append_release(nt_append *op);
+
+/* History, ascending by seq: seq > after_seq (if > 0) and seq < before_seq
+ * (if > 0); with only before_seq or neither, the newest `limit` of the
+ * range; with after_seq, the oldest `limit` after it. *out is heap. */
+int nt_store_messages(nt_store *s, int64_t chat_id, int64_t before_seq, int64_t after_seq,
+                      int limit, nt_message **out, int *n);
+/* Edit or delete by the sender: ENOTFOUND no such message, EFORBIDDEN not
+ * the sender (or already deleted). Deleting clears the text. out gets the
+ * new state. */
+int nt_store_message_edit(nt_store *s, int64_t chat_id, int64_t seq, int64_t sender_id,
+                          const char *text, int64_t now, nt_message *out);
+int nt_store_message_delete(nt_store *s, int64_t chat_id, int64_t seq, int64_t sender_id,
+                            int64_t now, nt_message *out);
+/* Calls fn for every message of the chat in seq order, reading in pages so
+ * memory stays bounded. Stops early if fn returns non-zero (returned). */
+int nt_store_export(nt_store *s, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
+                    void *arg);
+
+/* Receipt markers: moves the member's delivered or read marker forward to
+ * min(seq, last_seq), never back; reading implies delivered. *moved tells if
+ * anything changed; the new values come back either way. ENOTFOUND when not
+ * a member. */
+enum { NT_MARK_DELIVERED = 1, NT_MARK_READ = 2 };
+int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64_t seq,
+                  int64_t *delivered_seq, int64_t *read_seq, bool *moved);
+
+#endif
