@@ -54,6 +54,8 @@ typedef struct nt_reply {
     nt_buf body;              /* JSON (or JSON Lines for export) */
     const char *content_type; /* NULL = application/json */
     char headers[128];        /* extra "Name: value\r\n" lines, e.g. Retry-After */
+    char code[32];            /* set by nt_reply_error: the stable error code */
+    char message[256];        /* set by nt_reply_error: the human message */
 } nt_reply;
 
 /* Sets status and the body {"error":{"code","message"}}; the message is

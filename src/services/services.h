@@ -1,0 +1,84 @@
+/*
+ * The service handlers behind the REST routes and WebSocket frames. See
+ * api.h for the rules every handler follows (worker thread, validation,
+ * stable error codes). `body`/`len` is the raw JSON request body; `query`
+ * the raw query string. Each handler fills `r` (status + JSON body) and
+ * emits its events through ctx->bus.
+ */
+#ifndef NT_SERVICES_H
+#define NT_SERVICES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "services/api.h"
+
+/* ---- auth (auth.c) ---- */
+void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r);
+void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r);
+void nt_auth_refresh(nt_ctx *ctx, const char *body, size_t len, nt_reply *r);
+/* 204. *revoked_session gets the ended session's id (0 if none) so the
+ * gateway can close that session's WebSockets at once. */
+void nt_auth_logout(nt_ctx *ctx, const char *body, size_t len, nt_reply *r,
+                    int64_t *revoked_session);
+/* Checks an access token: HS256 signature, exp, and that its session is
+ * still active in the store. 0 and *out filled, or -1. */
+int nt_auth_verify(nt_ctx *ctx, const char *token, nt_caller *out);
+/* Creates the signing key file (32 random bytes, mode 0600) in data_dir if
+ * missing and loads it into ctx->jwt_key. 0 or -errno. */
+int nt_auth_load_key(nt_ctx *ctx, const char *path);
+
+/* ---- users (users.c) ---- */
+void nt_users_me(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
+                        nt_reply *r);
+void nt_users_get(nt_ctx *ctx, const nt_caller *c, int64_t user_id, nt_reply *r);
+void nt_users_by_nickname(nt_ctx *ctx, const nt_caller *c, const char *nickname, nt_reply *r);
+void nt_users_search(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply *r);
+/* Presence: the user's first connection opened (online) or last closed.
+ * Stores last_seen when going offline and sends `presence` events to the
+ * user's partners (direct chats; friends later). */
+void nt_users_presence(nt_ctx *ctx, int64_t user_id, bool online);
+/* The `ready` frame: {"type":"ready","user":{...}} into out. */
+int nt_users_ready_frame(nt_ctx *ctx, int64_t user_id, nt_buf *out);
+
+/* ---- chats (chats.c) ---- */
+void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
+                     nt_reply *r);
+void nt_chats_list(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply *r);
+void nt_chats_get(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
+void nt_chats_add_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
+                         size_t len, nt_reply *r);
+void nt_chats_remove_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t user_id,
+                            nt_reply *r);
+/* REST read marker: body {"seq"}; 204. */
+void nt_chats_read(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
+                   size_t len, nt_reply *r);
+/* Moves a marker (NT_MARK_DELIVERED / NT_MARK_READ) and sends `receipt` to
+ * the other members when it moved. 204 or an error. */
+void nt_chats_mark(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int kind, int64_t seq,
+                   nt_reply *r);
+/* Sends `typing` to the other online members; 204 or an error. */
+void nt_chats_typing(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
+
+/* ---- messages (messages.c) ---- */
+void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *query,
+                         nt_reply *r);
+/* REST send: body {"text","client_id"?}; 201 message, 200 for a repeat. */
+void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
+                      size_t len, nt_reply *r);
+void nt_messages_edit(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq,
+                      const char *body, size_t len, nt_reply *r);
+void nt_messages_delete(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq,
+                        nt_reply *r);
+/* JSON Lines, content type application/x-ndjson. Members only. */
+void nt_messages_export(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
+/* Checks a message text against API.md (1..text_max_cp code points, no
+ * NUL; UTF-8 is already guaranteed by the JSON reader). NULL if fine, else
+ * the reason. Cheap: used on the loop thread by the WebSocket send path. */
+const char *nt_messages_check_text(const nt_ctx *ctx, const char *text, size_t len);
+/* After a message was stored (REST or WebSocket path): sends the `message`
+ * event to every member. Any thread. */
+void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
+
+#endif
