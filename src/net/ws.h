@@ -87,6 +87,18 @@ typedef struct nt_ws_assembler {
 int nt_ws_assemble(nt_ws_assembler *a, const nt_ws_frame *frame, size_t max_message,
                    const uint8_t **msg, size_t *msg_len, uint8_t *opcode);
 void nt_ws_assembler_free(nt_ws_assembler *a);
+/* (Addition) Memory: a fragmented message stays in a->msg until the next
+ * nt_ws_assemble call, which frees it. To give it back as soon as it is
+ * handled, call nt_ws_assembler_free; the assembler stays usable. */
+
+/*
+ * Checks the payload of a received close frame (RFC 6455 5.5.1, 7.4).
+ *   0:  acceptable; *code is the peer's status, or 1005 when it sent none.
+ *  <0:  minus the close code to answer with: -1002 for a 1-byte payload or a
+ *       status that must not be sent on the wire (e.g. 1005, 1006, 999),
+ *       -1007 when the reason is not UTF-8.
+ */
+int nt_ws_close_check(const uint8_t *payload, size_t len, uint16_t *code);
 
 /* Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)), 28
  * characters plus NUL. Returns 0, or -EINVAL if the key is not 24 base64
