@@ -1,0 +1,142 @@
+/*
+ * State shared by the gateway's files (gateway.c, routes.c, ws_session.c,
+ * metrics.c, static.c). Not an interface: nothing outside src/gateway/
+ * includes it.
+ */
+#ifndef NT_GATEWAY_INTERNAL_H
+#define NT_GATEWAY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "common/config.h"
+#include "gateway/gateway.h"
+#include "net/server.h"
+#include "services/api.h"
+
+/* Back-pressure: a WebSocket with this many jobs or sends in flight is not
+ * read until some finish, so one client cannot flood the workers. */
+#define GW_MAX_JOBS_PER_CONN 32
+#define GW_MAX_SENDS_PER_CONN 256
+
+/* Latency histogram in microseconds, Prometheus-style cumulative buckets. */
+#define GW_LAT_BUCKETS 14
+extern const double gw_latency_bounds_ms[GW_LAT_BUCKETS];
+
+typedef struct gw_histogram {
+    uint64_t counts[GW_LAT_BUCKETS + 1]; /* last: +Inf */
+    uint64_t total;
+    double sum_ms;
+} gw_histogram;
+
+typedef struct gw_metrics {
+    uint64_t messages_in;        /* sends accepted (stored) */
+    uint64_t messages_out;       /* message frames written to connections */
+    uint64_t deliveries;         /* frames written by fan-out, all event types */
+    uint64_t send_errors;
+    gw_histogram send_to_ack;    /* WebSocket send frame to ack, loop clock */
+    gw_histogram request_ms;     /* REST requests */
+    _Atomic uint64_t jobs_started, jobs_done;
+} gw_metrics;
+
+typedef struct gw_static_file {
+    char *path; /* "/index.html" */
+    const char *content_type;
+    nt_buf body;
+} gw_static_file;
+
+/* A user's local connections: open addressing, linear probing. */
+typedef struct gw_registry_slot {
+    int64_t user_id; /* 0 = empty */
+    nt_conn *head;
+} gw_registry_slot;
+
+typedef struct gw_send gw_send;
+
+struct nt_gateway {
+    uv_loop_t *loop;
+    nt_ctx *ctx;
+    const nt_config *cfg;
+    nt_server *server;
+    gw_metrics metrics;
+    /* registry */
+    gw_registry_slot *slots;
+    size_t nslots, nusers;
+    /* completed sends, pushed by the store's writer thread */
+    pthread_mutex_t done_lock;
+    gw_send *done_head, *done_tail;
+    uv_async_t done_async;
+    size_t sends_in_flight;
+    /* static files and the OpenAPI document */
+    gw_static_file *files;
+    size_t nfiles;
+    nt_buf frame_scratch; /* reused encoding buffer for loop-thread frames */
+    /* drain */
+    bool draining;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline;
+    void (*drain_done)(void *arg);
+    void *drain_arg;
+    size_t jobs_in_flight;
+};
+
+/*
+ * A unit of work for the worker threads: `run` executes there (it may call
+ * the store and the services), `after` runs back on the loop thread. A job
+ * that belongs to a connection holds a reference to it; `after` must check
+ * the connection is still open before writing to it.
+ */
+typedef struct gw_job gw_job;
+struct gw_job {
+    uv_work_t work;
+    nt_gateway *gw;
+    nt_conn *conn; /* NULL for jobs of no connection (presence) */
+    void (*run)(gw_job *job);
+    void (*after)(gw_job *job);
+    nt_caller caller;
+    nt_reply reply;
+    uint64_t started_ns;
+    /* REST */
+    nt_http_request *req;
+    int route;
+    int64_t ids[2];
+    char arg[72];
+    bool auth_failed;
+    int64_t revoked_session;
+    /* WebSocket */
+    char ws_id[72]; /* the request's "id", raw JSON, "" if none */
+    int kind;
+    int64_t chat_id, seq;
+    char *token;
+    nt_buf frame;
+    bool online;
+};
+
+/* Queues a job (calloc'ed by the caller; freed after `after`). */
+void gw_job_submit(nt_gateway *gw, gw_job *job);
+
+/* registry (gateway.c) */
+void gw_registry_add(nt_gateway *gw, nt_conn *c);
+void gw_registry_remove(nt_gateway *gw, nt_conn *c);
+nt_conn *gw_registry_find(nt_gateway *gw, int64_t user_id);
+
+/* REST (routes.c) */
+void gw_on_request(void *arg, nt_conn *c, nt_http_request *req);
+
+/* WebSocket protocol (ws_session.c) */
+void gw_on_ws_text(void *arg, nt_conn *c, char *msg, size_t len);
+void gw_on_send_done_async(uv_async_t *h);
+/* Presence job for a user who came online or went offline. */
+void gw_presence(nt_gateway *gw, int64_t user_id, bool online);
+
+/* metrics (metrics.c) */
+void gw_histogram_add(gw_histogram *h, double ms);
+void gw_metrics_render(nt_gateway *gw, nt_buf *out);
+
+/* static files (static.c) */
+int gw_static_load(nt_gateway *gw, const char *web_dir);
+const gw_static_file *gw_static_find(nt_gateway *gw, const char *path);
+void gw_static_free(nt_gateway *gw);
+extern const char gw_openapi_json[];
+
+#endif

@@ -1,0 +1,393 @@
+/*
+ * The WebSocket protocol of API.md: auth, send, delivered, read, typing,
+ * ping. `send` is the hot path: it is validated on the loop thread, handed
+ * to the store's group commit without a worker hop, and acknowledged and
+ * fanned out when the writer thread reports the commit. Everything else
+ * that needs the store runs as a job on a worker thread.
+ */
+#include "gateway/gateway_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "services/services.h"
+
+#define WS_TOKENS 64
+
+struct gw_send {
+    nt_append op;
+    gw_send *next_done;
+    nt_gateway *gw;
+    nt_conn *conn;
+    uint64_t started_ns;
+    char ws_id[72];
+    char text[]; /* the unescaped text, owned here until the commit */
+};
+
+/* ---- small frames ------------------------------------------------------------ */
+
+static void send_error(nt_conn *c, const char *ws_id, const char *code, const char *message)
+{
+    if (c->state != NT_CONN_WS)
+        return;
+    nt_buf out = NT_BUF_INIT;
+    nt_jw w;
+    nt_jw_init(&w, &out);
+    nt_jw_obj(&w);
+    nt_jw_kstr(&w, "type", "error");
+    if (ws_id && ws_id[0]) {
+        nt_jw_key(&w, "id");
+        nt_jw_raw(&w, ws_id, strlen(ws_id));
+    }
+    nt_jw_kstr(&w, "code", code);
+    nt_jw_kstr(&w, "message", message);
+    nt_jw_obj_end(&w);
+    if (!nt_jw_error(&w))
+        nt_conn_send_text(c, out.data, out.len);
+    nt_buf_free(&out);
+}
+
+static void send_reply_error(nt_conn *c, const char *ws_id, const nt_reply *r)
+{
+    send_error(c, ws_id, r->code[0] ? r->code : "internal",
+               r->message[0] ? r->message : "request failed");
+}
+
+/* Copies the raw JSON of the request's "id" (a string or a number). */
+static bool take_id(const nt_json *doc, char out[72])
+{
+    out[0] = '\0';
+    int tok = nt_json_get(doc, 0, "id");
+    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL)
+        return true;
+    const nt_json_tok *t = &doc->toks[tok];
+    const char *start = doc->src + t->start;
+    size_t len = t->len;
+    if (t->type == NT_JSON_STRING) {
+        start--; /* include the quotes */
+        len += 2;
+    } else if (t->type != NT_JSON_NUMBER) {
+        return false;
+    }
+    if (len >= 72)
+        return false;
+    memcpy(out, start, len);
+    out[len] = '\0';
+    return true;
+}
+
+static bool get_positive(const nt_json *doc, const char *key, int64_t *out)
+{
+    int tok = nt_json_get(doc, 0, key);
+    return tok >= 0 && nt_json_int(doc, tok, out) == 0 && *out > 0;
+}
+
+/* ---- jobs ------------------------------------------------------------------------ */
+
+enum { WS_AUTH = 1, WS_MARK, WS_TYPING };
+
+static void run_ws_job(gw_job *job)
+{
+    nt_ctx *ctx = job->gw->ctx;
+    switch (job->kind) {
+    case WS_AUTH:
+        if (nt_auth_verify(ctx, job->token, &job->caller) == 0 &&
+            nt_users_ready_frame(ctx, job->caller.user_id, &job->frame) == 0)
+            job->reply.status = 200;
+        break;
+    case WS_MARK:
+        nt_chats_mark(ctx, &job->caller, job->chat_id, job->route, job->seq, &job->reply);
+        break;
+    case WS_TYPING:
+        nt_chats_typing(ctx, &job->caller, job->chat_id, &job->reply);
+        break;
+    }
+}
+
+static void after_ws_job(gw_job *job)
+{
+    nt_conn *c = job->conn;
+    nt_gateway *gw = job->gw;
+    if (c->state != NT_CONN_WS)
+        return;
+    if (job->kind == WS_AUTH) {
+        c->session.auth_pending = false;
+        if (job->reply.status != 200) {
+            nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "invalid or expired token");
+            return;
+        }
+        c->session.user_id = job->caller.user_id;
+        c->session.session_id = job->caller.session_id;
+        gw_registry_add(gw, c);
+        if (nt_bus_conn_up(gw->ctx->bus, c->session.user_id) == 1)
+            gw_presence(gw, c->session.user_id, true);
+        nt_conn_send_text(c, job->frame.data, job->frame.len);
+        return;
+    }
+    if (job->reply.status >= 400)
+        send_reply_error(c, job->ws_id, &job->reply);
+}
+
+static void run_presence(gw_job *job)
+{
+    nt_users_presence(job->gw->ctx, job->caller.user_id, job->online);
+}
+
+static void after_nothing(gw_job *job)
+{
+}
+
+void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
+{
+    gw_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return;
+    job->caller.user_id = user_id;
+    job->online = online;
+    job->run = run_presence;
+    job->after = after_nothing;
+    gw_job_submit(gw, job);
+}
+
+/* `mark` is NT_MARK_* for WS_MARK jobs. */
+static void submit_ws_job(nt_gateway *gw, nt_conn *c, int kind, int mark, int64_t chat_id,
+                          int64_t seq, const char *ws_id)
+{
+    gw_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        send_error(c, ws_id, "unavailable", "out of memory");
+        return;
+    }
+    job->conn = c;
+    job->kind = kind;
+    job->route = mark;
+    job->chat_id = chat_id;
+    job->seq = seq;
+    job->caller.user_id = c->session.user_id;
+    job->caller.session_id = c->session.session_id;
+    memcpy(job->ws_id, ws_id, sizeof job->ws_id);
+    job->run = run_ws_job;
+    job->after = after_ws_job;
+    gw_job_submit(gw, job);
+    if (c->session.jobs >= GW_MAX_JOBS_PER_CONN)
+        nt_conn_pause(c);
+}
+
+/* ---- the send hot path ------------------------------------------------------ */
+
+/* Writer thread, right after the commit: hand the op to the loop. */
+static void on_send_committed(nt_append *op)
+{
+    gw_send *s = op->user;
+    nt_gateway *gw = s->gw;
+    pthread_mutex_lock(&gw->done_lock);
+    s->next_done = NULL;
+    if (gw->done_tail)
+        gw->done_tail->next_done = s;
+    else
+        gw->done_head = s;
+    gw->done_tail = s;
+    pthread_mutex_unlock(&gw->done_lock);
+    uv_async_send(&gw->done_async);
+}
+
+static void finish_send(nt_gateway *gw, gw_send *s)
+{
+    nt_conn *c = s->conn;
+    nt_append *op = &s->op;
+    if (op->status == 0) {
+        if (c->state == NT_CONN_WS) {
+            char ack[320];
+            int n = snprintf(ack, sizeof ack,
+                             "{\"type\":\"ack\"%s%s,\"chat_id\":%lld,\"seq\":%lld,"
+                             "\"message_id\":%lld,\"ts\":%lld}",
+                             s->ws_id[0] ? ",\"id\":" : "", s->ws_id, (long long)op->chat_id,
+                             (long long)op->msg.seq, (long long)op->msg.id,
+                             (long long)op->msg.ts);
+            nt_conn_send_text(c, ack, (size_t)n);
+        }
+        gw_histogram_add(&gw->metrics.send_to_ack, (double)(nt_mono_ns() - s->started_ns) / 1e6);
+        if (!op->duplicate) {
+            gw->metrics.messages_in++;
+            nt_messages_fanout(gw->ctx, &op->msg, op->member_ids, op->nmembers);
+        }
+    } else {
+        gw->metrics.send_errors++;
+        const char *code = "internal", *message = "the message could not be stored";
+        if (op->status == NT_STORE_ENOTFOUND)
+            code = "not_found", message = "no such chat";
+        else if (op->status == NT_STORE_EFORBIDDEN)
+            code = "forbidden", message = "you cannot write to this chat";
+        else if (op->status == NT_STORE_EUNAVAILABLE)
+            code = "unavailable", message = "storage is unavailable; nothing was written";
+        send_error(c, s->ws_id, code, message);
+    }
+    gw->sends_in_flight--;
+    c->session.sends--;
+    if (c->state == NT_CONN_WS && c->session.sends < GW_MAX_SENDS_PER_CONN &&
+        c->session.jobs < GW_MAX_JOBS_PER_CONN)
+        nt_conn_resume(c);
+    nt_conn_unref(c);
+    nt_append_release(op);
+    free(s);
+}
+
+void gw_on_send_done_async(uv_async_t *h)
+{
+    nt_gateway *gw = h->data;
+    pthread_mutex_lock(&gw->done_lock);
+    gw_send *s = gw->done_head;
+    gw->done_head = gw->done_tail = NULL;
+    pthread_mutex_unlock(&gw->done_lock);
+    while (s) {
+        gw_send *next = s->next_done;
+        finish_send(gw, s);
+        s = next;
+    }
+}
+
+static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const char *ws_id)
+{
+    int64_t chat_id;
+    if (!get_positive(doc, "chat_id", &chat_id)) {
+        send_error(c, ws_id, "bad_request", "chat_id must be a positive integer");
+        return;
+    }
+    int text_tok = nt_json_get(doc, 0, "text");
+    if (nt_json_type_of(doc, text_tok) != NT_JSON_STRING) {
+        send_error(c, ws_id, "bad_request", "text must be a string");
+        return;
+    }
+    size_t cap = doc->toks[text_tok].len + 1; /* unescaping never grows */
+    gw_send *s = malloc(sizeof *s + cap);
+    if (!s) {
+        send_error(c, ws_id, "unavailable", "out of memory");
+        return;
+    }
+    memset(s, 0, sizeof *s);
+    int text_len = nt_json_str(doc, text_tok, s->text, cap);
+    const char *why = text_len < 0 ? "text must not contain NUL"
+                                   : nt_messages_check_text(gw->ctx, s->text, (size_t)text_len);
+    if (why) {
+        send_error(c, ws_id, "bad_request", why);
+        free(s);
+        return;
+    }
+    int cid_tok = nt_json_get(doc, 0, "client_id");
+    if (cid_tok >= 0 && nt_json_type_of(doc, cid_tok) != NT_JSON_NULL) {
+        int n = nt_json_str(doc, cid_tok, s->op.client_id, sizeof s->op.client_id);
+        if (n <= 0) {
+            send_error(c, ws_id, "bad_request", "client_id must be a string of 1..64 bytes");
+            free(s);
+            return;
+        }
+    }
+    s->gw = gw;
+    s->conn = c;
+    s->started_ns = nt_mono_ns();
+    memcpy(s->ws_id, ws_id, sizeof s->ws_id);
+    s->op.chat_id = chat_id;
+    s->op.sender_id = c->session.user_id;
+    s->op.text = s->text;
+    s->op.text_len = (size_t)text_len;
+    s->op.ts = nt_now_ms();
+    s->op.done = on_send_committed;
+    s->op.user = s;
+    nt_conn_ref(c);
+    c->session.sends++;
+    gw->sends_in_flight++;
+    nt_store_append(gw->ctx->store, &s->op);
+    if (c->session.sends >= GW_MAX_SENDS_PER_CONN)
+        nt_conn_pause(c);
+}
+
+/* ---- dispatch ------------------------------------------------------------------- */
+
+void gw_on_ws_text(void *arg, nt_conn *c, char *msg, size_t len)
+{
+    nt_gateway *gw = arg;
+    nt_json_tok toks[WS_TOKENS];
+    nt_json doc;
+    if (nt_json_parse(&doc, msg, len, toks, WS_TOKENS) != 0 ||
+        nt_json_type_of(&doc, 0) != NT_JSON_OBJECT) {
+        if (!c->session.user_id) {
+            nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "the first frame must be auth");
+            return;
+        }
+        send_error(c, NULL, "bad_request", "a frame must be one JSON object");
+        return;
+    }
+    char ws_id[72];
+    if (!take_id(&doc, ws_id)) {
+        send_error(c, NULL, "bad_request", "id must be a string or a number under 64 bytes");
+        return;
+    }
+    int type_tok = nt_json_get(&doc, 0, "type");
+    char type[24];
+    if (nt_json_type_of(&doc, type_tok) != NT_JSON_STRING ||
+        nt_json_str(&doc, type_tok, type, sizeof type) < 0) {
+        if (!c->session.user_id) {
+            nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "the first frame must be auth");
+            return;
+        }
+        send_error(c, ws_id, "bad_request", "type must be a string");
+        return;
+    }
+
+    if (!c->session.user_id) {
+        char token[2048];
+        int tok = nt_json_get(&doc, 0, "token");
+        if (strcmp(type, "auth") != 0 || c->session.auth_pending ||
+            nt_json_str(&doc, tok, token, sizeof token) <= 0) {
+            nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "the first frame must be auth");
+            return;
+        }
+        gw_job *job = calloc(1, sizeof *job);
+        if (!job || !(job->token = strdup(token))) {
+            free(job);
+            nt_conn_close_ws(c, NT_WS_CLOSE_INTERNAL, "out of memory");
+            return;
+        }
+        c->session.auth_pending = true;
+        job->conn = c;
+        job->kind = WS_AUTH;
+        job->run = run_ws_job;
+        job->after = after_ws_job;
+        gw_job_submit(gw, job);
+        return;
+    }
+
+    if (!strcmp(type, "send")) {
+        handle_send(gw, c, &doc, ws_id);
+    } else if (!strcmp(type, "ping")) {
+        char pong[120];
+        int n = snprintf(pong, sizeof pong, "{\"type\":\"pong\"%s%s}", ws_id[0] ? ",\"id\":" : "",
+                         ws_id);
+        nt_conn_send_text(c, pong, (size_t)n);
+    } else if (!strcmp(type, "delivered") || !strcmp(type, "read")) {
+        int64_t chat_id, seq;
+        if (!get_positive(&doc, "chat_id", &chat_id)) {
+            send_error(c, ws_id, "bad_request", "chat_id must be a positive integer");
+        } else if (!get_positive(&doc, "seq", &seq)) {
+            send_error(c, ws_id, "bad_request", "seq must be a positive integer");
+        } else {
+            int mark = !strcmp(type, "read") ? NT_MARK_READ : NT_MARK_DELIVERED;
+            submit_ws_job(gw, c, WS_MARK, mark, chat_id, seq, ws_id);
+        }
+    } else if (!strcmp(type, "typing")) {
+        int64_t chat_id;
+        if (!get_positive(&doc, "chat_id", &chat_id)) {
+            send_error(c, ws_id, "bad_request", "chat_id must be a positive integer");
+            return;
+        }
+        submit_ws_job(gw, c, WS_TYPING, 0, chat_id, 0, ws_id);
+    } else if (!strcmp(type, "auth")) {
+        send_error(c, ws_id, "bad_request", "already authenticated");
+    } else if (!strcmp(type, "match") || !strcmp(type, "match_cancel")) {
+        send_error(c, ws_id, "unavailable", "random chats are not available on this server yet");
+    } else {
+        send_error(c, ws_id, "bad_request", "unknown type");
+    }
+}
