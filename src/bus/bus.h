@@ -119,4 +119,28 @@ void nt_bus_call_free(nt_bus_call *call);
  * now. A holder that stops renewing loses it after ttl_ms. */
 bool nt_bus_leader(nt_bus *b, const char *name, int ttl_ms);
 
+/* ---- notes on use (added with the first back end) ------------------------ */
+
+/*
+ * - Open the bus on its loop thread (uv handles are created there, and
+ *   deliveries made on that thread are handed over at once).
+ * - nt_bus_close closes the bus's uv handles with uv_close; their memory is
+ *   given back by their close callbacks the next time the loop runs (e.g.
+ *   uv_run(loop, UV_RUN_NOWAIT)), which the owner does anyway before
+ *   uv_loop_close. The bus itself does not keep the loop alive. Close may be
+ *   called from inside a loop callback other than the delivery handler.
+ * - Timeouts: timeout_ms < 0 waits until the bus closes, 0 does not wait.
+ *   visibility_ms <= 0 means the back end's default (30 s).
+ * - nt_bus_queue_ack returns -ENOENT for a job it does not know (already
+ *   acknowledged). Acknowledging a job whose visibility ran out still
+ *   removes it, wherever it is.
+ * - nt_bus_reply returns 0 also when the caller has already given up; the
+ *   reply is then dropped.
+ * - nt_bus_deliver returns NT_BUS_EUNAVAILABLE if too much is queued for a
+ *   loop that does not drain it, -EMSGSIZE for a frame over 4 GiB.
+ * - nt_bus_conn_up returns NT_BUS_ENOMEM if the registry cannot grow.
+ * - "local": leader locks are shared by every local bus of the process, so
+ *   two buses opened in one process compete like two nodes.
+ */
+
 #endif

@@ -1,0 +1,630 @@
+/*
+ * Unit tests of the bus (bus.h) over the in-process back end, with a real
+ * libuv loop on the main thread: deliveries made on the loop thread and from
+ * four other threads, presence, work queues with redelivery after the
+ * visibility timeout, request/reply between threads with timeouts and late
+ * replies, leader locks, and close waking blocked callers. Run under ASan
+ * and LSan, so leaks fail the test too.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus/bus.h"
+#include "check.h"
+#include "common/clock.h"
+
+#define SENDERS 4
+#define FRAMES_PER_SENDER 2000
+#define ONLINE_BASE 1000
+#define OFFLINE_BASE 2000
+
+static uv_loop_t loop;
+static nt_bus *bus;
+
+static int64_t elapsed_ms(uint64_t since_ns)
+{
+    return (int64_t)((nt_mono_ns() - since_ns) / 1000000u);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- what the delivery handler saw (loop thread only) -------------------- */
+
+static struct {
+    uv_thread_t loop_thread;
+    int calls;
+    int wrong_thread;
+    char last_frame[64];
+    int64_t last_ids[8];
+    size_t last_n;
+    nt_shared *kept;
+    int nested_ok;
+    /* frames from the sender threads */
+    int threaded;
+    int next_seq[SENDERS];
+    int out_of_order;
+    int bad_recipients;
+    int offline_seen;
+} rx;
+
+static void on_delivery(void *arg, nt_shared *frame, const int64_t *ids, size_t n)
+{
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &rx.loop_thread))
+        rx.wrong_thread++;
+    rx.calls++;
+    size_t len = frame->len < sizeof rx.last_frame - 1 ? frame->len : sizeof rx.last_frame - 1;
+    memcpy(rx.last_frame, frame->data, len);
+    rx.last_frame[len] = '\0';
+    rx.last_n = n;
+    for (size_t i = 0; i < n && i < 8; i++)
+        rx.last_ids[i] = ids[i];
+
+    int k, seq;
+    if (sscanf(rx.last_frame, "T%d:%d", &k, &seq) == 2 && k >= 0 && k < SENDERS) {
+        rx.threaded++;
+        if (seq != rx.next_seq[k])
+            rx.out_of_order++;
+        rx.next_seq[k] = seq + 1;
+        if (n != 1 || ids[0] != ONLINE_BASE + k)
+            rx.bad_recipients++;
+    } else if (rx.last_frame[0] == 'X') {
+        rx.offline_seen++;
+    } else if (strcmp(rx.last_frame, "keep") == 0) {
+        rx.kept = nt_shared_ref(frame);
+    } else if (strcmp(rx.last_frame, "nested") == 0) {
+        int64_t inner_ids[] = {2};
+        nt_bus_deliver(arg, inner_ids, 1, "inner", 5);
+        /* The inner delivery must not have reused our recipients array. */
+        rx.nested_ok = n == 2 && ids[0] == 1 && ids[1] == 2;
+    }
+}
+
+/* ---- open ----------------------------------------------------------------- */
+
+static void test_open(void)
+{
+    char err[128] = "";
+    CHECK(nt_bus_open("redis://127.0.0.1:6379", &loop, err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+    err[0] = '\0';
+    CHECK(nt_bus_open("localhost", &loop, err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+
+    nt_bus *b = nt_bus_open(NULL, &loop, err, sizeof err);
+    CHECK(b != NULL);
+    CHECK_EQ_INT(nt_bus_ping(b), 0);
+    nt_bus_close(b);
+
+    bus = nt_bus_open("local", &loop, err, sizeof err);
+    CHECK(bus != NULL);
+    if (!bus) {
+        fprintf(stderr, "cannot open the bus: %s\n", err);
+        exit(1);
+    }
+}
+
+/* ---- presence ------------------------------------------------------------- */
+
+#define MANY_USERS 100000
+
+static int64_t many_id(int i)
+{
+    /* Spread out and some negative, so hashing and probing get exercised. */
+    return (i % 3 == 0 ? -1 : 1) * ((int64_t)i * 7919 + 5);
+}
+
+static atomic_int online_misses;
+
+static void *check_online_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < MANY_USERS; i++) {
+        if (!nt_bus_online(bus, many_id(i)))
+            atomic_fetch_add(&online_misses, 1);
+        if (nt_bus_online(bus, many_id(i) + 1)) /* never connected */
+            atomic_fetch_add(&online_misses, 1);
+    }
+    return NULL;
+}
+
+static void test_presence(void)
+{
+    CHECK(!nt_bus_online(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
+    CHECK(nt_bus_online(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
+    CHECK(nt_bus_online(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 1);
+    CHECK(!nt_bus_online(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* unbalanced: ignored */
+    CHECK(!nt_bus_online(bus, 42));
+
+    int firsts = 0;
+    for (int i = 0; i < MANY_USERS; i++)
+        firsts += nt_bus_conn_up(bus, many_id(i));
+    CHECK_EQ_INT(firsts, MANY_USERS);
+    int seconds = 0;
+    for (int i = 0; i < MANY_USERS; i += 2) /* a second connection */
+        seconds += nt_bus_conn_up(bus, many_id(i)) == 0;
+    CHECK_EQ_INT(seconds, MANY_USERS / 2);
+
+    pthread_t readers[2];
+    for (int t = 0; t < 2; t++)
+        pthread_create(&readers[t], NULL, check_online_thread, NULL);
+    /* Writers on the loop thread while readers run elsewhere. */
+    for (int i = 0; i < 20000; i++) {
+        nt_bus_conn_up(bus, 5000000 + i);
+        nt_bus_conn_down(bus, 5000000 + i);
+    }
+    for (int t = 0; t < 2; t++)
+        pthread_join(readers[t], NULL);
+    CHECK_EQ_INT(atomic_load(&online_misses), 0);
+
+    /* Remove every other user: the rest must still be found. */
+    int lasts = 0;
+    for (int i = 1; i < MANY_USERS; i += 2)
+        lasts += nt_bus_conn_down(bus, many_id(i));
+    CHECK_EQ_INT(lasts, MANY_USERS / 2);
+    int wrong = 0;
+    for (int i = 0; i < MANY_USERS; i++)
+        wrong += nt_bus_online(bus, many_id(i)) != (i % 2 == 0);
+    CHECK_EQ_INT(wrong, 0);
+    lasts = 0;
+    for (int i = 0; i < MANY_USERS; i += 2) {
+        lasts += nt_bus_conn_down(bus, many_id(i));
+        lasts += nt_bus_conn_down(bus, many_id(i));
+    }
+    CHECK_EQ_INT(lasts, MANY_USERS / 2);
+    wrong = 0;
+    for (int i = 0; i < MANY_USERS; i++)
+        wrong += nt_bus_online(bus, many_id(i));
+    CHECK_EQ_INT(wrong, 0);
+}
+
+/* ---- delivery on the loop thread ----------------------------------------- */
+
+static void loop_thread_deliveries(uv_timer_t *timer)
+{
+    (void)timer;
+    int64_t both[] = {1, 2, 3};
+    CHECK_EQ_INT(nt_bus_deliver(bus, both, 3, "hello", 5), 0);
+    CHECK_EQ_INT(rx.calls, 1); /* handed over at once */
+    CHECK_STR_EQ(rx.last_frame, "hello");
+    CHECK_EQ_INT(rx.last_n, 2);
+    CHECK_EQ_INT(rx.last_ids[0], 1);
+    CHECK_EQ_INT(rx.last_ids[1], 2);
+
+    int64_t offline[] = {3, 4};
+    CHECK_EQ_INT(nt_bus_deliver(bus, offline, 2, "nobody", 6), 0);
+    CHECK_EQ_INT(rx.calls, 1);
+
+    int64_t one[] = {1};
+    CHECK_EQ_INT(nt_bus_deliver(bus, one, 1, "keep", 4), 0);
+    CHECK(rx.kept != NULL);
+    if (rx.kept) {
+        CHECK_EQ_INT(rx.kept->refs, 1); /* the bus dropped its own */
+        CHECK_EQ_INT(rx.kept->len, 4);
+        CHECK(memcmp(rx.kept->data, "keep", 4) == 0);
+        nt_shared_unref(rx.kept);
+        rx.kept = NULL;
+    }
+
+    int64_t pair[] = {1, 2};
+    int before = rx.calls;
+    CHECK_EQ_INT(nt_bus_deliver(bus, pair, 2, "nested", 6), 0);
+    CHECK_EQ_INT(rx.calls, before + 2);
+    CHECK(rx.nested_ok);
+}
+
+static void test_loop_thread_delivery(void)
+{
+    nt_bus_set_delivery_handler(bus, on_delivery, bus);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 1), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 2), 1);
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
+    uv_timer_start(&timer, loop_thread_deliveries, 0, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&timer, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+/* ---- delivery from other threads ------------------------------------------ */
+
+static atomic_int send_errors;
+
+static void *sender_thread(void *arg)
+{
+    int k = (int)(intptr_t)arg;
+    int64_t ids[] = {ONLINE_BASE + k, OFFLINE_BASE + k};
+    int64_t offline_only[] = {OFFLINE_BASE + k};
+    char frame[32];
+    for (int i = 0; i < FRAMES_PER_SENDER; i++) {
+        int len = snprintf(frame, sizeof frame, "T%d:%d", k, i);
+        if (nt_bus_deliver(bus, ids, 2, frame, (size_t)len) != 0)
+            atomic_fetch_add(&send_errors, 1);
+        if (i % 10 == 0 && nt_bus_deliver(bus, offline_only, 1, "X", 1) != 0)
+            atomic_fetch_add(&send_errors, 1);
+        if (i % 500 == 0)
+            sleep_ms(1); /* let the loop drain part way through */
+    }
+    return NULL;
+}
+
+static uint64_t wait_started;
+
+static void wait_for_frames(uv_timer_t *timer)
+{
+    if (rx.threaded >= SENDERS * FRAMES_PER_SENDER || elapsed_ms(wait_started) > 20000)
+        uv_timer_stop(timer);
+}
+
+static void test_threaded_delivery(void)
+{
+    for (int k = 0; k < SENDERS; k++)
+        CHECK_EQ_INT(nt_bus_conn_up(bus, ONLINE_BASE + k), 1);
+    pthread_t senders[SENDERS];
+    for (int k = 0; k < SENDERS; k++)
+        pthread_create(&senders[k], NULL, sender_thread, (void *)(intptr_t)k);
+
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
+    wait_started = nt_mono_ns();
+    uv_timer_start(&timer, wait_for_frames, 1, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int k = 0; k < SENDERS; k++)
+        pthread_join(senders[k], NULL);
+    uv_close((uv_handle_t *)&timer, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+
+    CHECK_EQ_INT(atomic_load(&send_errors), 0);
+    CHECK_EQ_INT(rx.threaded, SENDERS * FRAMES_PER_SENDER);
+    CHECK_EQ_INT(rx.out_of_order, 0);
+    CHECK_EQ_INT(rx.bad_recipients, 0);
+    CHECK_EQ_INT(rx.offline_seen, 0);
+    CHECK_EQ_INT(rx.wrong_thread, 0);
+    for (int k = 0; k < SENDERS; k++)
+        CHECK_EQ_INT(rx.next_seq[k], FRAMES_PER_SENDER);
+}
+
+/* ---- work queues ---------------------------------------------------------- */
+
+static void test_queue_basics(void)
+{
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "a", 1), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "bb", 2), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "ccc", 3), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "other", "z", 1), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 3);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "other"), 1);
+
+    nt_bus_job a, b, c;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 0, 10000, &a), 0);
+    CHECK_STR_EQ(a.payload, "a");
+    CHECK_EQ_INT(a.len, 1);
+    CHECK(a.id != 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 3); /* in flight counts */
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", a.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 2);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", a.id), -ENOENT);
+
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 0, 10000, &b), 0);
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 0, 10000, &c), 0);
+    CHECK_STR_EQ(b.payload, "bb");
+    CHECK_STR_EQ(c.payload, "ccc");
+    CHECK(b.id != c.id);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", c.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", b.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 0);
+    nt_bus_job_free(&a);
+    nt_bus_job_free(&b);
+    nt_bus_job_free(&c);
+    CHECK(a.payload == NULL);
+
+    nt_bus_job none;
+    uint64_t start = nt_mono_ns();
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 50, 10000, &none), NT_BUS_ETIMEDOUT);
+    CHECK(elapsed_ms(start) >= 45);
+    CHECK(none.payload == NULL);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "nowhere", 1), -ENOENT);
+
+    /* "other" is left with a job so close has something to free. */
+}
+
+struct popper {
+    int timeout_ms;
+    int visibility_ms;
+    bool ack;
+    int rc;
+    nt_bus_job job;
+    int64_t waited_ms;
+};
+
+static void *popper_thread(void *arg)
+{
+    struct popper *p = arg;
+    uint64_t start = nt_mono_ns();
+    p->rc = nt_bus_queue_pop(bus, "redo", p->timeout_ms, p->visibility_ms, &p->job);
+    p->waited_ms = elapsed_ms(start);
+    if (p->rc == 0 && p->ack)
+        p->rc = nt_bus_queue_ack(bus, "redo", p->job.id);
+    return NULL;
+}
+
+static void test_queue_redelivery(void)
+{
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "work", 4), 0);
+
+    /* A worker takes the job and "dies" without acknowledging it. */
+    struct popper dead = {.timeout_ms = 1000, .visibility_ms = 300, .ack = false};
+    pthread_t t;
+    pthread_create(&t, NULL, popper_thread, &dead);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(dead.rc, 0);
+    CHECK_STR_EQ(dead.job.payload, "work");
+
+    nt_bus_job hidden;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 1000, &hidden), NT_BUS_ETIMEDOUT);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 1);
+
+    /* Another worker blocks with nothing waiting and gets it back once the
+     * visibility timeout runs out. */
+    struct popper live = {.timeout_ms = 5000, .visibility_ms = 10000, .ack = true};
+    pthread_create(&t, NULL, popper_thread, &live);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(live.rc, 0);
+    CHECK_EQ_INT(live.job.id, dead.job.id);
+    CHECK_STR_EQ(live.job.payload, "work");
+    CHECK(live.waited_ms >= 100);
+    CHECK(live.waited_ms < 4000);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 0);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", dead.job.id), -ENOENT);
+    nt_bus_job_free(&dead.job);
+    nt_bus_job_free(&live.job);
+
+    /* An expired job goes back in front of newer ones. */
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "first", 5), 0);
+    nt_bus_job first, again;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 20, &first), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "second", 6), 0);
+    sleep_ms(40);
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 10000, &again), 0);
+    CHECK_STR_EQ(again.payload, "first");
+    CHECK_EQ_INT(again.id, first.id);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", again.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 1);
+    nt_bus_job_free(&first);
+    nt_bus_job_free(&again);
+    /* "second" stays queued: close must free it. */
+}
+
+/* ---- request / reply ------------------------------------------------------ */
+
+#define CLIENTS 2
+#define CALLS_PER_CLIENT 100
+
+struct server {
+    const char *service;
+    int to_serve;
+    int delay_ms;
+    int served;
+    int bad_calls;
+    int reply_rc;
+};
+
+static void *server_thread(void *arg)
+{
+    struct server *s = arg;
+    while (s->served < s->to_serve) {
+        nt_bus_call call;
+        if (nt_bus_serve(bus, s->service, 5000, &call) != 0)
+            break;
+        if (!call.payload || call.correlation_id[0] == '\0' || call.reply_to[0] == '\0' ||
+            call.payload[call.len] != '\0')
+            s->bad_calls++;
+        if (s->delay_ms)
+            sleep_ms(s->delay_ms);
+        char reply[64];
+        int len = snprintf(reply, sizeof reply, "re:%s", call.payload ? call.payload : "");
+        int rc = nt_bus_reply(bus, &call, reply, (size_t)len);
+        if (rc != 0)
+            s->reply_rc = rc;
+        nt_bus_call_free(&call);
+        s->served++;
+    }
+    return NULL;
+}
+
+static atomic_int client_errors;
+
+static void *client_thread(void *arg)
+{
+    int k = (int)(intptr_t)arg;
+    for (int i = 0; i < CALLS_PER_CLIENT; i++) {
+        char ask[32], want[40];
+        int len = snprintf(ask, sizeof ask, "c%d-%d", k, i);
+        snprintf(want, sizeof want, "re:%s", ask);
+        char *reply = NULL;
+        size_t reply_len = 0;
+        int rc = nt_bus_request(bus, "echo", ask, (size_t)len, 5000, &reply, &reply_len);
+        if (rc != 0 || !reply || strcmp(reply, want) != 0 || reply_len != strlen(want))
+            atomic_fetch_add(&client_errors, 1);
+        free(reply);
+    }
+    return NULL;
+}
+
+static void test_request_reply(void)
+{
+    struct server s = {.service = "echo", .to_serve = CLIENTS * CALLS_PER_CLIENT};
+    pthread_t server, clients[CLIENTS];
+    pthread_create(&server, NULL, server_thread, &s);
+    for (int k = 0; k < CLIENTS; k++)
+        pthread_create(&clients[k], NULL, client_thread, (void *)(intptr_t)k);
+    for (int k = 0; k < CLIENTS; k++)
+        pthread_join(clients[k], NULL);
+    pthread_join(server, NULL);
+    CHECK_EQ_INT(atomic_load(&client_errors), 0);
+    CHECK_EQ_INT(s.served, CLIENTS * CALLS_PER_CLIENT);
+    CHECK_EQ_INT(s.bad_calls, 0);
+    CHECK_EQ_INT(s.reply_rc, 0);
+}
+
+static void test_request_timeout(void)
+{
+    char *reply = (char *)"untouched";
+    size_t reply_len = 7;
+    uint64_t start = nt_mono_ns();
+    CHECK_EQ_INT(nt_bus_request(bus, "nobody", "x", 1, 50, &reply, &reply_len),
+                 NT_BUS_ETIMEDOUT);
+    CHECK(elapsed_ms(start) >= 45);
+    CHECK(reply == NULL);
+    CHECK_EQ_INT(reply_len, 0);
+
+    /* The abandoned call was withdrawn: a server arriving late sees nothing. */
+    nt_bus_call call;
+    CHECK_EQ_INT(nt_bus_serve(bus, "nobody", 0, &call), NT_BUS_ETIMEDOUT);
+    CHECK(call.payload == NULL);
+}
+
+static void test_late_reply(void)
+{
+    struct server s = {.service = "slow", .to_serve = 1, .delay_ms = 200};
+    pthread_t server;
+    pthread_create(&server, NULL, server_thread, &s);
+    char *reply = NULL;
+    CHECK_EQ_INT(nt_bus_request(bus, "slow", "late", 4, 50, &reply, NULL), NT_BUS_ETIMEDOUT);
+    CHECK(reply == NULL);
+    pthread_join(server, NULL);
+    CHECK_EQ_INT(s.served, 1);
+    CHECK_EQ_INT(s.reply_rc, 0); /* dropped, not an error; LSan checks the leak */
+}
+
+/* ---- leader lock ---------------------------------------------------------- */
+
+static void test_leader(void)
+{
+    char err[128];
+    nt_bus *other = nt_bus_open("local", &loop, err, sizeof err);
+    CHECK(other != NULL);
+    if (!other)
+        return;
+    CHECK(nt_bus_leader(bus, "cron", 200));
+    CHECK(!nt_bus_leader(other, "cron", 200));
+    CHECK(nt_bus_leader(bus, "cron", 200)); /* renew */
+    CHECK(nt_bus_leader(other, "backup", 200));
+    sleep_ms(120);
+    CHECK(nt_bus_leader(bus, "cron", 200)); /* renewed before expiry: still ours */
+    CHECK(!nt_bus_leader(other, "cron", 200));
+    sleep_ms(300); /* the holder stopped renewing */
+    CHECK(nt_bus_leader(other, "cron", 200));
+    CHECK(!nt_bus_leader(bus, "cron", 200));
+    CHECK(nt_bus_leader(other, "backup", 200)); /* lapsed, but nobody took it */
+    CHECK(!nt_bus_leader(bus, "backup", 200));
+    nt_bus_close(other); /* steps down at once */
+    CHECK(nt_bus_leader(bus, "cron", 200));
+    CHECK(nt_bus_leader(bus, "backup", 200));
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* ---- close wakes blocked callers ----------------------------------------- */
+
+enum { BLOCK_POP, BLOCK_SERVE, BLOCK_REQUEST };
+
+struct blocked {
+    int kind;
+    int rc;
+};
+
+static nt_bus *closing_bus;
+static atomic_int blocked_started;
+
+static void *blocked_thread(void *arg)
+{
+    struct blocked *b = arg;
+    atomic_fetch_add(&blocked_started, 1);
+    if (b->kind == BLOCK_POP) {
+        nt_bus_job job;
+        b->rc = nt_bus_queue_pop(closing_bus, "q", -1, 1000, &job);
+        if (b->rc == 0)
+            nt_bus_job_free(&job);
+    } else if (b->kind == BLOCK_SERVE) {
+        nt_bus_call call;
+        b->rc = nt_bus_serve(closing_bus, "svc", -1, &call);
+        if (b->rc == 0)
+            nt_bus_call_free(&call);
+    } else {
+        char *reply = NULL;
+        b->rc = nt_bus_request(closing_bus, "unserved", "hi", 2, -1, &reply, NULL);
+        free(reply);
+    }
+    return NULL;
+}
+
+static void test_close_wakes(void)
+{
+    char err[128];
+    closing_bus = nt_bus_open("local", &loop, err, sizeof err);
+    CHECK(closing_bus != NULL);
+    if (!closing_bus)
+        return;
+    CHECK_EQ_INT(nt_bus_queue_push(closing_bus, "left", "over", 4), 0);
+    struct blocked threads_arg[5] = {
+        {BLOCK_POP, 1}, {BLOCK_POP, 1}, {BLOCK_POP, 1}, {BLOCK_SERVE, 1}, {BLOCK_REQUEST, 1},
+    };
+    pthread_t threads[5];
+    for (int i = 0; i < 5; i++)
+        pthread_create(&threads[i], NULL, blocked_thread, &threads_arg[i]);
+    while (atomic_load(&blocked_started) < 5)
+        sleep_ms(1);
+    sleep_ms(100); /* let them block */
+    nt_bus_close(closing_bus);
+    for (int i = 0; i < 5; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK_EQ_INT(threads_arg[i].rc, NT_BUS_ECLOSED);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+int main(void)
+{
+    alarm(120); /* a hang (a caller close failed to wake) fails the test */
+    if (uv_loop_init(&loop) != 0)
+        return 1;
+    rx.loop_thread = uv_thread_self();
+
+    test_open();
+    test_presence();
+    test_loop_thread_delivery();
+    test_threaded_delivery();
+    test_queue_basics();
+    test_queue_redelivery();
+    test_request_reply();
+    test_request_timeout();
+    test_late_reply();
+    test_leader();
+    test_close_wakes();
+
+    /* Leave deliveries queued from another thread undrained: close frees them. */
+    pthread_t late;
+    pthread_create(&late, NULL, sender_thread, (void *)(intptr_t)0);
+    pthread_join(late, NULL);
+
+    nt_bus_close(bus);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    return check_exit();
+}
