@@ -2,20 +2,23 @@
 #include "common/buf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int nt_buf_reserve(nt_buf *b, size_t extra)
 {
-    if (b->cap - b->len >= extra + 1) /* +1 keeps room for nt_buf_cstr */
+    /* Room for extra bytes plus one, kept for nt_buf_cstr's NUL. Written
+     * so that neither extra + 1 nor the doubling below can wrap around. */
+    if (extra < b->cap - b->len)
         return 0;
-    size_t need = b->len + extra + 1;
-    if (need < b->len) /* overflow */
+    if (extra > SIZE_MAX - b->len - 1)
         return -ENOMEM;
+    size_t need = b->len + extra + 1;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *data = realloc(b->data, cap);
     if (!data)
         return -ENOMEM;
