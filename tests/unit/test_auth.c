@@ -3,7 +3,8 @@
  * in-process bus: registration and its validation, login, refresh-token
  * rotation and reuse detection, logout, and the access-token check against
  * expiry, tampering and garbage. Also the reply and field helpers of api.c,
- * and the signing-key file. Argon2id runs at libsodium's minimum cost so the
+ * the signing-key file, and users.c (profiles, PATCH, search, presence, the
+ * ready frame) on the accounts made here. Argon2id runs at libsodium's minimum cost so the
  * suite stays fast.
  */
 #include <errno.h>
@@ -556,6 +557,226 @@ static void test_verify(nt_ctx *ctx)
     CHECK_EQ_INT(nt_auth_verify(ctx, t.access, &c), 0);
 }
 
+/* ---- users.c, on the accounts made above ---- */
+
+static answer patch_me(nt_ctx *ctx, const nt_caller *c, const char *body)
+{
+    nt_reply r;
+    answer a;
+    memset(&r, 0, sizeof r);
+    nt_users_update_me(ctx, c, body, strlen(body), &r);
+    answer_take(&a, &r);
+    return a;
+}
+
+static answer search(nt_ctx *ctx, const nt_caller *c, const char *query)
+{
+    nt_reply r;
+    answer a;
+    memset(&r, 0, sizeof r);
+    nt_users_search(ctx, c, query, &r);
+    answer_take(&a, &r);
+    return a;
+}
+
+/* What the delivery handler saw. */
+static char delivered[512];
+static int64_t delivered_to;
+static int ndelivered;
+
+static void on_delivery(void *arg, nt_shared *frame, const int64_t *user_ids, size_t n)
+{
+    snprintf(delivered, sizeof delivered, "%.*s", (int)frame->len, frame->data);
+    delivered_to = n > 0 ? user_ids[0] : 0;
+    ndelivered++;
+}
+
+static void test_users(nt_ctx *ctx)
+{
+    session_tokens alice_t, bob_t;
+    nt_caller alice, bob;
+    nt_reply r;
+    answer a;
+
+    CHECK(login_as(ctx, "alice", "correct horse", &alice_t));
+    CHECK(login_as(ctx, "bob.the-1_", "12345678", &bob_t));
+    CHECK_EQ_INT(nt_auth_verify(ctx, alice_t.access, &alice), 0);
+    CHECK_EQ_INT(nt_auth_verify(ctx, bob_t.access, &bob), 0);
+
+    memset(&r, 0, sizeof r);
+    nt_users_me(ctx, &alice, &r);
+    answer_take(&a, &r);
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"email\":\"Alice@Example.com\"") != NULL);
+    CHECK(strstr(a.body, "\"online\":false") != NULL);
+
+    memset(&r, 0, sizeof r);
+    nt_users_get(ctx, &bob, alice.user_id, &r);
+    answer_take(&a, &r);
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"nickname\":\"alice\"") != NULL);
+    CHECK(strstr(a.body, "email") == NULL);
+    memset(&r, 0, sizeof r);
+    nt_users_get(ctx, &bob, 999999, &r);
+    answer_take(&a, &r);
+    CHECK_EQ_INT(a.status, 404);
+    CHECK_STR_EQ(a.code, "not_found");
+
+    memset(&r, 0, sizeof r);
+    nt_users_by_nickname(ctx, &bob, "alice", &r);
+    answer_take(&a, &r);
+    CHECK_EQ_INT(a.status, 200);
+    CHECK_EQ_INT(json_get_int(a.body, NULL, "id"), alice.user_id);
+    memset(&r, 0, sizeof r);
+    nt_users_by_nickname(ctx, &bob, "nobody", &r);
+    answer_take(&a, &r);
+    CHECK_EQ_INT(a.status, 404);
+    memset(&r, 0, sizeof r);
+    nt_users_by_nickname(ctx, &bob, "no body", &r);
+    answer_take(&a, &r);
+    CHECK_EQ_INT(a.status, 404);
+
+    /* PATCH: each field, clearing, and the errors. */
+    a = patch_me(ctx, &alice,
+                 "{\"bio\":\"hello \\\"world\\\"\",\"avatar_url\":\"https://img.example/a.png\","
+                 "\"gender\":\"other\",\"birth_date\":\"1999-12-31\"}");
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"bio\":\"hello \\\"world\\\"\"") != NULL);
+    CHECK(strstr(a.body, "\"avatar_url\":\"https://img.example/a.png\"") != NULL);
+    CHECK(strstr(a.body, "\"gender\":\"other\",\"birth_date\":\"1999-12-31\"") != NULL);
+    CHECK(strstr(a.body, "\"email\"") != NULL);
+    a = patch_me(ctx, &alice, "{\"gender\":null,\"birth_date\":null,\"avatar_url\":\"\"}");
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"avatar_url\":\"\",\"gender\":null,\"birth_date\":null") != NULL);
+    CHECK(strstr(a.body, "\"bio\":\"hello") != NULL); /* untouched */
+    a = patch_me(ctx, &alice, "{\"nickname\":\"alice_b\"}");
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"nickname\":\"alice_b\"") != NULL);
+    a = patch_me(ctx, &alice, "{\"nickname\":\"BOB.the-1_\"}");
+    CHECK_EQ_INT(a.status, 409);
+    CHECK(strstr(a.message, "nickname") != NULL);
+    a = patch_me(ctx, &alice, "{\"nickname\":\"alice\"}");
+    CHECK_EQ_INT(a.status, 200);
+
+    /* bio: 500 code points (1000 bytes) pass, 501 do not. */
+    char body[4096];
+    size_t at = (size_t)snprintf(body, sizeof body, "{\"bio\":\"");
+    for (int i = 0; i < 500; i++) {
+        memcpy(body + at, "\xc3\xa9", 2);
+        at += 2;
+    }
+    snprintf(body + at, sizeof body - at, "\"}");
+    a = patch_me(ctx, &alice, body);
+    CHECK_EQ_INT(a.status, 200);
+    snprintf(body + at, sizeof body - at, "x\"}");
+    a = patch_me(ctx, &alice, body);
+    CHECK(bad_field(&a, "bio"));
+
+    static const struct {
+        const char *body, *field;
+    } bad[] = {
+        {"{\"nickname\":\"a b c\"}", "nickname"},
+        {"{\"nickname\":\"ab\"}", "nickname"},
+        {"{\"nickname\":12}", "nickname"},
+        {"{\"bio\":false}", "bio"},
+        {"{\"avatar_url\":\"ftp://x.example/a\"}", "avatar_url"},
+        {"{\"avatar_url\":\"https://x.example/a b\"}", "avatar_url"},
+        {"{\"avatar_url\":\"https://\"}", "avatar_url"},
+        {"{\"avatar_url\":\"javascript:alert(1)\"}", "avatar_url"},
+        {"{\"gender\":\"\"}", "gender"},
+        {"{\"gender\":\"cat\"}", "gender"},
+        {"{\"birth_date\":\"2023-02-29\"}", "birth_date"},
+        {"{\"birth_date\":\"\"}", "birth_date"},
+        {"[1]", "body"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        a = patch_me(ctx, &alice, bad[i].body);
+        if (!bad_field(&a, bad[i].field))
+            fprintf(stderr, "  patch case %zu: %d %s %s\n", i, a.status, a.code, a.message);
+        CHECK(bad_field(&a, bad[i].field));
+    }
+    /* An avatar_url over url_max bytes. */
+    at = (size_t)snprintf(body, sizeof body, "{\"avatar_url\":\"https://x.example/");
+    memset(body + at, 'a', 1020);
+    snprintf(body + at + 1020, sizeof body - at - 1020, "\"}");
+    a = patch_me(ctx, &alice, body);
+    CHECK(bad_field(&a, "avatar_url"));
+
+    /* Search: prefix, case-insensitive, paged by after_id. */
+    a = search(ctx, &bob, "q=AL");
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strncmp(a.body, "{\"users\":[{\"id\":", 16) == 0);
+    CHECK(strstr(a.body, "\"nickname\":\"alice\"") != NULL);
+    CHECK(strstr(a.body, "email") == NULL);
+    a = search(ctx, &bob, "q=b&limit=1");
+    CHECK_EQ_INT(a.status, 200);
+    char after[64];
+    snprintf(after, sizeof after, "q=b&limit=1&after_id=%lld", (long long)bob.user_id);
+    a = search(ctx, &bob, after);
+    CHECK_EQ_INT(a.status, 200);
+    CHECK(strstr(a.body, "\"nickname\":\"Bob.the-1_\"") == NULL);
+    a = search(ctx, &bob, "q=zzzz");
+    CHECK_STR_EQ(a.body, "{\"users\":[]}");
+    static const char *bad_queries[][2] = {
+        {"", "q"},           {"limit=5", "q"},          {"q=", "q"},
+        {"q=a%20b", "q"},    {"q=al&limit=0", "limit"}, {"q=al&limit=201", "limit"},
+        {"q=al&limit=x", "limit"}, {"q=al&limit=5x", "limit"}, {"q=al&after_id=-1", "after_id"},
+        {"q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "q"},
+    };
+    for (size_t i = 0; i < sizeof bad_queries / sizeof bad_queries[0]; i++) {
+        a = search(ctx, &bob, bad_queries[i][0]);
+        if (!bad_field(&a, bad_queries[i][1]))
+            fprintf(stderr, "  search case %zu: %d %s %s\n", i, a.status, a.code, a.message);
+        CHECK(bad_field(&a, bad_queries[i][1]));
+    }
+
+    /* Presence goes to direct-chat partners; going offline stores last_seen. */
+    nt_chat direct;
+    bool created = false;
+    CHECK_EQ_INT(nt_store_chat_direct(ctx->store, alice.user_id, bob.user_id, 1, &direct,
+                                      &created), 0);
+    nt_chat_free(&direct);
+    nt_bus_set_delivery_handler(ctx->bus, on_delivery, NULL);
+    nt_bus_conn_up(ctx->bus, bob.user_id);
+    ndelivered = 0;
+    nt_users_presence(ctx, alice.user_id, true);
+    uv_run(uv_default_loop(), UV_RUN_NOWAIT);
+    CHECK_EQ_INT(ndelivered, 1);
+    CHECK_EQ_INT(delivered_to, bob.user_id);
+    char expect[256];
+    snprintf(expect, sizeof expect,
+             "{\"type\":\"presence\",\"user_id\":%lld,\"online\":true,\"last_seen\":null}",
+             (long long)alice.user_id);
+    CHECK_STR_EQ(delivered, expect);
+    nt_users_presence(ctx, alice.user_id, false);
+    uv_run(uv_default_loop(), UV_RUN_NOWAIT);
+    CHECK_EQ_INT(ndelivered, 2);
+    nt_user u;
+    CHECK_EQ_INT(nt_store_user_get(ctx->store, alice.user_id, &u), 0);
+    CHECK(u.last_seen > 0);
+    snprintf(expect, sizeof expect,
+             "{\"type\":\"presence\",\"user_id\":%lld,\"online\":false,\"last_seen\":%lld}",
+             (long long)alice.user_id, (long long)u.last_seen);
+    CHECK_STR_EQ(delivered, expect);
+
+    /* online comes from the bus. */
+    memset(&r, 0, sizeof r);
+    nt_users_get(ctx, &alice, bob.user_id, &r);
+    answer_take(&a, &r);
+    CHECK(strstr(a.body, "\"online\":true") != NULL);
+    nt_bus_conn_down(ctx->bus, bob.user_id);
+
+    nt_buf frame = NT_BUF_INIT;
+    CHECK_EQ_INT(nt_users_ready_frame(ctx, alice.user_id, &frame), 0);
+    CHECK(strncmp(nt_buf_cstr(&frame), "{\"type\":\"ready\",\"user\":{\"id\":", 29) == 0);
+    CHECK(strstr(nt_buf_cstr(&frame), "\"online\":true") != NULL);
+    CHECK(strstr(nt_buf_cstr(&frame), "\"email\":\"Alice@Example.com\"}}") != NULL);
+    nt_buf_reset(&frame);
+    CHECK(nt_users_ready_frame(ctx, 999999, &frame) != 0);
+    CHECK_EQ_INT(frame.len, 0);
+    nt_buf_free(&frame);
+}
+
 int main(void)
 {
     char err[256] = "";
@@ -596,6 +817,7 @@ int main(void)
     test_refresh(&ctx);
     test_logout(&ctx);
     test_verify(&ctx);
+    test_users(&ctx);
 
     nt_bus_close(ctx.bus);
     nt_store_close(ctx.store);
