@@ -55,6 +55,19 @@ void nt_store_close(nt_store *s);
 /* 0 if the database answers (for /readyz). */
 int nt_store_ping(nt_store *s);
 
+/* Group-commit counters since open, for /metrics. A batch is one write
+ * transaction; hist counts batches by size: 1, 2-4, 5-16, 17-64, 65-256,
+ * 257 and more ops. queued is the number of writes waiting right now. */
+#define NT_STORE_HIST_BUCKETS 6
+typedef struct nt_store_stats_t {
+    uint64_t batches;
+    uint64_t ops;
+    uint64_t hist[NT_STORE_HIST_BUCKETS];
+    uint64_t queued;
+} nt_store_stats_t;
+/* Copies a consistent snapshot of the counters into out. Safe on any thread. */
+void nt_store_stats(nt_store *s, nt_store_stats_t *out);
+
 /* ---- users ----------------------------------------------------------- */
 
 typedef struct nt_user {

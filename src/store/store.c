@@ -1,0 +1,420 @@
+/*
+ * The public face of the store: picks the back end from the URL scheme,
+ * checks the arguments every back end would check the same way, and forwards
+ * each call through the back end's nt_store_ops table (store_backend.h).
+ * The helpers that free what the store hands out (messages, chats, append
+ * results) live here too, since they do not depend on the back end.
+ */
+#include "store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_backend.h"
+
+struct nt_store {
+    const nt_store_ops *ops;
+    void *be;
+};
+
+static const struct {
+    const char *scheme;
+    const nt_store_ops *ops;
+} store_schemes[] = {
+    {"sqlite", &nt_store_sqlite_ops},
+};
+
+nt_store *nt_store_open(const char *url, char *err, size_t err_len)
+{
+    char unused[1];
+    if (!err || !err_len) {
+        err = unused;
+        err_len = sizeof(unused);
+    }
+    err[0] = '\0';
+    if (!url) {
+        snprintf(err, err_len, "no store URL");
+        return NULL;
+    }
+    const char *colon = strchr(url, ':');
+    const nt_store_ops *ops = NULL;
+    for (size_t i = 0; colon && i < sizeof(store_schemes) / sizeof(store_schemes[0]); i++) {
+        size_t len = strlen(store_schemes[i].scheme);
+        if ((size_t)(colon - url) == len && memcmp(url, store_schemes[i].scheme, len) == 0)
+            ops = store_schemes[i].ops;
+    }
+    if (!ops) {
+        snprintf(err, err_len, "unsupported store URL \"%s\" (expected sqlite:PATH)", url);
+        return NULL;
+    }
+    nt_store *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->ops = ops;
+    s->be = ops->open(colon + 1, err, err_len);
+    if (!s->be) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void nt_store_close(nt_store *s)
+{
+    if (!s)
+        return;
+    s->ops->close(s->be);
+    free(s);
+}
+
+int nt_store_ping(nt_store *s)
+{
+    return s->ops->ping(s->be);
+}
+
+void nt_store_stats(nt_store *s, nt_store_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    s->ops->stats(s->be, out);
+}
+
+/* ---- shared helpers ---------------------------------------------------- */
+
+void nt_message_free(nt_message *m)
+{
+    if (!m)
+        return;
+    free(m->text);
+    free(m->extra_json);
+    m->text = NULL;
+    m->extra_json = NULL;
+    m->text_len = 0;
+}
+
+void nt_messages_free(nt_message *arr, int n)
+{
+    if (!arr)
+        return;
+    for (int i = 0; i < n; i++)
+        nt_message_free(&arr[i]);
+    free(arr);
+}
+
+void nt_chat_free(nt_chat *c)
+{
+    if (!c)
+        return;
+    free(c->members);
+    c->members = NULL;
+    c->nmembers = 0;
+    nt_message_free(&c->last_message);
+    c->has_last_message = false;
+}
+
+void nt_chats_free(nt_chat *arr, int n)
+{
+    if (!arr)
+        return;
+    for (int i = 0; i < n; i++)
+        nt_chat_free(&arr[i]);
+    free(arr);
+}
+
+void nt_append_release(nt_append *op)
+{
+    if (!op)
+        return;
+    nt_message_free(&op->msg);
+    free(op->member_ids);
+    op->member_ids = NULL;
+    op->nmembers = 0;
+}
+
+static bool store__nonempty(const char *str)
+{
+    return str && str[0];
+}
+
+/* NULL, or short enough for a field of `cap` bytes (NUL included): the store
+ * never silently truncates what it is asked to keep. */
+static bool store__fits(const char *str, size_t cap)
+{
+    return !str || strnlen(str, cap) < cap;
+}
+
+/* ---- users ------------------------------------------------------------- */
+
+int nt_store_user_create(nt_store *s, const nt_user_new *in, nt_user *out,
+                         const char **conflict_field)
+{
+    const char *unused;
+    if (!conflict_field)
+        conflict_field = &unused;
+    *conflict_field = NULL;
+    if (!in || !out || !store__nonempty(in->email) || !store__nonempty(in->nickname) ||
+        !store__nonempty(in->password_hash))
+        return NT_STORE_EINVAL;
+    if (!store__fits(in->email, NT_EMAIL_MAX) || !store__fits(in->nickname, NT_NICK_MAX) ||
+        !store__fits(in->gender, NT_GENDER_MAX) || !store__fits(in->birth_date, NT_DATE_MAX))
+        return NT_STORE_EINVAL;
+    return s->ops->user_create(s->be, in, out, conflict_field);
+}
+
+int nt_store_user_get(nt_store *s, int64_t id, nt_user *out)
+{
+    return s->ops->user_get(s->be, id, out);
+}
+
+int nt_store_user_by_nickname(nt_store *s, const char *nickname, nt_user *out)
+{
+    if (!nickname)
+        return NT_STORE_EINVAL;
+    return s->ops->user_by_nickname(s->be, nickname, out);
+}
+
+int nt_store_user_for_login(nt_store *s, const char *login, nt_user *out, char *pw_hash,
+                            size_t pw_hash_len)
+{
+    if (!login || !pw_hash || pw_hash_len == 0)
+        return NT_STORE_EINVAL;
+    return s->ops->user_for_login(s->be, login, out, pw_hash, pw_hash_len);
+}
+
+int nt_store_user_update(nt_store *s, int64_t id, const nt_user_patch *patch, nt_user *out)
+{
+    if (!patch || (patch->nickname && !patch->nickname[0]))
+        return NT_STORE_EINVAL;
+    if (!store__fits(patch->nickname, NT_NICK_MAX) || !store__fits(patch->bio, NT_BIO_MAX) ||
+        !store__fits(patch->avatar_url, NT_URL_MAX) ||
+        !store__fits(patch->gender, NT_GENDER_MAX) ||
+        !store__fits(patch->birth_date, NT_DATE_MAX))
+        return NT_STORE_EINVAL;
+    return s->ops->user_update(s->be, id, patch, out);
+}
+
+int nt_store_user_search(nt_store *s, const char *prefix, int64_t after_id, int limit,
+                         nt_user *out, int *n)
+{
+    *n = 0;
+    if (limit <= 0)
+        return NT_STORE_EINVAL;
+    return s->ops->user_search(s->be, prefix ? prefix : "", after_id, limit, out, n);
+}
+
+int nt_store_user_set_last_seen(nt_store *s, int64_t id, int64_t ts)
+{
+    return s->ops->user_set_last_seen(s->be, id, ts);
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+int nt_store_session_create(nt_store *s, int64_t user_id, const uint8_t refresh_hash[32],
+                            int64_t expires_at, int64_t now, nt_session *out)
+{
+    if (!refresh_hash)
+        return NT_STORE_EINVAL;
+    return s->ops->session_create(s->be, user_id, refresh_hash, expires_at, now, out);
+}
+
+int nt_store_session_rotate(nt_store *s, const uint8_t old_hash[32],
+                            const uint8_t new_hash[32], int64_t new_expires_at, int64_t now,
+                            nt_session *out)
+{
+    if (!old_hash || !new_hash)
+        return NT_STORE_EINVAL;
+    return s->ops->session_rotate(s->be, old_hash, new_hash, new_expires_at, now, out);
+}
+
+int nt_store_session_revoke(nt_store *s, const uint8_t refresh_hash[32], nt_session *out)
+{
+    if (!refresh_hash)
+        return NT_STORE_EINVAL;
+    return s->ops->session_revoke(s->be, refresh_hash, out);
+}
+
+int nt_store_session_active(nt_store *s, int64_t session_id)
+{
+    return s->ops->session_active(s->be, session_id);
+}
+
+/* ---- chats ------------------------------------------------------------- */
+
+int nt_store_chat_direct(nt_store *s, int64_t a, int64_t b, int64_t now, nt_chat *out,
+                         bool *created)
+{
+    bool unused;
+    memset(out, 0, sizeof(*out));
+    if (!created)
+        created = &unused;
+    *created = false;
+    if (a <= 0 || b <= 0 || a == b)
+        return NT_STORE_EINVAL;
+    return s->ops->chat_direct(s->be, a, b, now, out, created);
+}
+
+int nt_store_chat_create(nt_store *s, const char *type, const char *title, int64_t owner_id,
+                         const int64_t *member_ids, int n, int64_t now, nt_chat *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!type || n < 0 || (n > 0 && !member_ids))
+        return NT_STORE_EINVAL;
+    if (strcmp(type, "group") != 0 && strcmp(type, "channel") != 0 && strcmp(type, "random") != 0)
+        return NT_STORE_EINVAL;
+    if (title && strlen(title) >= NT_TITLE_MAX)
+        return NT_STORE_EINVAL;
+    return s->ops->chat_create(s->be, type, title ? title : "", owner_id, member_ids, n, now,
+                               out);
+}
+
+int nt_store_chat_get(nt_store *s, int64_t chat_id, int64_t viewer_id, nt_chat *out)
+{
+    memset(out, 0, sizeof(*out));
+    return s->ops->chat_get(s->be, chat_id, viewer_id, out);
+}
+
+int nt_store_chat_list(nt_store *s, int64_t user_id, int limit, nt_chat **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0)
+        return NT_STORE_EINVAL;
+    return s->ops->chat_list(s->be, user_id, limit, out, n);
+}
+
+int nt_store_channel_by_title(nt_store *s, const char *title, int64_t *chat_id)
+{
+    *chat_id = 0;
+    if (!title)
+        return NT_STORE_EINVAL;
+    return s->ops->channel_by_title(s->be, title, chat_id);
+}
+
+int nt_store_member_role(nt_store *s, int64_t chat_id, int64_t user_id, int *role)
+{
+    return s->ops->member_role(s->be, chat_id, user_id, role);
+}
+
+int nt_store_member_add(nt_store *s, int64_t chat_id, int64_t user_id, int role)
+{
+    if (role != NT_ROLE_MEMBER && role != NT_ROLE_OWNER)
+        return NT_STORE_EINVAL;
+    return s->ops->member_add(s->be, chat_id, user_id, role);
+}
+
+int nt_store_member_remove(nt_store *s, int64_t chat_id, int64_t user_id)
+{
+    return s->ops->member_remove(s->be, chat_id, user_id);
+}
+
+int nt_store_chat_member_ids(nt_store *s, int64_t chat_id, int64_t **ids, int *n)
+{
+    *ids = NULL;
+    *n = 0;
+    return s->ops->chat_member_ids(s->be, chat_id, ids, n);
+}
+
+int nt_store_user_partners(nt_store *s, int64_t user_id, int64_t **ids, int *n)
+{
+    *ids = NULL;
+    *n = 0;
+    return s->ops->user_partners(s->be, user_id, ids, n);
+}
+
+int nt_store_chat_close(nt_store *s, int64_t chat_id)
+{
+    return s->ops->chat_close(s->be, chat_id);
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+/* Clears the out fields and rejects ops no back end could store. */
+static int store__append_prepare(nt_append *op)
+{
+    op->status = 0;
+    op->duplicate = false;
+    memset(&op->msg, 0, sizeof(op->msg));
+    op->member_ids = NULL;
+    op->nmembers = 0;
+    op->next = NULL;
+    op->waiter = NULL;
+    if (!op->text || memchr(op->client_id, '\0', sizeof(op->client_id)) == NULL)
+        return NT_STORE_EINVAL;
+    return 0;
+}
+
+void nt_store_append(nt_store *s, nt_append *op)
+{
+    int rc = store__append_prepare(op);
+    if (rc) {
+        op->status = rc;
+        if (op->done)
+            op->done(op);
+        return;
+    }
+    s->ops->append(s->be, op);
+}
+
+int nt_store_append_wait(nt_store *s, nt_append *op)
+{
+    int rc = store__append_prepare(op);
+    if (rc) {
+        op->status = rc;
+        return rc;
+    }
+    return s->ops->append_wait(s->be, op);
+}
+
+int nt_store_messages(nt_store *s, int64_t chat_id, int64_t before_seq, int64_t after_seq,
+                      int limit, nt_message **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0)
+        return NT_STORE_EINVAL;
+    return s->ops->messages(s->be, chat_id, before_seq, after_seq, limit, out, n);
+}
+
+int nt_store_message_edit(nt_store *s, int64_t chat_id, int64_t seq, int64_t sender_id,
+                          const char *text, int64_t now, nt_message *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!text)
+        return NT_STORE_EINVAL;
+    return s->ops->message_edit(s->be, chat_id, seq, sender_id, text, now, out);
+}
+
+int nt_store_message_delete(nt_store *s, int64_t chat_id, int64_t seq, int64_t sender_id,
+                            int64_t now, nt_message *out)
+{
+    memset(out, 0, sizeof(*out));
+    return s->ops->message_delete(s->be, chat_id, seq, sender_id, now, out);
+}
+
+int nt_store_export(nt_store *s, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
+                    void *arg)
+{
+    if (!fn)
+        return NT_STORE_EINVAL;
+    return s->ops->export_chat(s->be, chat_id, fn, arg);
+}
+
+int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64_t seq,
+                  int64_t *delivered_seq, int64_t *read_seq, bool *moved)
+{
+    int64_t d_unused, r_unused;
+    bool m_unused;
+    if (!delivered_seq)
+        delivered_seq = &d_unused;
+    if (!read_seq)
+        read_seq = &r_unused;
+    if (!moved)
+        moved = &m_unused;
+    *delivered_seq = *read_seq = 0;
+    *moved = false;
+    if (kind != NT_MARK_DELIVERED && kind != NT_MARK_READ)
+        return NT_STORE_EINVAL;
+    return s->ops->mark(s->be, chat_id, user_id, kind, seq, delivered_seq, read_seq, moved);
+}

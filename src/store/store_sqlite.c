@@ -1,0 +1,1903 @@
+/*
+ * The SQLite back end of the store: one database file in WAL mode.
+ *
+ * Writes. One writer thread owns the only write connection (synchronous=FULL,
+ * so a commit is on disk when it returns). Every write, the async message
+ * append included, is a node on one FIFO queue. The writer takes the whole
+ * queue at once and runs it as one transaction (BEGIN IMMEDIATE ... COMMIT,
+ * one fsync), each op inside its own SAVEPOINT so a failing op is rolled
+ * back alone; only then does it report completion: nt_append.done() for
+ * async appends, a condition variable for the synchronous functions, which
+ * wrap their work in an sq_job and wait. Nothing is reported before the
+ * commit, so "acknowledged" always means "on disk".
+ *
+ * Reads. Each thread that reads gets its own read-only connection, opened on
+ * first use and kept in thread-specific data; the store keeps a list of them
+ * and closes them all at close (or when their thread exits). In WAL mode the
+ * readers never wait for the writer and see the last commit.
+ *
+ * SQL. Every statement is a constant in the table below, prepared lazily
+ * once per connection and reused; values are only ever bound, never
+ * formatted into SQL. Any SQLite failure is logged and becomes
+ * NT_STORE_EUNAVAILABLE; a unique or foreign key violation NT_STORE_ECONFLICT.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "store/migrations_sqlite.h"
+#include "store/store.h"
+#include "store/store_backend.h"
+
+#define SQ_BUSY_TIMEOUT_MS 5000
+#define SQ_EXPORT_PAGE 500
+
+/* Column lists shared by the statements that fill an nt_user/nt_message
+ * (see sq__row_user and sq__row_message for the order). */
+#define SQ_USER_COLS                                                                       \
+    "id, nickname, email, bio, avatar_url, coalesce(gender, ''), coalesce(birth_date, ''), " \
+    "created_at, last_seen"
+#define SQ_MSG_COLS                                                                \
+    "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json"
+
+#define SQ_STATEMENTS(X)                                                                    \
+    X(BEGIN, "BEGIN")                                                                       \
+    X(BEGIN_IMMEDIATE, "BEGIN IMMEDIATE")                                                   \
+    X(COMMIT, "COMMIT")                                                                     \
+    X(ROLLBACK, "ROLLBACK")                                                                 \
+    X(SAVEPOINT, "SAVEPOINT op")                                                            \
+    X(RELEASE, "RELEASE op")                                                                \
+    X(ROLLBACK_TO, "ROLLBACK TO op")                                                        \
+    X(PING, "SELECT 1")                                                                     \
+    X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_version")               \
+    X(SCHEMA_RECORD, "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)")    \
+    /* users */                                                                             \
+    X(USER_GET, "SELECT " SQ_USER_COLS " FROM users WHERE id = ?1")                         \
+    X(USER_BY_NICK, "SELECT " SQ_USER_COLS " FROM users WHERE nickname = ?1")               \
+    X(USER_LOGIN, "SELECT " SQ_USER_COLS ", password_hash FROM users "                      \
+                  "WHERE lower(email) = lower(?1) OR nickname = ?1 ORDER BY id LIMIT 1")    \
+    X(USER_EXISTS, "SELECT 1 FROM users WHERE id = ?1")                                     \
+    X(USER_EMAIL_TAKEN, "SELECT 1 FROM users WHERE lower(email) = lower(?1)")               \
+    X(USER_NICK_TAKEN, "SELECT 1 FROM users WHERE nickname = ?1 AND id <> ?2")              \
+    X(USER_INSERT, "INSERT INTO users (email, nickname, password_hash, gender, birth_date, " \
+                   "created_at) VALUES (?1, ?2, ?3, nullif(?4, ''), nullif(?5, ''), ?6)")   \
+    X(USER_UPDATE, "UPDATE users SET nickname = coalesce(?2, nickname), "                   \
+                   "bio = coalesce(?3, bio), avatar_url = coalesce(?4, avatar_url), "       \
+                   "gender = CASE WHEN ?5 IS NULL THEN gender ELSE nullif(?5, '') END, "    \
+                   "birth_date = CASE WHEN ?6 IS NULL THEN birth_date "                     \
+                   "ELSE nullif(?6, '') END WHERE id = ?1")                                 \
+    X(USER_SEARCH, "SELECT " SQ_USER_COLS " FROM users WHERE nickname LIKE ?1 ESCAPE '\\' " \
+                   "AND id > ?2 ORDER BY id LIMIT ?3")                                      \
+    X(USER_LAST_SEEN, "UPDATE users SET last_seen = ?2 WHERE id = ?1")                      \
+    /* sessions */                                                                          \
+    X(SESSION_INSERT, "INSERT INTO sessions (user_id, created_at) VALUES (?1, ?2)")         \
+    X(SESSION_ACTIVE, "SELECT revoked FROM sessions WHERE id = ?1")                         \
+    X(SESSION_REVOKE, "UPDATE sessions SET revoked = 1 WHERE id = ?1")                      \
+    X(TOKEN_INSERT, "INSERT INTO refresh_tokens (hash, session_id, expires_at) "            \
+                    "VALUES (?1, ?2, ?3)")                                                  \
+    X(TOKEN_GET, "SELECT t.session_id, s.user_id, t.expires_at, t.used, s.revoked "         \
+                 "FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id "            \
+                 "WHERE t.hash = ?1")                                                       \
+    X(TOKEN_USE, "UPDATE refresh_tokens SET used = 1 WHERE hash = ?1")                      \
+    /* chats and members */                                                                 \
+    X(CHAT_GET, "SELECT id, type, title, created_at, last_seq, last_activity, closed "      \
+                "FROM chats WHERE id = ?1")                                                 \
+    X(CHAT_EXISTS, "SELECT 1 FROM chats WHERE id = ?1")                                     \
+    X(CHAT_BY_DIRECT_KEY, "SELECT id FROM chats WHERE direct_key = ?1")                     \
+    X(CHAT_INSERT, "INSERT INTO chats (type, title, created_at, last_activity, direct_key) " \
+                   "VALUES (?1, ?2, ?3, ?3, ?4)")                                           \
+    X(CHAT_CLOSE, "UPDATE chats SET closed = 1 WHERE id = ?1")                              \
+    X(CHAT_LIST, "SELECT c.id FROM members m JOIN chats c ON c.id = m.chat_id "             \
+                 "WHERE m.user_id = ?1 ORDER BY c.last_activity DESC, c.id DESC LIMIT ?2")  \
+    X(CHANNEL_BY_TITLE, "SELECT id FROM chats WHERE type = 'channel' AND title = ?1 "       \
+                        "ORDER BY id LIMIT 1")                                              \
+    X(MEMBERS, "SELECT user_id, role, delivered_seq, read_seq FROM members "                \
+               "WHERE chat_id = ?1 ORDER BY user_id")                                       \
+    X(MEMBER_IDS, "SELECT user_id FROM members WHERE chat_id = ?1 ORDER BY user_id")        \
+    X(MEMBER_ROLE, "SELECT role FROM members WHERE chat_id = ?1 AND user_id = ?2")          \
+    X(MEMBER_INSERT, "INSERT INTO members (chat_id, user_id, role, joined_at) "             \
+                     "VALUES (?1, ?2, ?3, ?4)")                                             \
+    X(MEMBER_INSERT_IGNORE, "INSERT INTO members (chat_id, user_id, role, joined_at) "      \
+                            "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")               \
+    X(MEMBER_DELETE, "DELETE FROM members WHERE chat_id = ?1 AND user_id = ?2")             \
+    X(PARTNERS, "SELECT DISTINCT o.user_id FROM members m "                                 \
+                "JOIN chats c ON c.id = m.chat_id AND c.type = 'direct' "                   \
+                "JOIN members o ON o.chat_id = m.chat_id AND o.user_id <> m.user_id "       \
+                "WHERE m.user_id = ?1 ORDER BY o.user_id")                                  \
+    X(MARK_GET, "SELECT m.delivered_seq, m.read_seq, c.last_seq FROM members m "            \
+                "JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ?1 AND m.user_id = ?2") \
+    X(MARK_SET, "UPDATE members SET delivered_seq = ?3, read_seq = ?4 "                     \
+                "WHERE chat_id = ?1 AND user_id = ?2")                                      \
+    /* messages */                                                                          \
+    X(MSG_BY_CLIENT, "SELECT " SQ_MSG_COLS " FROM messages "                                \
+                     "WHERE sender_id = ?1 AND client_id = ?2")                             \
+    X(APPEND_CHECK, "SELECT c.closed, m.role FROM chats c LEFT JOIN members m "             \
+                    "ON m.chat_id = c.id AND m.user_id = ?2 WHERE c.id = ?1")               \
+    X(APPEND_SEQ, "UPDATE chats SET last_seq = last_seq + 1, "                              \
+                  "last_activity = max(last_activity, ?2) WHERE id = ?1 RETURNING last_seq") \
+    X(MSG_INSERT, "INSERT INTO messages (chat_id, seq, sender_id, text, ts, client_id, "    \
+                  "extra_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                        \
+    X(MSG_BY_SEQ, "SELECT " SQ_MSG_COLS " FROM messages WHERE chat_id = ?1 AND seq = ?2")   \
+    X(MSG_AFTER, "SELECT " SQ_MSG_COLS " FROM messages "                                    \
+                 "WHERE chat_id = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq LIMIT ?4")      \
+    X(MSG_BEFORE, "SELECT " SQ_MSG_COLS " FROM messages "                                   \
+                  "WHERE chat_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3")             \
+    X(MSG_EDIT, "UPDATE messages SET text = ?3, edited_at = ?4 "                            \
+                "WHERE chat_id = ?1 AND seq = ?2")                                          \
+    X(MSG_DELETE, "UPDATE messages SET text = '', extra_json = NULL, deleted = 1 "          \
+                  "WHERE chat_id = ?1 AND seq = ?2")                                        \
+    X(UNREAD, "SELECT count(*) FROM messages "                                              \
+              "WHERE chat_id = ?1 AND seq > ?2 AND sender_id <> ?3")
+
+enum sq_stmt_id {
+#define SQ_ENUM(id, sql) SQ_##id,
+    SQ_STATEMENTS(SQ_ENUM)
+#undef SQ_ENUM
+        SQ_NSTMT
+};
+
+static const char *const sq_sql[SQ_NSTMT] = {
+#define SQ_TEXT(id, sql) [SQ_##id] = sql,
+    SQ_STATEMENTS(SQ_TEXT)
+#undef SQ_TEXT
+};
+
+typedef struct sq_store sq_store;
+
+/* One connection and its statement cache. Used by one thread at a time. */
+typedef struct sq_conn {
+    sqlite3 *db;
+    sq_store *owner;
+    struct sq_conn *next; /* in owner->readers */
+    sqlite3_stmt *stmt[SQ_NSTMT];
+} sq_conn;
+
+struct sq_store {
+    char *path;
+    sq_conn writer; /* the writer thread's (and open/close's) only */
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t lock; /* the queue, stopping, stats, readers */
+    pthread_cond_t wake;  /* the writer waits here for work */
+    pthread_cond_t done;  /* synchronous callers wait here for their commit */
+    nt_append *head, *tail;
+    uint64_t queued;
+    bool stopping;
+    nt_store_stats_t stats;
+
+    pthread_key_t reader_key;
+    bool key_created;
+    sq_conn *readers;
+};
+
+/*
+ * A synchronous write waiting for its commit. For a generic write, `node` is
+ * its queue link (only next and waiter are used) and fn does the work on the
+ * writer connection, inside the batch transaction. For nt_store_append_wait
+ * the caller's op is the queue node and fn is NULL. node.waiter always points
+ * at the job; async appends have waiter == NULL.
+ */
+typedef struct sq_job {
+    nt_append node;
+    int (*fn)(sq_conn *w, void *arg);
+    void *arg;
+    int status;
+    bool finished;
+} sq_job;
+
+/* ---- statements and errors --------------------------------------------- */
+
+/* Logs an SQLite failure and maps it to a store code. */
+static int sq__fail(sq_conn *c, int rc, const char *what)
+{
+    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        return NT_STORE_ECONFLICT;
+    nt_warn("store sqlite error op=%s rc=%d msg=\"%s\"", what, rc,
+            c->db ? sqlite3_errmsg(c->db) : "no connection");
+    return NT_STORE_EUNAVAILABLE;
+}
+
+/* The cached statement `id` of c, prepared on first use; NULL on failure. */
+static sqlite3_stmt *sq__stmt(sq_conn *c, enum sq_stmt_id id)
+{
+    if (c->stmt[id])
+        return c->stmt[id];
+    int rc = sqlite3_prepare_v3(c->db, sq_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[id],
+                                NULL);
+    if (rc != SQLITE_OK) {
+        sq__fail(c, rc, sq_sql[id]);
+        c->stmt[id] = NULL;
+    }
+    return c->stmt[id];
+}
+
+/* Ends a use of a statement so it holds no lock and no stale binding. */
+static void sq__reset(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Steps a bound statement that returns no row of interest, then resets it. */
+static int sq__run(sq_conn *c, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = sq__fail(c, rc, sqlite3_sql(st));
+    sq__reset(st);
+    return ret;
+}
+
+/* Runs a statement without parameters (BEGIN, COMMIT, SAVEPOINT...). */
+static int sq__exec(sq_conn *c, enum sq_stmt_id id)
+{
+    sqlite3_stmt *st = sq__stmt(c, id);
+    return st ? sq__run(c, st) : NT_STORE_EUNAVAILABLE;
+}
+
+/*
+ * Steps a statement expected to return at most one row: 1 with the row
+ * (the caller reads it then calls sq__reset), 0 with none (already reset),
+ * or a negative store code (already reset).
+ */
+static int sq__row(sq_conn *c, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    int ret = rc == SQLITE_DONE ? 0 : sq__fail(c, rc, sqlite3_sql(st));
+    sq__reset(st);
+    return ret;
+}
+
+/* The single integer a query returns: 1 found (*v set), 0 none, <0 error. */
+static int sq__int(sq_conn *c, sqlite3_stmt *st, int64_t *v)
+{
+    int rc = sq__row(c, st);
+    if (rc == 1) {
+        *v = sqlite3_column_int64(st, 0);
+        sq__reset(st);
+    }
+    return rc;
+}
+
+static int sq__bind_str(sqlite3_stmt *st, int idx, const char *s)
+{
+    return s ? sqlite3_bind_text(st, idx, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, idx);
+}
+
+static void sq__col_str(sqlite3_stmt *st, int col, char *dst, size_t cap)
+{
+    const unsigned char *v = sqlite3_column_text(st, col);
+    size_t n = v ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (n)
+        memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+/* A heap copy of a text column; NULL column -> NULL unless empty_if_null. */
+static int sq__col_dup(sqlite3_stmt *st, int col, bool empty_if_null, char **out, size_t *len)
+{
+    const unsigned char *v = sqlite3_column_text(st, col);
+    *out = NULL;
+    if (len)
+        *len = 0;
+    if (!v && !empty_if_null)
+        return 0;
+    size_t n = v ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    char *copy = malloc(n + 1);
+    if (!copy)
+        return NT_STORE_EUNAVAILABLE;
+    if (n)
+        memcpy(copy, v, n);
+    copy[n] = '\0';
+    *out = copy;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+/* Fills u from the SQ_USER_COLS columns starting at 0. */
+static void sq__row_user(sqlite3_stmt *st, nt_user *u)
+{
+    u->id = sqlite3_column_int64(st, 0);
+    sq__col_str(st, 1, u->nickname, sizeof(u->nickname));
+    sq__col_str(st, 2, u->email, sizeof(u->email));
+    sq__col_str(st, 3, u->bio, sizeof(u->bio));
+    sq__col_str(st, 4, u->avatar_url, sizeof(u->avatar_url));
+    sq__col_str(st, 5, u->gender, sizeof(u->gender));
+    sq__col_str(st, 6, u->birth_date, sizeof(u->birth_date));
+    u->created_at = sqlite3_column_int64(st, 7);
+    u->last_seen = sqlite3_column_int64(st, 8);
+}
+
+/* Fills m (text and extra_json on the heap) from the SQ_MSG_COLS columns. */
+static int sq__row_message(sqlite3_stmt *st, nt_message *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->id = sqlite3_column_int64(st, 0);
+    m->chat_id = sqlite3_column_int64(st, 1);
+    m->seq = sqlite3_column_int64(st, 2);
+    m->sender_id = sqlite3_column_int64(st, 3);
+    m->ts = sqlite3_column_int64(st, 5);
+    sq__col_str(st, 6, m->client_id, sizeof(m->client_id));
+    m->edited_at = sqlite3_column_int64(st, 7);
+    m->deleted = sqlite3_column_int(st, 8) != 0;
+    if (sq__col_dup(st, 4, true, &m->text, &m->text_len) ||
+        sq__col_dup(st, 9, false, &m->extra_json, NULL)) {
+        nt_message_free(m);
+        return NT_STORE_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+/* Loads one message by (chat_id, seq) into out: 0, ENOTFOUND or error. */
+static int sq__message_load(sq_conn *c, int64_t chat_id, int64_t seq, nt_message *out)
+{
+    sqlite3_stmt *st = sq__stmt(c, SQ_MSG_BY_SEQ);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, seq);
+    int rc = sq__row(c, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    rc = sq__row_message(st, out);
+    sq__reset(st);
+    return rc;
+}
+
+static int sq__user_load(sq_conn *c, int64_t id, nt_user *out)
+{
+    sqlite3_stmt *st = sq__stmt(c, SQ_USER_GET);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sq__row(c, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    sq__row_user(st, out);
+    sq__reset(st);
+    return 0;
+}
+
+/* 0 if the row a one-parameter existence query looks for exists, else
+ * ENOTFOUND or an error. */
+static int sq__exists(sq_conn *c, enum sq_stmt_id id, int64_t key)
+{
+    sqlite3_stmt *st = sq__stmt(c, id);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, key);
+    int64_t one;
+    int rc = sq__int(c, st, &one);
+    return rc == 1 ? 0 : rc == 0 ? NT_STORE_ENOTFOUND : rc;
+}
+
+/* Reads every row of a query returning one integer column into a heap
+ * array. The statement is bound by the caller and reset here. */
+static int sq__int_list(sq_conn *c, sqlite3_stmt *st, int64_t **out, int *n)
+{
+    int64_t *arr = NULL;
+    int count = 0, cap = 0, rc, ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            int ncap = cap ? cap * 2 : 8;
+            int64_t *grown = realloc(arr, (size_t)ncap * sizeof(*arr));
+            if (!grown) {
+                ret = NT_STORE_EUNAVAILABLE;
+                break;
+            }
+            arr = grown;
+            cap = ncap;
+        }
+        arr[count++] = sqlite3_column_int64(st, 0);
+    }
+    if (!ret && rc != SQLITE_DONE)
+        ret = sq__fail(c, rc, sqlite3_sql(st));
+    sq__reset(st);
+    if (ret) {
+        free(arr);
+        return ret;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+static int sq__member_ids(sq_conn *c, int64_t chat_id, int64_t **ids, int *n)
+{
+    sqlite3_stmt *st = sq__stmt(c, SQ_MEMBER_IDS);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    return sq__int_list(c, st, ids, n);
+}
+
+/*
+ * Loads a chat with its members, its last message and the viewer's unread
+ * count (messages after the viewer's read marker sent by someone else; 0 if
+ * the viewer is not a member). out must be zeroed; on failure it is freed.
+ */
+static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat *out)
+{
+    sqlite3_stmt *st = sq__stmt(c, SQ_CHAT_GET);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    int rc = sq__row(c, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    out->id = sqlite3_column_int64(st, 0);
+    sq__col_str(st, 1, out->type, sizeof(out->type));
+    sq__col_str(st, 2, out->title, sizeof(out->title));
+    out->created_at = sqlite3_column_int64(st, 3);
+    out->last_seq = sqlite3_column_int64(st, 4);
+    out->last_activity = sqlite3_column_int64(st, 5);
+    out->closed = sqlite3_column_int(st, 6) != 0;
+    sq__reset(st);
+
+    st = sq__stmt(c, SQ_MEMBERS);
+    if (!st)
+        goto fail_unavailable;
+    sqlite3_bind_int64(st, 1, chat_id);
+    int cap = 0;
+    bool viewer_member = false;
+    int64_t viewer_read = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (out->nmembers == cap) {
+            int ncap = cap ? cap * 2 : 4;
+            nt_member *grown = realloc(out->members, (size_t)ncap * sizeof(*grown));
+            if (!grown) {
+                sq__reset(st);
+                goto fail_unavailable;
+            }
+            out->members = grown;
+            cap = ncap;
+        }
+        nt_member *m = &out->members[out->nmembers++];
+        m->user_id = sqlite3_column_int64(st, 0);
+        m->role = sqlite3_column_int(st, 1);
+        m->delivered_seq = sqlite3_column_int64(st, 2);
+        m->read_seq = sqlite3_column_int64(st, 3);
+        if (m->user_id == viewer_id) {
+            viewer_member = true;
+            viewer_read = m->read_seq;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        rc = sq__fail(c, rc, "chat members");
+        sq__reset(st);
+        goto fail;
+    }
+    sq__reset(st);
+
+    if (out->last_seq > 0) {
+        rc = sq__message_load(c, chat_id, out->last_seq, &out->last_message);
+        if (rc == 0)
+            out->has_last_message = true;
+        else if (rc != NT_STORE_ENOTFOUND)
+            goto fail;
+    }
+
+    if (viewer_member && viewer_read < out->last_seq) {
+        st = sq__stmt(c, SQ_UNREAD);
+        if (!st)
+            goto fail_unavailable;
+        sqlite3_bind_int64(st, 1, chat_id);
+        sqlite3_bind_int64(st, 2, viewer_read);
+        sqlite3_bind_int64(st, 3, viewer_id);
+        rc = sq__int(c, st, &out->unread);
+        if (rc < 0)
+            goto fail;
+    }
+    return 0;
+
+fail_unavailable:
+    rc = NT_STORE_EUNAVAILABLE;
+fail:
+    nt_chat_free(out);
+    memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void sq__conn_close(sq_conn *c)
+{
+    for (int i = 0; i < SQ_NSTMT; i++) {
+        if (c->stmt[i])
+            sqlite3_finalize(c->stmt[i]);
+        c->stmt[i] = NULL;
+    }
+    if (c->db)
+        sqlite3_close(c->db);
+    c->db = NULL;
+}
+
+static int sq__conn_open(sq_conn *c, const char *path, int flags, char *err, size_t err_len)
+{
+    int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_len, "cannot open %s: %s", path,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sq__conn_close(c);
+        return NT_STORE_EUNAVAILABLE;
+    }
+    sqlite3_busy_timeout(c->db, SQ_BUSY_TIMEOUT_MS);
+    return 0;
+}
+
+/* Thread exit: the reader connection of a thread that ends before the store
+ * closes is closed here. */
+static void sq__reader_exit(void *arg)
+{
+    sq_conn *c = arg;
+    sq_store *b = c->owner;
+    pthread_mutex_lock(&b->lock);
+    for (sq_conn **pp = &b->readers; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&b->lock);
+    sq__conn_close(c);
+    free(c);
+}
+
+/* The calling thread's read connection, opened on first use; NULL if it
+ * cannot be opened (logged). */
+static sq_conn *sq__reader(sq_store *b)
+{
+    sq_conn *c = pthread_getspecific(b->reader_key);
+    if (c)
+        return c;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    char err[256];
+    if (sq__conn_open(c, b->path, SQLITE_OPEN_READONLY, err, sizeof(err)) != 0) {
+        nt_warn("store sqlite reader open failed msg=\"%s\"", err);
+        free(c);
+        return NULL;
+    }
+    c->owner = b;
+    if (pthread_setspecific(b->reader_key, c) != 0) {
+        sq__conn_close(c);
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&b->lock);
+    c->next = b->readers;
+    b->readers = c;
+    pthread_mutex_unlock(&b->lock);
+    return c;
+}
+
+/* A read transaction on the caller's reader, so a multi-query read sees one
+ * snapshot. */
+static int sq__read_begin(sq_conn *c)
+{
+    return sq__exec(c, SQ_BEGIN);
+}
+
+static void sq__read_end(sq_conn *c)
+{
+    if (!sqlite3_get_autocommit(c->db))
+        sq__exec(c, SQ_COMMIT);
+}
+
+/* ---- the writer --------------------------------------------------------- */
+
+static void sq__enqueue(sq_store *b, nt_append *node)
+{
+    node->next = NULL;
+    pthread_mutex_lock(&b->lock);
+    if (b->tail)
+        b->tail->next = node;
+    else
+        b->head = node;
+    b->tail = node;
+    b->queued++;
+    pthread_cond_signal(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Runs fn on the writer connection in the next batch and waits for the
+ * commit. Returns fn's status, or EUNAVAILABLE if the commit failed. */
+static int sq__write(sq_store *b, int (*fn)(sq_conn *w, void *arg), void *arg)
+{
+    sq_job job;
+    memset(&job, 0, sizeof(job));
+    job.fn = fn;
+    job.arg = arg;
+    job.node.waiter = &job;
+    sq__enqueue(b, &job.node);
+    pthread_mutex_lock(&b->lock);
+    while (!job.finished)
+        pthread_cond_wait(&b->done, &b->lock);
+    pthread_mutex_unlock(&b->lock);
+    return job.status;
+}
+
+/* The append itself, on the writer connection (see nt_append in store.h). */
+static int sq__append_run(sq_conn *w, nt_append *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (op->client_id[0]) {
+        if (!(st = sq__stmt(w, SQ_MSG_BY_CLIENT)))
+            return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_int64(st, 1, op->sender_id);
+        sqlite3_bind_text(st, 2, op->client_id, -1, SQLITE_STATIC);
+        rc = sq__row(w, st);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            rc = sq__row_message(st, &op->msg);
+            sq__reset(st);
+            if (rc)
+                return rc;
+            op->duplicate = true;
+            return sq__member_ids(w, op->msg.chat_id, &op->member_ids, &op->nmembers);
+        }
+    }
+
+    if (!(st = sq__stmt(w, SQ_APPEND_CHECK)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, op->chat_id);
+    sqlite3_bind_int64(st, 2, op->sender_id);
+    rc = sq__row(w, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    bool closed = sqlite3_column_int(st, 0) != 0;
+    bool member = sqlite3_column_type(st, 1) != SQLITE_NULL;
+    sq__reset(st);
+    if (closed || !member)
+        return NT_STORE_EFORBIDDEN;
+
+    if (!(st = sq__stmt(w, SQ_APPEND_SEQ)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, op->chat_id);
+    sqlite3_bind_int64(st, 2, op->ts);
+    int64_t seq = 0;
+    rc = sq__int(w, st, &seq);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+
+    if (!(st = sq__stmt(w, SQ_MSG_INSERT)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, op->chat_id);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, op->sender_id);
+    sqlite3_bind_text(st, 4, op->text, (int)op->text_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, op->ts);
+    sq__bind_str(st, 6, op->client_id[0] ? op->client_id : NULL);
+    sq__bind_str(st, 7, op->extra_json);
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+
+    nt_message *m = &op->msg;
+    m->id = sqlite3_last_insert_rowid(w->db);
+    m->chat_id = op->chat_id;
+    m->seq = seq;
+    m->sender_id = op->sender_id;
+    m->ts = op->ts;
+    memcpy(m->client_id, op->client_id, sizeof(m->client_id));
+    m->text = malloc(op->text_len + 1);
+    if (!m->text)
+        return NT_STORE_EUNAVAILABLE;
+    memcpy(m->text, op->text, op->text_len);
+    m->text[op->text_len] = '\0';
+    m->text_len = op->text_len;
+    if (op->extra_json && !(m->extra_json = strdup(op->extra_json)))
+        return NT_STORE_EUNAVAILABLE;
+    return sq__member_ids(w, op->chat_id, &op->member_ids, &op->nmembers);
+}
+
+/* Runs one queued op; returns its status (stored in the op or its job). */
+static int sq__op_run(sq_conn *w, nt_append *op)
+{
+    sq_job *job = op->waiter;
+    if (job && job->fn)
+        return job->status = job->fn(w, job->arg);
+    int rc = sq__append_run(w, op);
+    if (rc) {
+        nt_append_release(op);
+        op->duplicate = false;
+    }
+    return op->status = rc;
+}
+
+/* Marks an op failed because its transaction did not commit. */
+static void sq__op_lost(nt_append *op)
+{
+    sq_job *job = op->waiter;
+    if (job && job->fn) {
+        job->status = NT_STORE_EUNAVAILABLE;
+        return;
+    }
+    nt_append_release(op);
+    op->duplicate = false;
+    op->status = NT_STORE_EUNAVAILABLE;
+}
+
+static void sq__batch_lost(nt_append *batch, nt_append *until)
+{
+    for (nt_append *op = batch; op != until; op = op->next)
+        sq__op_lost(op);
+}
+
+/* One group commit: every op of the batch in one transaction. */
+static void sq__run_batch(sq_store *b, nt_append *batch)
+{
+    sq_conn *w = &b->writer;
+    if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0) {
+        sq__batch_lost(batch, NULL);
+        return;
+    }
+    for (nt_append *op = batch; op; op = op->next) {
+        if (sq__exec(w, SQ_SAVEPOINT) != 0) {
+            sq__op_lost(op);
+        } else {
+            int status = sq__op_run(w, op);
+            /* EREUSED is the one failure that writes: it revokes a session. */
+            if (status != 0 && status != NT_STORE_EREUSED)
+                sq__exec(w, SQ_ROLLBACK_TO);
+            sq__exec(w, SQ_RELEASE);
+        }
+        if (sqlite3_get_autocommit(w->db)) {
+            /* SQLite rolled the whole transaction back (I/O error, full
+             * disk): everything so far is lost, the rest cannot run. */
+            sq__batch_lost(batch, NULL);
+            return;
+        }
+    }
+    if (sq__exec(w, SQ_COMMIT) != 0) {
+        if (!sqlite3_get_autocommit(w->db))
+            sq__exec(w, SQ_ROLLBACK);
+        sq__batch_lost(batch, NULL);
+    }
+}
+
+/* Tells every op of a finished batch: async appends through done(), waiting
+ * callers through their job. Nodes may be freed once told, so each next
+ * pointer is read first. */
+static void sq__batch_finish(sq_store *b, nt_append *batch)
+{
+    nt_append *waiting = NULL;
+    for (nt_append *op = batch, *next; op; op = next) {
+        next = op->next;
+        if (op->waiter) {
+            op->next = waiting;
+            waiting = op;
+        } else if (op->done) {
+            op->done(op);
+        }
+    }
+    if (!waiting)
+        return;
+    pthread_mutex_lock(&b->lock);
+    for (nt_append *op = waiting, *next; op; op = next) {
+        next = op->next;
+        ((sq_job *)op->waiter)->finished = true;
+    }
+    pthread_cond_broadcast(&b->done);
+    pthread_mutex_unlock(&b->lock);
+}
+
+static int sq__hist_bucket(uint64_t n)
+{
+    static const uint64_t upper[NT_STORE_HIST_BUCKETS - 1] = {1, 4, 16, 64, 256};
+    for (int i = 0; i < NT_STORE_HIST_BUCKETS - 1; i++)
+        if (n <= upper[i])
+            return i;
+    return NT_STORE_HIST_BUCKETS - 1;
+}
+
+static void *sq__writer_main(void *arg)
+{
+    sq_store *b = arg;
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        while (!b->head && !b->stopping)
+            pthread_cond_wait(&b->wake, &b->lock);
+        if (!b->head)
+            break; /* stopping and drained */
+        nt_append *batch = b->head;
+        uint64_t n = b->queued;
+        b->head = b->tail = NULL;
+        b->queued = 0;
+        b->stats.batches++;
+        b->stats.ops += n;
+        b->stats.hist[sq__hist_bucket(n)]++;
+        pthread_mutex_unlock(&b->lock);
+
+        sq__run_batch(b, batch);
+        sq__batch_finish(b, batch);
+
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+/* ---- open, close, migrations ------------------------------------------- */
+
+static int sq__migrate(sq_conn *w, char *err, size_t err_len)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(w->db,
+                     "BEGIN IMMEDIATE;"
+                     "CREATE TABLE IF NOT EXISTS schema_version ("
+                     "  version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+                     NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    sqlite3_stmt *st = sq__stmt(w, SQ_SCHEMA_VERSION);
+    int64_t version = 0;
+    if (!st || sq__int(w, st, &version) != 1)
+        goto fail;
+    if (version > SQLITE_MIGRATIONS_COUNT) {
+        snprintf(err, err_len, "database schema version %" PRId64 " is newer than this server's %d",
+                 version, SQLITE_MIGRATIONS_COUNT);
+        goto fail_rollback;
+    }
+    for (int64_t v = version + 1; v <= SQLITE_MIGRATIONS_COUNT; v++) {
+        if (sqlite3_exec(w->db, sqlite_migrations[v - 1], NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, err_len, "migration %" PRId64 " failed: %s", v, msg ? msg : "?");
+            goto fail_rollback;
+        }
+        if (!(st = sq__stmt(w, SQ_SCHEMA_RECORD)))
+            goto fail;
+        sqlite3_bind_int64(st, 1, v);
+        sqlite3_bind_int64(st, 2, nt_now_ms());
+        if (sq__run(w, st) != 0)
+            goto fail;
+    }
+    if (sq__exec(w, SQ_COMMIT) != 0)
+        goto fail;
+    return 0;
+
+fail:
+    snprintf(err, err_len, "migrations failed: %s", msg ? msg : sqlite3_errmsg(w->db));
+fail_rollback:
+    sqlite3_free(msg);
+    if (!sqlite3_get_autocommit(w->db))
+        sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    return NT_STORE_EUNAVAILABLE;
+}
+
+static void sq_close(void *be);
+
+static void *sq_open(const char *where, char *err, size_t err_len)
+{
+    /* "sqlite:PATH" and "sqlite://PATH" both name PATH. */
+    if (strncmp(where, "//", 2) == 0)
+        where += 2;
+    if (!where[0]) {
+        snprintf(err, err_len, "sqlite store URL has no path");
+        return NULL;
+    }
+    sq_store *b = calloc(1, sizeof(*b));
+    if (!b || !(b->path = strdup(where))) {
+        free(b);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->wake, NULL);
+    pthread_cond_init(&b->done, NULL);
+    if (pthread_key_create(&b->reader_key, sq__reader_exit) != 0) {
+        snprintf(err, err_len, "no thread key left");
+        goto fail;
+    }
+    b->key_created = true;
+    b->writer.owner = b;
+    if (sq__conn_open(&b->writer, b->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err,
+                      err_len) != 0)
+        goto fail;
+
+    /* WAL: readers never wait for the writer. FULL: a commit is on disk when
+     * COMMIT returns, so what we acknowledge survives a power cut. */
+    sqlite3_stmt *st = NULL;
+    char mode[16] = "";
+    if (sqlite3_prepare_v2(b->writer.db, "PRAGMA journal_mode = WAL", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        sq__col_str(st, 0, mode, sizeof(mode));
+    sqlite3_finalize(st);
+    if (strcmp(mode, "wal") != 0) {
+        snprintf(err, err_len, "cannot switch %s to WAL mode: %s", b->path,
+                 sqlite3_errmsg(b->writer.db));
+        goto fail;
+    }
+    if (sqlite3_exec(b->writer.db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "cannot configure %s: %s", b->path,
+                 sqlite3_errmsg(b->writer.db));
+        goto fail;
+    }
+    if (sq__migrate(&b->writer, err, err_len) != 0)
+        goto fail;
+
+    if (pthread_create(&b->thread, NULL, sq__writer_main, b) != 0) {
+        snprintf(err, err_len, "cannot start the writer thread: %s", strerror(errno));
+        goto fail;
+    }
+    b->thread_started = true;
+    return b;
+
+fail:
+    sq_close(b);
+    return NULL;
+}
+
+static void sq_close(void *be)
+{
+    sq_store *b = be;
+    if (!b)
+        return;
+    if (b->thread_started) {
+        pthread_mutex_lock(&b->lock);
+        b->stopping = true;
+        pthread_cond_signal(&b->wake);
+        pthread_mutex_unlock(&b->lock);
+        pthread_join(b->thread, NULL);
+    }
+    if (b->key_created) {
+        /* After the delete no thread exit touches our readers any more. */
+        pthread_key_delete(b->reader_key);
+    }
+    pthread_mutex_lock(&b->lock);
+    sq_conn *readers = b->readers;
+    b->readers = NULL;
+    pthread_mutex_unlock(&b->lock);
+    while (readers) {
+        sq_conn *next = readers->next;
+        sq__conn_close(readers);
+        free(readers);
+        readers = next;
+    }
+    sq__conn_close(&b->writer);
+    pthread_cond_destroy(&b->done);
+    pthread_cond_destroy(&b->wake);
+    pthread_mutex_destroy(&b->lock);
+    free(b->path);
+    free(b);
+}
+
+static int sq_ping(void *be)
+{
+    sq_conn *c = sq__reader(be);
+    if (!c)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_stmt *st = sq__stmt(c, SQ_PING);
+    int64_t one;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    return sq__int(c, st, &one) == 1 ? 0 : NT_STORE_EUNAVAILABLE;
+}
+
+static void sq_stats(void *be, nt_store_stats_t *out)
+{
+    sq_store *b = be;
+    pthread_mutex_lock(&b->lock);
+    *out = b->stats;
+    out->queued = b->queued;
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- users ------------------------------------------------------------- */
+
+struct user_create_args {
+    const nt_user_new *in;
+    nt_user *out;
+    const char **conflict_field;
+};
+
+static int sq__w_user_create(sq_conn *w, void *arg)
+{
+    struct user_create_args *a = arg;
+    const nt_user_new *in = a->in;
+    int64_t one;
+    int rc;
+
+    sqlite3_stmt *st = sq__stmt(w, SQ_USER_EMAIL_TAKEN);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, in->email, -1, SQLITE_STATIC);
+    if ((rc = sq__int(w, st, &one)) != 0) {
+        if (rc == 1)
+            *a->conflict_field = "email";
+        return rc == 1 ? NT_STORE_ECONFLICT : rc;
+    }
+    if (!(st = sq__stmt(w, SQ_USER_NICK_TAKEN)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, in->nickname, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, 0);
+    if ((rc = sq__int(w, st, &one)) != 0) {
+        if (rc == 1)
+            *a->conflict_field = "nickname";
+        return rc == 1 ? NT_STORE_ECONFLICT : rc;
+    }
+    if (!(st = sq__stmt(w, SQ_USER_INSERT)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, in->email, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, in->nickname, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, in->password_hash, -1, SQLITE_STATIC);
+    sq__bind_str(st, 4, in->gender);
+    sq__bind_str(st, 5, in->birth_date);
+    sqlite3_bind_int64(st, 6, in->created_at);
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+    return sq__user_load(w, sqlite3_last_insert_rowid(w->db), a->out);
+}
+
+static int sq_user_create(void *be, const nt_user_new *in, nt_user *out,
+                          const char **conflict_field)
+{
+    struct user_create_args a = {in, out, conflict_field};
+    return sq__write(be, sq__w_user_create, &a);
+}
+
+static int sq_user_get(void *be, int64_t id, nt_user *out)
+{
+    sq_conn *c = sq__reader(be);
+    return c ? sq__user_load(c, id, out) : NT_STORE_EUNAVAILABLE;
+}
+
+static int sq_user_by_nickname(void *be, const char *nickname, nt_user *out)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_USER_BY_NICK) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, nickname, -1, SQLITE_STATIC);
+    int rc = sq__row(c, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    sq__row_user(st, out);
+    sq__reset(st);
+    return 0;
+}
+
+static int sq_user_for_login(void *be, const char *login, nt_user *out, char *pw_hash,
+                             size_t pw_hash_len)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_USER_LOGIN) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+    int rc = sq__row(c, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    sq__row_user(st, out);
+    sq__col_str(st, 9, pw_hash, pw_hash_len);
+    sq__reset(st);
+    return 0;
+}
+
+struct user_update_args {
+    int64_t id;
+    const nt_user_patch *patch;
+    nt_user *out;
+};
+
+static int sq__w_user_update(sq_conn *w, void *arg)
+{
+    struct user_update_args *a = arg;
+    const nt_user_patch *p = a->patch;
+    sqlite3_stmt *st;
+    int rc;
+
+    if (p->nickname) {
+        int64_t one;
+        if (!(st = sq__stmt(w, SQ_USER_NICK_TAKEN)))
+            return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_text(st, 1, p->nickname, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, a->id);
+        if ((rc = sq__int(w, st, &one)) != 0)
+            return rc == 1 ? NT_STORE_ECONFLICT : rc;
+    }
+    if (!(st = sq__stmt(w, SQ_USER_UPDATE)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->id);
+    sq__bind_str(st, 2, p->nickname);
+    sq__bind_str(st, 3, p->bio);
+    sq__bind_str(st, 4, p->avatar_url);
+    sq__bind_str(st, 5, p->gender);
+    sq__bind_str(st, 6, p->birth_date);
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+    if (sqlite3_changes(w->db) == 0)
+        return NT_STORE_ENOTFOUND;
+    return a->out ? sq__user_load(w, a->id, a->out) : 0;
+}
+
+static int sq_user_update(void *be, int64_t id, const nt_user_patch *patch, nt_user *out)
+{
+    struct user_update_args a = {id, patch, out};
+    return sq__write(be, sq__w_user_update, &a);
+}
+
+static int sq_user_search(void *be, const char *prefix, int64_t after_id, int limit,
+                          nt_user *out, int *n)
+{
+    /* LIKE pattern: the prefix with its wildcards escaped, then '%'. */
+    size_t len = strlen(prefix);
+    char *pattern = malloc(2 * len + 2);
+    if (!pattern)
+        return NT_STORE_EUNAVAILABLE;
+    size_t j = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (prefix[i] == '%' || prefix[i] == '_' || prefix[i] == '\\')
+            pattern[j++] = '\\';
+        pattern[j++] = prefix[i];
+    }
+    pattern[j++] = '%';
+    pattern[j] = '\0';
+
+    int ret = 0, rc = SQLITE_DONE;
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_USER_SEARCH) : NULL;
+    if (!st) {
+        free(pattern);
+        return NT_STORE_EUNAVAILABLE;
+    }
+    sqlite3_bind_text(st, 1, pattern, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, after_id);
+    sqlite3_bind_int(st, 3, limit);
+    while (*n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        sq__row_user(st, &out[(*n)++]);
+    if (*n < limit && rc != SQLITE_DONE) {
+        ret = sq__fail(c, rc, "user search");
+        *n = 0;
+    }
+    sq__reset(st);
+    free(pattern);
+    return ret;
+}
+
+struct id_ts_args {
+    int64_t id;
+    int64_t ts;
+};
+
+static int sq__w_user_last_seen(sq_conn *w, void *arg)
+{
+    struct id_ts_args *a = arg;
+    sqlite3_stmt *st = sq__stmt(w, SQ_USER_LAST_SEEN);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->id);
+    sqlite3_bind_int64(st, 2, a->ts);
+    int rc = sq__run(w, st);
+    if (rc)
+        return rc;
+    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int sq_user_set_last_seen(void *be, int64_t id, int64_t ts)
+{
+    struct id_ts_args a = {id, ts};
+    return sq__write(be, sq__w_user_last_seen, &a);
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+struct session_args {
+    int64_t user_id;
+    const uint8_t *hash;     /* create: the first token; rotate: the old one */
+    const uint8_t *new_hash; /* rotate */
+    int64_t expires_at;
+    int64_t now;
+    nt_session *out;
+};
+
+static int sq__token_insert(sq_conn *w, const uint8_t *hash, int64_t session_id,
+                            int64_t expires_at)
+{
+    sqlite3_stmt *st = sq__stmt(w, SQ_TOKEN_INSERT);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, session_id);
+    sqlite3_bind_int64(st, 3, expires_at);
+    return sq__run(w, st);
+}
+
+static int sq__w_session_create(sq_conn *w, void *arg)
+{
+    struct session_args *a = arg;
+    int rc = sq__exists(w, SQ_USER_EXISTS, a->user_id);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = sq__stmt(w, SQ_SESSION_INSERT);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->user_id);
+    sqlite3_bind_int64(st, 2, a->now);
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+    int64_t session_id = sqlite3_last_insert_rowid(w->db);
+    if ((rc = sq__token_insert(w, a->hash, session_id, a->expires_at)) != 0)
+        return rc;
+    if (a->out) {
+        a->out->id = session_id;
+        a->out->user_id = a->user_id;
+    }
+    return 0;
+}
+
+static int sq_session_create(void *be, int64_t user_id, const uint8_t refresh_hash[32],
+                             int64_t expires_at, int64_t now, nt_session *out)
+{
+    struct session_args a = {user_id, refresh_hash, NULL, expires_at, now, out};
+    return sq__write(be, sq__w_session_create, &a);
+}
+
+/* Looks a refresh token up: 1 found, 0 unknown, <0 error. */
+static int sq__token_get(sq_conn *w, const uint8_t *hash, nt_session *session,
+                         int64_t *expires_at, bool *used, bool *revoked)
+{
+    sqlite3_stmt *st = sq__stmt(w, SQ_TOKEN_GET);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    int rc = sq__row(w, st);
+    if (rc <= 0)
+        return rc;
+    session->id = sqlite3_column_int64(st, 0);
+    session->user_id = sqlite3_column_int64(st, 1);
+    *expires_at = sqlite3_column_int64(st, 2);
+    *used = sqlite3_column_int(st, 3) != 0;
+    *revoked = sqlite3_column_int(st, 4) != 0;
+    sq__reset(st);
+    return 1;
+}
+
+static int sq__session_revoke(sq_conn *w, int64_t session_id)
+{
+    sqlite3_stmt *st = sq__stmt(w, SQ_SESSION_REVOKE);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, session_id);
+    return sq__run(w, st);
+}
+
+static int sq__w_session_rotate(sq_conn *w, void *arg)
+{
+    struct session_args *a = arg;
+    nt_session session;
+    int64_t expires_at;
+    bool used, revoked;
+    int rc = sq__token_get(w, a->hash, &session, &expires_at, &used, &revoked);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    if (revoked)
+        return NT_STORE_ENOTFOUND;
+    if (a->out)
+        *a->out = session;
+    if (used) {
+        /* A stolen token was replayed (or the client raced itself): end the
+         * whole session so neither copy keeps working. */
+        rc = sq__session_revoke(w, session.id);
+        return rc ? rc : NT_STORE_EREUSED;
+    }
+    if (expires_at <= a->now)
+        return NT_STORE_ENOTFOUND;
+    sqlite3_stmt *st = sq__stmt(w, SQ_TOKEN_USE);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_blob(st, 1, a->hash, 32, SQLITE_STATIC);
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+    return sq__token_insert(w, a->new_hash, session.id, a->expires_at);
+}
+
+static int sq_session_rotate(void *be, const uint8_t old_hash[32], const uint8_t new_hash[32],
+                             int64_t new_expires_at, int64_t now, nt_session *out)
+{
+    struct session_args a = {0, old_hash, new_hash, new_expires_at, now, out};
+    return sq__write(be, sq__w_session_rotate, &a);
+}
+
+static int sq__w_session_revoke(sq_conn *w, void *arg)
+{
+    struct session_args *a = arg;
+    nt_session session;
+    int64_t expires_at;
+    bool used, revoked;
+    int rc = sq__token_get(w, a->hash, &session, &expires_at, &used, &revoked);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    if (a->out)
+        *a->out = session;
+    return revoked ? 0 : sq__session_revoke(w, session.id);
+}
+
+static int sq_session_revoke(void *be, const uint8_t refresh_hash[32], nt_session *out)
+{
+    struct session_args a = {0, refresh_hash, NULL, 0, 0, out};
+    return sq__write(be, sq__w_session_revoke, &a);
+}
+
+static int sq_session_active(void *be, int64_t session_id)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_SESSION_ACTIVE) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, session_id);
+    int64_t revoked = 1;
+    int rc = sq__int(c, st, &revoked);
+    if (rc < 0)
+        return rc;
+    return rc == 1 && !revoked ? 0 : NT_STORE_ENOTFOUND;
+}
+
+/* ---- chats and members ------------------------------------------------- */
+
+/* Inserts a chat row; *chat_id gets its id. direct_key may be NULL. */
+static int sq__chat_insert(sq_conn *w, const char *type, const char *title, int64_t now,
+                           const char *direct_key, int64_t *chat_id)
+{
+    sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_INSERT);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, title, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    sq__bind_str(st, 4, direct_key);
+    int rc = sq__run(w, st);
+    if (rc)
+        return rc;
+    *chat_id = sqlite3_last_insert_rowid(w->db);
+    return 0;
+}
+
+static int sq__member_insert(sq_conn *w, enum sq_stmt_id id, int64_t chat_id, int64_t user_id,
+                             int role, int64_t now)
+{
+    sqlite3_stmt *st = sq__stmt(w, id);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, user_id);
+    sqlite3_bind_int(st, 3, role);
+    sqlite3_bind_int64(st, 4, now);
+    return sq__run(w, st);
+}
+
+struct chat_args {
+    int64_t a, b; /* direct: the pair; create: a = owner */
+    const char *type;
+    const char *title;
+    const int64_t *member_ids;
+    int n;
+    int64_t now;
+    nt_chat *out;
+    bool *created;
+};
+
+static int sq__w_chat_direct(sq_conn *w, void *arg)
+{
+    struct chat_args *a = arg;
+    char key[48];
+    snprintf(key, sizeof(key), "%" PRId64 ":%" PRId64, a->a < a->b ? a->a : a->b,
+             a->a < a->b ? a->b : a->a);
+    int64_t chat_id = 0;
+    sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_BY_DIRECT_KEY);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int rc = sq__int(w, st, &chat_id);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if ((rc = sq__exists(w, SQ_USER_EXISTS, a->a)) != 0 ||
+            (rc = sq__exists(w, SQ_USER_EXISTS, a->b)) != 0 ||
+            (rc = sq__chat_insert(w, "direct", "", a->now, key, &chat_id)) != 0 ||
+            (rc = sq__member_insert(w, SQ_MEMBER_INSERT, chat_id, a->a, NT_ROLE_MEMBER,
+                                    a->now)) != 0 ||
+            (rc = sq__member_insert(w, SQ_MEMBER_INSERT, chat_id, a->b, NT_ROLE_MEMBER,
+                                    a->now)) != 0)
+            return rc;
+        *a->created = true;
+    }
+    return sq__chat_load(w, chat_id, a->a, a->out);
+}
+
+static int sq_chat_direct(void *be, int64_t a, int64_t b, int64_t now, nt_chat *out,
+                          bool *created)
+{
+    struct chat_args args = {.a = a, .b = b, .now = now, .out = out, .created = created};
+    int rc = sq__write(be, sq__w_chat_direct, &args);
+    if (rc) {
+        nt_chat_free(out);
+        memset(out, 0, sizeof(*out));
+        *created = false;
+    }
+    return rc;
+}
+
+static int sq__w_chat_create(sq_conn *w, void *arg)
+{
+    struct chat_args *a = arg;
+    int rc;
+    if (a->a > 0 && (rc = sq__exists(w, SQ_USER_EXISTS, a->a)) != 0)
+        return rc;
+    for (int i = 0; i < a->n; i++)
+        if ((rc = sq__exists(w, SQ_USER_EXISTS, a->member_ids[i])) != 0)
+            return rc;
+    int64_t chat_id;
+    if ((rc = sq__chat_insert(w, a->type, a->title, a->now, NULL, &chat_id)) != 0)
+        return rc;
+    if (a->a > 0 && (rc = sq__member_insert(w, SQ_MEMBER_INSERT, chat_id, a->a, NT_ROLE_OWNER,
+                                            a->now)) != 0)
+        return rc;
+    for (int i = 0; i < a->n; i++)
+        if ((rc = sq__member_insert(w, SQ_MEMBER_INSERT_IGNORE, chat_id, a->member_ids[i],
+                                    NT_ROLE_MEMBER, a->now)) != 0)
+            return rc;
+    return sq__chat_load(w, chat_id, a->a, a->out);
+}
+
+static int sq_chat_create(void *be, const char *type, const char *title, int64_t owner_id,
+                          const int64_t *member_ids, int n, int64_t now, nt_chat *out)
+{
+    struct chat_args args = {.a = owner_id,
+                             .type = type,
+                             .title = title,
+                             .member_ids = member_ids,
+                             .n = n,
+                             .now = now,
+                             .out = out};
+    int rc = sq__write(be, sq__w_chat_create, &args);
+    if (rc) {
+        nt_chat_free(out);
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
+static int sq_chat_get(void *be, int64_t chat_id, int64_t viewer_id, nt_chat *out)
+{
+    sq_conn *c = sq__reader(be);
+    if (!c)
+        return NT_STORE_EUNAVAILABLE;
+    int rc = sq__read_begin(c);
+    if (rc)
+        return rc;
+    rc = sq__chat_load(c, chat_id, viewer_id, out);
+    sq__read_end(c);
+    return rc;
+}
+
+static int sq_chat_list(void *be, int64_t user_id, int limit, nt_chat **out, int *n)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_CHAT_LIST) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    int rc = sq__read_begin(c);
+    if (rc)
+        return rc;
+    int64_t *ids = NULL;
+    int nids = 0;
+    nt_chat *chats = NULL;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int(st, 2, limit);
+    if ((rc = sq__int_list(c, st, &ids, &nids)) != 0)
+        goto done;
+    if (nids > 0 && !(chats = calloc((size_t)nids, sizeof(*chats)))) {
+        rc = NT_STORE_EUNAVAILABLE;
+        goto done;
+    }
+    for (int i = 0; i < nids; i++) {
+        if ((rc = sq__chat_load(c, ids[i], user_id, &chats[i])) != 0) {
+            nt_chats_free(chats, i);
+            chats = NULL;
+            goto done;
+        }
+    }
+    *out = chats;
+    *n = nids;
+done:
+    sq__read_end(c);
+    free(ids);
+    return rc;
+}
+
+static int sq_channel_by_title(void *be, const char *title, int64_t *chat_id)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_CHANNEL_BY_TITLE) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_text(st, 1, title, -1, SQLITE_STATIC);
+    int rc = sq__int(c, st, chat_id);
+    return rc == 1 ? 0 : rc == 0 ? NT_STORE_ENOTFOUND : rc;
+}
+
+static int sq_member_role(void *be, int64_t chat_id, int64_t user_id, int *role)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_MEMBER_ROLE) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, user_id);
+    int64_t v = 0;
+    int rc = sq__int(c, st, &v);
+    if (rc == 1 && role)
+        *role = (int)v;
+    return rc == 1 ? 0 : rc == 0 ? NT_STORE_ENOTFOUND : rc;
+}
+
+struct member_args {
+    int64_t chat_id;
+    int64_t user_id;
+    int role;
+};
+
+static int sq__w_member_add(sq_conn *w, void *arg)
+{
+    struct member_args *a = arg;
+    int rc;
+    if ((rc = sq__exists(w, SQ_CHAT_EXISTS, a->chat_id)) != 0 ||
+        (rc = sq__exists(w, SQ_USER_EXISTS, a->user_id)) != 0)
+        return rc;
+    /* The primary key (chat_id, user_id) turns a second add into ECONFLICT. */
+    return sq__member_insert(w, SQ_MEMBER_INSERT, a->chat_id, a->user_id, a->role, nt_now_ms());
+}
+
+static int sq_member_add(void *be, int64_t chat_id, int64_t user_id, int role)
+{
+    struct member_args a = {chat_id, user_id, role};
+    return sq__write(be, sq__w_member_add, &a);
+}
+
+static int sq__w_member_remove(sq_conn *w, void *arg)
+{
+    struct member_args *a = arg;
+    sqlite3_stmt *st = sq__stmt(w, SQ_MEMBER_DELETE);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    sqlite3_bind_int64(st, 2, a->user_id);
+    int rc = sq__run(w, st);
+    if (rc)
+        return rc;
+    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int sq_member_remove(void *be, int64_t chat_id, int64_t user_id)
+{
+    struct member_args a = {chat_id, user_id, 0};
+    return sq__write(be, sq__w_member_remove, &a);
+}
+
+static int sq_chat_member_ids(void *be, int64_t chat_id, int64_t **ids, int *n)
+{
+    sq_conn *c = sq__reader(be);
+    return c ? sq__member_ids(c, chat_id, ids, n) : NT_STORE_EUNAVAILABLE;
+}
+
+static int sq_user_partners(void *be, int64_t user_id, int64_t **ids, int *n)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_PARTNERS) : NULL;
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, user_id);
+    return sq__int_list(c, st, ids, n);
+}
+
+static int sq__w_chat_close(sq_conn *w, void *arg)
+{
+    int64_t *chat_id = arg;
+    sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_CLOSE);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, *chat_id);
+    int rc = sq__run(w, st);
+    if (rc)
+        return rc;
+    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int sq_chat_close(void *be, int64_t chat_id)
+{
+    return sq__write(be, sq__w_chat_close, &chat_id);
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+static void sq_append(void *be, nt_append *op)
+{
+    op->waiter = NULL;
+    sq__enqueue(be, op);
+}
+
+static int sq_append_wait(void *be, nt_append *op)
+{
+    sq_store *b = be;
+    sq_job job;
+    memset(&job, 0, sizeof(job));
+    op->waiter = &job;
+    sq__enqueue(b, op);
+    pthread_mutex_lock(&b->lock);
+    while (!job.finished)
+        pthread_cond_wait(&b->done, &b->lock);
+    pthread_mutex_unlock(&b->lock);
+    op->waiter = NULL;
+    return op->status;
+}
+
+/* Reads the rows of a bound message query into a heap array (in row order),
+ * then resets it. */
+static int sq__message_rows(sq_conn *c, sqlite3_stmt *st, nt_message **out, int *n)
+{
+    nt_message *arr = NULL;
+    int count = 0, cap = 0, rc, ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            int ncap = cap ? cap * 2 : 16;
+            nt_message *grown = realloc(arr, (size_t)ncap * sizeof(*arr));
+            if (!grown) {
+                ret = NT_STORE_EUNAVAILABLE;
+                break;
+            }
+            arr = grown;
+            cap = ncap;
+        }
+        if ((ret = sq__row_message(st, &arr[count])) != 0)
+            break;
+        count++;
+    }
+    if (!ret && rc != SQLITE_DONE)
+        ret = sq__fail(c, rc, sqlite3_sql(st));
+    sq__reset(st);
+    if (ret) {
+        nt_messages_free(arr, count);
+        return ret;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+static int sq_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq,
+                       int limit, nt_message **out, int *n)
+{
+    sq_conn *c = sq__reader(be);
+    if (!c)
+        return NT_STORE_EUNAVAILABLE;
+    int64_t before = before_seq > 0 ? before_seq : INT64_MAX;
+    sqlite3_stmt *st;
+    if (after_seq > 0) {
+        if (!(st = sq__stmt(c, SQ_MSG_AFTER)))
+            return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_int64(st, 1, chat_id);
+        sqlite3_bind_int64(st, 2, after_seq);
+        sqlite3_bind_int64(st, 3, before);
+        sqlite3_bind_int(st, 4, limit);
+        return sq__message_rows(c, st, out, n);
+    }
+    if (!(st = sq__stmt(c, SQ_MSG_BEFORE)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, before);
+    sqlite3_bind_int(st, 3, limit);
+    int rc = sq__message_rows(c, st, out, n);
+    if (rc)
+        return rc;
+    /* Newest first from the index; the contract is ascending. */
+    for (int i = 0, j = *n - 1; i < j; i++, j--) {
+        nt_message tmp = (*out)[i];
+        (*out)[i] = (*out)[j];
+        (*out)[j] = tmp;
+    }
+    return 0;
+}
+
+struct message_change_args {
+    int64_t chat_id;
+    int64_t seq;
+    int64_t sender_id;
+    const char *text; /* NULL: delete */
+    int64_t now;
+    nt_message *out;
+};
+
+static int sq__w_message_change(sq_conn *w, void *arg)
+{
+    struct message_change_args *a = arg;
+    nt_message cur;
+    int rc = sq__message_load(w, a->chat_id, a->seq, &cur);
+    if (rc)
+        return rc;
+    bool allowed = cur.sender_id == a->sender_id && !cur.deleted;
+    nt_message_free(&cur);
+    if (!allowed)
+        return NT_STORE_EFORBIDDEN;
+    sqlite3_stmt *st = sq__stmt(w, a->text ? SQ_MSG_EDIT : SQ_MSG_DELETE);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    sqlite3_bind_int64(st, 2, a->seq);
+    if (a->text) {
+        sqlite3_bind_text(st, 3, a->text, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, a->now);
+    }
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+    return sq__message_load(w, a->chat_id, a->seq, a->out);
+}
+
+static int sq_message_change(sq_store *b, struct message_change_args *a)
+{
+    int rc = sq__write(b, sq__w_message_change, a);
+    if (rc) {
+        nt_message_free(a->out);
+        memset(a->out, 0, sizeof(*a->out));
+    }
+    return rc;
+}
+
+static int sq_message_edit(void *be, int64_t chat_id, int64_t seq, int64_t sender_id,
+                           const char *text, int64_t now, nt_message *out)
+{
+    struct message_change_args a = {chat_id, seq, sender_id, text, now, out};
+    return sq_message_change(be, &a);
+}
+
+static int sq_message_delete(void *be, int64_t chat_id, int64_t seq, int64_t sender_id,
+                             int64_t now, nt_message *out)
+{
+    struct message_change_args a = {chat_id, seq, sender_id, NULL, now, out};
+    return sq_message_change(be, &a);
+}
+
+static int sq_export(void *be, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
+                     void *arg)
+{
+    sq_conn *c = sq__reader(be);
+    if (!c)
+        return NT_STORE_EUNAVAILABLE;
+    int rc = sq__exists(c, SQ_CHAT_EXISTS, chat_id);
+    if (rc)
+        return rc;
+    int64_t after = 0;
+    for (;;) {
+        /* One page at a time, and no statement open while fn runs: a slow
+         * consumer must not pin a read snapshot (and the WAL) for long. */
+        sqlite3_stmt *st = sq__stmt(c, SQ_MSG_AFTER);
+        if (!st)
+            return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_int64(st, 1, chat_id);
+        sqlite3_bind_int64(st, 2, after);
+        sqlite3_bind_int64(st, 3, INT64_MAX);
+        sqlite3_bind_int(st, 4, SQ_EXPORT_PAGE);
+        nt_message *page = NULL;
+        int n = 0;
+        if ((rc = sq__message_rows(c, st, &page, &n)) != 0)
+            return rc;
+        for (int i = 0; i < n && rc == 0; i++)
+            rc = fn(arg, &page[i]);
+        if (n > 0)
+            after = page[n - 1].seq;
+        nt_messages_free(page, n);
+        if (rc != 0 || n < SQ_EXPORT_PAGE)
+            return rc;
+    }
+}
+
+struct mark_args {
+    int64_t chat_id;
+    int64_t user_id;
+    int kind;
+    int64_t seq;
+    int64_t *delivered_seq;
+    int64_t *read_seq;
+    bool *moved;
+};
+
+static int sq__w_mark(sq_conn *w, void *arg)
+{
+    struct mark_args *a = arg;
+    sqlite3_stmt *st = sq__stmt(w, SQ_MARK_GET);
+    if (!st)
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    sqlite3_bind_int64(st, 2, a->user_id);
+    int rc = sq__row(w, st);
+    if (rc <= 0)
+        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int64_t delivered = sqlite3_column_int64(st, 0);
+    int64_t read = sqlite3_column_int64(st, 1);
+    int64_t last_seq = sqlite3_column_int64(st, 2);
+    sq__reset(st);
+
+    int64_t target = a->seq < last_seq ? a->seq : last_seq;
+    int64_t new_read = read, new_delivered = delivered;
+    if (a->kind == NT_MARK_READ && target > new_read)
+        new_read = target;
+    if (target > new_delivered)
+        new_delivered = target; /* reading implies delivered */
+    if (new_read > new_delivered)
+        new_delivered = new_read;
+    *a->delivered_seq = new_delivered;
+    *a->read_seq = new_read;
+    *a->moved = new_read != read || new_delivered != delivered;
+    if (!*a->moved)
+        return 0;
+    if (!(st = sq__stmt(w, SQ_MARK_SET)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    sqlite3_bind_int64(st, 2, a->user_id);
+    sqlite3_bind_int64(st, 3, new_delivered);
+    sqlite3_bind_int64(st, 4, new_read);
+    return sq__run(w, st);
+}
+
+static int sq_mark(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t seq,
+                   int64_t *delivered_seq, int64_t *read_seq, bool *moved)
+{
+    struct mark_args a = {chat_id, user_id, kind, seq, delivered_seq, read_seq, moved};
+    int rc = sq__write(be, sq__w_mark, &a);
+    if (rc)
+        *moved = false;
+    return rc;
+}
+
+const nt_store_ops nt_store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .ping = sq_ping,
+    .stats = sq_stats,
+    .user_create = sq_user_create,
+    .user_get = sq_user_get,
+    .user_by_nickname = sq_user_by_nickname,
+    .user_for_login = sq_user_for_login,
+    .user_update = sq_user_update,
+    .user_search = sq_user_search,
+    .user_set_last_seen = sq_user_set_last_seen,
+    .session_create = sq_session_create,
+    .session_rotate = sq_session_rotate,
+    .session_revoke = sq_session_revoke,
+    .session_active = sq_session_active,
+    .chat_direct = sq_chat_direct,
+    .chat_create = sq_chat_create,
+    .chat_get = sq_chat_get,
+    .chat_list = sq_chat_list,
+    .channel_by_title = sq_channel_by_title,
+    .member_role = sq_member_role,
+    .member_add = sq_member_add,
+    .member_remove = sq_member_remove,
+    .chat_member_ids = sq_chat_member_ids,
+    .user_partners = sq_user_partners,
+    .chat_close = sq_chat_close,
+    .append = sq_append,
+    .append_wait = sq_append_wait,
+    .messages = sq_messages,
+    .message_edit = sq_message_edit,
+    .message_delete = sq_message_delete,
+    .export_chat = sq_export,
+    .mark = sq_mark,
+};
