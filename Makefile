@@ -17,17 +17,20 @@ run: build
 	@mkdir -p $(DATA)
 	./build/natterd --listen $(LISTEN) --data $(DATA)
 
+FUZZ_SECONDS ?= 60
+
 test:
 	@scripts/setup
 	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DNT_SANITIZE=ON >/dev/null
 	@cmake --build build-test -j $(JOBS)
 	@cd build-test && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 fuzz:
 	@scripts/setup
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNT_FUZZ=ON >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
-	@tests/fuzz/run build-fuzz 60
+	@tests/fuzz/run build-fuzz $(FUZZ_SECONDS)
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
