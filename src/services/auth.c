@@ -197,7 +197,7 @@ static char *auth__access_token(const nt_ctx *ctx, int64_t user_id, int64_t sess
     if (jwt_new(&jwt) != 0)
         return NULL;
     snprintf(sub, sizeof sub, "%" PRId64, user_id);
-    if (jwt_add_grant(jwt, "sub", sub) != 0 || jwt_add_grant_int(jwt, "sid", (long)session_id) ||
+    if (jwt_add_grant(jwt, "sub", sub) != 0 || jwt_add_grant_int(jwt, "sid", (long)session_id) != 0 ||
         jwt_add_grant_int(jwt, "iat", now_s) != 0 ||
         jwt_add_grant_int(jwt, "exp", now_s + ctx->access_ttl_s) != 0 ||
         jwt_set_alg(jwt, JWT_ALG_HS256, ctx->jwt_key, (int)sizeof ctx->jwt_key) != 0)
@@ -537,7 +537,7 @@ int nt_auth_verify(nt_ctx *ctx, const char *token, nt_caller *out)
     if (!token || token[0] == '\0' || strnlen(token, AUTH_TOKEN_MAX + 1) > AUTH_TOKEN_MAX)
         return -1;
     if (jwt_decode(&jwt, token, ctx->jwt_key, (int)sizeof ctx->jwt_key) != 0 || !jwt)
-        return -1;
+        goto done; /* bad signature or not a JWT */
     /* libjwt takes the algorithm from the token's own header: only ours
      * is acceptable (no "none", no other family). */
     if (jwt_get_alg(jwt) != JWT_ALG_HS256)
@@ -561,7 +561,8 @@ int nt_auth_verify(nt_ctx *ctx, const char *token, nt_caller *out)
     out->session_id = session_id;
     rc = 0;
 done:
-    jwt_free(jwt);
+    if (jwt)
+        jwt_free(jwt);
     return rc;
 }
 
