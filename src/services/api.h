@@ -33,7 +33,8 @@ typedef struct nt_limits {
     int group_max_members; /* 1000 */
 } nt_limits;
 
-typedef struct nt_ctx {
+typedef struct nt_ctx nt_ctx;
+struct nt_ctx {
     nt_store *store;
     nt_bus *bus;
     nt_limits limits;
@@ -42,7 +43,13 @@ typedef struct nt_ctx {
     int64_t refresh_ttl_s;     /* 30 days */
     unsigned long long pwhash_ops; /* Argon2id cost (libsodium opslimit) */
     size_t pwhash_mem;             /* Argon2id memory (libsodium memlimit) */
-} nt_ctx;
+    /* Called once for every newly stored message (not for repeats), on any
+     * thread, after its fan-out: how the bot hears the chats it is in.
+     * Must be quick (enqueue, never compute). NULL = nobody listens. */
+    void (*message_hook)(struct nt_ctx *ctx, const nt_message *m, const int64_t *member_ids,
+                         int n);
+    void *bot; /* the bot service's state, when this process runs it */
+};
 
 typedef struct nt_caller {
     int64_t user_id;
