@@ -62,6 +62,16 @@ static const setting settings[] = {
      "seconds of silence before the server pings; no answer for as long again closes"},
     {"drain-timeout", "NATTER_DRAIN_TIMEOUT", INT(drain_timeout_s), "5", 0, 600,
      "seconds SIGTERM waits for connections and commits to finish"},
+    {"pow-bits", "NATTER_POW_BITS", INT(pow_bits), "24", 1, 40,
+     "leading zero bits the bot's proof of work must find"},
+    {"pow-workers", "NATTER_POW_WORKERS", INT(pow_workers), "0", 0, 256,
+     "proof-of-work worker threads (0: one per core)"},
+    {"pow-max-pending", "NATTER_POW_MAX_PENDING", INT(pow_max_pending), "3", 1, 1000,
+     "proof-of-work jobs one user may have waiting"},
+    {"rpc-timeout", "NATTER_RPC_TIMEOUT", INT(rpc_timeout_ms), "10000", 10, 600000,
+     "milliseconds the bot waits for a worker's answer to !rpc"},
+    {"lobby-interval", "NATTER_LOBBY_INTERVAL", INT(lobby_interval_s), "60", 0, 86400,
+     "seconds between the bot's Hello world! in lobby (0: off)"},
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])

@@ -33,6 +33,12 @@ typedef struct nt_config {
     int64_t auth_timeout_s;
     int64_t ping_interval_s;
     int64_t drain_timeout_s;
+    /* the bot */
+    int64_t pow_bits;
+    int64_t pow_workers; /* 0 = one per core */
+    int64_t pow_max_pending;
+    int64_t rpc_timeout_ms;
+    int64_t lobby_interval_s;
 } nt_config;
 
 /* Fills cfg from defaults, then the environment, then argv. On a bad flag
