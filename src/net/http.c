@@ -17,6 +17,7 @@
 #include <http_parser.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define HTTP_MAX_HEADERS 100
 
@@ -334,12 +335,14 @@ static int http__split_target(nt_http_parser *p, uint32_t *path_off, uint32_t *q
     uint32_t len = p->target.len, start = 0;
     bool absolute = false;
     if (t[0] != '/' && !(len == 1 && t[0] == '*')) {
-        const char *scheme_end = memmem(t, len, "://", 3);
-        if (!scheme_end) {
+        uint32_t colon = 0;
+        while (colon + 2 < len && !(t[colon] == ':' && t[colon + 1] == '/' && t[colon + 2] == '/'))
+            colon++;
+        if (colon + 2 >= len) {
             start = len; /* authority form: no path */
         } else {
             absolute = true;
-            start = (uint32_t)(scheme_end - t) + 3;
+            start = colon + 3;
             while (start < len && t[start] != '/' && t[start] != '?' && t[start] != '#')
                 start++;
         }
