@@ -219,6 +219,10 @@ const char *nt_messages_check_text(const nt_ctx *ctx, const char *text, size_t l
 void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
 {
     msgs__event(ctx, "message", m, member_ids, n);
+    /* Both send paths (REST and WebSocket) come through here exactly once
+     * per new message, so this is where listeners such as the bot hear it. */
+    if (ctx->message_hook)
+        ctx->message_hook(ctx, m, member_ids, n);
 }
 
 void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *query,

@@ -189,6 +189,17 @@ static const char *frame_for(int64_t user, const char *type)
 #define S(lit) lit, strlen(lit)
 
 static int64_t alice, bob, carol, dave, eve;
+static int hook_calls;
+static int64_t hook_last_seq;
+static int hook_last_n;
+
+/* Stands in for the bot: hears every new message once. */
+static void on_message(nt_ctx *c, const nt_message *m, const int64_t *member_ids, int n)
+{
+    hook_calls++;
+    hook_last_seq = m->seq;
+    hook_last_n = n;
+}
 static nt_caller CA, CB, CC, CD, CE;
 
 static int64_t make_user(const char *nick)
@@ -692,6 +703,8 @@ static void test_post(int64_t g, int64_t ch)
 
     /* A normal send: 201, one `message` event to every member. */
     frames_clear();
+    ctx.message_hook = on_message;
+    hook_calls = 0;
     int64_t s2 = post(&CB, g, "{\"text\":\"h\xc3\xa9llo \\\"you\\\"\",\"client_id\":\"c-1\"}", 201);
     CHECK_EQ_INT(s2, 2);
     int64_t mid = BINT("id");
@@ -713,6 +726,10 @@ static void test_post(int64_t g, int64_t ch)
     CHECK_EQ_INT(BINT("seq"), 2);
     CHECK_STR_EQ(BSTR("text"), "h\xc3\xa9llo \"you\"");
     CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(hook_calls, 1); /* the new message only, not the repeat */
+    CHECK_EQ_INT(hook_last_seq, 2);
+    CHECK_EQ_INT(hook_last_n, 2);
+    ctx.message_hook = NULL;
 
     /* Same client_id from another sender is a new message. */
     CHECK_EQ_INT(post(&CA, g, "{\"text\":\"three\",\"client_id\":\"c-1\"}", 201), 3);
