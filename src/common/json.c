@@ -401,10 +401,13 @@ static int json__decode_char(const char *raw, size_t *i, char utf8[4])
 /* Compares the raw (escaped) string text with s[0..slen) after unescaping. */
 static bool json__raw_eq(const char *raw, size_t raw_len, const char *s, size_t slen)
 {
-    if (!memchr(raw, '\\', raw_len))
-        return raw_len == slen && memcmp(raw, s, slen) == 0;
-    /* Unescaping never lengthens the text, so a longer s cannot match. */
-    if (slen > raw_len)
+    /* Unescaping only ever shortens the text, so with equal lengths the
+     * text matches only if the bytes do and there is no escape; a shorter
+     * raw text never matches. This keeps the common lookups to a length
+     * test and a memcmp. */
+    if (raw_len == slen)
+        return memcmp(raw, s, slen) == 0 && !memchr(raw, '\\', raw_len);
+    if (raw_len < slen || !memchr(raw, '\\', raw_len))
         return false;
     size_t i = 0, j = 0;
     while (i < raw_len) {
