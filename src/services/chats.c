@@ -39,8 +39,7 @@ static bool chats__query_int(nt_reply *r, const char *query, const char *name, i
     int n = nt_http_query_get(query ? query : "", name, val, sizeof val);
 
     *out = def;
-    if (n == -1)
-        return true;
+    if (n == -1) return true;
     bool ok = n > 0 && n <= 18;
     int64_t v = 0;
     for (int i = 0; ok && i < n; i++) {
@@ -50,8 +49,8 @@ static bool chats__query_int(nt_reply *r, const char *query, const char *name, i
             v = v * 10 + (val[i] - '0');
     }
     if (!ok || v < min || v > max) {
-        nt_reply_error(r, 400, "bad_request", "%s must be an integer between %" PRId64
-                       " and %" PRId64, name, min, max);
+        nt_reply_error(r, 400, "bad_request",
+                       "%s must be an integer between %" PRId64 " and %" PRId64, name, min, max);
         return false;
     }
     *out = v;
@@ -62,8 +61,7 @@ static bool chats__query_int(nt_reply *r, const char *query, const char *name, i
 static const nt_member *chats__member(const nt_chat *ch, int64_t user_id)
 {
     for (int i = 0; i < ch->nmembers; i++)
-        if (ch->members[i].user_id == user_id)
-            return &ch->members[i];
+        if (ch->members[i].user_id == user_id) return &ch->members[i];
     return NULL;
 }
 
@@ -113,18 +111,14 @@ static void chats__send_chat_event(nt_ctx *ctx, const nt_chat *ch, int64_t extra
     nt_jw_key(&w, "chat");
     nt_view_chat(&w, ch);
     nt_jw_obj_end(&w);
-    if (nt_jw_error(&w))
-        goto out;
+    if (nt_jw_error(&w)) goto out;
 
     ids = malloc(((size_t)ch->nmembers + 1) * sizeof *ids);
-    if (!ids)
-        goto out;
+    if (!ids) goto out;
     for (int i = 0; i < ch->nmembers; i++)
         ids[n++] = ch->members[i].user_id;
-    if (extra_id > 0 && !chats__member(ch, extra_id))
-        ids[n++] = extra_id;
-    if (n > 0)
-        nt_bus_deliver(ctx->bus, ids, n, frame.data, frame.len);
+    if (extra_id > 0 && !chats__member(ch, extra_id)) ids[n++] = extra_id;
+    if (n > 0) nt_bus_deliver(ctx->bus, ids, n, frame.data, frame.len);
 out:
     free(ids);
     nt_buf_free(&frame);
@@ -164,16 +158,14 @@ static int chats__cmp_id(const void *a, const void *b)
 
 /* ---- create --------------------------------------------------------------- */
 
-static void chats__create_direct(nt_ctx *ctx, const nt_caller *c, const nt_json *doc,
-                                 nt_reply *r)
+static void chats__create_direct(nt_ctx *ctx, const nt_caller *c, const nt_json *doc, nt_reply *r)
 {
     int64_t other = 0;
     nt_user u;
     nt_chat ch;
     bool created = false;
 
-    if (!nt_field_int(r, doc, 0, "user_id", true, 1, INT64_MAX, &other, NULL))
-        return;
+    if (!nt_field_int(r, doc, 0, "user_id", true, 1, INT64_MAX, &other, NULL)) return;
     if (other == c->user_id) {
         nt_reply_error(r, 400, "bad_request", "user_id: a direct chat needs another user");
         return;
@@ -190,8 +182,7 @@ static void chats__create_direct(nt_ctx *ctx, const nt_caller *c, const nt_json 
         return;
     }
     chats__reply_chat(r, created ? 201 : 200, &ch);
-    if (created && r->status == 201)
-        chats__send_chat_event(ctx, &ch, 0);
+    if (created && r->status == 201) chats__send_chat_event(ctx, &ch, 0);
     nt_chat_free(&ch);
 }
 
@@ -206,8 +197,7 @@ static bool chats__member_ids(nt_ctx *ctx, const nt_caller *c, const nt_json *do
 
     *ids_out = NULL;
     *n_out = 0;
-    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL)
-        return true;
+    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL) return true;
     if (nt_json_type_of(doc, tok) != NT_JSON_ARRAY) {
         nt_reply_error(r, 400, "bad_request", "member_ids must be an array of user ids");
         return false;
@@ -222,22 +212,18 @@ static bool chats__member_ids(nt_ctx *ctx, const nt_caller *c, const nt_json *do
     }
     for (int el = nt_json_first(doc, tok); el >= 0; el = nt_json_next(doc, el)) {
         int64_t v;
-        if (nt_json_type_of(doc, el) != NT_JSON_NUMBER || nt_json_int(doc, el, &v) != 0 ||
-            v <= 0) {
-            nt_reply_error(r, 400, "bad_request",
-                           "member_ids must hold positive integer user ids");
+        if (nt_json_type_of(doc, el) != NT_JSON_NUMBER || nt_json_int(doc, el, &v) != 0 || v <= 0) {
+            nt_reply_error(r, 400, "bad_request", "member_ids must hold positive integer user ids");
             free(ids);
             return false;
         }
-        if (v != c->user_id)
-            ids[n++] = v;
+        if (v != c->user_id) ids[n++] = v;
     }
     if (n > 1) {
         qsort(ids, (size_t)n, sizeof *ids, chats__cmp_id);
         int w = 1;
         for (int i = 1; i < n; i++)
-            if (ids[i] != ids[w - 1])
-                ids[w++] = ids[i];
+            if (ids[i] != ids[w - 1]) ids[w++] = ids[i];
         n = w;
     }
     /* The owner counts as a member. */
@@ -260,14 +246,12 @@ static void chats__create_group(nt_ctx *ctx, const nt_caller *c, const nt_json *
     int n = 0;
     nt_chat ch;
 
-    if (!nt_field_str(r, doc, 0, "title", true, 1, ctx->limits.title_max_cp, title,
-                      sizeof title, NULL))
+    if (!nt_field_str(r, doc, 0, "title", true, 1, ctx->limits.title_max_cp, title, sizeof title,
+                      NULL))
         return;
-    if (!chats__member_ids(ctx, c, doc, &ids, &n, r))
-        return;
+    if (!chats__member_ids(ctx, c, doc, &ids, &n, r)) return;
     memset(&ch, 0, sizeof ch);
-    int rc = nt_store_chat_create(ctx->store, type, title, c->user_id, ids, n, nt_now_ms(),
-                                  &ch);
+    int rc = nt_store_chat_create(ctx->store, type, title, c->user_id, ids, n, nt_now_ms(), &ch);
     free(ids);
     if (rc == NT_STORE_ENOTFOUND) {
         nt_reply_error(r, 404, "not_found", "member_ids: unknown user");
@@ -278,18 +262,15 @@ static void chats__create_group(nt_ctx *ctx, const nt_caller *c, const nt_json *
         return;
     }
     chats__reply_chat(r, 201, &ch);
-    if (r->status == 201)
-        chats__send_chat_event(ctx, &ch, 0);
+    if (r->status == 201) chats__send_chat_event(ctx, &ch, 0);
     nt_chat_free(&ch);
 }
 
-void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                     nt_reply *r)
+void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r)
 {
     /* The member list can be long: room for every id plus the other fields. */
-    int cap = CHATS_SMALL_TOKS + 2 * (ctx->limits.group_max_members > 0
-                                          ? ctx->limits.group_max_members
-                                          : 0);
+    int cap = CHATS_SMALL_TOKS +
+              2 * (ctx->limits.group_max_members > 0 ? ctx->limits.group_max_members : 0);
     nt_json_tok *toks = calloc((size_t)cap, sizeof *toks);
     nt_json doc;
 
@@ -297,12 +278,12 @@ void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t l
         nt_reply_error(r, 500, "internal", "out of memory");
         return;
     }
-    if (!nt_body_object(r, body, len, &doc, toks, cap))
-        goto out;
+    if (!nt_body_object(r, body, len, &doc, toks, cap)) goto out;
 
     int type_tok = nt_json_get(&doc, 0, "type");
     if (nt_json_type_of(&doc, type_tok) != NT_JSON_STRING) {
-        nt_reply_error(r, 400, "bad_request", "type is required: \"direct\", \"group\" or \"channel\"");
+        nt_reply_error(r, 400, "bad_request",
+                       "type is required: \"direct\", \"group\" or \"channel\"");
     } else if (nt_json_str_eq(&doc, type_tok, "direct")) {
         chats__create_direct(ctx, c, &doc, r);
     } else if (nt_json_str_eq(&doc, type_tok, "group")) {
@@ -311,8 +292,7 @@ void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t l
         chats__create_group(ctx, c, &doc, "channel", r);
     } else {
         /* "random" chats come only from matching. */
-        nt_reply_error(r, 400, "bad_request",
-                       "type must be \"direct\", \"group\" or \"channel\"");
+        nt_reply_error(r, 400, "bad_request", "type must be \"direct\", \"group\" or \"channel\"");
     }
 out:
     free(toks);
@@ -356,8 +336,7 @@ void nt_chats_get(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r)
 {
     nt_chat ch;
 
-    if (!chats__load_visible(ctx, c, chat_id, true, &ch, r))
-        return;
+    if (!chats__load_visible(ctx, c, chat_id, true, &ch, r)) return;
     chats__reply_chat(r, 200, &ch);
     nt_chat_free(&ch);
 }
@@ -372,12 +351,9 @@ void nt_chats_add_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const
     int64_t user_id = 0;
     nt_chat ch;
 
-    if (!nt_body_object(r, body, len, &doc, toks, CHATS_SMALL_TOKS))
-        return;
-    if (!nt_field_int(r, &doc, 0, "user_id", true, 1, INT64_MAX, &user_id, NULL))
-        return;
-    if (!chats__load_visible(ctx, c, chat_id, true, &ch, r))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, CHATS_SMALL_TOKS)) return;
+    if (!nt_field_int(r, &doc, 0, "user_id", true, 1, INT64_MAX, &user_id, NULL)) return;
+    if (!chats__load_visible(ctx, c, chat_id, true, &ch, r)) return;
 
     const nt_member *me = chats__member(&ch, c->user_id);
     if (chats__is_type(&ch, "group")) {
@@ -476,8 +452,7 @@ void nt_chats_remove_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, in
         nt_reply_error(r, 400, "bad_request", "user_id must be a positive integer");
         return;
     }
-    if (!chats__load_visible(ctx, c, chat_id, true, &ch, r))
-        return;
+    if (!chats__load_visible(ctx, c, chat_id, true, &ch, r)) return;
 
     const nt_member *me = chats__member(&ch, c->user_id);
     bool self = user_id == c->user_id;
@@ -526,17 +501,15 @@ out:
 
 /* ---- markers and typing ------------------------------------------------------------ */
 
-void nt_chats_read(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
-                   size_t len, nt_reply *r)
+void nt_chats_read(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body, size_t len,
+                   nt_reply *r)
 {
     nt_json_tok toks[CHATS_SMALL_TOKS];
     nt_json doc;
     int64_t seq = 0;
 
-    if (!nt_body_object(r, body, len, &doc, toks, CHATS_SMALL_TOKS))
-        return;
-    if (!nt_field_int(r, &doc, 0, "seq", true, 1, INT64_MAX, &seq, NULL))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, CHATS_SMALL_TOKS)) return;
+    if (!nt_field_int(r, &doc, 0, "seq", true, 1, INT64_MAX, &seq, NULL)) return;
     nt_chats_mark(ctx, c, chat_id, NT_MARK_READ, seq, r);
 }
 
@@ -560,8 +533,7 @@ void nt_chats_mark(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int kind, i
         nt_reply_error(r, 404, "not_found", "chat not found");
         return;
     }
-    int rc = nt_store_mark(ctx->store, chat_id, c->user_id, kind, seq, &delivered, &read,
-                           &moved);
+    int rc = nt_store_mark(ctx->store, chat_id, c->user_id, kind, seq, &delivered, &read, &moved);
     if (rc == NT_STORE_ENOTFOUND) {
         nt_reply_error(r, 404, "not_found", "chat not found");
         return;
@@ -571,12 +543,10 @@ void nt_chats_mark(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int kind, i
         return;
     }
     chats__reply_empty(r, 204);
-    if (!moved)
-        return;
+    if (!moved) return;
 
     /* Every member, the user's own other devices included. */
-    if (nt_store_chat_member_ids(ctx->store, chat_id, &ids, &n) != 0)
-        return;
+    if (nt_store_chat_member_ids(ctx->store, chat_id, &ids, &n) != 0) return;
     nt_buf frame = NT_BUF_INIT;
     nt_jw w;
     nt_jw_init(&w, &frame);
@@ -587,8 +557,7 @@ void nt_chats_mark(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int kind, i
     nt_jw_kint(&w, "delivered_seq", delivered);
     nt_jw_kint(&w, "read_seq", read);
     nt_jw_obj_end(&w);
-    if (!nt_jw_error(&w) && n > 0)
-        nt_bus_deliver(ctx->bus, ids, (size_t)n, frame.data, frame.len);
+    if (!nt_jw_error(&w) && n > 0) nt_bus_deliver(ctx->bus, ids, (size_t)n, frame.data, frame.len);
     nt_buf_free(&frame);
     free(ids);
 }
@@ -622,8 +591,7 @@ void nt_chats_typing(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply 
     /* Typing is ephemeral: only members online right now, never the typist. */
     int online = 0;
     for (int i = 0; i < n; i++)
-        if (ids[i] != c->user_id && nt_bus_online(ctx->bus, ids[i]))
-            ids[online++] = ids[i];
+        if (ids[i] != c->user_id && nt_bus_online(ctx->bus, ids[i])) ids[online++] = ids[i];
     if (online > 0) {
         nt_buf frame = NT_BUF_INIT;
         nt_jw w;
@@ -633,8 +601,7 @@ void nt_chats_typing(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply 
         nt_jw_kint(&w, "chat_id", chat_id);
         nt_jw_kint(&w, "user_id", c->user_id);
         nt_jw_obj_end(&w);
-        if (!nt_jw_error(&w))
-            nt_bus_deliver(ctx->bus, ids, (size_t)online, frame.data, frame.len);
+        if (!nt_jw_error(&w)) nt_bus_deliver(ctx->bus, ids, (size_t)online, frame.data, frame.len);
         nt_buf_free(&frame);
     }
     free(ids);

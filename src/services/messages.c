@@ -36,8 +36,7 @@ static bool msgs__query_int(nt_reply *r, const char *query, const char *name, in
     int n = nt_http_query_get(query ? query : "", name, val, sizeof val);
 
     *out = def;
-    if (n == -1)
-        return true;
+    if (n == -1) return true;
     bool ok = n > 0 && n <= 18;
     int64_t v = 0;
     for (int i = 0; ok && i < n; i++) {
@@ -47,8 +46,8 @@ static bool msgs__query_int(nt_reply *r, const char *query, const char *name, in
             v = v * 10 + (val[i] - '0');
     }
     if (!ok || v < min || v > max) {
-        nt_reply_error(r, 400, "bad_request", "%s must be an integer between %" PRId64
-                       " and %" PRId64, name, min, max);
+        nt_reply_error(r, 400, "bad_request",
+                       "%s must be an integer between %" PRId64 " and %" PRId64, name, min, max);
         return false;
     }
     *out = v;
@@ -70,8 +69,7 @@ static bool msgs__access(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, bool 
         return false;
     }
     int rc = nt_store_member_role(ctx->store, chat_id, c->user_id, &role);
-    if (rc == 0)
-        return true;
+    if (rc == 0) return true;
     if (rc != NT_STORE_ENOTFOUND) {
         nt_reply_store_error(r, rc, "chat");
         return false;
@@ -85,8 +83,7 @@ static bool msgs__access(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, bool 
     }
     bool channel = strcmp(ch.type, "channel") == 0;
     nt_chat_free(&ch);
-    if (channel && channel_public)
-        return true;
+    if (channel && channel_public) return true;
     if (channel)
         nt_reply_error(r, 403, "forbidden", "only members of this channel may do that");
     else
@@ -95,13 +92,12 @@ static bool msgs__access(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, bool 
 }
 
 /* Encodes one event frame for m and delivers it to ids. */
-static void msgs__event(nt_ctx *ctx, const char *type, const nt_message *m,
-                        const int64_t *ids, int n)
+static void msgs__event(nt_ctx *ctx, const char *type, const nt_message *m, const int64_t *ids,
+                        int n)
 {
     nt_buf frame = NT_BUF_INIT;
 
-    if (n <= 0)
-        return;
+    if (n <= 0) return;
     if (nt_view_message_event(&frame, type, m) == 0)
         nt_bus_deliver(ctx->bus, ids, (size_t)n, frame.data, frame.len);
     nt_buf_free(&frame);
@@ -181,8 +177,7 @@ static bool msgs__read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX],
     int tok = nt_json_get(doc, 0, "client_id");
 
     out[0] = '\0';
-    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL)
-        return true;
+    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL) return true;
     if (nt_json_type_of(doc, tok) != NT_JSON_STRING) {
         nt_reply_error(r, 400, "bad_request", "client_id must be a string");
         return false;
@@ -190,12 +185,11 @@ static bool msgs__read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX],
     int n = nt_json_str(doc, tok, out, NT_CLIENT_ID_MAX);
     bool ok = n >= 1;
     for (int i = 0; ok && i < n; i++)
-        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e)
-            ok = false;
+        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) ok = false;
     if (!ok) {
         out[0] = '\0';
-        nt_reply_error(r, 400, "bad_request",
-                       "client_id must be 1..%d bytes of printable ASCII", NT_CLIENT_ID_MAX - 1);
+        nt_reply_error(r, 400, "bad_request", "client_id must be 1..%d bytes of printable ASCII",
+                       NT_CLIENT_ID_MAX - 1);
         return false;
     }
     return true;
@@ -205,10 +199,8 @@ static bool msgs__read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX],
 
 const char *nt_messages_check_text(const nt_ctx *ctx, const char *text, size_t len)
 {
-    if (!text || len == 0)
-        return "text must not be empty";
-    if (memchr(text, '\0', len))
-        return "text must not contain NUL";
+    if (!text || len == 0) return "text must not be empty";
+    if (memchr(text, '\0', len)) return "text must not contain NUL";
     /* Code points never outnumber bytes: short texts need no count. */
     if (len > (size_t)ctx->limits.text_max_cp &&
         nt_utf8_count(text, len) > (size_t)ctx->limits.text_max_cp)
@@ -221,8 +213,7 @@ void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_
     msgs__event(ctx, "message", m, member_ids, n);
     /* Both send paths (REST and WebSocket) come through here exactly once
      * per new message, so this is where listeners such as the bot hear it. */
-    if (ctx->message_hook)
-        ctx->message_hook(ctx, m, member_ids, n);
+    if (ctx->message_hook) ctx->message_hook(ctx, m, member_ids, n);
 }
 
 void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *query,
@@ -237,8 +228,7 @@ void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const
         !msgs__query_int(r, query, "after_seq", 0, INT64_MAX, 0, &after) ||
         !msgs__query_int(r, query, "limit", 1, MSGS_LIMIT_MAX, MSGS_LIMIT_DEFAULT, &limit))
         return;
-    if (!msgs__access(ctx, c, chat_id, true, r))
-        return;
+    if (!msgs__access(ctx, c, chat_id, true, r)) return;
     int rc = nt_store_messages(ctx->store, chat_id, before, after, (int)limit, &msgs, &n);
     if (rc != 0) {
         nt_reply_store_error(r, rc, "chat");
@@ -271,14 +261,11 @@ void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const ch
     size_t text_len = 0;
     char *text = NULL;
 
-    if (!nt_body_object(r, body, len, &doc, toks, MSGS_TOKS))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, MSGS_TOKS)) return;
     memset(&op, 0, sizeof op);
-    if (!msgs__read_client_id(&doc, op.client_id, r))
-        return;
+    if (!msgs__read_client_id(&doc, op.client_id, r)) return;
     text = msgs__read_text(ctx, &doc, &text_len, r);
-    if (!text)
-        return;
+    if (!text) return;
     if (chat_id <= 0) {
         nt_reply_error(r, 404, "not_found", "chat not found");
         goto out;
@@ -290,8 +277,7 @@ void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const ch
     op.text_len = text_len;
     op.ts = nt_now_ms();
     int rc = nt_store_append_wait(ctx->store, &op);
-    if (rc == 0)
-        rc = op.status;
+    if (rc == 0) rc = op.status;
     if (rc == NT_STORE_EFORBIDDEN) {
         nt_reply_error(r, 403, "forbidden", "not a member of this chat, or the chat is closed");
         goto out_op;
@@ -328,12 +314,10 @@ static void msgs__change(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64
         nt_reply_error(r, 400, "bad_request", "seq must be a positive integer");
         return;
     }
-    if (!msgs__access(ctx, c, chat_id, false, r))
-        return;
+    if (!msgs__access(ctx, c, chat_id, false, r)) return;
     memset(&m, 0, sizeof m);
     if (text)
-        rc = nt_store_message_edit(ctx->store, chat_id, seq, c->user_id, text, nt_now_ms(),
-                                   &m);
+        rc = nt_store_message_edit(ctx->store, chat_id, seq, c->user_id, text, nt_now_ms(), &m);
     else
         rc = nt_store_message_delete(ctx->store, chat_id, seq, c->user_id, nt_now_ms(), &m);
     if (rc == NT_STORE_ENOTFOUND) {
@@ -367,17 +351,14 @@ void nt_messages_edit(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t 
     nt_json doc;
     size_t text_len = 0;
 
-    if (!nt_body_object(r, body, len, &doc, toks, MSGS_TOKS))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, MSGS_TOKS)) return;
     char *text = msgs__read_text(ctx, &doc, &text_len, r);
-    if (!text)
-        return;
+    if (!text) return;
     msgs__change(ctx, c, chat_id, seq, text, r);
     free(text);
 }
 
-void nt_messages_delete(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq,
-                        nt_reply *r)
+void nt_messages_delete(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq, nt_reply *r)
 {
     msgs__change(ctx, c, chat_id, seq, NULL, r);
 }
@@ -390,15 +371,13 @@ static int msgs__export_line(void *arg, const nt_message *m)
 
     nt_jw_init(&w, out);
     nt_view_message(&w, m);
-    if (nt_jw_error(&w) || nt_buf_append(out, "\n", 1) != 0)
-        return 1;
+    if (nt_jw_error(&w) || nt_buf_append(out, "\n", 1) != 0) return 1;
     return 0;
 }
 
 void nt_messages_export(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r)
 {
-    if (!msgs__access(ctx, c, chat_id, false, r))
-        return;
+    if (!msgs__access(ctx, c, chat_id, false, r)) return;
     nt_buf_reset(&r->body);
     int rc = nt_store_export(ctx->store, chat_id, msgs__export_line, &r->body);
     if (rc > 0) {

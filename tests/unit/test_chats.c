@@ -39,8 +39,7 @@ static nt_reply R;
 
 static void on_delivery(void *arg, nt_shared *frame, const int64_t *user_ids, size_t n)
 {
-    if (nframes >= MAX_FRAMES)
-        return;
+    if (nframes >= MAX_FRAMES) return;
     rec_frame *f = &frames[nframes++];
     f->data = malloc(frame->len + 1);
     memcpy(f->data, frame->data, frame->len);
@@ -72,8 +71,7 @@ static nt_json_tok jtoks[16384];
 /* The token at a dotted path ("chat.members.0.role") or -1. */
 static int jfind(nt_json *doc, const char *json, size_t len, const char *path)
 {
-    if (nt_json_parse(doc, json, len, jtoks, 16384) != 0)
-        return -1;
+    if (nt_json_parse(doc, json, len, jtoks, 16384) != 0) return -1;
     int tok = 0;
     char key[64];
     const char *p = path;
@@ -81,8 +79,7 @@ static int jfind(nt_json *doc, const char *json, size_t len, const char *path)
         size_t k = strcspn(p, ".");
         snprintf(key, sizeof key, "%.*s", (int)k, p);
         p += k;
-        if (*p == '.')
-            p++;
+        if (*p == '.') p++;
         if (nt_json_type_of(doc, tok) == NT_JSON_ARRAY) {
             int idx = atoi(key);
             int el = nt_json_first(doc, tok);
@@ -100,11 +97,9 @@ static int64_t jint_in(const char *json, const char *path)
 {
     nt_json doc;
     int64_t v = -999;
-    if (!json)
-        return -999;
+    if (!json) return -999;
     int tok = jfind(&doc, json, strlen(json), path);
-    if (tok < 0 || nt_json_int(&doc, tok, &v) != 0)
-        return -999;
+    if (tok < 0 || nt_json_int(&doc, tok, &v) != 0) return -999;
     return v;
 }
 
@@ -113,30 +108,22 @@ static const char *jstr_in(const char *json, const char *path)
 {
     static char out[8192];
     nt_json doc;
-    if (!json)
-        return NULL;
+    if (!json) return NULL;
     int tok = jfind(&doc, json, strlen(json), path);
-    if (tok < 0)
-        return NULL;
-    if (nt_json_type_of(&doc, tok) == NT_JSON_NULL)
-        return "(null)";
-    if (nt_json_type_of(&doc, tok) == NT_JSON_TRUE)
-        return "(true)";
-    if (nt_json_type_of(&doc, tok) == NT_JSON_FALSE)
-        return "(false)";
-    if (nt_json_str(&doc, tok, out, sizeof out) < 0)
-        return NULL;
+    if (tok < 0) return NULL;
+    if (nt_json_type_of(&doc, tok) == NT_JSON_NULL) return "(null)";
+    if (nt_json_type_of(&doc, tok) == NT_JSON_TRUE) return "(true)";
+    if (nt_json_type_of(&doc, tok) == NT_JSON_FALSE) return "(false)";
+    if (nt_json_str(&doc, tok, out, sizeof out) < 0) return NULL;
     return out;
 }
 
 static int jcount_in(const char *json, const char *path)
 {
     nt_json doc;
-    if (!json)
-        return -1;
+    if (!json) return -1;
     int tok = jfind(&doc, json, strlen(json), path);
-    if (tok < 0 || nt_json_type_of(&doc, tok) != NT_JSON_ARRAY)
-        return -1;
+    if (tok < 0 || nt_json_type_of(&doc, tok) != NT_JSON_ARRAY) return -1;
     return (int)doc.toks[tok].count;
 }
 
@@ -160,11 +147,9 @@ static int nframes_for(int64_t user, const char *type)
     drain();
     for (int i = 0; i < nframes; i++) {
         const char *t = jstr_in(frames[i].data, "type");
-        if (!t || strcmp(t, type) != 0)
-            continue;
+        if (!t || strcmp(t, type) != 0) continue;
         for (size_t j = 0; j < frames[i].n; j++)
-            if (frames[i].ids[j] == user)
-                count++;
+            if (frames[i].ids[j] == user) count++;
     }
     return count;
 }
@@ -175,11 +160,9 @@ static const char *frame_for(int64_t user, const char *type)
     drain();
     for (int i = nframes - 1; i >= 0; i--) {
         const char *t = jstr_in(frames[i].data, "type");
-        if (!t || strcmp(t, type) != 0)
-            continue;
+        if (!t || strcmp(t, type) != 0) continue;
         for (size_t j = 0; j < frames[i].n; j++)
-            if (frames[i].ids[j] == user)
-                return frames[i].data;
+            if (frames[i].ids[j] == user) return frames[i].data;
     }
     return NULL;
 }
@@ -208,26 +191,26 @@ static int64_t make_user(const char *nick)
     nt_user u;
     const char *field = NULL;
     snprintf(email, sizeof email, "%s@example.com", nick);
-    nt_user_new in = {.email = email, .nickname = nick, .password_hash = "x",
-                      .created_at = 1700000000000};
+    nt_user_new in = {
+        .email = email, .nickname = nick, .password_hash = "x", .created_at = 1700000000000};
     int rc = nt_store_user_create(ctx.store, &in, &u, &field);
     CHECK_EQ_INT(rc, 0);
     return u.id;
 }
 
 /* Expects a 400 bad_request whose message names `field`. */
-#define CHECK_400(field)                                              \
-    do {                                                              \
-        CHECK_EQ_INT(R.status, 400);                                  \
-        CHECK_STR_EQ(R.code, "bad_request");                          \
-        CHECK(strstr(R.message, field) != NULL);                      \
-        CHECK_STR_EQ(BSTR("error.code"), "bad_request");              \
+#define CHECK_400(field)                                                                           \
+    do {                                                                                           \
+        CHECK_EQ_INT(R.status, 400);                                                               \
+        CHECK_STR_EQ(R.code, "bad_request");                                                       \
+        CHECK(strstr(R.message, field) != NULL);                                                   \
+        CHECK_STR_EQ(BSTR("error.code"), "bad_request");                                           \
     } while (0)
-#define CHECK_ERR(st, cd)                                             \
-    do {                                                              \
-        CHECK_EQ_INT(R.status, st);                                   \
-        CHECK_STR_EQ(R.code, cd);                                     \
-        CHECK_STR_EQ(BSTR("error.code"), cd);                         \
+#define CHECK_ERR(st, cd)                                                                          \
+    do {                                                                                           \
+        CHECK_EQ_INT(R.status, st);                                                                \
+        CHECK_STR_EQ(R.code, cd);                                                                  \
+        CHECK_STR_EQ(BSTR("error.code"), cd);                                                      \
     } while (0)
 
 static void create(const nt_caller *c, const char *json)
@@ -251,8 +234,7 @@ static const char *role_of(const char *json, const char *prefix, int64_t user)
     for (int i = 0; i < 64; i++) {
         snprintf(path, sizeof path, "%smembers.%d.user_id", prefix, i);
         int64_t id = jint_in(json, path);
-        if (id == -999)
-            return NULL;
+        if (id == -999) return NULL;
         if (id == user) {
             snprintf(path, sizeof path, "%smembers.%d.role", prefix, i);
             return jstr_in(json, path);
@@ -274,16 +256,23 @@ static int64_t post(const nt_caller *c, int64_t chat, const char *json, int stat
 static void test_create_bad(void)
 {
     static const char *bad[] = {
-        "", "nope", "[]", "42", "{}", "{\"type\":5}", "{\"type\":null}",
-        "{\"type\":\"random\",\"title\":\"x\"}", "{\"type\":\"Direct\",\"user_id\":2}",
-        "{\"type\":\"supergroup\",\"title\":\"x\"}", "{\"type\":[\"group\"]}",
+        "",
+        "nope",
+        "[]",
+        "42",
+        "{}",
+        "{\"type\":5}",
+        "{\"type\":null}",
+        "{\"type\":\"random\",\"title\":\"x\"}",
+        "{\"type\":\"Direct\",\"user_id\":2}",
+        "{\"type\":\"supergroup\",\"title\":\"x\"}",
+        "{\"type\":[\"group\"]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         create(&CA, bad[i]);
         CHECK_EQ_INT(R.status, 400);
         CHECK_STR_EQ(R.code, "bad_request");
-        if (i >= 4)
-            CHECK(strstr(R.message, "type") != NULL);
+        if (i >= 4) CHECK(strstr(R.message, "type") != NULL);
     }
     /* Body not JSON at all. */
     reset();
@@ -378,14 +367,14 @@ static int64_t test_group(void)
     /* The size limit counts the owner and ignores duplicates. */
     ctx.limits.group_max_members = 3;
     snprintf(js, sizeof js,
-             "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[%" PRId64 ",%" PRId64
-             ",%" PRId64 "]}",
+             "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[%" PRId64 ",%" PRId64 ",%" PRId64
+             "]}",
              bob, carol, dave);
     create(&CA, js);
     CHECK_400("member_ids");
     snprintf(js, sizeof js,
-             "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[%" PRId64 ",%" PRId64
-             ",%" PRId64 ",%" PRId64 ",%" PRId64 "]}",
+             "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[%" PRId64 ",%" PRId64 ",%" PRId64
+             ",%" PRId64 ",%" PRId64 "]}",
              bob, carol, bob, alice, carol);
     int64_t small = create_ok(&CA, js, 201);
     CHECK(small > 0);
@@ -395,8 +384,7 @@ static int64_t test_group(void)
     /* The real group of this test: alice owns, bob is a member. */
     frames_clear();
     snprintf(js, sizeof js,
-             "{\"type\":\"group\",\"title\":\"friends\",\"member_ids\":[%" PRId64 ",%" PRId64
-             "]}",
+             "{\"type\":\"group\",\"title\":\"friends\",\"member_ids\":[%" PRId64 ",%" PRId64 "]}",
              bob, bob);
     int64_t g = create_ok(&CA, js, 201);
     CHECK(g > 0);
@@ -413,15 +401,19 @@ static int64_t test_group(void)
     /* No member list: just the owner. */
     CHECK(create_ok(&CB, "{\"type\":\"group\",\"title\":\"solo\",\"member_ids\":[]}", 201) > 0);
     CHECK_EQ_INT(jcount_in(body(), "members"), 1);
-    CHECK(create_ok(&CB, "{\"type\":\"group\",\"title\":\"solo2\",\"member_ids\":null}", 201) >
-          0);
+    CHECK(create_ok(&CB, "{\"type\":\"group\",\"title\":\"solo2\",\"member_ids\":null}", 201) > 0);
     return g;
 }
 
 static void test_list_get(int64_t g, int64_t ch)
 {
-    static const char *bad[] = {"limit=0", "limit=201", "limit=abc", "limit=-1", "limit=",
-                                "limit=1e2", "limit=99999999999999999999"};
+    static const char *bad[] = {"limit=0",
+                                "limit=201",
+                                "limit=abc",
+                                "limit=-1",
+                                "limit=",
+                                "limit=1e2",
+                                "limit=99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         reset();
         nt_chats_list(&ctx, &CA, bad[i], &R);
@@ -658,7 +650,11 @@ static void test_post(int64_t g, int64_t ch)
 {
     char big[5000];
     static const char *bad_text[] = {
-        "{}", "{\"text\":null}", "{\"text\":5}", "{\"text\":[\"a\"]}", "{\"text\":\"\"}",
+        "{}",
+        "{\"text\":null}",
+        "{\"text\":5}",
+        "{\"text\":[\"a\"]}",
+        "{\"text\":\"\"}",
         "{\"text\":\"a\\u0000b\"}",
     };
     for (size_t i = 0; i < sizeof bad_text / sizeof *bad_text; i++) {
@@ -747,8 +743,8 @@ static void history(const nt_caller *c, int64_t chat, const char *query)
 
 static void test_history(int64_t g, int64_t ch)
 {
-    static const char *bad[] = {"before_seq=-1", "after_seq=x", "limit=0", "limit=201",
-                                "before_seq=1.0", "after_seq=", "limit=+5"};
+    static const char *bad[] = {"before_seq=-1",  "after_seq=x", "limit=0", "limit=201",
+                                "before_seq=1.0", "after_seq=",  "limit=+5"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         history(&CA, g, bad[i]);
         CHECK_EQ_INT(R.status, 400);
@@ -879,13 +875,11 @@ static void test_export(int64_t g, int64_t ch)
     while (*p) {
         const char *nl = strchr(p, '\n');
         CHECK(nl != NULL);
-        if (!nl)
-            break;
+        if (!nl) break;
         char line[8192];
         size_t n = (size_t)(nl - p);
         CHECK(n < sizeof line);
-        if (n >= sizeof line)
-            break;
+        if (n >= sizeof line) break;
         memcpy(line, p, n);
         line[n] = '\0';
         CHECK_EQ_INT(jint_in(line, "seq"), want++);
@@ -1044,8 +1038,12 @@ int main(void)
     snprintf(url, sizeof url, "sqlite:%s", path);
 
     uv_loop_init(&loop);
-    ctx.limits = (nt_limits){.text_max_cp = 4096, .bio_max_cp = 500, .url_max = 1024,
-                             .password_min = 8, .password_max = 1024, .title_max_cp = 128,
+    ctx.limits = (nt_limits){.text_max_cp = 4096,
+                             .bio_max_cp = 500,
+                             .url_max = 1024,
+                             .password_min = 8,
+                             .password_max = 1024,
+                             .title_max_cp = 128,
                              .group_max_members = 1000};
     ctx.store = nt_store_open(url, err, sizeof err);
     if (!ctx.store) {
@@ -1088,8 +1086,7 @@ int main(void)
         char p[64];
         snprintf(p, sizeof p, "chats.%d.type", i);
         const char *t = BSTR(p);
-        if (!t)
-            break;
+        if (!t) break;
         if (strcmp(t, "direct") == 0) {
             snprintf(p, sizeof p, "chats.%d.id", i);
             direct = BINT(p);
