@@ -117,10 +117,8 @@
     /* messages */                                                                          \
     X(MSG_BY_CLIENT, "SELECT " SQ_MSG_COLS " FROM messages "                                \
                      "WHERE sender_id = ?1 AND client_id = ?2")                             \
-    X(APPEND_CHECK, "SELECT c.closed, m.role FROM chats c LEFT JOIN members m "             \
-                    "ON m.chat_id = c.id AND m.user_id = ?2 WHERE c.id = ?1")               \
-    X(APPEND_SEQ, "UPDATE chats SET last_seq = last_seq + 1, "                              \
-                  "last_activity = max(last_activity, ?2) WHERE id = ?1 RETURNING last_seq") \
+    X(CHAT_STATE, "SELECT closed, last_seq, last_activity FROM chats WHERE id = ?1")        \
+    X(CHAT_COUNTERS, "UPDATE chats SET last_seq = ?2, last_activity = ?3 WHERE id = ?1")    \
     X(MSG_INSERT, "INSERT INTO messages (chat_id, seq, sender_id, text, ts, client_id, "    \
                   "extra_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                        \
     X(MSG_BY_SEQ, "SELECT " SQ_MSG_COLS " FROM messages WHERE chat_id = ?1 AND seq = ?2")   \
@@ -150,6 +148,29 @@ static const char *const sq_sql[SQ_NSTMT] = {
 
 typedef struct sq_store sq_store;
 
+/*
+ * The writer's cache of what an append needs to know about a chat: whether
+ * it is closed, its members (sorted, for the membership check and for the
+ * op's member_ids) and its counters. Every write goes through the writer,
+ * so the cache is exact as long as the writer forgets a chat whose members
+ * or closed flag it changes (sq__cache_forget) and drops everything when a
+ * transaction fails. Counters of appended messages are kept here ("dirty")
+ * and written to the chats row once per chat per batch (sq__cache_flush),
+ * before any other write runs and before COMMIT.
+ */
+typedef struct sq_chat_entry {
+    int64_t chat_id; /* 0: a free slot */
+    bool loaded;     /* false: read the chat again before use */
+    bool closed;
+    bool dirty; /* last_seq/last_activity are ahead of the chats row */
+    int64_t last_seq;
+    int64_t last_activity;
+    int64_t *members;
+    int nmembers;
+} sq_chat_entry;
+
+#define SQ_CACHE_SLOTS 4096 /* a power of two; cleared at 3/4 full */
+
 /* One connection and its statement cache. Used by one thread at a time. */
 typedef struct sq_conn {
     sqlite3 *db;
@@ -175,6 +196,12 @@ struct sq_store {
     pthread_key_t reader_key;
     bool key_created;
     sq_conn *readers;
+
+    /* The writer thread's only. */
+    sq_chat_entry *cache; /* SQ_CACHE_SLOTS slots, open addressing */
+    int cache_used;
+    sq_chat_entry **dirty;
+    int ndirty, dirty_cap;
 };
 
 /*
@@ -631,9 +658,135 @@ static int sq__write(sq_store *b, int (*fn)(sq_conn *w, void *arg), void *arg)
     return job.status;
 }
 
-/* The append itself, on the writer connection (see nt_append in store.h). */
-static int sq__append_run(sq_conn *w, nt_append *op)
+/* ---- the writer's chat cache -------------------------------------------- */
+
+static void sq__cache_clear(sq_store *b)
 {
+    for (int i = 0; i < SQ_CACHE_SLOTS; i++)
+        free(b->cache[i].members);
+    memset(b->cache, 0, SQ_CACHE_SLOTS * sizeof(*b->cache));
+    b->cache_used = 0;
+    b->ndirty = 0;
+}
+
+/* Writes the counters of every dirty chat to its row. On failure the
+ * transaction must be abandoned (the counters are lost with it). */
+static int sq__cache_flush(sq_store *b, sq_conn *w)
+{
+    int rc = 0;
+    for (int i = 0; i < b->ndirty && rc == 0; i++) {
+        sq_chat_entry *e = b->dirty[i];
+        sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_COUNTERS);
+        if (!st)
+            return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_int64(st, 1, e->chat_id);
+        sqlite3_bind_int64(st, 2, e->last_seq);
+        sqlite3_bind_int64(st, 3, e->last_activity);
+        rc = sq__run(w, st);
+        e->dirty = false;
+    }
+    b->ndirty = 0;
+    return rc;
+}
+
+static sq_chat_entry *sq__cache_slot(sq_store *b, int64_t chat_id)
+{
+    uint64_t h = (uint64_t)chat_id * 0x9E3779B97F4A7C15ull;
+    for (size_t i = (size_t)(h >> 52) & (SQ_CACHE_SLOTS - 1);; i = (i + 1) & (SQ_CACHE_SLOTS - 1)) {
+        sq_chat_entry *e = &b->cache[i];
+        if (e->chat_id == chat_id || e->chat_id == 0)
+            return e;
+    }
+}
+
+/* Makes the cache forget a chat whose members or closed flag just changed. */
+static void sq__cache_forget(sq_conn *w, int64_t chat_id)
+{
+    sq_chat_entry *e = sq__cache_slot(w->owner, chat_id);
+    if (e->chat_id == chat_id && !e->dirty) {
+        free(e->members);
+        e->members = NULL;
+        e->nmembers = 0;
+        e->loaded = false;
+    }
+}
+
+/* The cached state of a chat, read from the database if needed:
+ * 0, ENOTFOUND or an error. */
+static int sq__cache_get(sq_store *b, sq_conn *w, int64_t chat_id, sq_chat_entry **out)
+{
+    sq_chat_entry *e = sq__cache_slot(b, chat_id);
+    if (e->chat_id == 0) {
+        if (b->cache_used >= SQ_CACHE_SLOTS / 4 * 3) {
+            int rc = sq__cache_flush(b, w);
+            sq__cache_clear(b);
+            if (rc)
+                return rc;
+            e = sq__cache_slot(b, chat_id);
+        }
+        e->chat_id = chat_id;
+        b->cache_used++;
+    }
+    if (!e->loaded) {
+        sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_STATE);
+        if (!st)
+            return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_int64(st, 1, chat_id);
+        int rc = sq__row(w, st);
+        if (rc <= 0)
+            return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+        e->closed = sqlite3_column_int(st, 0) != 0;
+        e->last_seq = sqlite3_column_int64(st, 1);
+        e->last_activity = sqlite3_column_int64(st, 2);
+        sq__reset(st);
+        free(e->members);
+        e->members = NULL;
+        e->nmembers = 0;
+        if ((rc = sq__member_ids(w, chat_id, &e->members, &e->nmembers)) != 0)
+            return rc;
+        e->loaded = true;
+    }
+    *out = e;
+    return 0;
+}
+
+static bool sq__is_member(const sq_chat_entry *e, int64_t user_id)
+{
+    int lo = 0, hi = e->nmembers;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (e->members[mid] < user_id)
+            lo = mid + 1;
+        else if (e->members[mid] > user_id)
+            hi = mid;
+        else
+            return true;
+    }
+    return false;
+}
+
+static int sq__copy_members(const sq_chat_entry *e, nt_append *op)
+{
+    op->nmembers = 0;
+    if (e->nmembers == 0)
+        return 0;
+    op->member_ids = malloc((size_t)e->nmembers * sizeof(*op->member_ids));
+    if (!op->member_ids)
+        return NT_STORE_EUNAVAILABLE;
+    memcpy(op->member_ids, e->members, (size_t)e->nmembers * sizeof(*op->member_ids));
+    op->nmembers = e->nmembers;
+    return 0;
+}
+
+/*
+ * The append itself, on the writer connection (see nt_append in store.h).
+ * It writes with a single INSERT, atomic on its own, so it needs no
+ * savepoint: on any failure nothing of it is in the transaction. The chat's
+ * new counters go to the cache and reach the chats row in sq__cache_flush.
+ */
+static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
+{
+    sq_chat_entry *chat;
     sqlite3_stmt *st;
     int rc;
 
@@ -651,32 +804,39 @@ static int sq__append_run(sq_conn *w, nt_append *op)
             if (rc)
                 return rc;
             op->duplicate = true;
-            return sq__member_ids(w, op->msg.chat_id, &op->member_ids, &op->nmembers);
+            if ((rc = sq__cache_get(b, w, op->msg.chat_id, &chat)) != 0)
+                return rc;
+            return sq__copy_members(chat, op);
         }
     }
 
-    if (!(st = sq__stmt(w, SQ_APPEND_CHECK)))
-        return NT_STORE_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, op->chat_id);
-    sqlite3_bind_int64(st, 2, op->sender_id);
-    rc = sq__row(w, st);
-    if (rc <= 0)
-        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
-    bool closed = sqlite3_column_int(st, 0) != 0;
-    bool member = sqlite3_column_type(st, 1) != SQLITE_NULL;
-    sq__reset(st);
-    if (closed || !member)
+    if ((rc = sq__cache_get(b, w, op->chat_id, &chat)) != 0)
+        return rc;
+    if (chat->closed || !sq__is_member(chat, op->sender_id))
         return NT_STORE_EFORBIDDEN;
 
-    if (!(st = sq__stmt(w, SQ_APPEND_SEQ)))
+    /* Everything that can fail comes before the INSERT, so once the message
+     * is written the op cannot report an error for it. */
+    if (!chat->dirty && b->ndirty == b->dirty_cap) {
+        int ncap = b->dirty_cap ? b->dirty_cap * 2 : 64;
+        sq_chat_entry **grown = realloc(b->dirty, (size_t)ncap * sizeof(*grown));
+        if (!grown)
+            return NT_STORE_EUNAVAILABLE;
+        b->dirty = grown;
+        b->dirty_cap = ncap;
+    }
+    nt_message *m = &op->msg;
+    if (!(m->text = malloc(op->text_len + 1)))
         return NT_STORE_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, op->chat_id);
-    sqlite3_bind_int64(st, 2, op->ts);
-    int64_t seq = 0;
-    rc = sq__int(w, st, &seq);
-    if (rc <= 0)
-        return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    memcpy(m->text, op->text, op->text_len);
+    m->text[op->text_len] = '\0';
+    m->text_len = op->text_len;
+    if (op->extra_json && !(m->extra_json = strdup(op->extra_json)))
+        return NT_STORE_EUNAVAILABLE;
+    if ((rc = sq__copy_members(chat, op)) != 0)
+        return rc;
 
+    int64_t seq = chat->last_seq + 1;
     if (!(st = sq__stmt(w, SQ_MSG_INSERT)))
         return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, op->chat_id);
@@ -689,43 +849,34 @@ static int sq__append_run(sq_conn *w, nt_append *op)
     if ((rc = sq__run(w, st)) != 0)
         return rc;
 
-    nt_message *m = &op->msg;
     m->id = sqlite3_last_insert_rowid(w->db);
     m->chat_id = op->chat_id;
     m->seq = seq;
     m->sender_id = op->sender_id;
     m->ts = op->ts;
     memcpy(m->client_id, op->client_id, sizeof(m->client_id));
-    m->text = malloc(op->text_len + 1);
-    if (!m->text)
-        return NT_STORE_EUNAVAILABLE;
-    memcpy(m->text, op->text, op->text_len);
-    m->text[op->text_len] = '\0';
-    m->text_len = op->text_len;
-    if (op->extra_json && !(m->extra_json = strdup(op->extra_json)))
-        return NT_STORE_EUNAVAILABLE;
-    return sq__member_ids(w, op->chat_id, &op->member_ids, &op->nmembers);
+    chat->last_seq = seq;
+    if (op->ts > chat->last_activity)
+        chat->last_activity = op->ts;
+    if (!chat->dirty) {
+        b->dirty[b->ndirty++] = chat;
+        chat->dirty = true;
+    }
+    return 0;
 }
 
-/* Runs one queued op; returns its status (stored in the op or its job). */
-static int sq__op_run(sq_conn *w, nt_append *op)
+/* A synchronous write other than an append (see sq_job). */
+static sq_job *sq__generic_job(const nt_append *op)
 {
     sq_job *job = op->waiter;
-    if (job && job->fn)
-        return job->status = job->fn(w, job->arg);
-    int rc = sq__append_run(w, op);
-    if (rc) {
-        nt_append_release(op);
-        op->duplicate = false;
-    }
-    return op->status = rc;
+    return job && job->fn ? job : NULL;
 }
 
 /* Marks an op failed because its transaction did not commit. */
 static void sq__op_lost(nt_append *op)
 {
-    sq_job *job = op->waiter;
-    if (job && job->fn) {
+    sq_job *job = sq__generic_job(op);
+    if (job) {
         job->status = NT_STORE_EUNAVAILABLE;
         return;
     }
@@ -734,42 +885,53 @@ static void sq__op_lost(nt_append *op)
     op->status = NT_STORE_EUNAVAILABLE;
 }
 
-static void sq__batch_lost(nt_append *batch, nt_append *until)
-{
-    for (nt_append *op = batch; op != until; op = op->next)
-        sq__op_lost(op);
-}
-
-/* One group commit: every op of the batch in one transaction. */
+/*
+ * One group commit: every op of the batch in one transaction. A generic
+ * write runs in its own savepoint, rolled back alone if it fails; an append
+ * is a single atomic INSERT and needs none. If the transaction itself fails
+ * (BEGIN, a savepoint, the counters, COMMIT, or SQLite abandoning it after
+ * an I/O error) every op of the batch is reported EUNAVAILABLE and the cache
+ * is dropped, since it may hold what was rolled back.
+ */
 static void sq__run_batch(sq_store *b, nt_append *batch)
 {
     sq_conn *w = &b->writer;
-    if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0) {
-        sq__batch_lost(batch, NULL);
-        return;
-    }
+    if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0)
+        goto lost;
     for (nt_append *op = batch; op; op = op->next) {
-        if (sq__exec(w, SQ_SAVEPOINT) != 0) {
-            sq__op_lost(op);
-        } else {
-            int status = sq__op_run(w, op);
+        sq_job *job = sq__generic_job(op);
+        if (job) {
+            /* It must see the counters of the appends before it. */
+            if (sq__cache_flush(b, w) != 0 || sq__exec(w, SQ_SAVEPOINT) != 0)
+                goto lost;
+            job->status = job->fn(w, job->arg);
             /* EREUSED is the one failure that writes: it revokes a session. */
-            if (status != 0 && status != NT_STORE_EREUSED)
-                sq__exec(w, SQ_ROLLBACK_TO);
-            sq__exec(w, SQ_RELEASE);
+            if (job->status != 0 && job->status != NT_STORE_EREUSED &&
+                sq__exec(w, SQ_ROLLBACK_TO) != 0)
+                goto lost;
+            if (sq__exec(w, SQ_RELEASE) != 0)
+                goto lost;
+        } else {
+            int rc = sq__append_run(b, w, op);
+            if (rc) {
+                nt_append_release(op);
+                op->duplicate = false;
+            }
+            op->status = rc;
         }
-        if (sqlite3_get_autocommit(w->db)) {
-            /* SQLite rolled the whole transaction back (I/O error, full
-             * disk): everything so far is lost, the rest cannot run. */
-            sq__batch_lost(batch, NULL);
-            return;
-        }
+        if (sqlite3_get_autocommit(w->db))
+            goto lost;
     }
-    if (sq__exec(w, SQ_COMMIT) != 0) {
-        if (!sqlite3_get_autocommit(w->db))
-            sq__exec(w, SQ_ROLLBACK);
-        sq__batch_lost(batch, NULL);
-    }
+    if (sq__cache_flush(b, w) != 0 || sq__exec(w, SQ_COMMIT) != 0)
+        goto lost;
+    return;
+
+lost:
+    if (!sqlite3_get_autocommit(w->db))
+        sq__exec(w, SQ_ROLLBACK);
+    sq__cache_clear(b);
+    for (nt_append *op = batch; op; op = op->next)
+        sq__op_lost(op);
 }
 
 /* Tells every op of a finished batch: async appends through done(), waiting
@@ -810,6 +972,7 @@ static int sq__hist_bucket(uint64_t n)
 static void *sq__writer_main(void *arg)
 {
     sq_store *b = arg;
+    pthread_setname_np(pthread_self(), "nt-store-write");
     pthread_mutex_lock(&b->lock);
     for (;;) {
         while (!b->head && !b->stopping)
@@ -905,6 +1068,10 @@ static void *sq_open(const char *where, char *err, size_t err_len)
     }
     b->key_created = true;
     b->writer.owner = b;
+    if (!(b->cache = calloc(SQ_CACHE_SLOTS, sizeof(*b->cache)))) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
     if (sq__conn_open(&b->writer, b->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err,
                       err_len) != 0)
         goto fail;
@@ -971,6 +1138,11 @@ static void sq_close(void *be)
         readers = next;
     }
     sq__conn_close(&b->writer);
+    if (b->cache) {
+        sq__cache_clear(b);
+        free(b->cache);
+    }
+    free(b->dirty);
     pthread_cond_destroy(&b->done);
     pthread_cond_destroy(&b->wake);
     pthread_mutex_destroy(&b->lock);
@@ -1561,6 +1733,7 @@ static int sq__w_member_add(sq_conn *w, void *arg)
     if ((rc = sq__exists(w, SQ_CHAT_EXISTS, a->chat_id)) != 0 ||
         (rc = sq__exists(w, SQ_USER_EXISTS, a->user_id)) != 0)
         return rc;
+    sq__cache_forget(w, a->chat_id);
     /* The primary key (chat_id, user_id) turns a second add into ECONFLICT. */
     return sq__member_insert(w, SQ_MEMBER_INSERT, a->chat_id, a->user_id, a->role, nt_now_ms());
 }
@@ -1574,6 +1747,7 @@ static int sq_member_add(void *be, int64_t chat_id, int64_t user_id, int role)
 static int sq__w_member_remove(sq_conn *w, void *arg)
 {
     struct member_args *a = arg;
+    sq__cache_forget(w, a->chat_id);
     sqlite3_stmt *st = sq__stmt(w, SQ_MEMBER_DELETE);
     if (!st)
         return NT_STORE_EUNAVAILABLE;
@@ -1610,6 +1784,7 @@ static int sq_user_partners(void *be, int64_t user_id, int64_t **ids, int *n)
 static int sq__w_chat_close(sq_conn *w, void *arg)
 {
     int64_t *chat_id = arg;
+    sq__cache_forget(w, *chat_id);
     sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_CLOSE);
     if (!st)
         return NT_STORE_EUNAVAILABLE;

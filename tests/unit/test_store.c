@@ -498,6 +498,67 @@ static void test_messages(nt_store *s)
     nt_append_release(&op);
     CHECK_EQ_INT(nt_store_chat_close(s, 999999), NT_STORE_ENOTFOUND);
     nt_chat_free(&r);
+
+    /* Membership changes take effect on the very next append. */
+    nt_chat g;
+    int64_t one[1] = {b};
+    CHECK_EQ_INT(nt_store_chat_create(s, "group", "cache", a, one, 1, 100, &g), 0);
+    CHECK_EQ_INT(append_text(s, g.id, b, "in", NULL, &op), 0);
+    CHECK_EQ_INT(op.nmembers, 2);
+    nt_append_release(&op);
+    CHECK_EQ_INT(nt_store_member_remove(s, g.id, b), 0);
+    CHECK_EQ_INT(append_text(s, g.id, b, "out", NULL, &op), NT_STORE_EFORBIDDEN);
+    nt_append_release(&op);
+    CHECK_EQ_INT(append_text(s, g.id, a, "alone", NULL, &op), 0);
+    CHECK_EQ_INT(op.nmembers, 1);
+    CHECK_EQ_INT(op.msg.seq, 2);
+    nt_append_release(&op);
+    CHECK_EQ_INT(nt_store_member_add(s, g.id, x, NT_ROLE_MEMBER), 0);
+    CHECK_EQ_INT(append_text(s, g.id, x, "new here", NULL, &op), 0);
+    CHECK_EQ_INT(op.nmembers, 2);
+    CHECK_EQ_INT(op.msg.seq, 3);
+    nt_append_release(&op);
+    nt_chat_free(&g);
+}
+
+/* A write queued behind async appends sees their seqs (the writer keeps
+ * chat counters in memory during a batch and must write them out first). */
+static int async_count;
+static void count_done(nt_append *op)
+{
+    __atomic_add_fetch(&async_count, op->status == 0 ? 1 : 1000, __ATOMIC_SEQ_CST);
+    nt_append_release(op);
+}
+
+static void test_counters_flushed(nt_store *s)
+{
+    int64_t a = make_user(s, "flush_a"), b = make_user(s, "flush_b");
+    nt_chat chat;
+    bool created;
+    CHECK_EQ_INT(nt_store_chat_direct(s, a, b, 100, &chat, &created), 0);
+    nt_chat_free(&chat);
+    enum { N = 200 };
+    static nt_append ops[N];
+    for (int i = 0; i < N; i++) {
+        memset(&ops[i], 0, sizeof(ops[i]));
+        ops[i].chat_id = chat.id;
+        ops[i].sender_id = a;
+        ops[i].text = "x";
+        ops[i].text_len = 1;
+        ops[i].ts = 7000 + i;
+        ops[i].done = count_done;
+        nt_store_append(s, &ops[i]);
+    }
+    int64_t dseq, rseq;
+    bool moved;
+    CHECK_EQ_INT(nt_store_mark(s, chat.id, b, NT_MARK_READ, 1000000, &dseq, &rseq, &moved), 0);
+    CHECK_EQ_INT(rseq, N);
+    CHECK_EQ_INT(__atomic_load_n(&async_count, __ATOMIC_SEQ_CST), N);
+    CHECK_EQ_INT(nt_store_chat_get(s, chat.id, b, &chat), 0);
+    CHECK_EQ_INT(chat.last_seq, N);
+    CHECK_EQ_INT(chat.last_activity, 7000 + N - 1);
+    CHECK_EQ_INT(chat.unread, 0);
+    nt_chat_free(&chat);
 }
 
 static void test_chat_list(nt_store *s)
@@ -758,6 +819,7 @@ int main(void)
     test_chats(s);
     test_messages(s);
     test_chat_list(s);
+    test_counters_flushed(s);
 
     pthread_t t;
     void *res = (void *)1;
