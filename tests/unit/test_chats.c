@@ -34,6 +34,10 @@ typedef struct rec_frame {
 static rec_frame frames[MAX_FRAMES];
 static int nframes;
 static uv_loop_t loop;
+/* The bus unrefs its own wake-up handle (the server's listeners keep the
+ * loop alive), so without a referenced handle of ours uv_run would return
+ * at once and never hand over a delivery queued from another thread. */
+static uv_async_t keep_alive;
 static nt_ctx ctx;
 static nt_reply R;
 
@@ -62,6 +66,13 @@ static void frames_clear(void)
     for (int i = 0; i < nframes; i++)
         free(frames[i].data);
     nframes = 0;
+}
+
+/* Every frame delivered so far, after draining what is still queued. */
+static int frames_total(void)
+{
+    drain();
+    return nframes;
 }
 
 /* ---- JSON lookups -------------------------------------------------------------- */
@@ -315,7 +326,7 @@ static void test_direct(void)
     CHECK_EQ_INT(create_ok(&CA, js, 200), id);
     snprintf(js, sizeof js, "{\"type\":\"direct\",\"user_id\":%" PRId64 "}", alice);
     CHECK_EQ_INT(create_ok(&CB, js, 200), id);
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
 }
 
 static int64_t test_group(void)
@@ -523,7 +534,7 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
     frames_clear();
     add_id(&CA, g, dave);
     CHECK_EQ_INT(R.status, 204);
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
 
     /* A full group. */
     ctx.limits.group_max_members = 3;
@@ -638,7 +649,7 @@ static void test_random(void)
     frames_clear();
     rm(&CB, chat, bob);
     CHECK_EQ_INT(R.status, 204);
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
     /* The history stays readable. */
     reset();
     nt_messages_history(&ctx, &CB, chat, "", &R);
@@ -721,7 +732,7 @@ static void test_post(int64_t g, int64_t ch)
     CHECK_EQ_INT(BINT("id"), mid);
     CHECK_EQ_INT(BINT("seq"), 2);
     CHECK_STR_EQ(BSTR("text"), "h\xc3\xa9llo \"you\"");
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
     CHECK_EQ_INT(hook_calls, 1); /* the new message only, not the repeat */
     CHECK_EQ_INT(hook_last_seq, 2);
     CHECK_EQ_INT(hook_last_n, 2);
@@ -931,11 +942,11 @@ static void test_marks(int64_t g)
     reset();
     nt_chats_read(&ctx, &CA, g, S("{\"seq\":2}"), &R);
     CHECK_EQ_INT(R.status, 204);
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
     reset();
     nt_chats_mark(&ctx, &CA, g, NT_MARK_DELIVERED, 3, &R);
     CHECK_EQ_INT(R.status, 204);
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
 
     /* Delivered moves alone; capped at last_seq. */
     frames_clear();
@@ -990,7 +1001,7 @@ static void test_typing(int64_t g)
     reset();
     nt_chats_typing(&ctx, &CA, g, &R);
     CHECK_EQ_INT(R.status, 204);
-    CHECK_EQ_INT(nframes, 1);
+    CHECK_EQ_INT(frames_total(), 1);
     CHECK_EQ_INT(nframes_for(bob, "typing"), 1);
     CHECK_EQ_INT(nframes_for(dave, "typing"), 1);
     CHECK_EQ_INT(nframes_for(alice, "typing"), 0);
@@ -1008,8 +1019,39 @@ static void test_typing(int64_t g)
     reset();
     nt_chats_typing(&ctx, &CA, c1.id, &R);
     CHECK_EQ_INT(R.status, 204);
-    CHECK_EQ_INT(nframes, 0);
+    CHECK_EQ_INT(frames_total(), 0);
     nt_chat_free(&c1);
+}
+
+typedef struct worker_job {
+    int64_t chat;
+    nt_reply reply;
+} worker_job;
+
+static void worker_post(void *arg)
+{
+    worker_job *job = arg;
+    nt_messages_post(&ctx, &CA, job->chat, S("{\"text\":\"from a worker\"}"), &job->reply);
+}
+
+/* As in production: the handler runs on another thread, the bus queues the
+ * delivery and the loop hands it over on its next turn. */
+static void test_worker_thread(int64_t g)
+{
+    worker_job job;
+    uv_thread_t th;
+
+    memset(&job, 0, sizeof job);
+    job.chat = g;
+    frames_clear();
+    CHECK_EQ_INT(uv_thread_create(&th, worker_post, &job), 0);
+    uv_thread_join(&th);
+    CHECK_EQ_INT(job.reply.status, 201);
+    for (int i = 0; i < 100 && frames_total() == 0; i++)
+        uv_sleep(10);
+    CHECK_EQ_INT(nframes_for(bob, "message"), 1);
+    CHECK_STR_EQ(jstr_in(frame_for(bob, "message"), "message.text"), "from a worker");
+    nt_reply_free(&job.reply);
 }
 
 static void test_check_text(void)
@@ -1038,6 +1080,7 @@ int main(void)
     snprintf(url, sizeof url, "sqlite:%s", path);
 
     uv_loop_init(&loop);
+    uv_async_init(&loop, &keep_alive, NULL);
     ctx.limits = (nt_limits){.text_max_cp = 4096,
                              .bio_max_cp = 500,
                              .url_max = 1024,
@@ -1102,10 +1145,12 @@ int main(void)
     test_export(g, ch);
     test_marks(g);
     test_typing(g);
+    test_worker_thread(g);
 
     reset();
     frames_clear();
     nt_bus_close(ctx.bus);
+    uv_close((uv_handle_t *)&keep_alive, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
     nt_store_close(ctx.store);
     uv_loop_close(&loop);
