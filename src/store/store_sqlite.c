@@ -85,6 +85,7 @@
                  "FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id "            \
                  "WHERE t.hash = ?1")                                                       \
     X(TOKEN_USE, "UPDATE refresh_tokens SET used = 1 WHERE hash = ?1")                      \
+    X(TOKEN_PRUNE, "DELETE FROM refresh_tokens WHERE session_id = ?1 AND expires_at <= ?2") \
     /* chats and members */                                                                 \
     X(CHAT_GET, "SELECT id, type, title, created_at, last_seq, last_activity, closed "      \
                 "FROM chats WHERE id = ?1")                                                 \
@@ -202,6 +203,7 @@ struct sq_store {
     int cache_used;
     sq_chat_entry **dirty;
     int ndirty, dirty_cap;
+    bool batch_broken; /* the counters could not be written: lose the batch */
 };
 
 /*
@@ -686,6 +688,8 @@ static int sq__cache_flush(sq_store *b, sq_conn *w)
         e->dirty = false;
     }
     b->ndirty = 0;
+    if (rc)
+        b->batch_broken = true;
     return rc;
 }
 
@@ -896,6 +900,7 @@ static void sq__op_lost(nt_append *op)
 static void sq__run_batch(sq_store *b, nt_append *batch)
 {
     sq_conn *w = &b->writer;
+    b->batch_broken = false;
     if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0)
         goto lost;
     for (nt_append *op = batch; op; op = op->next) {
@@ -919,7 +924,7 @@ static void sq__run_batch(sq_store *b, nt_append *batch)
             }
             op->status = rc;
         }
-        if (sqlite3_get_autocommit(w->db))
+        if (b->batch_broken || sqlite3_get_autocommit(w->db))
             goto lost;
     }
     if (sq__cache_flush(b, w) != 0 || sq__exec(w, SQ_COMMIT) != 0)
@@ -1090,7 +1095,11 @@ static void *sq_open(const char *where, char *err, size_t err_len)
                  sqlite3_errmsg(b->writer.db));
         goto fail;
     }
-    if (sqlite3_exec(b->writer.db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
+    /* journal_size_limit: after a checkpoint the WAL file shrinks back to
+     * 64 MiB instead of keeping the size of its largest burst. */
+    if (sqlite3_exec(b->writer.db,
+                     "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                     "PRAGMA journal_size_limit = 67108864",
                      NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, err_len, "cannot configure %s: %s", b->path,
                  sqlite3_errmsg(b->writer.db));
@@ -1475,6 +1484,14 @@ static int sq__w_session_rotate(sq_conn *w, void *arg)
     if (!st)
         return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_blob(st, 1, a->hash, 32, SQLITE_STATIC);
+    if ((rc = sq__run(w, st)) != 0)
+        return rc;
+    /* Used tokens are kept to detect replays, but only until they expire:
+     * after that a replay is refused as unknown anyway. */
+    if (!(st = sq__stmt(w, SQ_TOKEN_PRUNE)))
+        return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, session.id);
+    sqlite3_bind_int64(st, 2, a->now);
     if ((rc = sq__run(w, st)) != 0)
         return rc;
     return sq__token_insert(w, a->new_hash, session.id, a->expires_at);

@@ -213,6 +213,59 @@ static void test_sessions(nt_store *s)
     CHECK_EQ_INT(nt_store_session_rotate(s, h5, h4, 20000, 200, &got), NT_STORE_ENOTFOUND);
     CHECK_EQ_INT(nt_store_session_revoke(s, h4, &got), NT_STORE_ENOTFOUND);
     CHECK_EQ_INT(nt_store_session_active(s, 999999), NT_STORE_ENOTFOUND);
+
+    /* Used tokens are forgotten once expired: replaying one is then just an
+     * unknown token and does not end the session. */
+    uint8_t k1[32], k2[32], k3[32], k4[32];
+    fill_hash(k1, 11);
+    fill_hash(k2, 12);
+    fill_hash(k3, 13);
+    fill_hash(k4, 14);
+    nt_session s3;
+    CHECK_EQ_INT(nt_store_session_create(s, uid, k1, 100, 10, &s3), 0);
+    CHECK_EQ_INT(nt_store_session_rotate(s, k1, k2, 10000, 50, &got), 0);
+    CHECK_EQ_INT(nt_store_session_rotate(s, k2, k3, 20000, 200, &got), 0);
+    CHECK_EQ_INT(nt_store_session_rotate(s, k1, k4, 20000, 300, &got), NT_STORE_ENOTFOUND);
+    CHECK_EQ_INT(nt_store_session_active(s, s3.id), 0);
+}
+
+/* Writes racing for the same nickname: one wins, the others get ECONFLICT,
+ * and a failing write in a batch does not undo its neighbours. */
+#define RACE_THREADS 8
+#define RACE_NAMES 50
+
+static void *race_thread(void *p)
+{
+    nt_store *s = p;
+    for (int i = 0; i < RACE_NAMES; i++) {
+        char nick[32], email[64];
+        snprintf(nick, sizeof(nick), "race%d", i);
+        snprintf(email, sizeof(email), "race%d-%p@x.org", i, (void *)&nick);
+        nt_user_new in = {.email = email, .nickname = nick, .password_hash = "h",
+                          .created_at = 1};
+        nt_user u;
+        const char *field = NULL;
+        int rc = nt_store_user_create(s, &in, &u, &field);
+        if (rc != 0 && (rc != NT_STORE_ECONFLICT || !field || strcmp(field, "nickname") != 0))
+            return p;
+    }
+    return NULL;
+}
+
+static void test_races(nt_store *s)
+{
+    pthread_t t[RACE_THREADS];
+    for (int i = 0; i < RACE_THREADS; i++)
+        pthread_create(&t[i], NULL, race_thread, s);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        void *res = (void *)1;
+        pthread_join(t[i], &res);
+        CHECK(res == NULL);
+    }
+    nt_user found[RACE_NAMES + 10];
+    int n = 0;
+    CHECK_EQ_INT(nt_store_user_search(s, "race", 0, RACE_NAMES + 10, found, &n), 0);
+    CHECK_EQ_INT(n, RACE_NAMES);
 }
 
 /* ---- chats and members ---------------------------------------------------- */
@@ -816,6 +869,7 @@ int main(void)
     test_fresh(s);
     test_users(s);
     test_sessions(s);
+    test_races(s);
     test_chats(s);
     test_messages(s);
     test_chat_list(s);
