@@ -330,8 +330,9 @@ int nt_store_chat_close(nt_store *s, int64_t chat_id)
 
 /* ---- messages ---------------------------------------------------------- */
 
-/* Clears the out fields and rejects ops no back end could store. */
-static int store__append_prepare(nt_append *op)
+/* Clears the out fields. The op itself is checked by the back end, on its
+ * writer thread, so that done() always runs there, even for a bad op. */
+static void store__append_prepare(nt_append *op)
 {
     op->status = 0;
     op->duplicate = false;
@@ -340,30 +341,17 @@ static int store__append_prepare(nt_append *op)
     op->nmembers = 0;
     op->next = NULL;
     op->waiter = NULL;
-    if (!op->text || memchr(op->client_id, '\0', sizeof(op->client_id)) == NULL)
-        return NT_STORE_EINVAL;
-    return 0;
 }
 
 void nt_store_append(nt_store *s, nt_append *op)
 {
-    int rc = store__append_prepare(op);
-    if (rc) {
-        op->status = rc;
-        if (op->done)
-            op->done(op);
-        return;
-    }
+    store__append_prepare(op);
     s->ops->append(s->be, op);
 }
 
 int nt_store_append_wait(nt_store *s, nt_append *op)
 {
-    int rc = store__append_prepare(op);
-    if (rc) {
-        op->status = rc;
-        return rc;
-    }
+    store__append_prepare(op);
     return s->ops->append_wait(s->be, op);
 }
 

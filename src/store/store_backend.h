@@ -56,7 +56,8 @@ typedef struct nt_store_ops {
     int (*user_partners)(void *be, int64_t user_id, int64_t **ids, int *n);
     int (*chat_close)(void *be, int64_t chat_id);
 
-    /* Both append entries get an op whose out fields are cleared. */
+    /* Both append entries get an op whose out fields are cleared; the back end
+     * checks the inputs itself, on its writer thread (done() runs only there). */
     void (*append)(void *be, nt_append *op);
     int (*append_wait)(void *be, nt_append *op);
     int (*messages)(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq,

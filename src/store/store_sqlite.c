@@ -794,6 +794,9 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
     sqlite3_stmt *st;
     int rc;
 
+    if (!op->text || op->text_len > INT32_MAX ||
+        !memchr(op->client_id, '\0', sizeof(op->client_id)))
+        return NT_STORE_EINVAL;
     if (op->client_id[0]) {
         if (!(st = sq__stmt(w, SQ_MSG_BY_CLIENT)))
             return NT_STORE_EUNAVAILABLE;

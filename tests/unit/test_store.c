@@ -420,6 +420,10 @@ static void test_messages(nt_store *s)
     nt_append_release(&op);
     CHECK_EQ_INT(append_text(s, 999999, a, "nowhere", NULL, &op), NT_STORE_ENOTFOUND);
     nt_append_release(&op);
+    memset(&op, 0, sizeof(op));
+    op.chat_id = chat.id;
+    op.sender_id = a;
+    CHECK_EQ_INT(nt_store_append_wait(s, &op), NT_STORE_EINVAL); /* no text */
 
     /* extra_json is kept as given. */
     memset(&op, 0, sizeof(op));
