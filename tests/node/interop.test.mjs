@@ -65,6 +65,8 @@ const cases = [
         assert.equal(upgradeHeaders.upgrade.toLowerCase(), 'websocket');
         assert.match(upgradeHeaders.connection, /upgrade/i);
         assert.equal(c.ws.protocol, '');
+        // ws offers permessage-deflate; natterd does not compress, so it must decline.
+        assert.equal(c.ws.extensions, '');
         c.terminate();
     }],
 
@@ -94,6 +96,7 @@ const cases = [
 
     ['send over ws -> ack with seq; the other user gets "message" (emoji, Cyrillic)', async () => {
         const a = await authed(alice);
+        const a2 = await authed(alice); // a second device of the sender
         const b = await authed(bob);
         try {
             const ack1 = await expectDelivered(a, b, 's1', TEXT_UNICODE, () =>
@@ -102,6 +105,11 @@ const cases = [
             const ack2 = await expectDelivered(a, b, 42, 'second: ещё 🙂', () =>
                 a.sendJson({ type: 'send', id: 42, chat_id: chat.id, text: 'second: ещё 🙂' }));
             assert.equal(ack2.seq, ack1.seq + 1, 'seq numbers have no gaps');
+            // The sender's other devices get the messages too, in seq order.
+            const m1 = await a2.next((f) => f.type === 'message' && f.message.seq === ack1.seq);
+            const m2 = await a2.next((f) => f.type === 'message' && f.message.seq === ack2.seq);
+            assert.equal(m1.message.text, TEXT_UNICODE);
+            assert.equal(m2.message.text, 'second: ещё 🙂');
             // What was stored is byte-for-byte what was sent.
             const hist = await http(srv, 'GET',
                 `/api/v1/chats/${chat.id}/messages?after_seq=${ack1.seq - 1}`,
@@ -111,6 +119,7 @@ const cases = [
             assert.equal(hist.json.messages[0].client_id, 'interop-1');
         } finally {
             a.terminate();
+            a2.terminate();
             b.terminate();
         }
     }],
@@ -248,6 +257,18 @@ const cases = [
         const b = await Client.open(srv.wsUrl);
         b.sendJson({ type: 'auth', token: `${h}.${p}.${flipped}` });
         assert.equal((await b.waitClose()).code, 4001);
+    }],
+
+    ['logout closes the sockets of that session with 4001', async () => {
+        const carol = await register(srv, 'carol');
+        const c = await authed(carol);
+        const res = await http(srv, 'POST', '/api/v1/auth/logout',
+            { body: { refresh_token: carol.refresh_token } });
+        assert.equal(res.status, 204, res.text);
+        assert.equal((await c.waitClose()).code, 4001);
+        const again = await Client.open(srv.wsUrl);
+        again.sendJson({ type: 'auth', token: carol.access_token });
+        assert.equal((await again.waitClose()).code, 4001, 'the access token stops working at once');
     }],
 
     ['close handshake: the client closes with 1000 and gets 1000 back', async () => {

@@ -2,13 +2,14 @@
 // is the same document as src/gateway/openapi.json (so the embedded copy is
 // current), names every endpoint of API.md that is built, keeps its
 // internal references whole, and each path+method it names is one the
-// server routes (not 404 "no such endpoint" nor 405).
+// server routes (not 404 "no such endpoint" nor 405), and real answers have
+// the shape the document gives them.
 //
 // Run: NATTERD=/path/to/natterd node openapi.test.mjs   (exit code 0 = pass)
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { http, runCases, startServer, stopServer } from './lib.mjs';
+import { http, register, runCases, startServer, stopServer } from './lib.mjs';
 
 // From /work/shared/API.md: Auth, Users, Chats and messages, Operations.
 // Friends and Random chats are not built yet and stay out; GET / is the
@@ -157,6 +158,48 @@ const cases = [
         assert.deepEqual(wrong, []);
     }],
 
+    ['real answers match the documented schemas (no missing, extra or mistyped fields)', async () => {
+        const problems = [];
+        const check = (what, value, op, status) => {
+            const resp = deref(doc.paths[op[1]][op[0]].responses[status]);
+            assert.ok(resp, `${op.join(' ')} documents no ${status}`);
+            const schema = resp.content['application/json'].schema;
+            conform(value, schema, what, problems);
+        };
+        const reg = await http(srv, 'POST', '/api/v1/auth/register', { body: {
+            email: 'shape@example.test', password: 'correct horse battery', nickname: 'shape_1',
+            gender: 'other', birth_date: '1990-04-01' } });
+        check('register', reg.json, ['post', '/api/v1/auth/register'], '201');
+        const t = reg.json.access_token;
+        const other = await register(srv, 'shape_other');
+        check('GET /users/me', (await http(srv, 'GET', '/api/v1/users/me', { token: t })).json,
+            ['get', '/api/v1/users/me'], '200');
+        const byId = (await http(srv, 'GET', `/api/v1/users/${other.user.id}`, { token: t })).json;
+        check('GET /users/{id}', byId, ['get', '/api/v1/users/{id}'], '200');
+        assert.ok(!('email' in byId), 'email appears only on /users/me');
+        check('GET /users?q=', (await http(srv, 'GET', '/api/v1/users?q=shape', { token: t })).json,
+            ['get', '/api/v1/users'], '200');
+        const group = await http(srv, 'POST', '/api/v1/chats', { token: t,
+            body: { type: 'group', title: 'Shapes', member_ids: [other.user.id] } });
+        assert.equal(group.status, 201, group.text);
+        check('POST /chats', group.json, ['post', '/api/v1/chats'], '201');
+        const msg = await http(srv, 'POST', `/api/v1/chats/${group.json.id}/messages`,
+            { token: t, body: { text: 'hello', client_id: 'shape-1' } });
+        assert.equal(msg.status, 201, msg.text);
+        check('POST /messages', msg.json, ['post', '/api/v1/chats/{id}/messages'], '201');
+        check('GET /chats', (await http(srv, 'GET', '/api/v1/chats', { token: t })).json,
+            ['get', '/api/v1/chats'], '200');
+        check('GET /messages', (await http(srv, 'GET', `/api/v1/chats/${group.json.id}/messages`,
+            { token: t })).json, ['get', '/api/v1/chats/{id}/messages'], '200');
+        const ref = await http(srv, 'POST', '/api/v1/auth/refresh',
+            { body: { refresh_token: reg.json.refresh_token } });
+        check('refresh', ref.json, ['post', '/api/v1/auth/refresh'], '200');
+        const bad = await http(srv, 'POST', '/api/v1/auth/register', { body: { email: 1 } });
+        assert.equal(bad.status, 400);
+        check('an error', bad.json, ['post', '/api/v1/auth/register'], '400');
+        assert.deepEqual(problems, []);
+    }],
+
     ['GET /metrics is Prometheus text; /healthz and /readyz answer 200', async () => {
         const m = await http(srv, 'GET', '/metrics');
         assert.equal(m.status, 200);
@@ -171,6 +214,77 @@ const cases = [
         srv = null;
     }],
 ];
+
+function deref(node) {
+    while (node && node.$ref)
+        node = resolve(node.$ref);
+    return node;
+}
+
+/* A small OpenAPI 3.0 schema check: $ref, allOf, oneOf, nullable, type,
+ * enum, pattern, minimum, required, and properties (an undocumented
+ * property is reported: the document should name every field). */
+function conform(value, schema, where, problems) {
+    schema = deref(schema);
+    if (schema.allOf) {
+        const merged = { type: 'object', required: [], properties: {} };
+        for (const part of schema.allOf.map(deref)) {
+            if (part.type !== 'object' && !part.properties) {
+                conform(value, part, where, problems);
+                if (schema.allOf.length === 1 && schema.nullable && value === null)
+                    return;
+                continue;
+            }
+            merged.required.push(...(part.required || []));
+            Object.assign(merged.properties, part.properties || {});
+        }
+        if (value === null && schema.nullable)
+            return;
+        if (Object.keys(merged.properties).length)
+            conform(value, merged, where, problems);
+        return;
+    }
+    if (schema.oneOf) {
+        const fits = schema.oneOf.filter((alt) => {
+            const p = [];
+            conform(value, alt, where, p);
+            return p.length === 0;
+        });
+        if (fits.length !== 1)
+            problems.push(`${where}: fits ${fits.length} of oneOf`);
+        return;
+    }
+    if (value === null) {
+        if (!schema.nullable)
+            problems.push(`${where}: null but not nullable`);
+        return;
+    }
+    const t = schema.type;
+    const actual = Array.isArray(value) ? 'array' : Number.isInteger(value) ? 'integer' : typeof value;
+    if (t && !(t === actual || (t === 'number' && actual === 'integer'))) {
+        problems.push(`${where}: ${actual}, documented ${t}`);
+        return;
+    }
+    if (schema.enum && !schema.enum.includes(value))
+        problems.push(`${where}: ${JSON.stringify(value)} not in ${schema.enum}`);
+    if (schema.pattern && typeof value === 'string' && !new RegExp(schema.pattern, 'u').test(value))
+        problems.push(`${where}: ${JSON.stringify(value)} does not match ${schema.pattern}`);
+    if (schema.minimum !== undefined && typeof value === 'number' && value < schema.minimum)
+        problems.push(`${where}: ${value} < ${schema.minimum}`);
+    if (actual === 'array' && schema.items)
+        value.forEach((v, i) => conform(v, schema.items, `${where}[${i}]`, problems));
+    if (actual === 'object' && (schema.properties || schema.required)) {
+        for (const k of schema.required || [])
+            if (!(k in value))
+                problems.push(`${where}: missing ${k}`);
+        for (const [k, v] of Object.entries(value)) {
+            if (schema.properties && schema.properties[k])
+                conform(v, schema.properties[k], `${where}.${k}`, problems);
+            else if (schema.properties)
+                problems.push(`${where}: undocumented field ${k}`);
+        }
+    }
+}
 
 function resolve(ref) {
     if (!ref.startsWith('#/'))
