@@ -37,6 +37,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "services/validate.h"
 #include "services/views.h"
 
 #define AUTH_TOKS 256           /* JSON tokens per request body */
@@ -46,70 +47,6 @@
 #define AUTH_TOKEN_MAX 4096     /* longest access token we bother decoding */
 
 /* ---- validation (the rules of API.md "Limits") ---- */
-
-/* One '@' with something on both sides, 3..254 bytes, no spaces or control
- * characters. Deliberately loose beyond that: the address is not mailed. */
-static bool auth__valid_email(const char *email)
-{
-    size_t len = strlen(email);
-    const char *at = strchr(email, '@');
-
-    if (len < 3 || len > 254 || !at || at == email || at[1] == '\0' || strchr(at + 1, '@'))
-        return false;
-    for (const unsigned char *p = (const unsigned char *)email; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
-static bool auth__valid_nickname(const char *nick)
-{
-    size_t len = strlen(nick);
-    if (len < 3 || len > 32)
-        return false;
-    for (const char *p = nick; *p; p++) {
-        char ch = *p;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-static bool auth__valid_gender(const char *g)
-{
-    return strcmp(g, "male") == 0 || strcmp(g, "female") == 0 || strcmp(g, "other") == 0;
-}
-
-/* "YYYY-MM-DD", a real calendar day, not after today (UTC). */
-static bool auth__valid_birth_date(const char *d)
-{
-    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    if (strlen(d) != 10 || d[4] != '-' || d[7] != '-')
-        return false;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (d[i] < '0' || d[i] > '9'))
-            return false;
-    int year = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
-    int month = (d[5] - '0') * 10 + (d[6] - '0');
-    int day = (d[8] - '0') * 10 + (d[9] - '0');
-    if (year < 1 || month < 1 || month > 12 || day < 1)
-        return false;
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    int max_day = mdays[month - 1] + (month == 2 && leap ? 1 : 0);
-    if (day > max_day)
-        return false;
-
-    /* Same fixed-width format, so comparing the strings compares the days. */
-    char today[32];
-    struct tm tm;
-    time_t now = time(NULL);
-    gmtime_r(&now, &tm);
-    snprintf(today, sizeof today, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday);
-    return strcmp(d, today) <= 0;
-}
 
 /* ---- password hashing ---- */
 
@@ -298,7 +235,7 @@ void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         return;
     if (!nt_field_str(r, &doc, 0, "email", true, 0, 0, email, sizeof email, NULL))
         return;
-    if (!auth__valid_email(email)) {
+    if (!nt_valid_email(email)) {
         nt_reply_error(r, 400, "bad_request",
                        "email must be 3..254 bytes with one '@' and no spaces");
         return;
@@ -307,21 +244,21 @@ void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         goto out;
     if (!nt_field_str(r, &doc, 0, "nickname", true, 3, 32, nickname, sizeof nickname, NULL))
         goto out;
-    if (!auth__valid_nickname(nickname)) {
+    if (!nt_valid_nickname(nickname)) {
         nt_reply_error(r, 400, "bad_request",
                        "nickname must be 3..32 characters of A-Z a-z 0-9 _ . -");
         goto out;
     }
     if (!nt_field_str(r, &doc, 0, "gender", false, 0, 0, gender, sizeof gender, &has_gender))
         goto out;
-    if (has_gender && !auth__valid_gender(gender)) {
+    if (has_gender && !nt_valid_gender(gender)) {
         nt_reply_error(r, 400, "bad_request", "gender must be male, female or other");
         goto out;
     }
     if (!nt_field_str(r, &doc, 0, "birth_date", false, 0, 0, birth_date, sizeof birth_date,
                       &has_birth_date))
         goto out;
-    if (has_birth_date && !auth__valid_birth_date(birth_date)) {
+    if (has_birth_date && !nt_valid_birth_date(birth_date)) {
         nt_reply_error(r, 400, "bad_request",
                        "birth_date must be a calendar date YYYY-MM-DD, not in the future");
         goto out;

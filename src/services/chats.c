@@ -20,6 +20,7 @@
 
 #include "common/clock.h"
 #include "net/http.h"
+#include "services/validate.h"
 #include "services/views.h"
 
 #define CHATS_LIMIT_DEFAULT 50
@@ -29,33 +30,6 @@
 #define CHATS_SMALL_TOKS 64
 
 /* ---- helpers -------------------------------------------------------------- */
-
-/* Reads an optional non-negative integer query parameter in [min, max].
- * Absent: *out = def. Anything else (sign, junk, too big): 400 naming it. */
-static bool chats__query_int(nt_reply *r, const char *query, const char *name, int64_t min,
-                             int64_t max, int64_t def, int64_t *out)
-{
-    char val[24];
-    int n = nt_http_query_get(query ? query : "", name, val, sizeof val);
-
-    *out = def;
-    if (n == -1) return true;
-    bool ok = n > 0 && n <= 18;
-    int64_t v = 0;
-    for (int i = 0; ok && i < n; i++) {
-        if (val[i] < '0' || val[i] > '9')
-            ok = false;
-        else
-            v = v * 10 + (val[i] - '0');
-    }
-    if (!ok || v < min || v > max) {
-        nt_reply_error(r, 400, "bad_request",
-                       "%s must be an integer between %" PRId64 " and %" PRId64, name, min, max);
-        return false;
-    }
-    *out = v;
-    return true;
-}
 
 /* The member entry of user_id in ch, or NULL. */
 static const nt_member *chats__member(const nt_chat *ch, int64_t user_id)
@@ -307,7 +281,7 @@ void nt_chats_list(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply 
     int n = 0;
     nt_jw w;
 
-    if (!chats__query_int(r, query, "limit", 1, CHATS_LIMIT_MAX, CHATS_LIMIT_DEFAULT, &limit))
+    if (!nt_query_int(r, query, "limit", 1, CHATS_LIMIT_MAX, CHATS_LIMIT_DEFAULT, &limit))
         return;
     int rc = nt_store_chat_list(ctx->store, c->user_id, (int)limit, &chats, &n);
     if (rc != 0) {

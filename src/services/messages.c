@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/utf8.h"
 #include "net/http.h"
+#include "services/validate.h"
 #include "services/views.h"
 
 #define MSGS_LIMIT_DEFAULT 50
@@ -26,33 +27,6 @@
 #define MSGS_TOKS 64
 
 /* ---- helpers -------------------------------------------------------------- */
-
-/* Optional non-negative integer query parameter in [min, max]; absent gives
- * def; anything else is a 400 naming it. */
-static bool msgs__query_int(nt_reply *r, const char *query, const char *name, int64_t min,
-                            int64_t max, int64_t def, int64_t *out)
-{
-    char val[24];
-    int n = nt_http_query_get(query ? query : "", name, val, sizeof val);
-
-    *out = def;
-    if (n == -1) return true;
-    bool ok = n > 0 && n <= 18;
-    int64_t v = 0;
-    for (int i = 0; ok && i < n; i++) {
-        if (val[i] < '0' || val[i] > '9')
-            ok = false;
-        else
-            v = v * 10 + (val[i] - '0');
-    }
-    if (!ok || v < min || v > max) {
-        nt_reply_error(r, 400, "bad_request",
-                       "%s must be an integer between %" PRId64 " and %" PRId64, name, min, max);
-        return false;
-    }
-    *out = v;
-    return true;
-}
 
 /* May the caller see (or, without channel_public, write to) this chat?
  * Members may; a channel is public for reading. A channel a non-member may
@@ -224,9 +198,9 @@ void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const
     int n = 0;
     nt_jw w;
 
-    if (!msgs__query_int(r, query, "before_seq", 0, INT64_MAX, 0, &before) ||
-        !msgs__query_int(r, query, "after_seq", 0, INT64_MAX, 0, &after) ||
-        !msgs__query_int(r, query, "limit", 1, MSGS_LIMIT_MAX, MSGS_LIMIT_DEFAULT, &limit))
+    if (!nt_query_int(r, query, "before_seq", 0, INT64_MAX, 0, &before) ||
+        !nt_query_int(r, query, "after_seq", 0, INT64_MAX, 0, &after) ||
+        !nt_query_int(r, query, "limit", 1, MSGS_LIMIT_MAX, MSGS_LIMIT_DEFAULT, &limit))
         return;
     if (!msgs__access(ctx, c, chat_id, true, r)) return;
     int rc = nt_store_messages(ctx->store, chat_id, before, after, (int)limit, &msgs, &n);

@@ -20,96 +20,12 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "net/http.h"
+#include "services/validate.h"
 #include "services/views.h"
 
 #define USERS_TOKS 256
 #define USERS_LIMIT_DEFAULT 50
 #define USERS_LIMIT_MAX 200
-
-/* ---- validation. The same rules as auth.c's (API.md "Limits"); api.h has
- * no shared validators, so the few lines are repeated here. ---- */
-
-static bool users__valid_nickname(const char *nick)
-{
-    size_t len = strlen(nick);
-    if (len < 3 || len > 32)
-        return false;
-    for (const char *p = nick; *p; p++) {
-        char ch = *p;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* A search prefix: 1..32 characters of the nickname alphabet. */
-static bool users__valid_prefix(const char *q)
-{
-    size_t len = strlen(q);
-    if (len < 1 || len > 32)
-        return false;
-    for (const char *p = q; *p; p++) {
-        char ch = *p;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-static bool users__valid_gender(const char *g)
-{
-    return strcmp(g, "male") == 0 || strcmp(g, "female") == 0 || strcmp(g, "other") == 0;
-}
-
-/* "YYYY-MM-DD", a real calendar day, not after today (UTC). */
-static bool users__valid_birth_date(const char *d)
-{
-    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    if (strlen(d) != 10 || d[4] != '-' || d[7] != '-')
-        return false;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (d[i] < '0' || d[i] > '9'))
-            return false;
-    int year = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
-    int month = (d[5] - '0') * 10 + (d[6] - '0');
-    int day = (d[8] - '0') * 10 + (d[9] - '0');
-    if (year < 1 || month < 1 || month > 12 || day < 1)
-        return false;
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (day > mdays[month - 1] + (month == 2 && leap ? 1 : 0))
-        return false;
-
-    char today[32];
-    struct tm tm;
-    time_t now = time(NULL);
-    gmtime_r(&now, &tm);
-    snprintf(today, sizeof today, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday);
-    return strcmp(d, today) <= 0;
-}
-
-/* http:// or https:// (scheme in any case) followed by at least one
- * character, and no spaces or control characters anywhere. "" is allowed by
- * the caller: it clears the avatar. */
-static bool users__valid_url(const char *url)
-{
-    size_t skip;
-    if (strncasecmp(url, "https://", 8) == 0)
-        skip = 8;
-    else if (strncasecmp(url, "http://", 7) == 0)
-        skip = 7;
-    else
-        return false;
-    if (url[skip] == '\0' || url[skip] == '/')
-        return false;
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
 
 /* ---- replies ---- */
 
@@ -169,7 +85,7 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
                       &has_nickname))
         return;
     if (has_nickname) {
-        if (!users__valid_nickname(nickname)) {
+        if (!nt_valid_nickname(nickname)) {
             nt_reply_error(r, 400, "bad_request",
                            "nickname must be 3..32 characters of A-Z a-z 0-9 _ . -");
             return;
@@ -187,7 +103,7 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
         return;
     if (has_avatar) {
         if (strlen(avatar_url) > (size_t)url_max ||
-            (avatar_url[0] != '\0' && !users__valid_url(avatar_url))) {
+            (avatar_url[0] != '\0' && !nt_valid_http_url(avatar_url))) {
             nt_reply_error(r, 400, "bad_request",
                            "avatar_url must be an http(s) URL of at most %d bytes without "
                            "spaces, or \"\"",
@@ -206,7 +122,7 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
                           &has_gender))
             return;
         if (has_gender) {
-            if (!users__valid_gender(gender)) {
+            if (!nt_valid_gender(gender)) {
                 nt_reply_error(r, 400, "bad_request",
                                "gender must be male, female, other or null");
                 return;
@@ -221,7 +137,7 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
                           sizeof birth_date, &has_birth_date))
             return;
         if (has_birth_date) {
-            if (!users__valid_birth_date(birth_date)) {
+            if (!nt_valid_birth_date(birth_date)) {
                 nt_reply_error(r, 400, "bad_request",
                                "birth_date must be a calendar date YYYY-MM-DD, not in the "
                                "future, or null");
@@ -265,7 +181,7 @@ void nt_users_by_nickname(nt_ctx *ctx, const nt_caller *c, const char *nickname,
     nt_user u;
 
     /* A name outside the nickname rules cannot belong to anyone. */
-    if (!nickname || !users__valid_nickname(nickname)) {
+    if (!nickname || !nt_valid_nickname(nickname)) {
         nt_reply_error(r, 404, "not_found", "user not found");
         return;
     }
@@ -275,29 +191,6 @@ void nt_users_by_nickname(nt_ctx *ctx, const nt_caller *c, const char *nickname,
         return;
     }
     users__reply_user(ctx, r, &u, false);
-}
-
-/* An optional integer query parameter in [min, max]; false with a 400. */
-static bool users__query_int(nt_reply *r, const char *query, const char *name, int64_t min,
-                             int64_t max, int64_t *out)
-{
-    char text[24];
-    int n = nt_http_query_get(query, name, text, sizeof text);
-    if (n == -1)
-        return true; /* absent: *out keeps its default */
-    char *end = NULL;
-    long long v = 0;
-    if (n > 0 && ((text[0] >= '0' && text[0] <= '9') || text[0] == '-')) {
-        errno = 0;
-        v = strtoll(text, &end, 10);
-    }
-    if (n <= 0 || !end || *end != '\0' || errno != 0 || v < min || v > max) {
-        nt_reply_error(r, 400, "bad_request", "%s must be an integer between %" PRId64
-                       " and %" PRId64, name, min, max);
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 void nt_users_search(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply *r)
@@ -314,13 +207,13 @@ void nt_users_search(nt_ctx *ctx, const nt_caller *c, const char *query, nt_repl
         nt_reply_error(r, 400, "bad_request", "q is required");
         return;
     }
-    if (qlen < 0 || !users__valid_prefix(prefix)) {
+    if (qlen < 0 || !nt_valid_nickname_prefix(prefix)) {
         nt_reply_error(r, 400, "bad_request",
                        "q must be 1..32 characters of A-Z a-z 0-9 _ . -");
         return;
     }
-    if (!users__query_int(r, query, "limit", 1, USERS_LIMIT_MAX, &limit) ||
-        !users__query_int(r, query, "after_id", 0, INT64_MAX, &after_id))
+    if (!nt_query_int(r, query, "limit", 1, USERS_LIMIT_MAX, limit, &limit) ||
+        !nt_query_int(r, query, "after_id", 0, INT64_MAX, 0, &after_id))
         return;
 
     users = calloc((size_t)limit, sizeof *users);
