@@ -64,8 +64,7 @@ nt_store *nt_store_open(const char *url, char *err, size_t err_len)
 
 void nt_store_close(nt_store *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     s->ops->close(s->be);
     free(s);
 }
@@ -85,8 +84,7 @@ void nt_store_stats(nt_store *s, nt_store_stats_t *out)
 
 void nt_message_free(nt_message *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     free(m->text);
     free(m->extra_json);
     m->text = NULL;
@@ -96,8 +94,7 @@ void nt_message_free(nt_message *m)
 
 void nt_messages_free(nt_message *arr, int n)
 {
-    if (!arr)
-        return;
+    if (!arr) return;
     for (int i = 0; i < n; i++)
         nt_message_free(&arr[i]);
     free(arr);
@@ -105,8 +102,7 @@ void nt_messages_free(nt_message *arr, int n)
 
 void nt_chat_free(nt_chat *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     free(c->members);
     c->members = NULL;
     c->nmembers = 0;
@@ -116,8 +112,7 @@ void nt_chat_free(nt_chat *c)
 
 void nt_chats_free(nt_chat *arr, int n)
 {
-    if (!arr)
-        return;
+    if (!arr) return;
     for (int i = 0; i < n; i++)
         nt_chat_free(&arr[i]);
     free(arr);
@@ -125,8 +120,7 @@ void nt_chats_free(nt_chat *arr, int n)
 
 void nt_append_release(nt_append *op)
 {
-    if (!op)
-        return;
+    if (!op) return;
     nt_message_free(&op->msg);
     free(op->member_ids);
     op->member_ids = NULL;
@@ -151,8 +145,7 @@ int nt_store_user_create(nt_store *s, const nt_user_new *in, nt_user *out,
                          const char **conflict_field)
 {
     const char *unused;
-    if (!conflict_field)
-        conflict_field = &unused;
+    if (!conflict_field) conflict_field = &unused;
     *conflict_field = NULL;
     if (!in || !out || !store__nonempty(in->email) || !store__nonempty(in->nickname) ||
         !store__nonempty(in->password_hash))
@@ -170,37 +163,32 @@ int nt_store_user_get(nt_store *s, int64_t id, nt_user *out)
 
 int nt_store_user_by_nickname(nt_store *s, const char *nickname, nt_user *out)
 {
-    if (!nickname)
-        return NT_STORE_EINVAL;
+    if (!nickname) return NT_STORE_EINVAL;
     return s->ops->user_by_nickname(s->be, nickname, out);
 }
 
 int nt_store_user_for_login(nt_store *s, const char *login, nt_user *out, char *pw_hash,
                             size_t pw_hash_len)
 {
-    if (!login || !pw_hash || pw_hash_len == 0)
-        return NT_STORE_EINVAL;
+    if (!login || !pw_hash || pw_hash_len == 0) return NT_STORE_EINVAL;
     return s->ops->user_for_login(s->be, login, out, pw_hash, pw_hash_len);
 }
 
 int nt_store_user_update(nt_store *s, int64_t id, const nt_user_patch *patch, nt_user *out)
 {
-    if (!patch || (patch->nickname && !patch->nickname[0]))
-        return NT_STORE_EINVAL;
+    if (!patch || (patch->nickname && !patch->nickname[0])) return NT_STORE_EINVAL;
     if (!store__fits(patch->nickname, NT_NICK_MAX) || !store__fits(patch->bio, NT_BIO_MAX) ||
-        !store__fits(patch->avatar_url, NT_URL_MAX) ||
-        !store__fits(patch->gender, NT_GENDER_MAX) ||
+        !store__fits(patch->avatar_url, NT_URL_MAX) || !store__fits(patch->gender, NT_GENDER_MAX) ||
         !store__fits(patch->birth_date, NT_DATE_MAX))
         return NT_STORE_EINVAL;
     return s->ops->user_update(s->be, id, patch, out);
 }
 
-int nt_store_user_search(nt_store *s, const char *prefix, int64_t after_id, int limit,
-                         nt_user *out, int *n)
+int nt_store_user_search(nt_store *s, const char *prefix, int64_t after_id, int limit, nt_user *out,
+                         int *n)
 {
     *n = 0;
-    if (limit <= 0)
-        return NT_STORE_EINVAL;
+    if (limit <= 0) return NT_STORE_EINVAL;
     return s->ops->user_search(s->be, prefix ? prefix : "", after_id, limit, out, n);
 }
 
@@ -214,24 +202,20 @@ int nt_store_user_set_last_seen(nt_store *s, int64_t id, int64_t ts)
 int nt_store_session_create(nt_store *s, int64_t user_id, const uint8_t refresh_hash[32],
                             int64_t expires_at, int64_t now, nt_session *out)
 {
-    if (!refresh_hash)
-        return NT_STORE_EINVAL;
+    if (!refresh_hash) return NT_STORE_EINVAL;
     return s->ops->session_create(s->be, user_id, refresh_hash, expires_at, now, out);
 }
 
-int nt_store_session_rotate(nt_store *s, const uint8_t old_hash[32],
-                            const uint8_t new_hash[32], int64_t new_expires_at, int64_t now,
-                            nt_session *out)
+int nt_store_session_rotate(nt_store *s, const uint8_t old_hash[32], const uint8_t new_hash[32],
+                            int64_t new_expires_at, int64_t now, nt_session *out)
 {
-    if (!old_hash || !new_hash)
-        return NT_STORE_EINVAL;
+    if (!old_hash || !new_hash) return NT_STORE_EINVAL;
     return s->ops->session_rotate(s->be, old_hash, new_hash, new_expires_at, now, out);
 }
 
 int nt_store_session_revoke(nt_store *s, const uint8_t refresh_hash[32], nt_session *out)
 {
-    if (!refresh_hash)
-        return NT_STORE_EINVAL;
+    if (!refresh_hash) return NT_STORE_EINVAL;
     return s->ops->session_revoke(s->be, refresh_hash, out);
 }
 
@@ -247,11 +231,9 @@ int nt_store_chat_direct(nt_store *s, int64_t a, int64_t b, int64_t now, nt_chat
 {
     bool unused;
     memset(out, 0, sizeof(*out));
-    if (!created)
-        created = &unused;
+    if (!created) created = &unused;
     *created = false;
-    if (a <= 0 || b <= 0 || a == b)
-        return NT_STORE_EINVAL;
+    if (a <= 0 || b <= 0 || a == b) return NT_STORE_EINVAL;
     return s->ops->chat_direct(s->be, a, b, now, out, created);
 }
 
@@ -259,14 +241,11 @@ int nt_store_chat_create(nt_store *s, const char *type, const char *title, int64
                          const int64_t *member_ids, int n, int64_t now, nt_chat *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!type || n < 0 || (n > 0 && !member_ids))
-        return NT_STORE_EINVAL;
+    if (!type || n < 0 || (n > 0 && !member_ids)) return NT_STORE_EINVAL;
     if (strcmp(type, "group") != 0 && strcmp(type, "channel") != 0 && strcmp(type, "random") != 0)
         return NT_STORE_EINVAL;
-    if (title && strlen(title) >= NT_TITLE_MAX)
-        return NT_STORE_EINVAL;
-    return s->ops->chat_create(s->be, type, title ? title : "", owner_id, member_ids, n, now,
-                               out);
+    if (title && strlen(title) >= NT_TITLE_MAX) return NT_STORE_EINVAL;
+    return s->ops->chat_create(s->be, type, title ? title : "", owner_id, member_ids, n, now, out);
 }
 
 int nt_store_chat_get(nt_store *s, int64_t chat_id, int64_t viewer_id, nt_chat *out)
@@ -279,16 +258,14 @@ int nt_store_chat_list(nt_store *s, int64_t user_id, int limit, nt_chat **out, i
 {
     *out = NULL;
     *n = 0;
-    if (limit <= 0)
-        return NT_STORE_EINVAL;
+    if (limit <= 0) return NT_STORE_EINVAL;
     return s->ops->chat_list(s->be, user_id, limit, out, n);
 }
 
 int nt_store_channel_by_title(nt_store *s, const char *title, int64_t *chat_id)
 {
     *chat_id = 0;
-    if (!title)
-        return NT_STORE_EINVAL;
+    if (!title) return NT_STORE_EINVAL;
     return s->ops->channel_by_title(s->be, title, chat_id);
 }
 
@@ -299,8 +276,7 @@ int nt_store_member_role(nt_store *s, int64_t chat_id, int64_t user_id, int *rol
 
 int nt_store_member_add(nt_store *s, int64_t chat_id, int64_t user_id, int role)
 {
-    if (role != NT_ROLE_MEMBER && role != NT_ROLE_OWNER)
-        return NT_STORE_EINVAL;
+    if (role != NT_ROLE_MEMBER && role != NT_ROLE_OWNER) return NT_STORE_EINVAL;
     return s->ops->member_add(s->be, chat_id, user_id, role);
 }
 
@@ -360,8 +336,7 @@ int nt_store_messages(nt_store *s, int64_t chat_id, int64_t before_seq, int64_t 
 {
     *out = NULL;
     *n = 0;
-    if (limit <= 0)
-        return NT_STORE_EINVAL;
+    if (limit <= 0) return NT_STORE_EINVAL;
     return s->ops->messages(s->be, chat_id, before_seq, after_seq, limit, out, n);
 }
 
@@ -369,8 +344,7 @@ int nt_store_message_edit(nt_store *s, int64_t chat_id, int64_t seq, int64_t sen
                           const char *text, int64_t now, nt_message *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!text)
-        return NT_STORE_EINVAL;
+    if (!text) return NT_STORE_EINVAL;
     return s->ops->message_edit(s->be, chat_id, seq, sender_id, text, now, out);
 }
 
@@ -384,8 +358,7 @@ int nt_store_message_delete(nt_store *s, int64_t chat_id, int64_t seq, int64_t s
 int nt_store_export(nt_store *s, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
                     void *arg)
 {
-    if (!fn)
-        return NT_STORE_EINVAL;
+    if (!fn) return NT_STORE_EINVAL;
     return s->ops->export_chat(s->be, chat_id, fn, arg);
 }
 
@@ -394,15 +367,11 @@ int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64
 {
     int64_t d_unused, r_unused;
     bool m_unused;
-    if (!delivered_seq)
-        delivered_seq = &d_unused;
-    if (!read_seq)
-        read_seq = &r_unused;
-    if (!moved)
-        moved = &m_unused;
+    if (!delivered_seq) delivered_seq = &d_unused;
+    if (!read_seq) read_seq = &r_unused;
+    if (!moved) moved = &m_unused;
     *delivered_seq = *read_seq = 0;
     *moved = false;
-    if (kind != NT_MARK_DELIVERED && kind != NT_MARK_READ)
-        return NT_STORE_EINVAL;
+    if (kind != NT_MARK_DELIVERED && kind != NT_MARK_READ) return NT_STORE_EINVAL;
     return s->ops->mark(s->be, chat_id, user_id, kind, seq, delivered_seq, read_seq, moved);
 }

@@ -24,8 +24,7 @@ typedef struct nt_store_ops {
     int (*ping)(void *be);
     void (*stats)(void *be, nt_store_stats_t *out);
 
-    int (*user_create)(void *be, const nt_user_new *in, nt_user *out,
-                       const char **conflict_field);
+    int (*user_create)(void *be, const nt_user_new *in, nt_user *out, const char **conflict_field);
     int (*user_get)(void *be, int64_t id, nt_user *out);
     int (*user_by_nickname)(void *be, const char *nickname, nt_user *out);
     int (*user_for_login)(void *be, const char *login, nt_user *out, char *pw_hash,
@@ -42,8 +41,7 @@ typedef struct nt_store_ops {
     int (*session_revoke)(void *be, const uint8_t refresh_hash[32], nt_session *out);
     int (*session_active)(void *be, int64_t session_id);
 
-    int (*chat_direct)(void *be, int64_t a, int64_t b, int64_t now, nt_chat *out,
-                       bool *created);
+    int (*chat_direct)(void *be, int64_t a, int64_t b, int64_t now, nt_chat *out, bool *created);
     int (*chat_create)(void *be, const char *type, const char *title, int64_t owner_id,
                        const int64_t *member_ids, int n, int64_t now, nt_chat *out);
     int (*chat_get)(void *be, int64_t chat_id, int64_t viewer_id, nt_chat *out);
@@ -60,12 +58,12 @@ typedef struct nt_store_ops {
      * checks the inputs itself, on its writer thread (done() runs only there). */
     void (*append)(void *be, nt_append *op);
     int (*append_wait)(void *be, nt_append *op);
-    int (*messages)(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq,
-                    int limit, nt_message **out, int *n);
-    int (*message_edit)(void *be, int64_t chat_id, int64_t seq, int64_t sender_id,
-                        const char *text, int64_t now, nt_message *out);
-    int (*message_delete)(void *be, int64_t chat_id, int64_t seq, int64_t sender_id,
-                          int64_t now, nt_message *out);
+    int (*messages)(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq, int limit,
+                    nt_message **out, int *n);
+    int (*message_edit)(void *be, int64_t chat_id, int64_t seq, int64_t sender_id, const char *text,
+                        int64_t now, nt_message *out);
+    int (*message_delete)(void *be, int64_t chat_id, int64_t seq, int64_t sender_id, int64_t now,
+                          nt_message *out);
     int (*export_chat)(void *be, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
                        void *arg);
     int (*mark)(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t seq,

@@ -24,8 +24,7 @@ static nt_store *open_store(void)
 {
     char err[256];
     nt_store *s = nt_store_open(db_url, err, sizeof(err));
-    if (!s)
-        fprintf(stderr, "nt_store_open(%s): %s\n", db_url, err);
+    if (!s) fprintf(stderr, "nt_store_open(%s): %s\n", db_url, err);
     return s;
 }
 
@@ -33,8 +32,8 @@ static int64_t make_user(nt_store *s, const char *nick)
 {
     char email[128];
     snprintf(email, sizeof(email), "%s@example.org", nick);
-    nt_user_new in = {.email = email, .nickname = nick, .password_hash = "$argon2id$x",
-                      .created_at = 1000};
+    nt_user_new in = {
+        .email = email, .nickname = nick, .password_hash = "$argon2id$x", .created_at = 1000};
     nt_user u;
     const char *field = NULL;
     int rc = nt_store_user_create(s, &in, &u, &field);
@@ -51,8 +50,7 @@ static int append_text(nt_store *s, int64_t chat_id, int64_t sender, const char 
     op->text = text;
     op->text_len = strlen(text);
     op->ts = 5000;
-    if (client_id)
-        snprintf(op->client_id, sizeof(op->client_id), "%s", client_id);
+    if (client_id) snprintf(op->client_id, sizeof(op->client_id), "%s", client_id);
     return nt_store_append_wait(s, op);
 }
 
@@ -78,9 +76,12 @@ static void test_fresh(nt_store *s)
 
 static void test_users(nt_store *s)
 {
-    nt_user_new in = {.email = "Alice@Example.org", .nickname = "Alice",
-                      .password_hash = "$argon2id$v=19$abc", .gender = "female",
-                      .birth_date = "1990-02-03", .created_at = 1234};
+    nt_user_new in = {.email = "Alice@Example.org",
+                      .nickname = "Alice",
+                      .password_hash = "$argon2id$v=19$abc",
+                      .gender = "female",
+                      .birth_date = "1990-02-03",
+                      .created_at = 1234};
     nt_user alice, u;
     const char *field = NULL;
     CHECK_EQ_INT(nt_store_user_create(s, &in, &alice, &field), 0);
@@ -94,12 +95,12 @@ static void test_users(nt_store *s)
     CHECK_EQ_INT(alice.last_seen, 0);
 
     /* Conflicts are case-insensitive and name the field. */
-    nt_user_new dup_email = {.email = "alice@EXAMPLE.org", .nickname = "other",
-                             .password_hash = "h", .created_at = 1};
+    nt_user_new dup_email = {
+        .email = "alice@EXAMPLE.org", .nickname = "other", .password_hash = "h", .created_at = 1};
     CHECK_EQ_INT(nt_store_user_create(s, &dup_email, &u, &field), NT_STORE_ECONFLICT);
     CHECK_STR_EQ(field, "email");
-    nt_user_new dup_nick = {.email = "x@y.z", .nickname = "aLiCe", .password_hash = "h",
-                            .created_at = 1};
+    nt_user_new dup_nick = {
+        .email = "x@y.z", .nickname = "aLiCe", .password_hash = "h", .created_at = 1};
     CHECK_EQ_INT(nt_store_user_create(s, &dup_nick, &u, &field), NT_STORE_ECONFLICT);
     CHECK_STR_EQ(field, "nickname");
 
@@ -241,8 +242,7 @@ static void *race_thread(void *p)
         char nick[32], email[64];
         snprintf(nick, sizeof(nick), "race%d", i);
         snprintf(email, sizeof(email), "race%d-%p@x.org", i, (void *)&nick);
-        nt_user_new in = {.email = email, .nickname = nick, .password_hash = "h",
-                          .created_at = 1};
+        nt_user_new in = {.email = email, .nickname = nick, .password_hash = "h", .created_at = 1};
         nt_user u;
         const char *field = NULL;
         int rc = nt_store_user_create(s, &in, &u, &field);
@@ -273,8 +273,7 @@ static void test_races(nt_store *s)
 static int find_member(const nt_chat *c, int64_t uid)
 {
     for (int i = 0; i < c->nmembers; i++)
-        if (c->members[i].user_id == uid)
-            return i;
+        if (c->members[i].user_id == uid) return i;
     return -1;
 }
 
@@ -299,8 +298,7 @@ static void test_chats(nt_store *s)
     int np = 0;
     CHECK_EQ_INT(nt_store_user_partners(s, a, &partners, &np), 0);
     CHECK_EQ_INT(np, 1);
-    if (np == 1)
-        CHECK_EQ_INT(partners[0], b);
+    if (np == 1) CHECK_EQ_INT(partners[0], b);
     free(partners);
 
     int64_t members[3] = {b, c, a}; /* the owner again is ignored */
@@ -361,8 +359,7 @@ static void test_chats(nt_store *s)
 static int export_cb(void *arg, const nt_message *m)
 {
     int64_t *expect = arg;
-    if (m->seq != *expect + 1)
-        return -100;
+    if (m->seq != *expect + 1) return -100;
     *expect = m->seq;
     return 0;
 }
@@ -392,8 +389,7 @@ static void test_messages(nt_store *s)
         CHECK_EQ_INT(op.nmembers, 2);
         CHECK_STR_EQ(op.msg.text, "hi");
         CHECK_STR_EQ(op.msg.client_id, cid);
-        if (i == 1)
-            first_id = op.msg.id;
+        if (i == 1) first_id = op.msg.id;
         nt_append_release(&op);
     }
     /* Same client_id again: the first message, nothing new. */
@@ -701,15 +697,13 @@ static void *conc_thread(void *p)
         op.text_len = strlen(text);
         op.ts = 10000 + i;
         snprintf(op.client_id, sizeof(op.client_id), "t%d-%d", a->index, i);
-        if (nt_store_append_wait(a->s, &op) != 0 || op.duplicate)
-            a->failures++;
+        if (nt_store_append_wait(a->s, &op) != 0 || op.duplicate) a->failures++;
         nt_append_release(&op);
         /* Readers run alongside the writer on their own connections. */
         if (i % 100 == 0) {
             nt_message *m = NULL;
             int n = 0;
-            if (nt_store_messages(a->s, a->chats[0], 0, 0, 10, &m, &n) != 0)
-                a->failures++;
+            if (nt_store_messages(a->s, a->chats[0], 0, 0, 10, &m, &n) != 0) a->failures++;
             nt_messages_free(m, n);
         }
     }
@@ -730,10 +724,8 @@ static void async_done(nt_append *op)
 {
     struct async_state *st = op->user;
     pthread_mutex_lock(&st->lock);
-    if (op->status != 0)
-        st->failures++;
-    if (op->msg.seq <= st->last_seq)
-        st->out_of_order = true;
+    if (op->status != 0) st->failures++;
+    if (op->msg.seq <= st->last_seq) st->out_of_order = true;
     st->last_seq = op->msg.seq;
     st->remaining--;
     pthread_cond_signal(&st->cond);
@@ -753,8 +745,8 @@ static void test_concurrency(nt_store *s)
     int64_t chats[CONC_CHATS];
     for (int c = 0; c < CONC_CHATS; c++) {
         nt_chat chat;
-        CHECK_EQ_INT(nt_store_chat_create(s, "group", "conc", owner, senders, CONC_THREADS, 1,
-                                          &chat), 0);
+        CHECK_EQ_INT(
+            nt_store_chat_create(s, "group", "conc", owner, senders, CONC_THREADS, 1, &chat), 0);
         chats[c] = chat.id;
         nt_chat_free(&chat);
     }
@@ -834,8 +826,7 @@ static void test_concurrency(nt_store *s)
 static void *short_reader(void *p)
 {
     nt_user u;
-    if (nt_store_user_by_nickname(p, "bot", &u) != 0)
-        return p;
+    if (nt_store_user_by_nickname(p, "bot", &u) != 0) return p;
     return NULL;
 }
 
@@ -852,8 +843,7 @@ static void cleanup_files(void)
 int main(void)
 {
     const char *dir = getenv("NT_TEST_TMP");
-    if (!dir || !dir[0])
-        dir = "/tmp";
+    if (!dir || !dir[0]) dir = "/tmp";
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         perror(dir);
         return 1;
@@ -868,8 +858,7 @@ int main(void)
     CHECK(strlen(err) > 0);
 
     nt_store *s = open_store();
-    if (!s)
-        return 1;
+    if (!s) return 1;
     test_fresh(s);
     test_users(s);
     test_sessions(s);
