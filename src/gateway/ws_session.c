@@ -130,16 +130,46 @@ static void after_ws_job(gw_job *job)
         send_reply_error(c, job->ws_id, &job->reply);
 }
 
+/*
+ * Presence changes of one user are told in the order they happened: at most
+ * one presence job per user is in flight, and a change that comes meanwhile
+ * waits in `pending` (only the latest state matters) and runs after it.
+ * Otherwise a quick offline-online pair could reach partners reversed.
+ */
+typedef struct gw_presence_slot {
+    struct gw_presence_slot *next;
+    int64_t user_id;
+    int pending; /* -1 none, 0 offline, 1 online */
+} gw_presence_slot;
+
+static gw_presence_slot *presence_in_flight;
+
+static void submit_presence(nt_gateway *gw, int64_t user_id, bool online);
+
 static void run_presence(gw_job *job)
 {
     nt_users_presence(job->gw->ctx, job->caller.user_id, job->online);
 }
 
-static void after_nothing(gw_job *job)
+static void after_presence(gw_job *job)
 {
+    for (gw_presence_slot **p = &presence_in_flight; *p; p = &(*p)->next) {
+        gw_presence_slot *slot = *p;
+        if (slot->user_id != job->caller.user_id)
+            continue;
+        if (slot->pending >= 0 && (slot->pending == 1) != job->online) {
+            bool online = slot->pending == 1;
+            slot->pending = -1;
+            submit_presence(job->gw, slot->user_id, online);
+        } else {
+            *p = slot->next;
+            free(slot);
+        }
+        return;
+    }
 }
 
-void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
+static void submit_presence(nt_gateway *gw, int64_t user_id, bool online)
 {
     gw_job *job = calloc(1, sizeof *job);
     if (!job)
@@ -147,8 +177,26 @@ void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
     job->caller.user_id = user_id;
     job->online = online;
     job->run = run_presence;
-    job->after = after_nothing;
+    job->after = after_presence;
     gw_job_submit(gw, job);
+}
+
+void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
+{
+    for (gw_presence_slot *slot = presence_in_flight; slot; slot = slot->next) {
+        if (slot->user_id == user_id) {
+            slot->pending = online;
+            return;
+        }
+    }
+    gw_presence_slot *slot = calloc(1, sizeof *slot);
+    if (!slot)
+        return;
+    slot->user_id = user_id;
+    slot->pending = -1;
+    slot->next = presence_in_flight;
+    presence_in_flight = slot;
+    submit_presence(gw, user_id, online);
 }
 
 /* `mark` is NT_MARK_* for WS_MARK jobs. */
@@ -275,14 +323,12 @@ static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const ch
         free(s);
         return;
     }
-    int cid_tok = nt_json_get(doc, 0, "client_id");
-    if (cid_tok >= 0 && nt_json_type_of(doc, cid_tok) != NT_JSON_NULL) {
-        int n = nt_json_str(doc, cid_tok, s->op.client_id, sizeof s->op.client_id);
-        if (n <= 0) {
-            send_error(c, ws_id, "bad_request", "client_id must be a string of 1..64 bytes");
-            free(s);
-            return;
-        }
+    nt_reply bad = {0};
+    if (!nt_messages_read_client_id(doc, s->op.client_id, &bad)) {
+        send_reply_error(c, ws_id, &bad);
+        nt_reply_free(&bad);
+        free(s);
+        return;
     }
     s->gw = gw;
     s->conn = c;

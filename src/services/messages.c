@@ -145,8 +145,7 @@ fail:
     return NULL;
 }
 
-/* Reads the optional "client_id": 1..64 bytes of printable ASCII. */
-static bool msgs__read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX], nt_reply *r)
+bool nt_messages_read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX], nt_reply *r)
 {
     int tok = nt_json_get(doc, 0, "client_id");
 
@@ -237,7 +236,7 @@ void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const ch
 
     if (!nt_body_object(r, body, len, &doc, toks, MSGS_TOKS)) return;
     memset(&op, 0, sizeof op);
-    if (!msgs__read_client_id(&doc, op.client_id, r)) return;
+    if (!nt_messages_read_client_id(&doc, op.client_id, r)) return;
     text = msgs__read_text(ctx, &doc, &text_len, r);
     if (!text) return;
     if (chat_id <= 0) {

@@ -77,6 +77,10 @@ void nt_messages_export(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_rep
  * NUL; UTF-8 is already guaranteed by the JSON reader). NULL if fine, else
  * the reason. Cheap: used on the loop thread by the WebSocket send path. */
 const char *nt_messages_check_text(const nt_ctx *ctx, const char *text, size_t len);
+/* Reads the optional "client_id" of a send: 1..64 bytes of printable ASCII
+ * into out ("" when absent or null). False, with a 400 naming the field in r,
+ * otherwise. Used by the REST and the WebSocket send alike. */
+bool nt_messages_read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX], nt_reply *r);
 /* After a message was stored (REST or WebSocket path): sends the `message`
  * event to every member. Any thread. */
 void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
