@@ -60,7 +60,8 @@ struct nt_http_parser {
     http_parser hp;
     nt_http_limits limits;
     nt_http_request req;
-    size_t head_bytes; /* fed while the head was incomplete */
+    size_t head_bytes;    /* fed while the head was incomplete */
+    size_t trailer_bytes; /* names and values of chunked trailers */
     size_t target_len;
     int error;         /* negative status once failed; sticks */
     uint8_t where;     /* IN_* */
@@ -110,6 +111,7 @@ void nt_http_parser_reset(nt_http_parser *p)
     http_parser_init(&p->hp, HTTP_REQUEST);
     p->hp.data = p;
     p->head_bytes = 0;
+    p->trailer_bytes = 0;
     p->target_len = 0;
     p->error = 0;
     p->where = IN_URL;
@@ -205,9 +207,21 @@ static int on_url(http_parser *hp, const char *at, size_t len)
     return http__append(p, at, len);
 }
 
+/* Trailers of a chunked body come after the strings are final: they are
+ * not kept, only counted against the head cap so they cannot go on forever. */
+static int http__trailer(nt_http_parser *p, size_t len)
+{
+    if (len > p->limits.max_head - p->trailer_bytes)
+        return http__fail(p, 431);
+    p->trailer_bytes += len;
+    return 0;
+}
+
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     nt_http_parser *p = hp->data;
+    if (p->head_done)
+        return http__trailer(p, len);
     if (p->where != IN_FIELD) {
         if (http__end_part(p) != 0)
             return -1;
@@ -216,6 +230,11 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
         p->where = IN_FIELD;
         p->field_len = 0;
     }
+    /* Debian builds http_parser without HTTP_PARSER_STRICT, which lets
+     * blanks into names: "Content-Length : 5" would slip past as another
+     * header here while a proxy in front may honour it. */
+    if (memchr(at, ' ', len) || memchr(at, '\t', len))
+        return http__fail(p, 400);
     /* Only the name's first bytes matter: ours are short. */
     for (size_t i = 0; i < len && p->field_len <= sizeof p->field; i++) {
         if (p->field_len < sizeof p->field) {
@@ -280,6 +299,8 @@ static int http__start_value(nt_http_parser *p)
 static int on_header_value(http_parser *hp, const char *at, size_t len)
 {
     nt_http_parser *p = hp->data;
+    if (p->head_done)
+        return http__trailer(p, len);
     if (p->where != IN_VALUE) {
         p->where = IN_VALUE;
         if (http__start_value(p) != 0)
@@ -424,6 +445,8 @@ static int on_headers_complete(http_parser *hp)
         return -1;
     p->where = IN_BODY;
     p->head_done = true;
+    if (hp->http_major != 1)
+        return http__fail(p, 400);
 
     bool has_length = p->present & (1u << H_CONTENT_LENGTH);
     bool has_encoding = p->present & (1u << H_TRANSFER_ENCODING);

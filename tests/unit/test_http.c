@@ -267,6 +267,19 @@ static void test_body(void)
         CHECK(r->body.len == 9 && memcmp(r->body.data, "Wikipedia", 9) == 0);
         nt_http_parser_reset(p);
     }
+    /* Trailers are read past but not kept; the head's strings stay put. */
+    const char *trailers = "POST /t HTTP/1.1\r\nConnection: keep-alive\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n"
+                           "3\r\nabc\r\n0\r\nConnection: close\r\nAuthorization: x\r\n\r\n";
+    for (size_t step = 0; step <= 1; step++) {
+        CHECK_EQ_INT(feed_steps(p, trailers, strlen(trailers), step, &done), strlen(trailers));
+        nt_http_request *r = nt_http_parser_request(p);
+        CHECK_STR_EQ(r->connection, "keep-alive");
+        CHECK_STR_EQ(r->authorization, "");
+        CHECK_STR_EQ(r->path, "/t");
+        CHECK(r->body.len == 3);
+        nt_http_parser_reset(p);
+    }
     const char *chunked_big = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
     CHECK_EQ_INT(parse_one(p, chunked_big, &done), -413);
@@ -365,6 +378,10 @@ static void test_malformed(void)
         "GET / HTTP/1.1\r\nSec-WebSocket-Key: a\r\nsec-websocket-key: b\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nTransfer-Encoding\t: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/0.9\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         for (size_t step = 0; step <= 1; step++) {
