@@ -1,0 +1,111 @@
+/*
+ * natterd's command line: --help lists every flag, and unknown flags or bad
+ * values (from flags or from NATTER_* variables) stop it at once with a
+ * one-line error and exit code 2, before it touches the data folder.
+ */
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "unit/check.h"
+
+extern char **environ;
+
+/* Runs natterd with args (NULL-terminated) and an optional extra
+ * environment entry; captures stdout and stderr. Returns the exit code. */
+static int run(const char *const *args, const char *env_entry, char *out, size_t out_cap,
+               char *err, size_t err_cap)
+{
+    char tmpl_out[] = "/tmp/natter-flags-outXXXXXX", tmpl_err[] = "/tmp/natter-flags-errXXXXXX";
+    int fo = mkstemp(tmpl_out), fe = mkstemp(tmpl_err);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fo, 1);
+    posix_spawn_file_actions_adddup2(&fa, fe, 2);
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = getenv("NATTERD");
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **envp = calloc(nenv + 2, sizeof *envp);
+    memcpy(envp, environ, nenv * sizeof *envp);
+    if (env_entry)
+        envp[nenv++] = (char *)env_entry;
+    pid_t pid;
+    int status = -1;
+    if (posix_spawn(&pid, argv[0], &fa, NULL, (char **)argv, envp) == 0)
+        waitpid(pid, &status, 0);
+    posix_spawn_file_actions_destroy(&fa);
+    free(envp);
+    ssize_t k = pread(fo, out, out_cap - 1, 0);
+    out[k > 0 ? k : 0] = '\0';
+    k = pread(fe, err, err_cap - 1, 0);
+    err[k > 0 ? k : 0] = '\0';
+    close(fo);
+    close(fe);
+    unlink(tmpl_out);
+    unlink(tmpl_err);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+int main(void)
+{
+    static char out[65536], err[65536];
+    if (!getenv("NATTERD")) {
+        fprintf(stderr, "NATTERD is not set\n");
+        return 1;
+    }
+
+    const char *help[] = {"--help", NULL};
+    CHECK_EQ_INT(run(help, NULL, out, sizeof out, err, sizeof err), 0);
+    static const char *flags[] = {"--listen", "--data", "--log-level", "--store", "--bus",
+                                  "--web", "--jwt-key-file", "--max-frame", "--max-body",
+                                  "NATTER_LISTEN", "NATTER_DATA", "NATTER_LOG_LEVEL"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (!strstr(out, flags[i]))
+            fprintf(stderr, "--help does not mention %s\n", flags[i]);
+        CHECK(strstr(out, flags[i]) != NULL);
+    }
+
+    struct {
+        const char *name;
+        const char *args[4];
+        const char *env;
+        const char *says;
+    } bad[] = {
+        {"unknown flag", {"--bogus", NULL}, NULL, "--bogus"},
+        {"listen without a port", {"--listen", "127.0.0.1", NULL}, NULL, "--listen"},
+        {"listen with a bad port", {"--listen", "127.0.0.1:99999", NULL}, NULL, "--listen"},
+        {"bad log level", {"--log-level=loud", NULL}, NULL, "--log-level"},
+        {"integer out of range", {"--max-frame", "12", NULL}, NULL, "--max-frame"},
+        {"not an integer", {"--workers", "many", NULL}, NULL, "--workers"},
+        {"flag without value", {"--data", NULL}, NULL, "--data"},
+        {"stray argument", {"serve", NULL}, NULL, "serve"},
+        {"bad environment value", {NULL}, "NATTER_LISTEN=nowhere", "NATTER_LISTEN"},
+        {"bad environment bool", {NULL}, "NATTER_ARGON2_FAST=maybe", "NATTER_ARGON2_FAST"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int code = run(bad[i].args, bad[i].env, out, sizeof out, err, sizeof err);
+        printf("case %-26s exit=%d stderr=%s", bad[i].name, code, err);
+        CHECK_EQ_INT(code, 2);
+        CHECK_EQ_INT(count_lines(err), 1);
+        CHECK(strstr(err, bad[i].says) != NULL);
+    }
+    return check_exit();
+}
