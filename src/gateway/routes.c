@@ -220,8 +220,8 @@ static void respond_now(nt_conn *c, nt_http_request *req, int status, const char
 {
     nt_conn_respond(c, status, type, headers, req->method == NT_HTTP_HEAD ? NULL : body,
                     req->method == NT_HTTP_HEAD ? 0 : len, false);
-    nt_debug("http method=%s path=%s status=%d bytes=%zu", method_name(req->method), req->path,
-             status, len);
+    nt_info("http method=%s path=%s status=%d bytes=%zu", method_name(req->method), req->path,
+            status, len);
     nt_http_request_free(req);
     free(req);
 }
@@ -231,7 +231,6 @@ static void respond_error_now(nt_conn *c, nt_http_request *req, int status, cons
 {
     nt_reply r = {0};
     nt_reply_error(&r, status, code, "%s", message);
-    nt_info("http method=%s path=%s status=%d", method_name(req->method), req->path, status);
     respond_now(c, req, status, "application/json", NULL, r.body.data, r.body.len);
     nt_reply_free(&r);
 }
