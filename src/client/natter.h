@@ -10,7 +10,8 @@
  * with ntc_conn_next. Sends only append to an output buffer; one flush writes
  * everything queued with a single send(2), so a bench turn costs one system
  * call per connection however many frames it queued. An idle connection
- * holds no buffers (about 150 bytes), so one process can hold thousands.
+ * costs its 192-byte struct and at most a small output buffer, so one
+ * process can hold thousands.
  *
  * On top of it sit blocking helpers for tests and the CLI (connect, auth,
  * wait for a frame or a frame of a type, close), a tiny blocking HTTP/1.1
