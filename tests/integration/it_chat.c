@@ -375,8 +375,14 @@ int main(void)
         NTH_CASE("a reconnecting client catches up with after_seq", case_catch_up, srv);
         NTH_CASE("history survives a restart", case_restart, srv);
     }
-    nth_case_begin("clean shutdown (SIGTERM, exit 0)");
+    nth_case_begin("clean shutdown (SIGTERM: WebSockets closed with 1001, exit 0)");
+    ntc_conn *open_ws = nth_connect(srv, &alice);
+    CHECK(open_ws != NULL);
     CHECK_EQ_INT(nth_stop(srv), 0);
+    if (open_ws) {
+        CHECK_EQ_INT(ntc_conn_wait_closed(open_ws, NTH_WAIT_MS), 1001);
+        ntc_conn_free(open_ws);
+    }
     nth_case_end();
     if (check_failures)
         nth_dump_log(srv, 3000);
