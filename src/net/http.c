@@ -63,11 +63,11 @@ struct nt_http_parser {
     size_t head_bytes;    /* fed while the head was incomplete */
     size_t trailer_bytes; /* names and values of chunked trailers */
     size_t target_len;
-    int error;         /* negative status once failed; sticks */
-    uint8_t where;     /* IN_* */
-    uint8_t header;    /* H_* of the header being read */
+    int error;      /* negative status once failed; sticks */
+    uint8_t where;  /* IN_* */
+    uint8_t header; /* H_* of the header being read */
     uint16_t nheaders;
-    uint16_t present;  /* bit per H_* seen */
+    uint16_t present; /* bit per H_* seen */
     bool head_done;
     bool complete;
     span target;
@@ -84,13 +84,10 @@ static void http__request_init(nt_http_request *r)
 nt_http_parser *nt_http_parser_new(const nt_http_limits *limits)
 {
     nt_http_parser *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     p->limits = *limits;
-    if (!p->limits.max_head)
-        p->limits.max_head = 16 * 1024;
-    if (!p->limits.max_url)
-        p->limits.max_url = 8 * 1024;
+    if (!p->limits.max_head) p->limits.max_head = 16 * 1024;
+    if (!p->limits.max_url) p->limits.max_url = 8 * 1024;
     /* max_body 0 is a real limit: no body allowed. */
     nt_http_parser_reset(p);
     return p;
@@ -98,8 +95,7 @@ nt_http_parser *nt_http_parser_new(const nt_http_limits *limits)
 
 void nt_http_parser_free(nt_http_parser *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     nt_http_request_free(&p->req);
     free(p);
 }
@@ -143,17 +139,19 @@ void nt_http_request_free(nt_http_request *r)
  * from a callback). */
 static int http__fail(nt_http_parser *p, int status)
 {
-    if (!p->error)
-        p->error = -status;
+    if (!p->error) p->error = -status;
     return -1;
 }
 
 static int http__append(nt_http_parser *p, const void *bytes, size_t len)
 {
-    if (p->req.strings.len + len > UINT32_MAX)
-        return http__fail(p, 431);
-    if (nt_buf_append(&p->req.strings, bytes, len) != 0)
-        return http__fail(p, 500);
+    /* The head, its decoded path and query, and room for a few joined
+     * repeats; without a cap, repeated joins would copy a long value again
+     * and again and turn a 16 KiB head into megabytes. */
+    size_t cap = 2 * (p->limits.max_head + p->limits.max_url) + 256;
+    if (cap > UINT32_MAX) cap = UINT32_MAX;
+    if (len > cap - p->req.strings.len) return http__fail(p, 431);
+    if (nt_buf_append(&p->req.strings, bytes, len) != 0) return http__fail(p, 500);
     return 0;
 }
 
@@ -171,8 +169,7 @@ static bool http__is_space(char c)
  * string. */
 static int http__end_value(nt_http_parser *p)
 {
-    if (p->header >= H_COUNT)
-        return 0;
+    if (p->header >= H_COUNT) return 0;
     span *v = &p->values[p->header];
     const char *s = p->req.strings.data;
     while (v->len && http__is_space(s[v->off + v->len - 1]))
@@ -186,12 +183,10 @@ static int http__end_value(nt_http_parser *p)
 static int http__end_part(nt_http_parser *p)
 {
     if (p->where == IN_URL) {
-        if (p->target_len == 0)
-            return http__fail(p, 400);
+        if (p->target_len == 0) return http__fail(p, 400);
         return http__end_string(p);
     }
-    if (p->where == IN_VALUE)
-        return http__end_value(p);
+    if (p->where == IN_VALUE) return http__end_value(p);
     return 0;
 }
 
@@ -200,8 +195,7 @@ static int on_url(http_parser *hp, const char *at, size_t len)
     nt_http_parser *p = hp->data;
     if (len > p->limits.max_url - p->target_len)
         return http__fail(p, 400); /* http.h allows 400, 413, 431; 414 is not in it */
-    if (p->target_len == 0)
-        p->target.off = (uint32_t)p->req.strings.len;
+    if (p->target_len == 0) p->target.off = (uint32_t)p->req.strings.len;
     p->target_len += len;
     p->target.len = (uint32_t)p->target_len;
     return http__append(p, at, len);
@@ -211,8 +205,7 @@ static int on_url(http_parser *hp, const char *at, size_t len)
  * not kept, only counted against the head cap so they cannot go on forever. */
 static int http__trailer(nt_http_parser *p, size_t len)
 {
-    if (len > p->limits.max_head - p->trailer_bytes)
-        return http__fail(p, 431);
+    if (len > p->limits.max_head - p->trailer_bytes) return http__fail(p, 431);
     p->trailer_bytes += len;
     return 0;
 }
@@ -220,21 +213,17 @@ static int http__trailer(nt_http_parser *p, size_t len)
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     nt_http_parser *p = hp->data;
-    if (p->head_done)
-        return http__trailer(p, len);
+    if (p->head_done) return http__trailer(p, len);
     if (p->where != IN_FIELD) {
-        if (http__end_part(p) != 0)
-            return -1;
-        if (++p->nheaders > HTTP_MAX_HEADERS)
-            return http__fail(p, 431);
+        if (http__end_part(p) != 0) return -1;
+        if (++p->nheaders > HTTP_MAX_HEADERS) return http__fail(p, 431);
         p->where = IN_FIELD;
         p->field_len = 0;
     }
     /* Debian builds http_parser without HTTP_PARSER_STRICT, which lets
      * blanks into names: "Content-Length : 5" would slip past as another
      * header here while a proxy in front may honour it. */
-    if (memchr(at, ' ', len) || memchr(at, '\t', len))
-        return http__fail(p, 400);
+    if (memchr(at, ' ', len) || memchr(at, '\t', len)) return http__fail(p, 400);
     /* Only the name's first bytes matter: ours are short. */
     for (size_t i = 0; i < len && p->field_len <= sizeof p->field; i++) {
         if (p->field_len < sizeof p->field) {
@@ -248,12 +237,10 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 
 static int http__header_id(const nt_http_parser *p)
 {
-    if (p->field_len > sizeof p->field)
-        return H_OTHER;
+    if (p->field_len > sizeof p->field) return H_OTHER;
     for (int id = 0; id < H_OTHER; id++) {
         const char *name = header_names[id];
-        if (strlen(name) == p->field_len && memcmp(name, p->field, p->field_len) == 0)
-            return id;
+        if (strlen(name) == p->field_len && memcmp(name, p->field, p->field_len) == 0) return id;
     }
     return H_OTHER;
 }
@@ -270,8 +257,7 @@ static int http__start_value(nt_http_parser *p)
     int id = http__header_id(p);
     p->header = (uint8_t)id;
     if (id >= H_COUNT) {
-        if (id != H_OTHER)
-            p->present |= (uint16_t)(1u << id);
+        if (id != H_OTHER) p->present |= (uint16_t)(1u << id);
         return 0;
     }
     span *v = &p->values[id];
@@ -282,12 +268,10 @@ static int http__start_value(nt_http_parser *p)
         v->len = 0;
         return 0;
     }
-    if (!http__joinable(id))
-        return http__fail(p, 400);
+    if (!http__joinable(id)) return http__fail(p, 400);
     /* Copy the earlier value to the end and go on from there. */
     uint32_t old_off = v->off, old_len = v->len;
-    if (nt_buf_reserve(&p->req.strings, (size_t)old_len + 2) != 0)
-        return http__fail(p, 500);
+    if (nt_buf_reserve(&p->req.strings, (size_t)old_len + 2) != 0) return http__fail(p, 500);
     if (http__append(p, p->req.strings.data + old_off, old_len) != 0 ||
         http__append(p, ", ", 2) != 0)
         return -1;
@@ -299,47 +283,37 @@ static int http__start_value(nt_http_parser *p)
 static int on_header_value(http_parser *hp, const char *at, size_t len)
 {
     nt_http_parser *p = hp->data;
-    if (p->head_done)
-        return http__trailer(p, len);
+    if (p->head_done) return http__trailer(p, len);
     if (p->where != IN_VALUE) {
         p->where = IN_VALUE;
-        if (http__start_value(p) != 0)
-            return -1;
+        if (http__start_value(p) != 0) return -1;
     }
-    if (p->header >= H_COUNT || len == 0)
-        return 0;
-    if (http__append(p, at, len) != 0)
-        return -1;
+    if (p->header >= H_COUNT || len == 0) return 0;
+    if (http__append(p, at, len) != 0) return -1;
     p->values[p->header].len += (uint32_t)len;
     return 0;
 }
 
 static int http__unhex(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
 /* Appends the percent-decoded path; -400 for a bad escape or %00. */
 static int http__append_path(nt_http_parser *p, uint32_t off, uint32_t len)
 {
-    if (nt_buf_reserve(&p->req.strings, (size_t)len + 1) != 0)
-        return http__fail(p, 500);
+    if (nt_buf_reserve(&p->req.strings, (size_t)len + 1) != 0) return http__fail(p, 500);
     nt_buf *s = &p->req.strings;
     for (uint32_t i = 0; i < len; i++) {
         char c = s->data[off + i];
         if (c == '%') {
-            if (len - i < 3)
-                return http__fail(p, 400);
+            if (len - i < 3) return http__fail(p, 400);
             int hi = http__unhex(s->data[off + i + 1]);
             int lo = http__unhex(s->data[off + i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return http__fail(p, 400);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return http__fail(p, 400);
             c = (char)(hi << 4 | lo);
             i += 2;
         }
@@ -382,16 +356,14 @@ static int http__split_target(nt_http_parser *p, uint32_t *path_off, uint32_t *q
     *path_off = (uint32_t)p->req.strings.len;
     if (absolute && start == end) {
         /* "http://host" and "http://host?x" mean the path "/" */
-        if (http__append(p, "/", 1) != 0 || http__end_string(p) != 0)
-            return -1;
+        if (http__append(p, "/", 1) != 0 || http__end_string(p) != 0) return -1;
     } else if (http__append_path(p, p->target.off + start, end - start) != 0) {
         return -1;
     }
     *query_off = (uint32_t)p->req.strings.len;
     /* The buffer may have moved with the appends above: copy by offset. */
     uint32_t qlen = qend - q;
-    if (nt_buf_reserve(&p->req.strings, (size_t)qlen + 1) != 0)
-        return http__fail(p, 500);
+    if (nt_buf_reserve(&p->req.strings, (size_t)qlen + 1) != 0) return http__fail(p, 500);
     memcpy(p->req.strings.data + p->req.strings.len, p->req.strings.data + p->target.off + q, qlen);
     p->req.strings.len += qlen;
     return http__end_string(p);
@@ -432,8 +404,7 @@ static bool http__has_token(const char *s, const char *token)
         const char *end = s;
         while (end > start && http__is_space(end[-1]))
             end--;
-        if ((size_t)(end - start) == tlen && strncasecmp(start, token, tlen) == 0)
-            return true;
+        if ((size_t)(end - start) == tlen && strncasecmp(start, token, tlen) == 0) return true;
     }
     return false;
 }
@@ -441,35 +412,32 @@ static bool http__has_token(const char *s, const char *token)
 static int on_headers_complete(http_parser *hp)
 {
     nt_http_parser *p = hp->data;
-    if (http__end_part(p) != 0)
-        return -1;
+    if (http__end_part(p) != 0) return -1;
     p->where = IN_BODY;
     p->head_done = true;
-    if (hp->http_major != 1)
-        return http__fail(p, 400);
+    if (hp->http_major != 1) return http__fail(p, 400);
 
     bool has_length = p->present & (1u << H_CONTENT_LENGTH);
     bool has_encoding = p->present & (1u << H_TRANSFER_ENCODING);
-    if (has_length && has_encoding)
-        return http__fail(p, 400); /* request smuggling vector */
-    if (has_length && hp->content_length > p->limits.max_body)
-        return http__fail(p, 413);
+    if (has_length && has_encoding) return http__fail(p, 400); /* request smuggling vector */
+    if (has_length && hp->content_length > p->limits.max_body) return http__fail(p, 413);
 
     /* A dummy byte so an empty header still has a "" to point at. */
     uint32_t empty = (uint32_t)p->req.strings.len;
-    if (http__end_string(p) != 0)
-        return -1;
+    if (http__end_string(p) != 0) return -1;
     uint32_t path_off, query_off;
-    if (http__split_target(p, &path_off, &query_off) != 0)
-        return -1;
+    if (http__split_target(p, &path_off, &query_off) != 0) return -1;
 
     /* The strings are final: hand out pointers. */
     nt_http_request *r = &p->req;
     char *base = r->strings.data;
     char **fields[H_COUNT] = {
-        [H_AUTHORIZATION] = &r->authorization, [H_CONTENT_TYPE] = &r->content_type,
-        [H_UPGRADE] = &r->upgrade,             [H_CONNECTION] = &r->connection,
-        [H_WS_KEY] = &r->ws_key,               [H_WS_VERSION] = &r->ws_version,
+        [H_AUTHORIZATION] = &r->authorization,
+        [H_CONTENT_TYPE] = &r->content_type,
+        [H_UPGRADE] = &r->upgrade,
+        [H_CONNECTION] = &r->connection,
+        [H_WS_KEY] = &r->ws_key,
+        [H_WS_VERSION] = &r->ws_version,
         [H_X_FORWARDED_FOR] = &r->x_forwarded_for,
     };
     for (int id = 0; id < H_COUNT; id++)
@@ -490,8 +458,7 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     nt_http_parser *p = hp->data;
     if (len > p->limits.max_body - p->req.body.len)
         return http__fail(p, 413); /* chunked bodies end up here */
-    if (nt_buf_append(&p->req.body, at, len) != 0)
-        return http__fail(p, 500);
+    if (nt_buf_append(&p->req.body, at, len) != 0) return http__fail(p, 500);
     return 0;
 }
 
@@ -500,14 +467,12 @@ static int on_message_complete(http_parser *hp)
     nt_http_parser *p = hp->data;
     nt_http_request *r = &p->req;
     r->keep_alive = http_should_keep_alive(hp) != 0;
-    r->is_upgrade = http__has_token(r->connection, "upgrade") &&
-                    http__has_token(r->upgrade, "websocket");
-    if (hp->method == HTTP_CONNECT)
-        r->keep_alive = false; /* what follows is not HTTP */
+    r->is_upgrade =
+        http__has_token(r->connection, "upgrade") && http__has_token(r->upgrade, "websocket");
+    if (hp->method == HTTP_CONNECT) r->keep_alive = false; /* what follows is not HTTP */
     p->complete = true;
     /* Stop right after this request; an upgrade stops by itself. */
-    if (!hp->upgrade)
-        http_parser_pause(hp, 1);
+    if (!hp->upgrade) http_parser_pause(hp, 1);
     return 0;
 }
 
@@ -523,8 +488,7 @@ static const http_parser_settings settings = {
 ssize_t nt_http_parser_feed(nt_http_parser *p, const char *data, size_t len, bool *done)
 {
     *done = false;
-    if (p->error)
-        return p->error;
+    if (p->error) return p->error;
     if (p->complete) {
         *done = true;
         return 0;
@@ -535,28 +499,22 @@ ssize_t nt_http_parser_feed(nt_http_parser *p, const char *data, size_t len, boo
         bool in_head = !p->head_done;
         if (in_head) {
             /* Never let http_parser see more head than we allow. */
-            if (p->head_bytes >= p->limits.max_head)
-                return p->error = -431;
+            if (p->head_bytes >= p->limits.max_head) return p->error = -431;
             if (chunk > p->limits.max_head - p->head_bytes)
                 chunk = p->limits.max_head - p->head_bytes;
         }
         size_t n = http_parser_execute(&p->hp, &settings, data + used, chunk);
         used += n;
-        if (in_head)
-            p->head_bytes += n;
-        if (p->error)
-            return p->error;
+        if (in_head) p->head_bytes += n;
+        if (p->error) return p->error;
         enum http_errno err = HTTP_PARSER_ERRNO(&p->hp);
         if (p->complete) {
             *done = true;
             return (ssize_t)used;
         }
-        if (err == HPE_HEADER_OVERFLOW)
-            return p->error = -431;
-        if (err != HPE_OK || n != chunk)
-            return p->error = -400;
-        if (!p->head_done && p->head_bytes >= p->limits.max_head)
-            return p->error = -431;
+        if (err == HPE_HEADER_OVERFLOW) return p->error = -431;
+        if (err != HPE_OK || n != chunk) return p->error = -400;
+        if (!p->head_done && p->head_bytes >= p->limits.max_head) return p->error = -431;
     }
     return (ssize_t)used;
 }
@@ -570,8 +528,7 @@ int nt_http_query_get(const char *query, const char *name, char *out, size_t cap
         while (*s && *s != '&')
             s++;
         const char *pair_end = s;
-        if (*s)
-            s++;
+        if (*s) s++;
         const char *eq = memchr(pair, '=', (size_t)(pair_end - pair));
         const char *key_end = eq ? eq : pair_end;
         /* Compare the decoded key with `name` as we go. */
@@ -590,8 +547,7 @@ int nt_http_query_get(const char *query, const char *name, char *out, size_t cap
             same = matched < name_len && name[matched] == c;
             matched++;
         }
-        if (!same || matched != name_len)
-            continue;
+        if (!same || matched != name_len) continue;
         /* Decode the value; bad escapes and %00 stay as they are. */
         size_t n = 0;
         const char *v = eq ? eq + 1 : pair_end;
@@ -604,12 +560,10 @@ int nt_http_query_get(const char *query, const char *name, char *out, size_t cap
                 c = (char)(http__unhex(v[0]) << 4 | http__unhex(v[1]));
                 v += 2;
             }
-            if (n + 1 >= cap)
-                return -2;
+            if (n + 1 >= cap) return -2;
             out[n++] = c;
         }
-        if (n >= cap)
-            return -2;
+        if (n >= cap) return -2;
         out[n] = '\0';
         return n > INT32_MAX ? -2 : (int)n;
     }
@@ -619,43 +573,80 @@ int nt_http_query_get(const char *query, const char *name, char *out, size_t cap
 const char *nt_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -670,18 +661,13 @@ int nt_http_append_response(nt_buf *out, int status, const char *content_type,
     bool no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
     if (!rc && content_type && !no_body)
         rc = nt_buf_appendf(out, "Content-Type: %s\r\n", content_type);
-    if (!rc && !no_body)
-        rc = nt_buf_appendf(out, "Content-Length: %zu\r\n", body_len);
-    if (!rc && extra_headers)
-        rc = nt_buf_append_str(out, extra_headers);
+    if (!rc && !no_body) rc = nt_buf_appendf(out, "Content-Length: %zu\r\n", body_len);
+    if (!rc && extra_headers) rc = nt_buf_append_str(out, extra_headers);
     if (!rc && status != 101)
-        rc = nt_buf_append_str(out, keep_alive ? "Connection: keep-alive\r\n"
-                                               : "Connection: close\r\n");
-    if (!rc)
-        rc = nt_buf_append(out, "\r\n", 2);
-    if (!rc && !no_body)
-        rc = nt_buf_append(out, body, body_len);
-    if (rc)
-        out->len = start; /* all or nothing */
+        rc = nt_buf_append_str(out,
+                               keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+    if (!rc) rc = nt_buf_append(out, "\r\n", 2);
+    if (!rc && !no_body) rc = nt_buf_append(out, body, body_len);
+    if (rc) out->len = start; /* all or nothing */
     return rc;
 }

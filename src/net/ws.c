@@ -62,8 +62,7 @@ static void ws__mask(uint8_t *payload, size_t len, const uint8_t key[4])
 ssize_t nt_ws_parse(uint8_t *in, size_t len, size_t max_payload, bool from_client,
                     nt_ws_frame *frame)
 {
-    if (len < 1)
-        return 0;
+    if (len < 1) return 0;
     /* The first byte alone can already be refused. */
     uint8_t b0 = in[0];
     bool fin = (b0 & 0x80) != 0;
@@ -71,56 +70,44 @@ ssize_t nt_ws_parse(uint8_t *in, size_t len, size_t max_payload, bool from_clien
     bool control = (opcode & 0x08) != 0;
     if (b0 & 0x70) /* RSV1-3: we negotiate no extension */
         return -NT_WS_CLOSE_PROTOCOL;
-    if (!ws__known_opcode(opcode))
-        return -NT_WS_CLOSE_PROTOCOL;
-    if (control && !fin)
-        return -NT_WS_CLOSE_PROTOCOL;
-    if (len < 2)
-        return 0;
+    if (!ws__known_opcode(opcode)) return -NT_WS_CLOSE_PROTOCOL;
+    if (control && !fin) return -NT_WS_CLOSE_PROTOCOL;
+    if (len < 2) return 0;
 
     uint8_t b1 = in[1];
     bool masked = (b1 & 0x80) != 0;
-    if (masked != from_client)
-        return -NT_WS_CLOSE_PROTOCOL;
+    if (masked != from_client) return -NT_WS_CLOSE_PROTOCOL;
     uint64_t plen = b1 & 0x7F;
-    if (control && plen > 125)
-        return -NT_WS_CLOSE_PROTOCOL;
+    if (control && plen > 125) return -NT_WS_CLOSE_PROTOCOL;
 
     size_t hdr = 2;
     if (plen == 126) {
-        if (len < 4)
-            return 0;
+        if (len < 4) return 0;
         plen = (uint64_t)in[2] << 8 | in[3];
         hdr = 4;
     } else if (plen == 127) {
-        if (len < 10)
-            return 0;
+        if (len < 10) return 0;
         plen = 0;
         for (int k = 0; k < 8; k++)
             plen = plen << 8 | in[2 + k];
-        if (plen >> 63)
-            return -NT_WS_CLOSE_PROTOCOL;
+        if (plen >> 63) return -NT_WS_CLOSE_PROTOCOL;
         hdr = 10;
     }
     /* Known before the mask key and the payload: refuse now. */
-    if (plen > max_payload)
-        return -NT_WS_CLOSE_TOO_BIG;
+    if (plen > max_payload) return -NT_WS_CLOSE_TOO_BIG;
 
     const uint8_t *key = NULL;
     if (masked) {
-        if (len < hdr + 4)
-            return 0;
+        if (len < hdr + 4) return 0;
         key = in + hdr;
         hdr += 4;
     }
-    if (plen > len - hdr)
-        return 0;
+    if (plen > len - hdr) return 0;
     if (plen > (uint64_t)SSIZE_MAX - hdr) /* only with an absurd max_payload */
         return -NT_WS_CLOSE_TOO_BIG;
 
     uint8_t *payload = in + hdr;
-    if (key)
-        ws__mask(payload, (size_t)plen, key);
+    if (key) ws__mask(payload, (size_t)plen, key);
     frame->fin = fin;
     frame->opcode = opcode;
     frame->payload = payload;
@@ -169,16 +156,13 @@ static void ws__random(void *out, size_t len)
     while (got < len) {
         ssize_t n = getrandom(bytes + got, len - got, 0);
         if (n <= 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
+            if (n < 0 && errno == EINTR) continue;
             break;
         }
         got += (size_t)n;
     }
-    if (got == len)
-        return;
-    if (RAND_bytes(bytes, (int)len) == 1)
-        return;
+    if (got == len) return;
+    if (RAND_bytes(bytes, (int)len) == 1) return;
     /* Last resort so we never send a predictable all-zero key. */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -201,17 +185,14 @@ int nt_ws_append_frame(nt_buf *out, uint8_t opcode, const void *payload, size_t 
         memcpy(hdr + hlen, key, 4);
         hlen += 4;
     }
-    if (len > SIZE_MAX - hlen)
-        return -ENOMEM;
+    if (len > SIZE_MAX - hlen) return -ENOMEM;
     int rc = nt_buf_reserve(out, hlen + len);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint8_t *dst = (uint8_t *)out->data + out->len;
     memcpy(dst, hdr, hlen);
     if (len) {
         memcpy(dst + hlen, payload, len);
-        if (masked)
-            ws__mask(dst + hlen, len, key);
+        if (masked) ws__mask(dst + hlen, len, key);
     }
     out->len += hlen + len;
     return 0;
@@ -223,10 +204,8 @@ static size_t ws__utf8_whole_prefix(const uint8_t *s, size_t len)
 {
     for (size_t k = 1; k <= 3 && k <= len; k++) {
         uint8_t c = s[len - k];
-        if ((c & 0xC0) == 0x80)
-            continue; /* continuation byte: look further back */
-        if (c < 0x80)
-            return len;
+        if ((c & 0xC0) == 0x80) continue; /* continuation byte: look further back */
+        if (c < 0x80) return len;
         size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
         return k < need ? len - k : len;
     }
@@ -241,8 +220,7 @@ int nt_ws_append_close(nt_buf *out, uint16_t code, const char *reason, bool mask
         rlen = ws__utf8_whole_prefix((const uint8_t *)reason, 123);
     payload[0] = (uint8_t)(code >> 8);
     payload[1] = (uint8_t)code;
-    if (rlen)
-        memcpy(payload + 2, reason, rlen);
+    if (rlen) memcpy(payload + 2, reason, rlen);
     return nt_ws_append_frame(out, NT_WS_OP_CLOSE, payload, 2 + rlen, masked);
 }
 
@@ -252,14 +230,11 @@ int nt_ws_close_check(const uint8_t *payload, size_t len, uint16_t *code)
         *code = 1005; /* "no status received" */
         return 0;
     }
-    if (len == 1)
-        return -NT_WS_CLOSE_PROTOCOL;
+    if (len == 1) return -NT_WS_CLOSE_PROTOCOL;
     uint16_t c = (uint16_t)(payload[0] << 8 | payload[1]);
     bool ok = (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
-    if (!ok)
-        return -NT_WS_CLOSE_PROTOCOL;
-    if (!nt_utf8_valid((const char *)payload + 2, len - 2))
-        return -NT_WS_CLOSE_BAD_DATA;
+    if (!ok) return -NT_WS_CLOSE_PROTOCOL;
+    if (!nt_utf8_valid((const char *)payload + 2, len - 2)) return -NT_WS_CLOSE_BAD_DATA;
     *code = c;
     return 0;
 }
@@ -270,12 +245,9 @@ int nt_ws_close_check(const uint8_t *payload, size_t len, uint16_t *code)
 static int ws__take_fragment(nt_ws_assembler *a, const nt_ws_frame *frame, size_t max_message)
 {
     size_t old_len = a->msg.len;
-    if (frame->len > max_message || old_len > max_message - frame->len)
-        return -NT_WS_CLOSE_TOO_BIG;
-    if (nt_buf_append(&a->msg, frame->payload, frame->len) != 0)
-        return -NT_WS_CLOSE_INTERNAL;
-    if (a->opcode != NT_WS_OP_TEXT)
-        return 0;
+    if (frame->len > max_message || old_len > max_message - frame->len) return -NT_WS_CLOSE_TOO_BIG;
+    if (nt_buf_append(&a->msg, frame->payload, frame->len) != 0) return -NT_WS_CLOSE_INTERNAL;
+    if (a->opcode != NT_WS_OP_TEXT) return 0;
     const uint8_t *s = (const uint8_t *)a->msg.data;
     size_t from = ws__utf8_whole_prefix(s, old_len);
     size_t to = frame->fin ? a->msg.len : ws__utf8_whole_prefix(s, a->msg.len);
@@ -289,18 +261,15 @@ int nt_ws_assemble(nt_ws_assembler *a, const nt_ws_frame *frame, size_t max_mess
 {
     int rc;
     /* A message handed out by the previous call is no longer needed. */
-    if (!a->active && a->msg.data)
-        nt_buf_free(&a->msg);
+    if (!a->active && a->msg.data) nt_buf_free(&a->msg);
 
     switch (frame->opcode) {
     case NT_WS_OP_TEXT:
     case NT_WS_OP_BINARY:
-        if (a->active)
-            return -NT_WS_CLOSE_PROTOCOL;
+        if (a->active) return -NT_WS_CLOSE_PROTOCOL;
         if (frame->fin) {
             /* Whole message in one frame: no copy. */
-            if (frame->len > max_message)
-                return -NT_WS_CLOSE_TOO_BIG;
+            if (frame->len > max_message) return -NT_WS_CLOSE_TOO_BIG;
             if (frame->opcode == NT_WS_OP_TEXT &&
                 !nt_utf8_valid((const char *)frame->payload, frame->len))
                 return -NT_WS_CLOSE_BAD_DATA;
@@ -313,17 +282,13 @@ int nt_ws_assemble(nt_ws_assembler *a, const nt_ws_frame *frame, size_t max_mess
         a->opcode = frame->opcode;
         a->msg.len = 0;
         rc = ws__take_fragment(a, frame, max_message);
-        if (rc)
-            goto fail;
+        if (rc) goto fail;
         return 0;
     case NT_WS_OP_CONT:
-        if (!a->active)
-            return -NT_WS_CLOSE_PROTOCOL;
+        if (!a->active) return -NT_WS_CLOSE_PROTOCOL;
         rc = ws__take_fragment(a, frame, max_message);
-        if (rc)
-            goto fail;
-        if (!frame->fin)
-            return 0;
+        if (rc) goto fail;
+        if (!frame->fin) return 0;
         a->active = false; /* the buffer is freed on the next call */
         *msg = a->msg.data ? (const uint8_t *)a->msg.data : (const uint8_t *)"";
         *msg_len = a->msg.len;
@@ -349,14 +314,12 @@ void nt_ws_assembler_free(nt_ws_assembler *a)
 int nt_ws_accept_key(const char *client_key, size_t key_len, char out[29])
 {
     /* 16 bytes in base64 are 22 significant characters and "==". */
-    if (key_len != 24 || client_key[22] != '=' || client_key[23] != '=')
-        return -EINVAL;
+    if (key_len != 24 || client_key[22] != '=' || client_key[23] != '=') return -EINVAL;
     for (size_t i = 0; i < 22; i++) {
         char c = client_key[i];
         bool b64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                    c == '+' || c == '/';
-        if (!b64)
-            return -EINVAL;
+        if (!b64) return -EINVAL;
     }
     unsigned char joined[24 + sizeof WS_GUID - 1];
     memcpy(joined, client_key, 24);

@@ -22,12 +22,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define REQUIRE(cond)                                                                  \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "%s:%d: broken promise: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                   \
-        }                                                                              \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: broken promise: %s\n", __FILE__, __LINE__, #cond);             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static const nt_http_limits LIMITS = {512, 128, 256};
@@ -72,8 +72,7 @@ static uint64_t check_request(uint64_t h, nt_http_request *r)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int n = nt_http_query_get(r->query, names[i], out, sizeof out);
         REQUIRE(n >= -2 && n < (int)sizeof out);
-        if (n >= 0)
-            REQUIRE(out[n] == '\0');
+        if (n >= 0) REQUIRE(out[n] == '\0');
     }
     return h;
 }
@@ -94,8 +93,7 @@ static uint64_t run(const char *data, size_t size, uint32_t seed)
             rng ^= rng >> 17;
             rng ^= rng << 5;
             size_t want = 1 + rng % 24;
-            if (piece > want)
-                piece = want;
+            if (piece > want) piece = want;
         }
         bool done = false;
         ssize_t n = nt_http_parser_feed(p, data + off, piece, &done);
@@ -116,8 +114,7 @@ static uint64_t run(const char *data, size_t size, uint32_t seed)
             h = check_request(h, nt_http_parser_request(p));
             h = mix(h, &off, sizeof off); /* where it ended */
             nt_http_parser_reset(p);
-            if (++requests > 64)
-                break;
+            if (++requests > 64) break;
             continue;
         }
         REQUIRE((size_t)n == piece);
@@ -128,13 +125,11 @@ static uint64_t run(const char *data, size_t size, uint32_t seed)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     uint32_t seed = (uint32_t)data[0] * 2654435761u | 1u;
     /* An exact-size copy so ASan sees any read past the end. */
     char *copy = malloc(size - 1 ? size - 1 : 1);
-    if (!copy)
-        return 0;
+    if (!copy) return 0;
     memcpy(copy, data + 1, size - 1);
     uint64_t split = run(copy, size - 1, seed);
     uint64_t whole = run(copy, size - 1, 0);

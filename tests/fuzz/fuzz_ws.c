@@ -28,12 +28,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_PAYLOAD 300
 #define MAX_MESSAGE 700
 
-#define REQUIRE(cond)                                                                  \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "%s:%d: broken promise: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                   \
-        }                                                                              \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: broken promise: %s\n", __FILE__, __LINE__, #cond);             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* Encodes a message both ways and parses it back. */
@@ -56,8 +56,7 @@ static void check_frame(const uint8_t *buf, size_t have, ssize_t n, const nt_ws_
     REQUIRE((size_t)n <= have);
     REQUIRE(f->len <= MAX_PAYLOAD);
     REQUIRE(f->payload >= buf && f->payload + f->len == buf + n);
-    if (f->opcode & 0x08)
-        REQUIRE(f->fin && f->len <= 125);
+    if (f->opcode & 0x08) REQUIRE(f->fin && f->len <= 125);
 }
 
 static void run_server(uint8_t *buf, size_t size)
@@ -99,8 +98,7 @@ static void run_server(uint8_t *buf, size_t size)
         if (rc == 1) {
             REQUIRE(len <= MAX_MESSAGE);
             REQUIRE(op == NT_WS_OP_TEXT || op == NT_WS_OP_BINARY);
-            if (op == NT_WS_OP_TEXT)
-                REQUIRE(nt_utf8_valid((const char *)msg, len));
+            if (op == NT_WS_OP_TEXT) REQUIRE(nt_utf8_valid((const char *)msg, len));
             check_roundtrip(op, msg, len);
         }
     }
@@ -113,8 +111,7 @@ static void run_client(uint8_t *buf, size_t size)
     while (off < size) {
         nt_ws_frame f;
         ssize_t n = nt_ws_parse(buf + off, size - off, MAX_PAYLOAD, false, &f);
-        if (n <= 0)
-            break;
+        if (n <= 0) break;
         check_frame(buf + off, size - off, n, &f);
         off += (size_t)n;
     }
@@ -125,8 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The parser unmasks in place: work on copies of exactly `size` bytes so
      * ASan sees any read past the end. */
     uint8_t *buf = malloc(size ? size : 1);
-    if (!buf)
-        return 0;
+    if (!buf) return 0;
     memcpy(buf, data, size);
     run_server(buf, size);
     memcpy(buf, data, size);

@@ -21,16 +21,12 @@ static ssize_t feed_steps(nt_http_parser *p, const char *raw, size_t len, size_t
     *done = false;
     while (off < len) {
         size_t n = step ? step : len;
-        if (n > len - off)
-            n = len - off;
+        if (n > len - off) n = len - off;
         ssize_t rc = nt_http_parser_feed(p, raw + off, n, done);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         off += (size_t)rc;
-        if (*done)
-            return (ssize_t)off;
-        if ((size_t)rc != n)
-            return -999; /* consumed less without finishing: not allowed */
+        if (*done) return (ssize_t)off;
+        if ((size_t)rc != n) return -999; /* consumed less without finishing: not allowed */
     }
     return (ssize_t)off;
 }
@@ -109,12 +105,10 @@ static void test_every_split(void)
         nt_http_parser *p = nt_http_parser_new(&LIMITS);
         bool done = false;
         ssize_t a = nt_http_parser_feed(p, SAMPLE, cut, &done);
-        if (a != (ssize_t)cut || (done && cut != len))
-            bad++;
+        if (a != (ssize_t)cut || (done && cut != len)) bad++;
         if (!done) {
             ssize_t b = nt_http_parser_feed(p, SAMPLE + cut, len - cut, &done);
-            if (b != (ssize_t)(len - cut) || !done)
-                bad++;
+            if (b != (ssize_t)(len - cut) || !done) bad++;
         }
         nt_http_request *r = nt_http_parser_request(p);
         if (!r->path || strcmp(r->path, "/api/v1/chats/7/messages") != 0 ||
@@ -141,14 +135,12 @@ static void test_pipelined(void)
             ssize_t n = feed_steps(p, two + off, len - off, step, &done);
             CHECK(n > 0);
             CHECK(done);
-            if (n <= 0)
-                break;
+            if (n <= 0) break;
             off += (size_t)n;
             nt_http_request *r = nt_http_parser_request(p);
             CHECK_STR_EQ(r->path, paths[i]);
             CHECK_EQ_INT(r->keep_alive, i < 2);
-            if (i == 1)
-                CHECK(r->body.len == 3 && memcmp(r->body.data, "abc", 3) == 0);
+            if (i == 1) CHECK(r->body.len == 3 && memcmp(r->body.data, "abc", 3) == 0);
             nt_http_parser_reset(p);
         }
         CHECK_EQ_INT(off, len);
@@ -195,7 +187,10 @@ static void test_upgrade(void)
     char wire[512];
     size_t hlen = strlen(head);
     memcpy(wire, head, hlen);
-    memcpy(wire + hlen, "\x81\x85\x01\x02\x03\x04" "abcde", 11); /* a first frame */
+    memcpy(wire + hlen,
+           "\x81\x85\x01\x02\x03\x04"
+           "abcde",
+           11); /* a first frame */
     for (size_t step = 0; step <= 2; step++) {
         nt_http_parser *p = nt_http_parser_new(&LIMITS);
         bool done;
@@ -290,11 +285,13 @@ static void test_body(void)
                        "0\r\n\r\n";
     CHECK_EQ_INT(parse_one(p, both, &done), -400);
     nt_http_parser_reset(p);
-    const char *both2 = "POST /x HTTP/1.1\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\n"
-                        "abcd";
+    const char *both2 =
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\n"
+        "abcd";
     CHECK_EQ_INT(parse_one(p, both2, &done), -400);
     nt_http_parser_reset(p);
-    const char *two_lengths = "POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+    const char *two_lengths =
+        "POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
     CHECK_EQ_INT(parse_one(p, two_lengths, &done), -400);
     nt_http_parser_reset(p);
     const char *bad_length = "POST /x HTTP/1.1\r\nContent-Length: 1x\r\n\r\nab";
@@ -440,8 +437,8 @@ static void test_methods(void)
         const char *name;
         nt_http_method m;
     } cases[] = {
-        {"GET", NT_HTTP_GET},         {"HEAD", NT_HTTP_HEAD},     {"POST", NT_HTTP_POST},
-        {"PUT", NT_HTTP_PUT},         {"PATCH", NT_HTTP_PATCH},   {"DELETE", NT_HTTP_DELETE},
+        {"GET", NT_HTTP_GET},         {"HEAD", NT_HTTP_HEAD},   {"POST", NT_HTTP_POST},
+        {"PUT", NT_HTTP_PUT},         {"PATCH", NT_HTTP_PATCH}, {"DELETE", NT_HTTP_DELETE},
         {"OPTIONS", NT_HTTP_OPTIONS}, {"TRACE", NT_HTTP_OTHER},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -483,6 +480,22 @@ static void test_headers_misc(void)
         CHECK_STR_EQ(r->authorization, "");
         CHECK_STR_EQ(r->ws_version, "13");
         nt_http_parser_reset(p);
+    }
+    /* Repeated joined headers may not multiply a long value. */
+    {
+        nt_http_limits lim = {4096, 256, 0};
+        nt_http_parser *q = nt_http_parser_new(&lim);
+        char big[4096];
+        size_t n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nConnection: ");
+        memset(big + n, 'k', 2000);
+        n += 2000;
+        n += (size_t)sprintf(big + n, "\r\n");
+        for (int i = 0; i < 60; i++) /* under the header count and the head cap */
+            n += (size_t)sprintf(big + n, "Connection: a\r\n");
+        n += (size_t)sprintf(big + n, "\r\n");
+        CHECK_EQ_INT(feed_steps(q, big, n, 0, &done), -431);
+        CHECK(nt_http_parser_request(q)->strings.cap <= 16384);
+        nt_http_parser_free(q);
     }
     /* Memory is given back on reset. */
     CHECK(nt_http_parser_request(p)->strings.data == NULL);
@@ -528,9 +541,8 @@ static void test_responses(void)
     CHECK(nt_http_reason(799) != NULL);
 
     nt_buf out = NT_BUF_INIT;
-    CHECK_EQ_INT(nt_http_append_response(&out, 200, "application/json", "X-A: 1\r\n", "{}", 2,
-                                         true),
-                 0);
+    CHECK_EQ_INT(
+        nt_http_append_response(&out, 200, "application/json", "X-A: 1\r\n", "{}", 2, true), 0);
     CHECK_STR_EQ(nt_buf_cstr(&out), "HTTP/1.1 200 OK\r\n"
                                     "Content-Type: application/json\r\n"
                                     "Content-Length: 2\r\n"

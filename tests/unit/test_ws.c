@@ -447,10 +447,8 @@ static void test_stream_with_ping(void)
         for (;;) {
             nt_ws_frame f;
             ssize_t used = nt_ws_parse(inbuf, have, 1000, true, &f);
-            if (used < 0)
-                errors++;
-            if (used <= 0)
-                break;
+            if (used < 0) errors++;
+            if (used <= 0) break;
             if (f.opcode == NT_WS_OP_PING) {
                 pings++;
                 CHECK(f.len == 13 && memcmp(f.payload, "are you there", 13) == 0);
