@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "gateway/gateway.h"
+#include "services/bot.h"
 #include "services/services.h"
 #include "store/store.h"
 
@@ -137,6 +138,22 @@ int main(int argc, char **argv)
         nt_store_close(ctx.store);
         return 1;
     }
+    nt_bot_opts bot_opts = {.pow_bits = (int)cfg.pow_bits,
+                            .pow_workers = (int)cfg.pow_workers,
+                            .pow_max_pending = (int)cfg.pow_max_pending,
+                            .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
+                            .lobby_interval_s = (int)cfg.lobby_interval_s};
+    nt_bot *bot = nt_bot_start(&ctx, &bot_opts, err, sizeof err);
+    if (!bot) {
+        fprintf(stderr, "natterd: %s\n", err);
+        nt_gateway_free(d.gw);
+        nt_bus_close(ctx.bus);
+        nt_store_close(ctx.store);
+        return 1;
+    }
+    /* Set before the loop runs: no handler can be reading these yet. */
+    ctx.bot = bot;
+    ctx.message_hook = nt_bot_message_hook;
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     d.sigterm.data = d.sigint.data = &d;
@@ -150,6 +167,8 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&d.sigterm, NULL);
     uv_close((uv_handle_t *)&d.sigint, NULL);
     nt_gateway_free(d.gw);
+    ctx.message_hook = NULL;
+    nt_bot_stop(bot); /* its workers still post: before the store closes */
     /* The store finishes every queued write before it closes: nothing that
      * was acknowledged is lost, and nothing queued is dropped. */
     nt_store_close(ctx.store);
