@@ -462,6 +462,16 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     return 0;
 }
 
+/* A chunk announces its size before its data: refuse one that cannot fit
+ * at once, rather than wait for bytes that would be refused anyway. */
+static int on_chunk_header(http_parser *hp)
+{
+    nt_http_parser *p = hp->data;
+    if (hp->content_length > p->limits.max_body - p->req.body.len)
+        return http__fail(p, 413);
+    return 0;
+}
+
 static int on_message_complete(http_parser *hp)
 {
     nt_http_parser *p = hp->data;
@@ -482,6 +492,7 @@ static const http_parser_settings settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 

@@ -279,6 +279,12 @@ static void test_body(void)
                               "6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
     CHECK_EQ_INT(parse_one(p, chunked_big, &done), -413);
     nt_http_parser_reset(p);
+    /* A chunk announced bigger than the limit is refused from its header,
+     * before any of its data arrives. */
+    const char *chunk_announced = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  "FFFFFFFF\r\n";
+    CHECK_EQ_INT(parse_one(p, chunk_announced, &done), -413);
+    nt_http_parser_reset(p);
 
     /* Both framings at once: a smuggling attempt. */
     const char *both = "POST /x HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
