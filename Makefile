@@ -29,7 +29,7 @@ test:
 fuzz:
 	@scripts/setup
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNT_FUZZ=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
+	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	@tests/fuzz/run build-fuzz $(FUZZ_SECONDS)
 
 format:

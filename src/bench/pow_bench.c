@@ -69,7 +69,7 @@ static size_t random_prefix(char *out, size_t cap)
 int main(int argc, char **argv)
 {
     long bits = 24, runs = 9, threads = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* flag, value */
         long *target = NULL, min = 0, max = 0;
         if (strcmp(argv[i], "--bits") == 0)
             target = &bits, min = 1, max = 40;
@@ -85,7 +85,6 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        i++;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int nthreads = threads > 0 ? (int)threads : (int)(cpus > 0 ? cpus : 1);
