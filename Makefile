@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./natter-data
 
-.PHONY: build run test setup fuzz format clean
+.PHONY: build run test setup fuzz format clean docs
 
 build:
 	@scripts/setup --build
@@ -19,8 +19,10 @@ run: build
 
 FUZZ_SECONDS ?= 60
 
+# The Release build is part of the test: `make run` must build where tests pass.
 test:
 	@scripts/setup
+	@$(MAKE) --no-print-directory build
 	@cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DNT_SANITIZE=ON >/dev/null
 	@cmake --build build-test -j $(JOBS)
 	@cd build-test && ctest --output-on-failure -j $(JOBS)
@@ -31,6 +33,13 @@ fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DNT_FUZZ=ON >/dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	@tests/fuzz/run build-fuzz $(FUZZ_SECONDS)
+
+# docs/configuration.md is generated from the settings table.
+docs: build
+	@{ printf '# Configuration\n\nEvery setting of natterd, generated from the settings table in\n'; \
+	   printf '`src/common/config.c` by `make docs` (`natterd --help-markdown`). Each flag has\n'; \
+	   printf 'an environment twin; flags win over the environment, which wins over the default.\n\n'; \
+	   ./build/natterd --help-markdown; } > docs/configuration.md
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')

@@ -756,8 +756,8 @@ int ntc_conn_auth(ntc_conn *c, const char *access_token, int timeout_ms)
     nt_buf_free(&frame);
     if (rc)
         return rc;
-    const char *json;
-    size_t len;
+    const char *json = NULL;
+    size_t len = 0;
     rc = ntc_conn_wait_match(c, conn__match_auth_answer, NULL, timeout_ms, &json, &len);
     if (rc == 0)
         return -ETIMEDOUT;

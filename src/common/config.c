@@ -169,6 +169,10 @@ int nt_config_load(nt_config *cfg, int argc, char **argv, FILE *out, char *err, 
             fprintf(out, "natterd 0.1.0\n");
             return 1;
         }
+        if (!strcmp(arg, "--help-markdown")) { /* docs/configuration.md */
+            nt_config_markdown(out);
+            return 1;
+        }
         if (strncmp(arg, "--", 2) != 0) {
             snprintf(err, err_len, "unexpected argument '%s' (see --help)", arg);
             return 2;
@@ -220,6 +224,7 @@ void nt_config_markdown(FILE *out)
 {
     fprintf(out, "| flag | environment | default | meaning |\n|---|---|---|---|\n");
     for (size_t i = 0; i < NSETTINGS; i++)
-        fprintf(out, "| `--%s` | `%s` | `%s` | %s |\n", settings[i].flag, settings[i].env,
-                settings[i].def, settings[i].help);
+        fprintf(out, "| `--%s` | `%s` | %s%s%s | %s |\n", settings[i].flag, settings[i].env,
+                settings[i].def[0] ? "`" : "", settings[i].def[0] ? settings[i].def : "see meaning",
+                settings[i].def[0] ? "`" : "", settings[i].help);
 }
