@@ -83,6 +83,25 @@ int main(void)
         CHECK(strstr(out, flags[i]) != NULL);
     }
 
+    /* docs/configuration.md is generated from the same table: it must hold
+     * exactly what natterd prints today (run `make docs` after a change). */
+    const char *md[] = {"--help-markdown", NULL};
+    CHECK_EQ_INT(run(md, NULL, out, sizeof out, err, sizeof err), 0);
+    const char *src = getenv("NT_SOURCE_DIR");
+    if (src) {
+        static char doc[65536];
+        char path[1024];
+        snprintf(path, sizeof path, "%s/docs/configuration.md", src);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(doc, 1, sizeof doc - 1, f) : 0;
+        doc[n] = '\0';
+        if (f)
+            fclose(f);
+        if (!strstr(doc, out))
+            fprintf(stderr, "docs/configuration.md is stale: run make docs\n");
+        CHECK(strstr(doc, out) != NULL);
+    }
+
     struct {
         const char *name;
         const char *args[4];
