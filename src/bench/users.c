@@ -33,10 +33,11 @@ typedef struct users_job {
 
 static int users__fill(nb_user *u, const ntc_session *s)
 {
-    if (strlen(s->access_token) >= sizeof u->token)
+    size_t len = strnlen(s->access_token, sizeof s->access_token);
+    if (len >= sizeof u->token)
         return -ENOSPC;
     u->id = s->user_id;
-    snprintf(u->token, sizeof u->token, "%s", s->access_token);
+    memcpy(u->token, s->access_token, len + 1);
     u->token_time = (int64_t)time(NULL);
     return 0;
 }
