@@ -1,0 +1,143 @@
+/*
+ * natter-bench runs: the direct, group and idle scenarios for about two
+ * seconds each at a low rate against a harness-started natterd, and each
+ * prints a JSON line that parses, with nothing lost or duplicated. No timing
+ * is asserted: benchmarks report, tests do not judge speed. natter-bench is
+ * looked up next to the natterd named by NATTERD.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "integration/harness.h"
+
+static char bench_path[PATH_MAX];
+
+/* Runs natter-bench with the arguments in `args` (a shell-free argv, NULL
+ * terminated) and returns its exit status; its stdout goes to out. */
+static int run_bench(const char *const *args, nt_buf *out)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(bench_path, (char *const *)args);
+        _exit(127);
+    }
+    close(fds[1]);
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(fds[0], chunk, sizeof chunk)) > 0)
+        nt_buf_append(out, chunk, (size_t)n);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    nt_buf_cstr(out);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int64_t json_int(const nt_buf *b, const char *path)
+{
+    int64_t v = -1;
+    if (ntc_json_int(b->data, b->len, path, &v) != 0)
+        return -1;
+    return v;
+}
+
+/* Checks the fields every load scenario must print. */
+static void check_load_line(const nt_buf *out, int status)
+{
+    CHECK_EQ_INT(status, 0);
+    REQUIRE(out->len > 0);
+    REQUIRE(ntc_json_count(out->data, out->len, "") > 0); /* one JSON object */
+    CHECK(json_int(out, "sent") > 0);
+    CHECK(json_int(out, "acked") >= json_int(out, "sent"));
+    CHECK(json_int(out, "deliveries") > 0);
+    CHECK_EQ_INT(json_int(out, "errors"), 0);
+    CHECK_EQ_INT(json_int(out, "lost"), 0);
+    CHECK_EQ_INT(json_int(out, "duplicated"), 0);
+    CHECK(ntc_json_has(out->data, out->len, "recv_ms.p99"));
+    CHECK(ntc_json_has(out->data, out->len, "ack_ms.p99"));
+    CHECK(ntc_json_has(out->data, out->len, "server_cpu_s"));
+    CHECK(ntc_json_has(out->data, out->len, "bench_cpu_s"));
+}
+
+static char port_arg[16], pid_arg[16];
+
+static void case_direct(nt_server *srv)
+{
+    const char *args[] = {bench_path, "--port", port_arg, "--server-pid", pid_arg,
+                          "--duration", "2", "--warmup", "0.5", "--pairs", "4", "--rate", "20",
+                          "--quiet", "direct", NULL};
+    nt_buf out = NT_BUF_INIT;
+    int status = run_bench(args, &out);
+    printf("%s", out.data ? out.data : "(no output)\n");
+    check_load_line(&out, status);
+    nt_buf_free(&out);
+}
+
+static void case_group(nt_server *srv)
+{
+    const char *args[] = {bench_path, "--port", port_arg, "--server-pid", pid_arg,
+                          "--duration", "2", "--warmup", "0.5", "--groups", "3", "--members",
+                          "5", "--rate", "60", "--procs", "2", "--quiet", "group", NULL};
+    nt_buf out = NT_BUF_INIT;
+    int status = run_bench(args, &out);
+    printf("%s", out.data ? out.data : "(no output)\n");
+    check_load_line(&out, status);
+    /* every member of a group gets every message of it */
+    CHECK_EQ_INT(json_int(&out, "deliveries"), 5 * json_int(&out, "sent"));
+    nt_buf_free(&out);
+}
+
+static void case_idle(nt_server *srv)
+{
+    const char *args[] = {bench_path, "--port", port_arg, "--server-pid", pid_arg, "--quiet",
+                          "idle", "20", NULL};
+    nt_buf out = NT_BUF_INIT;
+    int status = run_bench(args, &out);
+    printf("%s", out.data ? out.data : "(no output)\n");
+    CHECK_EQ_INT(status, 0);
+    REQUIRE(out.len > 0);
+    CHECK_EQ_INT(json_int(&out, "conns_ok"), 20);
+    CHECK(ntc_json_has(out.data, out.len, "bytes_per_conn"));
+    nt_buf_free(&out);
+}
+
+int main(void)
+{
+    const char *natterd = getenv("NATTERD");
+    if (!natterd) {
+        fprintf(stderr, "NATTERD is not set\n");
+        return 1;
+    }
+    snprintf(bench_path, sizeof bench_path, "%s", natterd);
+    char *slash = strrchr(bench_path, '/');
+    snprintf(slash ? slash + 1 : bench_path,
+             sizeof bench_path - (size_t)(slash ? slash + 1 - bench_path : 0), "natter-bench");
+    if (access(bench_path, X_OK) != 0) {
+        fprintf(stderr, "%s not found next to natterd\n", bench_path);
+        return 1;
+    }
+    nt_server *srv = nth_start("--lobby-interval 0");
+    if (!srv)
+        return 1;
+    snprintf(port_arg, sizeof port_arg, "%d", srv->port);
+    snprintf(pid_arg, sizeof pid_arg, "%d", (int)srv->pid);
+    NTH_CASE("bench direct", case_direct, srv);
+    NTH_CASE("bench group", case_group, srv);
+    NTH_CASE("bench idle", case_idle, srv);
+    CHECK(nth_healthy(srv));
+    nth_free(srv, check_failures == 0);
+    return check_exit();
+}
