@@ -166,7 +166,9 @@ int nt_cli_api(nt_cli_ctx *ctx, const char *method, const char *path, const char
 static void api__describe(nt_cli_ctx *ctx, int status, const nt_buf *resp, const char *what,
                           char *msg, size_t cap)
 {
-    const char *prefix = what ? what : "request";
+    /* "what: message", or just the message when what is NULL. */
+    char prefix[200];
+    snprintf(prefix, sizeof prefix, "%s", what ? what : "");
     if (status < 0) {
         if (status == -ETIMEDOUT)
             snprintf(msg, cap, "%s:%d did not answer in time", ctx->host, ctx->port);
@@ -178,30 +180,34 @@ static void api__describe(nt_cli_ctx *ctx, int status, const nt_buf *resp, const
                      strerror(-status));
         return;
     }
+    const char *sep = what ? ": " : "";
     char server_msg[300] = "";
     if (resp && resp->data && resp->len)
         ntc_json_str(resp->data, resp->len, "error.message", server_msg, sizeof server_msg);
     switch (status) {
     case 401:
-        snprintf(msg, cap, "%s: not logged in or session expired (run: natter login)", prefix);
+        snprintf(msg, cap, "%s%snot logged in or session expired (run: natter login)", prefix,
+                 sep);
         return;
     case 404:
     case 405:
         if (!server_msg[0] || strstr(server_msg, "no such endpoint") ||
             strstr(server_msg, "not allowed")) {
-            snprintf(msg, cap, "%s: the server does not offer this (HTTP %d)", prefix, status);
+            snprintf(msg, cap, "%s%sthe server does not offer this (HTTP %d)", prefix, sep,
+                     status);
             return;
         }
         break;
     case 501:
     case 503:
-        snprintf(msg, cap, "%s: unavailable on the server right now (HTTP %d)%s%s", prefix,
-                 status, server_msg[0] ? ": " : "", server_msg);
+        snprintf(msg, cap, "%s%sunavailable on the server right now (HTTP %d)%s%s", prefix,
+                 sep, status, server_msg[0] ? ": " : "", server_msg);
         return;
     default:
         break;
     }
-    snprintf(msg, cap, "%s: %s (HTTP %d)", prefix, server_msg[0] ? server_msg : "failed", status);
+    snprintf(msg, cap, "%s%s%s (HTTP %d)", prefix, sep, server_msg[0] ? server_msg : "failed",
+             status);
 }
 
 bool nt_cli_describe(nt_cli_ctx *ctx, int status, const nt_buf *resp, char *msg, size_t cap)
