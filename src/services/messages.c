@@ -192,13 +192,13 @@ void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_
 void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *query,
                          nt_reply *r)
 {
-    int64_t before = 0, after = 0, limit = 0;
+    int64_t before = 0, after = -1, limit = 0; /* after -1: no cursor */
     nt_message *msgs = NULL;
     int n = 0;
     nt_jw w;
 
     if (!nt_query_int(r, query, "before_seq", 0, INT64_MAX, 0, &before) ||
-        !nt_query_int(r, query, "after_seq", 0, INT64_MAX, 0, &after) ||
+        !nt_query_int(r, query, "after_seq", 0, INT64_MAX, -1, &after) ||
         !nt_query_int(r, query, "limit", 1, MSGS_LIMIT_MAX, MSGS_LIMIT_DEFAULT, &limit))
         return;
     if (!msgs__access(ctx, c, chat_id, true, r)) return;

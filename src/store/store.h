@@ -259,9 +259,10 @@ int nt_store_append_wait(nt_store *s, nt_append *op);
 /* Frees what the store put in the op's out fields. */
 void nt_append_release(nt_append *op);
 
-/* History, ascending by seq: seq > after_seq (if > 0) and seq < before_seq
- * (if > 0); with only before_seq or neither, the newest `limit` of the
- * range; with after_seq, the oldest `limit` after it. *out is heap. */
+/* History, ascending by seq: seq > after_seq (if >= 0; pass -1 for none)
+ * and seq < before_seq (if > 0); with only before_seq or neither, the newest
+ * `limit` of the range; with after_seq, the oldest `limit` after it (so
+ * after_seq 0 reads from the first message). *out is heap. */
 int nt_store_messages(nt_store *s, int64_t chat_id, int64_t before_seq, int64_t after_seq,
                       int limit, nt_message **out, int *n);
 /* Edit or delete by the sender: ENOTFOUND no such message, EFORBIDDEN not

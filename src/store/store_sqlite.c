@@ -1748,7 +1748,7 @@ static int sq_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t af
     if (!c) return NT_STORE_EUNAVAILABLE;
     int64_t before = before_seq > 0 ? before_seq : INT64_MAX;
     sqlite3_stmt *st;
-    if (after_seq > 0) {
+    if (after_seq >= 0) {
         if (!(st = sq__stmt(c, SQ_MSG_AFTER))) return NT_STORE_EUNAVAILABLE;
         sqlite3_bind_int64(st, 1, chat_id);
         sqlite3_bind_int64(st, 2, after_seq);

@@ -443,14 +443,14 @@ static void test_messages(nt_store *s)
 
     nt_message *msgs = NULL;
     int n = 0;
-    CHECK_EQ_INT(nt_store_messages(s, chat.id, 0, 0, 5, &msgs, &n), 0);
+    CHECK_EQ_INT(nt_store_messages(s, chat.id, 0, -1, 5, &msgs, &n), 0);
     CHECK_EQ_INT(n, 5);
     if (n == 5) {
         CHECK_EQ_INT(msgs[0].seq, 16);
         CHECK_EQ_INT(msgs[4].seq, 20);
     }
     nt_messages_free(msgs, n);
-    CHECK_EQ_INT(nt_store_messages(s, chat.id, 10, 0, 3, &msgs, &n), 0);
+    CHECK_EQ_INT(nt_store_messages(s, chat.id, 10, -1, 3, &msgs, &n), 0);
     CHECK_EQ_INT(n, 3);
     if (n == 3) {
         CHECK_EQ_INT(msgs[0].seq, 7);
@@ -470,6 +470,14 @@ static void test_messages(nt_store *s)
     nt_messages_free(msgs, n);
     CHECK_EQ_INT(nt_store_messages(s, chat.id, 0, 20, 100, &msgs, &n), 0);
     CHECK_EQ_INT(n, 0);
+    nt_messages_free(msgs, n);
+    /* after_seq 0 is a cursor too: everything from the first message. */
+    CHECK_EQ_INT(nt_store_messages(s, chat.id, 0, 0, 3, &msgs, &n), 0);
+    CHECK_EQ_INT(n, 3);
+    if (n == 3) {
+        CHECK_EQ_INT(msgs[0].seq, 1);
+        CHECK_EQ_INT(msgs[2].seq, 3);
+    }
     nt_messages_free(msgs, n);
 
     /* Edit and delete: sender only, not twice deleted. */
@@ -703,7 +711,7 @@ static void *conc_thread(void *p)
         if (i % 100 == 0) {
             nt_message *m = NULL;
             int n = 0;
-            if (nt_store_messages(a->s, a->chats[0], 0, 0, 10, &m, &n) != 0) a->failures++;
+            if (nt_store_messages(a->s, a->chats[0], 0, -1, 10, &m, &n) != 0) a->failures++;
             nt_messages_free(m, n);
         }
     }
