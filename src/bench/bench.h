@@ -60,6 +60,10 @@ double nb_self_cpu_s(void);
 double nb_proc_cpu_s(pid_t pid);
 /* VmRSS of pid in bytes from /proc/PID/status, or -1. */
 long long nb_proc_rss(pid_t pid);
+/* Busy and idle jiffies of each CPU from /proc/stat (busy counts softirq
+ * work too, which no process is charged for); returns how many CPUs were
+ * read (at most max). */
+int nb_cpu_ticks(unsigned long long *busy, unsigned long long *total, int max);
 /* Raises RLIMIT_NOFILE to its hard limit; returns the soft limit now. */
 long nb_raise_nofile(void);
 

@@ -103,7 +103,36 @@ typedef struct run_figures {
     double server_cpu_s; /* over the measured window, -1 unknown */
     double bench_parent_cpu_s;
     double offered_rate;
+    int ncpus;
+    double cpu_busy_pct[8]; /* each CPU over the measured window, from /proc/stat */
 } run_figures;
+
+typedef struct cpu_sample {
+    int n;
+    unsigned long long busy[8], total[8];
+} cpu_sample;
+
+static void cpu_sample_take(cpu_sample *s)
+{
+    s->n = nb_cpu_ticks(s->busy, s->total, 8);
+}
+
+static void cpu_sample_diff(const cpu_sample *a, const cpu_sample *b, run_figures *fig)
+{
+    fig->ncpus = a->n < b->n ? a->n : b->n;
+    for (int i = 0; i < fig->ncpus; i++) {
+        unsigned long long t = b->total[i] - a->total[i];
+        fig->cpu_busy_pct[i] = t ? 100.0 * (double)(b->busy[i] - a->busy[i]) / (double)t : 0;
+    }
+}
+
+static void json_cpus(FILE *f, const run_figures *fig)
+{
+    fprintf(f, ",\"cpu_busy_pct\":[");
+    for (int i = 0; i < fig->ncpus; i++)
+        fprintf(f, "%s%.1f", i ? "," : "", fig->cpu_busy_pct[i]);
+    fprintf(f, "]");
+}
 
 /* The fields every load scenario prints. */
 static void json_load(FILE *f, const run_figures *fig)
@@ -125,6 +154,7 @@ static void json_load(FILE *f, const run_figures *fig)
     if (fig->server_cpu_s >= 0)
         fprintf(f, ",\"server_cpu_s\":%.3f,\"server_cpu_pct\":%.1f", fig->server_cpu_s,
                 100 * fig->server_cpu_s / w);
+    json_cpus(f, fig);
 }
 
 static void text_load(const char *title, const run_figures *fig)
@@ -144,6 +174,9 @@ static void text_load(const char *title, const run_figures *fig)
     if (fig->server_cpu_s >= 0)
         fprintf(stderr, ", server %.2f s (%.0f%% of a core)", fig->server_cpu_s,
                 100 * fig->server_cpu_s / w);
+    fprintf(stderr, "\n  CPUs busy (from /proc/stat, softirq included):");
+    for (int i = 0; i < fig->ncpus; i++)
+        fprintf(stderr, " cpu%d %.0f%%", i, fig->cpu_busy_pct[i]);
     fprintf(stderr, "\n");
     if (r->error[0])
         fprintf(stderr, "  error: %s\n", r->error);
@@ -336,6 +369,8 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
         double parent_cpu0 = nb_self_cpu_s();
         sleep_s(opts.warmup_s);
         double s0 = opts.server_pid ? nb_proc_cpu_s(opts.server_pid) : -1;
+        cpu_sample c0, c1;
+        cpu_sample_take(&c0);
         if (hook) {
             sleep_s(hook->start_after_s);
             hook->start(hook->arg);
@@ -345,6 +380,8 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
             sleep_s(opts.duration_s);
         }
         double s1 = opts.server_pid ? nb_proc_cpu_s(opts.server_pid) : -1;
+        cpu_sample_take(&c1);
+        cpu_sample_diff(&c0, &c1, fig);
         if (s0 >= 0 && s1 >= 0)
             fig->server_cpu_s = s1 - s0;
         fig->bench_parent_cpu_s = nb_self_cpu_s() - parent_cpu0;
