@@ -360,6 +360,40 @@ export class Client extends EventTarget {
         this.emit('messages', c.id);
     }
 
+    /**
+     * Fetches the messages missing between those in memory. A gap appears
+     * when an ack or a live message overtakes one this connection never
+     * saw (it was stored while this device was reconnecting).
+     */
+    async fillGaps(c)
+    {
+        if (!c.loaded || c.fillingGaps)
+            return;
+        c.fillingGaps = true;
+        let changed = false;
+        try {
+            const seqs = [...c.msgs.keys()].sort((x, y) => x - y);
+            for (let i = 1; i < seqs.length; i++) {
+                let after = seqs[i - 1];
+                while (after < seqs[i] - 1) {
+                    const {messages} = await api('GET', `/chats/${c.id}/messages?after_seq=${after}&before_seq=${seqs[i]}&limit=${CATCHUP_PAGE}`);
+                    if (!messages.length)
+                        break;
+                    for (const m of messages)
+                        this.addMessage(m);
+                    changed = true;
+                    after = messages[messages.length - 1].seq;
+                }
+            }
+        } catch {
+            /* the next catch-up tries again */
+        } finally {
+            c.fillingGaps = false;
+        }
+        if (changed)
+            this.emit('messages', c.id);
+    }
+
     /* ---- the live connection ------------------------------------------------------ */
 
     onReady(user)
@@ -382,6 +416,7 @@ export class Client extends EventTarget {
                 for (const c of this.chats.values()) {
                     if (c.loaded && c.last_seq > this.maxSeq(c))
                         await this.fetchAfter(c);
+                    await this.fillGaps(c);
                     this.ackDelivered(c);
                 }
                 const open = this.chats.get(this.openChatId);
@@ -506,15 +541,8 @@ export class Client extends EventTarget {
                 return;
             }
         }
-        let isNew;
-        if (c.loaded && m.seq > this.maxSeq(c) + 1) {
-            const before = c.last_seq || 0;
-            await this.fetchAfter(c).catch(() => {});
-            this.addMessage(m);
-            isNew = m.seq > before;
-        } else {
-            isNew = this.addMessage(m);
-        }
+        const isNew = this.addMessage(m);
+        this.fillGaps(c);
         c.typing.delete(m.sender_id);
         if (m.sender_id !== this.me.id && isNew) {
             if (this.viewing(c))
@@ -663,6 +691,7 @@ export class Client extends EventTarget {
         if (e && !c.msgs.has(f.seq))
             this.addMessage({id: f.message_id, chat_id: f.chat_id, seq: f.seq, sender_id: this.me.id, text: e.text,
                              ts: f.ts, client_id: cid, edited_at: null, deleted: false});
+        this.fillGaps(c);
         this.emit('messages', c.id);
         this.emit('chats');
     }

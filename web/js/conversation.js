@@ -311,9 +311,17 @@ export class ConversationView {
             const row = h('div', {class: `msg ${mine ? 'out' : 'in'}${grouped ? ' grouped' : ''}${m.deleted ? ' deleted' : ''}`,
                                   'data-testid': 'msg', 'data-seq': String(m.seq), 'data-state': state || 'in'},
                           bubble);
-            if (!m.deleted)
-                row.appendChild(iconButton('more', 'Message actions', e => this.messageMenu(e.currentTarget, c, m),
-                                           'msg-menu'));
+            if (!m.deleted) {
+                const btn = iconButton('more', 'Message actions', () => this.messageMenu(btn, c, m), 'msg-menu');
+                row.appendChild(btn);
+                /* Right click, or a long press on touch screens. */
+                bubble.addEventListener('contextmenu', e => {
+                    if (window.getSelection()?.toString())
+                        return;
+                    e.preventDefault();
+                    this.messageMenu(bubble, c, m);
+                });
+            }
             return row;
         });
     }
