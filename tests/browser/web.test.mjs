@@ -442,6 +442,18 @@ async function main()
     await p.waitForSelector('[data-testid=auth-screen]');
     check(await p.evaluate(() => localStorage.getItem('natter.session') === null), 'sign out forgets the session');
 
+    /* The proof-of-work checker refuses a wrong proof, and its own SHA-256
+       (for pages without crypto.subtle) agrees with Web Crypto. */
+    const powChecks = await a.evaluate(async () => {
+        const {verifyPow, sha256js} = await import('/js/pow.js');
+        const bad = await verifyPow({id: -1, text: 'cba', pow: {nonce: 7, hash: '0'.repeat(64), bits: 24}});
+        const data = new TextEncoder().encode('natter ✓ '.repeat(20));
+        const web = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+        return {badRefused: !bad.ok, same: web.join() === sha256js(data).join()};
+    });
+    check(powChecks.badRefused, 'a wrong proof of work is refused');
+    check(powChecks.same, 'built-in SHA-256 agrees with Web Crypto');
+
     /* The manifest is served and names SVG icons. */
     const man = await (await fetch(base() + 'manifest.webmanifest')).json();
     check(man.icons?.length && man.icons.every(i => i.type === 'image/svg+xml'), 'PWA manifest with SVG icons');
