@@ -9,6 +9,12 @@
  * ("nothing written"), so they stay "" and are never null: clients may rely
  * on them being strings.
  *
+ * Random chats: while anonymous, a member is written with "user_id": null
+ * and "alias", and a message with "sender_id": null and "sender_alias"; the
+ * store fills the aliases (nt_member.alias, nt_message.sender_alias) only
+ * while both members have not revealed, so every endpoint and event that
+ * goes through these views hides the ids the same way.
+ *
  * The message event writer runs on a loop thread for every fan-out, so it
  * only appends to the caller's buffer: no allocation of its own.
  */
@@ -69,7 +75,15 @@ void nt_view_message(nt_jw *w, const nt_message *m)
     nt_jw_kint(w, "id", m->id);
     nt_jw_kint(w, "chat_id", m->chat_id);
     nt_jw_kint(w, "seq", m->seq);
-    nt_jw_kint(w, "sender_id", m->sender_id);
+    if (m->sender_alias[0]) {
+        /* An anonymous random chat: the same frame goes to both members, so
+         * the sender is named by alias only (see docs/decisions.md). */
+        nt_jw_key(w, "sender_id");
+        nt_jw_null(w);
+        nt_jw_kstr(w, "sender_alias", m->sender_alias);
+    } else {
+        nt_jw_kint(w, "sender_id", m->sender_id);
+    }
     nt_jw_key(w, "text");
     /* A deleted message may come back with its text freed: still a string. */
     if (m->text)
@@ -92,6 +106,7 @@ void nt_view_message(nt_jw *w, const nt_message *m)
 
 void nt_view_chat(nt_jw *w, const nt_chat *c)
 {
+    bool random = strcmp(c->type, "random") == 0;
     nt_jw_obj(w);
     nt_jw_kint(w, "id", c->id);
     nt_jw_kstr(w, "type", c->type);
@@ -102,7 +117,14 @@ void nt_view_chat(nt_jw *w, const nt_chat *c)
     for (int i = 0; i < c->nmembers; i++) {
         const nt_member *mb = &c->members[i];
         nt_jw_obj(w);
-        nt_jw_kint(w, "user_id", mb->user_id);
+        if (mb->alias[0]) {
+            nt_jw_key(w, "user_id");
+            nt_jw_null(w);
+            nt_jw_kstr(w, "alias", mb->alias);
+        } else {
+            nt_jw_kint(w, "user_id", mb->user_id);
+        }
+        if (random) nt_jw_kbool(w, "revealed", mb->revealed);
         nt_jw_kstr(w, "role", mb->role == NT_ROLE_OWNER ? "owner" : "member");
         nt_jw_kint(w, "delivered_seq", mb->delivered_seq);
         nt_jw_kint(w, "read_seq", mb->read_seq);

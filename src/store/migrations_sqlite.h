@@ -101,6 +101,53 @@ static const char *const sqlite_migrations[] = {
     "INSERT INTO members (chat_id, user_id, role, joined_at)"
     "  SELECT c.id, u.id, 0, " SQ_NOW_MS " FROM chats c, users u"
     "  WHERE c.type = 'channel' AND c.title = 'lobby' AND u.nickname = 'bot';",
+
+    /* 2: friends, friend requests, blocks, match preferences, random chats.
+     * A friendship is two rows (a, b) and (b, a) so either side lists its
+     * friends with one index range. genders is a bit set (NT_GENDER_*);
+     * interests are the lowercase tags joined by ','. random_members holds
+     * the alias of each member of a random chat: `revealed` is that member's
+     * consent, `hidden` stays 1 until both consented (then both rows go 0). */
+    "CREATE TABLE friends ("
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  friend_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (user_id, friend_id)"
+    ") WITHOUT ROWID;"
+
+    "CREATE TABLE friend_requests ("
+    "  from_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  to_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (from_id, to_id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX friend_requests_to ON friend_requests(to_id);"
+
+    "CREATE TABLE blocks ("
+    "  blocker_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  blocked_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (blocker_id, blocked_id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX blocks_blocked ON blocks(blocked_id);"
+
+    "CREATE TABLE match_prefs ("
+    "  user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,"
+    "  genders INTEGER NOT NULL,"
+    "  age_min INTEGER NOT NULL,"
+    "  age_max INTEGER NOT NULL,"
+    "  interests TEXT NOT NULL DEFAULT '',"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+
+    "CREATE TABLE random_members ("
+    "  chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  alias TEXT NOT NULL,"
+    "  revealed INTEGER NOT NULL DEFAULT 0,"
+    "  hidden INTEGER NOT NULL DEFAULT 1,"
+    "  PRIMARY KEY (chat_id, user_id)"
+    ") WITHOUT ROWID;",
 };
 
 #define SQLITE_MIGRATIONS_COUNT ((int)(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0])))

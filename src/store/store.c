@@ -375,3 +375,120 @@ int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64
     if (kind != NT_MARK_DELIVERED && kind != NT_MARK_READ) return NT_STORE_EINVAL;
     return s->ops->mark(s->be, chat_id, user_id, kind, seq, delivered_seq, read_seq, moved);
 }
+
+/* ---- friends and blocks (optional in a back end) ----------------------------- */
+
+#define STORE_OPTIONAL(op) \
+    if (!s->ops->op) return NT_STORE_EUNAVAILABLE
+
+int nt_store_friend_request(nt_store *s, int64_t from_id, int64_t to_id, int64_t now,
+                            int *outcome)
+{
+    int unused;
+    if (!outcome) outcome = &unused;
+    *outcome = 0;
+    if (from_id <= 0 || to_id <= 0 || from_id == to_id) return NT_STORE_EINVAL;
+    STORE_OPTIONAL(friend_request);
+    return s->ops->friend_request(s->be, from_id, to_id, now, outcome);
+}
+
+int nt_store_friend_accept(nt_store *s, int64_t user_id, int64_t from_id, int64_t now)
+{
+    if (user_id == from_id) return NT_STORE_ENOTFOUND;
+    STORE_OPTIONAL(friend_accept);
+    return s->ops->friend_accept(s->be, user_id, from_id, now);
+}
+
+int nt_store_friend_reject(nt_store *s, int64_t user_id, int64_t from_id)
+{
+    STORE_OPTIONAL(friend_reject);
+    return s->ops->friend_reject(s->be, user_id, from_id);
+}
+
+int nt_store_friend_remove(nt_store *s, int64_t user_id, int64_t other_id)
+{
+    STORE_OPTIONAL(friend_remove);
+    return s->ops->friend_remove(s->be, user_id, other_id);
+}
+
+int nt_store_friend_list(nt_store *s, int64_t user_id, int kind, int limit, nt_user **out,
+                         int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0 || kind < NT_LIST_FRIENDS || kind > NT_LIST_BLOCKED) return NT_STORE_EINVAL;
+    STORE_OPTIONAL(friend_list);
+    return s->ops->friend_list(s->be, user_id, kind, limit, out, n);
+}
+
+int nt_store_block(nt_store *s, int64_t blocker_id, int64_t blocked_id, int64_t now)
+{
+    if (blocker_id <= 0 || blocked_id <= 0 || blocker_id == blocked_id) return NT_STORE_EINVAL;
+    STORE_OPTIONAL(block);
+    return s->ops->block(s->be, blocker_id, blocked_id, now);
+}
+
+int nt_store_unblock(nt_store *s, int64_t blocker_id, int64_t blocked_id)
+{
+    STORE_OPTIONAL(unblock);
+    return s->ops->unblock(s->be, blocker_id, blocked_id);
+}
+
+int nt_store_block_peers(nt_store *s, int64_t user_id, int64_t **ids, int *n)
+{
+    *ids = NULL;
+    *n = 0;
+    STORE_OPTIONAL(block_peers);
+    return s->ops->block_peers(s->be, user_id, ids, n);
+}
+
+/* ---- matching and random chats ------------------------------------------------- */
+
+int nt_store_match_prefs_get(nt_store *s, int64_t user_id, nt_match_prefs *out)
+{
+    memset(out, 0, sizeof(*out));
+    STORE_OPTIONAL(match_prefs_get);
+    return s->ops->match_prefs_get(s->be, user_id, out);
+}
+
+int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs *in,
+                             int64_t now)
+{
+    if (!in || !(in->genders & NT_GENDER_ALL) || (in->genders & ~(unsigned)NT_GENDER_ALL) ||
+        in->age_min > in->age_max || in->ninterests < 0 || in->ninterests > NT_INTERESTS_MAX)
+        return NT_STORE_EINVAL;
+    for (int i = 0; i < in->ninterests; i++)
+        if (!in->interests[i][0] || strchr(in->interests[i], ',') ||
+            !store__fits(in->interests[i], NT_INTEREST_MAX))
+            return NT_STORE_EINVAL;
+    STORE_OPTIONAL(match_prefs_set);
+    return s->ops->match_prefs_set(s->be, user_id, in, now);
+}
+
+int nt_store_chat_random(nt_store *s, int64_t a, int64_t b, const char *alias_a,
+                         const char *alias_b, int64_t now, nt_chat *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (a <= 0 || b <= 0 || a == b || !store__nonempty(alias_a) || !store__nonempty(alias_b) ||
+        !store__fits(alias_a, NT_ALIAS_MAX) || !store__fits(alias_b, NT_ALIAS_MAX))
+        return NT_STORE_EINVAL;
+    STORE_OPTIONAL(chat_random);
+    return s->ops->chat_random(s->be, a, b, alias_a, alias_b, now, out);
+}
+
+int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *shown_now)
+{
+    bool unused;
+    if (!shown_now) shown_now = &unused;
+    *shown_now = false;
+    STORE_OPTIONAL(chat_reveal);
+    return s->ops->chat_reveal(s->be, chat_id, user_id, shown_now);
+}
+
+int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id,
+                          char alias[NT_ALIAS_MAX])
+{
+    alias[0] = '\0';
+    STORE_OPTIONAL(random_alias);
+    return s->ops->random_alias(s->be, chat_id, user_id, alias);
+}

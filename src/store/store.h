@@ -43,6 +43,9 @@ enum {
 #define NT_TITLE_MAX 513 /* 128 code points */
 #define NT_CLIENT_ID_MAX 65
 #define NT_TYPE_MAX 8
+#define NT_ALIAS_MAX 48       /* a random-chat alias, "Brave Otter" */
+#define NT_INTERESTS_MAX 10   /* interest tags per user */
+#define NT_INTEREST_MAX 33    /* one tag: 1..32 bytes */
 
 typedef struct nt_store nt_store;
 
@@ -150,6 +153,10 @@ typedef struct nt_member {
     int role;
     int64_t delivered_seq;
     int64_t read_seq;
+    /* Random chats: the member's alias while the chat is anonymous (not yet
+     * revealed by both), else ""; and whether this member agreed to reveal. */
+    char alias[NT_ALIAS_MAX];
+    bool revealed;
 } nt_member;
 
 typedef struct nt_message {
@@ -165,6 +172,9 @@ typedef struct nt_message {
     bool deleted;
     char *extra_json; /* NULL, or members of a JSON object to merge into the
                          message object, e.g. "\"pow\":{...}" (heap) */
+    /* The sender's alias when the message is in a random chat that is still
+     * anonymous: views then hide sender_id. "" otherwise. */
+    char sender_alias[NT_ALIAS_MAX];
 } nt_message;
 
 void nt_message_free(nt_message *m); /* frees text and extra_json, not m */
@@ -211,8 +221,9 @@ int nt_store_member_add(nt_store *s, int64_t chat_id, int64_t user_id, int role)
 int nt_store_member_remove(nt_store *s, int64_t chat_id, int64_t user_id);
 /* All member ids of a chat (heap array, free()). */
 int nt_store_chat_member_ids(nt_store *s, int64_t chat_id, int64_t **ids, int *n);
-/* Users who share a chat of type direct with user_id (presence partners).
- * Heap array, free(). */
+/* Presence partners of user_id: users who share a chat of type direct with
+ * them, and their friends, without the users user_id blocked. Partners of
+ * random chats are not included (they are anonymous). Heap array, free(). */
 int nt_store_user_partners(nt_store *s, int64_t user_id, int64_t **ids, int *n);
 /* Marks a random chat closed: it takes no more messages. */
 int nt_store_chat_close(nt_store *s, int64_t chat_id);
@@ -225,6 +236,8 @@ int nt_store_chat_close(nt_store *s, int64_t chat_id);
  *  - (sender_id, client_id) already stored: status 0, duplicate = true and
  *    msg is the first message (nothing new is written);
  *  - chat missing: ENOTFOUND; sender not a member or chat closed: EFORBIDDEN;
+ *  - a chat of exactly two members where the other member blocked the
+ *    sender: EFORBIDDEN (direct, random, or a two-member group);
  *  - otherwise the chat's next seq is taken and the message written.
  * On success member_ids lists every member of the chat (heap, freed by
  * nt_append_release) so the caller can route deliveries without another read.
@@ -284,5 +297,78 @@ int nt_store_export(nt_store *s, int64_t chat_id, int (*fn)(void *arg, const nt_
 enum { NT_MARK_DELIVERED = 1, NT_MARK_READ = 2 };
 int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64_t seq,
                   int64_t *delivered_seq, int64_t *read_seq, bool *moved);
+
+/* ---- friends and blocks -------------------------------------------------- */
+
+/* What nt_store_friend_request did. */
+enum {
+    NT_FRIEND_REQUESTED = 1, /* a new pending request from -> to */
+    NT_FRIEND_PENDING,       /* the same request was already pending */
+    NT_FRIEND_MADE,          /* to had asked from already: now friends */
+    NT_FRIEND_ALREADY,       /* they were friends already */
+    NT_FRIEND_BLOCKED_BY_ME, /* EFORBIDDEN: from blocked to */
+    NT_FRIEND_BLOCKED_BY_THEM, /* EFORBIDDEN: to blocked from */
+};
+/* A friend request from -> to, in one transaction: ENOTFOUND when either
+ * user is missing, EINVAL for from == to, EFORBIDDEN when a block exists
+ * either way (*outcome says which); otherwise 0 and *outcome. A request to
+ * someone who had already asked makes both friends at once. */
+int nt_store_friend_request(nt_store *s, int64_t from_id, int64_t to_id, int64_t now,
+                            int *outcome);
+/* user_id accepts the pending request from from_id: both become friends.
+ * ENOTFOUND when there is no such request. */
+int nt_store_friend_accept(nt_store *s, int64_t user_id, int64_t from_id, int64_t now);
+/* user_id rejects (deletes) the pending request from from_id; ENOTFOUND if none. */
+int nt_store_friend_reject(nt_store *s, int64_t user_id, int64_t from_id);
+/* Ends the friendship of user_id and other_id, and withdraws a pending
+ * request user_id -> other_id. ENOTFOUND when there was neither. */
+int nt_store_friend_remove(nt_store *s, int64_t user_id, int64_t other_id);
+
+enum { NT_LIST_FRIENDS = 1, NT_LIST_INCOMING, NT_LIST_OUTGOING, NT_LIST_BLOCKED };
+/* The users of one list of user_id (friends, senders of incoming requests,
+ * receivers of outgoing ones, users user_id blocked), by id, at most limit.
+ * *out is heap (free()). */
+int nt_store_friend_list(nt_store *s, int64_t user_id, int kind, int limit, nt_user **out,
+                         int *n);
+
+/* blocker blocks blocked (idempotent): their friendship and the pending
+ * requests both ways are deleted in the same transaction. ENOTFOUND when a
+ * user is missing, EINVAL for blocker == blocked. */
+int nt_store_block(nt_store *s, int64_t blocker_id, int64_t blocked_id, int64_t now);
+/* Lifts a block (idempotent: 0 when there was none). */
+int nt_store_unblock(nt_store *s, int64_t blocker_id, int64_t blocked_id);
+/* Every user that user_id blocked or that blocked user_id, ascending, no
+ * duplicates (heap, free()). */
+int nt_store_block_peers(nt_store *s, int64_t user_id, int64_t **ids, int *n);
+
+/* ---- matching and random chats ------------------------------------------- */
+
+enum { NT_GENDER_MALE = 1, NT_GENDER_FEMALE = 2, NT_GENDER_OTHER = 4, NT_GENDER_ALL = 7 };
+
+typedef struct nt_match_prefs {
+    unsigned genders; /* NT_GENDER_* bits, non-empty */
+    int age_min, age_max;
+    int ninterests;
+    char interests[NT_INTERESTS_MAX][NT_INTEREST_MAX]; /* lowercase tags */
+} nt_match_prefs;
+
+/* The stored preferences of user_id, or ENOTFOUND when never set. */
+int nt_store_match_prefs_get(nt_store *s, int64_t user_id, nt_match_prefs *out);
+/* Replaces them (tags must not contain ','). ENOTFOUND for a missing user. */
+int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs *in,
+                             int64_t now);
+
+/* A new random chat of a and b, each known by an alias until both reveal.
+ * out is the chat as a sees it. */
+int nt_store_chat_random(nt_store *s, int64_t a, int64_t b, const char *alias_a,
+                         const char *alias_b, int64_t now, nt_chat *out);
+/* user_id agrees to reveal in the random chat. ENOTFOUND when user_id is not
+ * a member of such a chat. *shown_now is true when this call was the second
+ * consent, i.e. the chat just stopped being anonymous. */
+int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *shown_now);
+/* The alias of user_id in chat_id while the chat is anonymous: 0 and alias
+ * filled, or ENOTFOUND (not a random chat, not a member, or revealed). */
+int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id,
+                          char alias[NT_ALIAS_MAX]);
 
 #endif

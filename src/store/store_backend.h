@@ -68,6 +68,23 @@ typedef struct nt_store_ops {
                        void *arg);
     int (*mark)(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t seq,
                 int64_t *delivered_seq, int64_t *read_seq, bool *moved);
+
+    /* Friends, blocks, matching and random chats (migration 2). A back end
+     * may leave these NULL: store.c then answers NT_STORE_EUNAVAILABLE. */
+    int (*friend_request)(void *be, int64_t from_id, int64_t to_id, int64_t now, int *outcome);
+    int (*friend_accept)(void *be, int64_t user_id, int64_t from_id, int64_t now);
+    int (*friend_reject)(void *be, int64_t user_id, int64_t from_id);
+    int (*friend_remove)(void *be, int64_t user_id, int64_t other_id);
+    int (*friend_list)(void *be, int64_t user_id, int kind, int limit, nt_user **out, int *n);
+    int (*block)(void *be, int64_t blocker_id, int64_t blocked_id, int64_t now);
+    int (*unblock)(void *be, int64_t blocker_id, int64_t blocked_id);
+    int (*block_peers)(void *be, int64_t user_id, int64_t **ids, int *n);
+    int (*match_prefs_get)(void *be, int64_t user_id, nt_match_prefs *out);
+    int (*match_prefs_set)(void *be, int64_t user_id, const nt_match_prefs *in, int64_t now);
+    int (*chat_random)(void *be, int64_t a, int64_t b, const char *alias_a, const char *alias_b,
+                       int64_t now, nt_chat *out);
+    int (*chat_reveal)(void *be, int64_t chat_id, int64_t user_id, bool *shown_now);
+    int (*random_alias)(void *be, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX]);
 } nt_store_ops;
 
 /* The back ends compiled in. */

@@ -44,7 +44,9 @@
     "id, nickname, email, bio, avatar_url, coalesce(gender, ''), coalesce(birth_date, ''), "       \
     "created_at, last_seen"
 #define SQ_MSG_COLS                                                                                \
-    "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json"
+    "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json, "           \
+    "(SELECT r.alias FROM random_members r WHERE r.chat_id = messages.chat_id "                   \
+    "AND r.user_id = messages.sender_id AND r.hidden = 1)"
 
 #define SQ_STATEMENTS(X)                                                                           \
     X(BEGIN, "BEGIN")                                                                              \
@@ -97,8 +99,10 @@
                  "WHERE m.user_id = ?1 ORDER BY c.last_activity DESC, c.id DESC LIMIT ?2")         \
     X(CHANNEL_BY_TITLE, "SELECT id FROM chats WHERE type = 'channel' AND title = ?1 "              \
                         "ORDER BY id LIMIT 1")                                                     \
-    X(MEMBERS, "SELECT user_id, role, delivered_seq, read_seq FROM members "                       \
-               "WHERE chat_id = ?1 ORDER BY user_id")                                              \
+    X(MEMBERS, "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, r.alias, r.revealed, "     \
+               "r.hidden FROM members m LEFT JOIN random_members r "                                \
+               "ON r.chat_id = m.chat_id AND r.user_id = m.user_id "                               \
+               "WHERE m.chat_id = ?1 ORDER BY m.user_id")                                          \
     X(MEMBER_IDS, "SELECT user_id FROM members WHERE chat_id = ?1 ORDER BY user_id")               \
     X(MEMBER_ROLE, "SELECT role FROM members WHERE chat_id = ?1 AND user_id = ?2")                 \
     X(MEMBER_INSERT, "INSERT INTO members (chat_id, user_id, role, joined_at) "                    \
@@ -106,10 +110,13 @@
     X(MEMBER_INSERT_IGNORE, "INSERT INTO members (chat_id, user_id, role, joined_at) "             \
                             "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")                      \
     X(MEMBER_DELETE, "DELETE FROM members WHERE chat_id = ?1 AND user_id = ?2")                    \
-    X(PARTNERS, "SELECT DISTINCT o.user_id FROM members m "                                        \
+    X(PARTNERS, "SELECT id FROM (SELECT o.user_id AS id FROM members m "                           \
                 "JOIN chats c ON c.id = m.chat_id AND c.type = 'direct' "                          \
                 "JOIN members o ON o.chat_id = m.chat_id AND o.user_id <> m.user_id "              \
-                "WHERE m.user_id = ?1 ORDER BY o.user_id")                                         \
+                "WHERE m.user_id = ?1 "                                                            \
+                "UNION SELECT friend_id FROM friends WHERE user_id = ?1) "                         \
+                "WHERE id NOT IN (SELECT blocked_id FROM blocks WHERE blocker_id = ?1) "           \
+                "ORDER BY id")                                                                     \
     X(MARK_GET, "SELECT m.delivered_seq, m.read_seq, c.last_seq FROM members m "                   \
                 "JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ?1 AND m.user_id = ?2")        \
     X(MARK_SET, "UPDATE members SET delivered_seq = ?3, read_seq = ?4 "                            \
@@ -131,7 +138,55 @@
     X(MSG_DELETE, "UPDATE messages SET text = '', extra_json = NULL, deleted = 1 "                 \
                   "WHERE chat_id = ?1 AND seq = ?2")                                               \
     X(UNREAD, "SELECT count(*) FROM messages "                                                     \
-              "WHERE chat_id = ?1 AND seq > ?2 AND sender_id <> ?3")
+              "WHERE chat_id = ?1 AND seq > ?2 AND sender_id <> ?3")                               \
+    /* friends and blocks */                                                                       \
+    X(FRIEND_INSERT, "INSERT OR IGNORE INTO friends (user_id, friend_id, created_at) "             \
+                     "VALUES (?1, ?2, ?3), (?2, ?1, ?3)")                                          \
+    X(FRIEND_DELETE, "DELETE FROM friends WHERE (user_id = ?1 AND friend_id = ?2) "               \
+                     "OR (user_id = ?2 AND friend_id = ?1)")                                       \
+    X(FRIEND_EXISTS, "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")               \
+    X(REQ_EXISTS, "SELECT 1 FROM friend_requests WHERE from_id = ?1 AND to_id = ?2")              \
+    X(REQ_INSERT, "INSERT OR IGNORE INTO friend_requests (from_id, to_id, created_at) "            \
+                  "VALUES (?1, ?2, ?3)")                                                           \
+    X(REQ_DELETE, "DELETE FROM friend_requests WHERE from_id = ?1 AND to_id = ?2")                \
+    X(REQ_DELETE_PAIR, "DELETE FROM friend_requests WHERE (from_id = ?1 AND to_id = ?2) "         \
+                       "OR (from_id = ?2 AND to_id = ?1)")                                         \
+    X(BLOCK_PAIR, "SELECT blocker_id FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2) "    \
+                  "OR (blocker_id = ?2 AND blocked_id = ?1)")                                      \
+    X(BLOCK_INSERT, "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_at) "           \
+                    "VALUES (?1, ?2, ?3)")                                                         \
+    X(BLOCK_DELETE, "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")               \
+    X(BLOCK_PEERS, "SELECT blocked_id FROM blocks WHERE blocker_id = ?1 "                          \
+                   "UNION SELECT blocker_id FROM blocks WHERE blocked_id = ?1 ORDER BY 1")         \
+    X(LIST_FRIENDS, "SELECT " SQ_USER_COLS " FROM users WHERE id IN "                              \
+                    "(SELECT friend_id FROM friends WHERE user_id = ?1) ORDER BY id LIMIT ?2")     \
+    X(LIST_INCOMING, "SELECT " SQ_USER_COLS " FROM users WHERE id IN "                             \
+                     "(SELECT from_id FROM friend_requests WHERE to_id = ?1) "                     \
+                     "ORDER BY id LIMIT ?2")                                                       \
+    X(LIST_OUTGOING, "SELECT " SQ_USER_COLS " FROM users WHERE id IN "                             \
+                     "(SELECT to_id FROM friend_requests WHERE from_id = ?1) "                     \
+                     "ORDER BY id LIMIT ?2")                                                       \
+    X(LIST_BLOCKED, "SELECT " SQ_USER_COLS " FROM users WHERE id IN "                              \
+                    "(SELECT blocked_id FROM blocks WHERE blocker_id = ?1) ORDER BY id LIMIT ?2")  \
+    /* matching and random chats */                                                                \
+    X(PREFS_GET, "SELECT genders, age_min, age_max, interests FROM match_prefs "                   \
+                 "WHERE user_id = ?1")                                                             \
+    X(PREFS_SET, "INSERT INTO match_prefs (user_id, genders, age_min, age_max, interests, "        \
+                 "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO UPDATE "    \
+                 "SET genders = excluded.genders, age_min = excluded.age_min, "                    \
+                 "age_max = excluded.age_max, interests = excluded.interests, "                    \
+                 "updated_at = excluded.updated_at")                                               \
+    X(RANDOM_INSERT, "INSERT INTO random_members (chat_id, user_id, alias) VALUES (?1, ?2, ?3)")   \
+    X(RANDOM_STATE, "SELECT revealed, hidden FROM random_members "                                 \
+                    "WHERE chat_id = ?1 AND user_id = ?2")                                         \
+    X(RANDOM_REVEAL, "UPDATE random_members SET revealed = 1 "                                     \
+                     "WHERE chat_id = ?1 AND user_id = ?2")                                        \
+    X(RANDOM_PENDING, "SELECT count(*) FROM random_members WHERE chat_id = ?1 AND revealed = 0")   \
+    X(RANDOM_SHOW, "UPDATE random_members SET hidden = 0 WHERE chat_id = ?1")                      \
+    X(RANDOM_ALIAS, "SELECT alias FROM random_members "                                            \
+                    "WHERE chat_id = ?1 AND user_id = ?2 AND hidden = 1")                          \
+    X(RANDOM_ALIASES, "SELECT user_id, alias FROM random_members "                                 \
+                      "WHERE chat_id = ?1 AND hidden = 1")
 
 enum sq_stmt_id {
 #define SQ_ENUM(id, sql) SQ_##id,
@@ -167,6 +222,13 @@ typedef struct sq_chat_entry {
     int64_t last_activity;
     int64_t *members;
     int nmembers;
+    /* Chats of exactly two members only (the block rule and random-chat
+     * aliases), read lazily by sq__pair_load. pair_epoch is the store's
+     * block_epoch when pair_blocked was read (0: never); a block or unblock
+     * bumps the epoch, so every cached answer goes stale at once. */
+    uint64_t pair_epoch;
+    uint8_t pair_blocked; /* bit i: members[i] was blocked by the other member */
+    char (*aliases)[NT_ALIAS_MAX]; /* heap [2] while the random chat is anonymous */
 } sq_chat_entry;
 
 #define SQ_CACHE_SLOTS 4096 /* a power of two; cleared at 3/4 full */
@@ -203,6 +265,7 @@ struct sq_store {
     sq_chat_entry **dirty;
     int ndirty, dirty_cap;
     bool batch_broken; /* the counters could not be written: lose the batch */
+    uint64_t block_epoch; /* bumped by every block change (see sq_chat_entry) */
 };
 
 /*
@@ -350,6 +413,7 @@ static int sq__row_message(sqlite3_stmt *st, nt_message *m)
     sq__col_str(st, 6, m->client_id, sizeof(m->client_id));
     m->edited_at = sqlite3_column_int64(st, 7);
     m->deleted = sqlite3_column_int(st, 8) != 0;
+    sq__col_str(st, 10, m->sender_alias, sizeof(m->sender_alias));
     if (sq__col_dup(st, 4, true, &m->text, &m->text_len) ||
         sq__col_dup(st, 9, false, &m->extra_json, NULL)) {
         nt_message_free(m);
@@ -477,6 +541,9 @@ static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
         m->role = sqlite3_column_int(st, 1);
         m->delivered_seq = sqlite3_column_int64(st, 2);
         m->read_seq = sqlite3_column_int64(st, 3);
+        m->alias[0] = '\0';
+        if (sqlite3_column_int(st, 6)) sq__col_str(st, 4, m->alias, sizeof(m->alias));
+        m->revealed = sqlite3_column_int(st, 5) != 0;
         if (m->user_id == viewer_id) {
             viewer_member = true;
             viewer_read = m->read_seq;
@@ -635,8 +702,10 @@ static int sq__write(sq_store *b, int (*fn)(sq_conn *w, void *arg), void *arg)
 
 static void sq__cache_clear(sq_store *b)
 {
-    for (int i = 0; i < SQ_CACHE_SLOTS; i++)
+    for (int i = 0; i < SQ_CACHE_SLOTS; i++) {
         free(b->cache[i].members);
+        free(b->cache[i].aliases);
+    }
     memset(b->cache, 0, SQ_CACHE_SLOTS * sizeof(*b->cache));
     b->cache_used = 0;
     b->ndirty = 0;
@@ -679,6 +748,9 @@ static void sq__cache_forget(sq_conn *w, int64_t chat_id)
         free(e->members);
         e->members = NULL;
         e->nmembers = 0;
+        free(e->aliases);
+        e->aliases = NULL;
+        e->pair_epoch = 0;
         e->loaded = false;
     }
 }
@@ -711,6 +783,9 @@ static int sq__cache_get(sq_store *b, sq_conn *w, int64_t chat_id, sq_chat_entry
         free(e->members);
         e->members = NULL;
         e->nmembers = 0;
+        free(e->aliases);
+        e->aliases = NULL;
+        e->pair_epoch = 0;
         if ((rc = sq__member_ids(w, chat_id, &e->members, &e->nmembers)) != 0) return rc;
         e->loaded = true;
     }
@@ -731,6 +806,56 @@ static bool sq__is_member(const sq_chat_entry *e, int64_t user_id)
             return true;
     }
     return false;
+}
+
+/*
+ * For a chat of two members: reads which of them the other blocked (when the
+ * cached answer is older than the last block change) and, once per load of
+ * the entry, the aliases of an anonymous random chat. Two indexed lookups,
+ * and only when something changed, so the hot path of a busy direct chat
+ * stays one cache probe.
+ */
+static int sq__pair_load(sq_store *b, sq_conn *w, sq_chat_entry *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (e->pair_epoch == b->block_epoch + 1) return 0;
+    if (!(st = sq__stmt(w, SQ_BLOCK_PAIR))) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, e->members[0]);
+    sqlite3_bind_int64(st, 2, e->members[1]);
+    uint8_t blocked = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        blocked |= sqlite3_column_int64(st, 0) == e->members[0] ? 2 : 1;
+    if (rc != SQLITE_DONE) rc = sq__fail(w, rc, "block pair");
+    else rc = 0;
+    sq__reset(st);
+    if (rc) return rc;
+
+    if (e->pair_epoch == 0) {
+        /* First look since the entry was loaded: the aliases too. */
+        free(e->aliases);
+        e->aliases = NULL;
+        if (!(st = sq__stmt(w, SQ_RANDOM_ALIASES))) return NT_STORE_EUNAVAILABLE;
+        sqlite3_bind_int64(st, 1, e->chat_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t uid = sqlite3_column_int64(st, 0);
+            int idx = uid == e->members[0] ? 0 : uid == e->members[1] ? 1 : -1;
+            if (idx < 0) continue;
+            if (!e->aliases && !(e->aliases = calloc(2, sizeof(*e->aliases)))) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            sq__col_str(st, 1, e->aliases[idx], sizeof(e->aliases[idx]));
+        }
+        if (rc != SQLITE_DONE) rc = sq__fail(w, rc, "random aliases");
+        else rc = 0;
+        sq__reset(st);
+        if (rc) return rc;
+    }
+    e->pair_blocked = blocked;
+    /* +1 so that a fresh store (epoch 0) still differs from "never read". */
+    e->pair_epoch = b->block_epoch + 1;
+    return 0;
 }
 
 static int sq__copy_members(const sq_chat_entry *e, nt_append *op)
@@ -777,6 +902,14 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
 
     if ((rc = sq__cache_get(b, w, op->chat_id, &chat)) != 0) return rc;
     if (chat->closed || !sq__is_member(chat, op->sender_id)) return NT_STORE_EFORBIDDEN;
+    int sender_idx = -1;
+    if (chat->nmembers == 2) {
+        /* Blocks apply where only the two of them talk (direct, random, a
+         * two-member group): the blocked one cannot write to the blocker. */
+        if ((rc = sq__pair_load(b, w, chat)) != 0) return rc;
+        sender_idx = chat->members[0] == op->sender_id ? 0 : 1;
+        if (chat->pair_blocked & (1u << sender_idx)) return NT_STORE_EFORBIDDEN;
+    }
 
     /* Everything that can fail comes before the INSERT, so once the message
      * is written the op cannot report an error for it. */
@@ -812,6 +945,8 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
     m->sender_id = op->sender_id;
     m->ts = op->ts;
     memcpy(m->client_id, op->client_id, sizeof(m->client_id));
+    if (sender_idx >= 0 && chat->aliases)
+        memcpy(m->sender_alias, chat->aliases[sender_idx], sizeof(m->sender_alias));
     chat->last_seq = seq;
     if (op->ts > chat->last_activity) chat->last_activity = op->ts;
     if (!chat->dirty) {
@@ -1903,6 +2038,375 @@ static int sq_mark(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t
     return rc;
 }
 
+/* ---- friends and blocks ---------------------------------------------------- */
+
+/* Runs a bound statement with two ids (?1, ?2) and optionally a time (?3). */
+static int sq__run_pair(sq_conn *w, enum sq_stmt_id id, int64_t a, int64_t b, int64_t now)
+{
+    sqlite3_stmt *st = sq__stmt(w, id);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    if (sqlite3_bind_parameter_count(st) >= 3) sqlite3_bind_int64(st, 3, now);
+    return sq__run(w, st);
+}
+
+/* 1 if the two-id query finds a row, 0 if not, <0 on error. */
+static int sq__pair_exists(sq_conn *w, enum sq_stmt_id id, int64_t a, int64_t b)
+{
+    sqlite3_stmt *st = sq__stmt(w, id);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    int64_t v;
+    return sq__int(w, st, &v);
+}
+
+struct friend_args {
+    int64_t a, b; /* request: from, to; accept/reject: user, from; block: blocker, blocked */
+    int64_t now;
+    int *outcome;
+};
+
+static int sq__w_friend_request(sq_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc;
+    if ((rc = sq__exists(w, SQ_USER_EXISTS, a->a)) != 0 ||
+        (rc = sq__exists(w, SQ_USER_EXISTS, a->b)) != 0)
+        return rc;
+    sqlite3_stmt *st = sq__stmt(w, SQ_BLOCK_PAIR);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->a);
+    sqlite3_bind_int64(st, 2, a->b);
+    int64_t blocker = 0;
+    if ((rc = sq__int(w, st, &blocker)) < 0) return rc;
+    if (rc == 1) {
+        *a->outcome = blocker == a->a ? NT_FRIEND_BLOCKED_BY_ME : NT_FRIEND_BLOCKED_BY_THEM;
+        return NT_STORE_EFORBIDDEN;
+    }
+    if ((rc = sq__pair_exists(w, SQ_FRIEND_EXISTS, a->a, a->b)) != 0) {
+        if (rc == 1) *a->outcome = NT_FRIEND_ALREADY;
+        return rc < 0 ? rc : 0;
+    }
+    if ((rc = sq__pair_exists(w, SQ_REQ_EXISTS, a->b, a->a)) < 0) return rc;
+    if (rc == 1) {
+        /* They had asked first: this request is an acceptance. */
+        if ((rc = sq__run_pair(w, SQ_REQ_DELETE_PAIR, a->a, a->b, 0)) != 0 ||
+            (rc = sq__run_pair(w, SQ_FRIEND_INSERT, a->a, a->b, a->now)) != 0)
+            return rc;
+        *a->outcome = NT_FRIEND_MADE;
+        return 0;
+    }
+    if ((rc = sq__run_pair(w, SQ_REQ_INSERT, a->a, a->b, a->now)) != 0) return rc;
+    *a->outcome = sqlite3_changes(w->db) ? NT_FRIEND_REQUESTED : NT_FRIEND_PENDING;
+    return 0;
+}
+
+static int sq_friend_request(void *be, int64_t from_id, int64_t to_id, int64_t now, int *outcome)
+{
+    struct friend_args a = {from_id, to_id, now, outcome};
+    return sq__write(be, sq__w_friend_request, &a);
+}
+
+static int sq__w_friend_accept(sq_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc = sq__run_pair(w, SQ_REQ_DELETE, a->b, a->a, 0);
+    if (rc) return rc;
+    if (sqlite3_changes(w->db) == 0) return NT_STORE_ENOTFOUND;
+    /* A request the other way, if any, is answered too. */
+    if ((rc = sq__run_pair(w, SQ_REQ_DELETE, a->a, a->b, 0)) != 0) return rc;
+    return sq__run_pair(w, SQ_FRIEND_INSERT, a->a, a->b, a->now);
+}
+
+static int sq_friend_accept(void *be, int64_t user_id, int64_t from_id, int64_t now)
+{
+    struct friend_args a = {user_id, from_id, now, NULL};
+    return sq__write(be, sq__w_friend_accept, &a);
+}
+
+static int sq__w_friend_reject(sq_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc = sq__run_pair(w, SQ_REQ_DELETE, a->b, a->a, 0);
+    if (rc) return rc;
+    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int sq_friend_reject(void *be, int64_t user_id, int64_t from_id)
+{
+    struct friend_args a = {user_id, from_id, 0, NULL};
+    return sq__write(be, sq__w_friend_reject, &a);
+}
+
+static int sq__w_friend_remove(sq_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc = sq__run_pair(w, SQ_FRIEND_DELETE, a->a, a->b, 0);
+    if (rc) return rc;
+    int changed = sqlite3_changes(w->db);
+    if ((rc = sq__run_pair(w, SQ_REQ_DELETE, a->a, a->b, 0)) != 0) return rc;
+    changed += sqlite3_changes(w->db);
+    return changed ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int sq_friend_remove(void *be, int64_t user_id, int64_t other_id)
+{
+    struct friend_args a = {user_id, other_id, 0, NULL};
+    return sq__write(be, sq__w_friend_remove, &a);
+}
+
+static int sq_friend_list(void *be, int64_t user_id, int kind, int limit, nt_user **out, int *n)
+{
+    static const enum sq_stmt_id ids[] = {
+        [NT_LIST_FRIENDS] = SQ_LIST_FRIENDS,
+        [NT_LIST_INCOMING] = SQ_LIST_INCOMING,
+        [NT_LIST_OUTGOING] = SQ_LIST_OUTGOING,
+        [NT_LIST_BLOCKED] = SQ_LIST_BLOCKED,
+    };
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, ids[kind]) : NULL;
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    nt_user *arr = NULL;
+    int count = 0, cap = 0, rc, ret = 0;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int(st, 2, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            int ncap = cap ? cap * 2 : 8;
+            nt_user *grown = realloc(arr, (size_t)ncap * sizeof(*arr));
+            if (!grown) {
+                ret = NT_STORE_EUNAVAILABLE;
+                break;
+            }
+            arr = grown;
+            cap = ncap;
+        }
+        sq__row_user(st, &arr[count++]);
+    }
+    if (!ret && rc != SQLITE_DONE) ret = sq__fail(c, rc, "friend list");
+    sq__reset(st);
+    if (ret) {
+        free(arr);
+        return ret;
+    }
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+static int sq__w_block(sq_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc;
+    if ((rc = sq__exists(w, SQ_USER_EXISTS, a->a)) != 0 ||
+        (rc = sq__exists(w, SQ_USER_EXISTS, a->b)) != 0 ||
+        (rc = sq__run_pair(w, SQ_BLOCK_INSERT, a->a, a->b, a->now)) != 0 ||
+        (rc = sq__run_pair(w, SQ_FRIEND_DELETE, a->a, a->b, 0)) != 0 ||
+        (rc = sq__run_pair(w, SQ_REQ_DELETE_PAIR, a->a, a->b, 0)) != 0)
+        return rc;
+    w->owner->block_epoch++;
+    return 0;
+}
+
+static int sq_block(void *be, int64_t blocker_id, int64_t blocked_id, int64_t now)
+{
+    struct friend_args a = {blocker_id, blocked_id, now, NULL};
+    return sq__write(be, sq__w_block, &a);
+}
+
+static int sq__w_unblock(sq_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc = sq__run_pair(w, SQ_BLOCK_DELETE, a->a, a->b, 0);
+    if (rc) return rc;
+    w->owner->block_epoch++;
+    return 0;
+}
+
+static int sq_unblock(void *be, int64_t blocker_id, int64_t blocked_id)
+{
+    struct friend_args a = {blocker_id, blocked_id, 0, NULL};
+    return sq__write(be, sq__w_unblock, &a);
+}
+
+static int sq_block_peers(void *be, int64_t user_id, int64_t **ids, int *n)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_BLOCK_PEERS) : NULL;
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, user_id);
+    return sq__int_list(c, st, ids, n);
+}
+
+/* ---- matching and random chats ---------------------------------------------- */
+
+static int sq_match_prefs_get(void *be, int64_t user_id, nt_match_prefs *out)
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_PREFS_GET) : NULL;
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, user_id);
+    int rc = sq__row(c, st);
+    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    out->genders = (unsigned)sqlite3_column_int(st, 0);
+    out->age_min = sqlite3_column_int(st, 1);
+    out->age_max = sqlite3_column_int(st, 2);
+    const char *tags = (const char *)sqlite3_column_text(st, 3);
+    out->ninterests = 0;
+    while (tags && *tags && out->ninterests < NT_INTERESTS_MAX) {
+        size_t len = strcspn(tags, ",");
+        if (len > 0 && len < NT_INTEREST_MAX) {
+            memcpy(out->interests[out->ninterests], tags, len);
+            out->interests[out->ninterests][len] = '\0';
+            out->ninterests++;
+        }
+        tags += len;
+        if (*tags == ',') tags++;
+    }
+    sq__reset(st);
+    return 0;
+}
+
+struct prefs_args {
+    int64_t user_id;
+    const nt_match_prefs *in;
+    const char *tags;
+    int64_t now;
+};
+
+static int sq__w_match_prefs_set(sq_conn *w, void *arg)
+{
+    struct prefs_args *a = arg;
+    int rc = sq__exists(w, SQ_USER_EXISTS, a->user_id);
+    if (rc) return rc;
+    sqlite3_stmt *st = sq__stmt(w, SQ_PREFS_SET);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->user_id);
+    sqlite3_bind_int(st, 2, (int)a->in->genders);
+    sqlite3_bind_int(st, 3, a->in->age_min);
+    sqlite3_bind_int(st, 4, a->in->age_max);
+    sqlite3_bind_text(st, 5, a->tags, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, a->now);
+    return sq__run(w, st);
+}
+
+static int sq_match_prefs_set(void *be, int64_t user_id, const nt_match_prefs *in, int64_t now)
+{
+    char tags[NT_INTERESTS_MAX * NT_INTEREST_MAX + 1];
+    size_t len = 0;
+    for (int i = 0; i < in->ninterests; i++) {
+        size_t n = strlen(in->interests[i]);
+        if (i) tags[len++] = ',';
+        memcpy(tags + len, in->interests[i], n);
+        len += n;
+    }
+    tags[len] = '\0';
+    struct prefs_args a = {user_id, in, tags, now};
+    return sq__write(be, sq__w_match_prefs_set, &a);
+}
+
+struct random_args {
+    int64_t a, b;
+    const char *alias_a, *alias_b;
+    int64_t now;
+    nt_chat *out;
+};
+
+static int sq__random_member(sq_conn *w, int64_t chat_id, int64_t user_id, const char *alias,
+                             int64_t now)
+{
+    int rc = sq__member_insert(w, SQ_MEMBER_INSERT, chat_id, user_id, NT_ROLE_MEMBER, now);
+    if (rc) return rc;
+    sqlite3_stmt *st = sq__stmt(w, SQ_RANDOM_INSERT);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, user_id);
+    sqlite3_bind_text(st, 3, alias, -1, SQLITE_STATIC);
+    return sq__run(w, st);
+}
+
+static int sq__w_chat_random(sq_conn *w, void *arg)
+{
+    struct random_args *a = arg;
+    int64_t chat_id;
+    int rc;
+    if ((rc = sq__exists(w, SQ_USER_EXISTS, a->a)) != 0 ||
+        (rc = sq__exists(w, SQ_USER_EXISTS, a->b)) != 0 ||
+        (rc = sq__chat_insert(w, "random", "", a->now, NULL, &chat_id)) != 0 ||
+        (rc = sq__random_member(w, chat_id, a->a, a->alias_a, a->now)) != 0 ||
+        (rc = sq__random_member(w, chat_id, a->b, a->alias_b, a->now)) != 0)
+        return rc;
+    return sq__chat_load(w, chat_id, a->a, a->out);
+}
+
+static int sq_chat_random(void *be, int64_t a, int64_t b, const char *alias_a,
+                          const char *alias_b, int64_t now, nt_chat *out)
+{
+    struct random_args args = {a, b, alias_a, alias_b, now, out};
+    int rc = sq__write(be, sq__w_chat_random, &args);
+    if (rc) {
+        nt_chat_free(out);
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
+struct reveal_args {
+    int64_t chat_id, user_id;
+    bool *shown_now;
+};
+
+static int sq__w_chat_reveal(sq_conn *w, void *arg)
+{
+    struct reveal_args *a = arg;
+    sqlite3_stmt *st = sq__stmt(w, SQ_RANDOM_STATE);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    sqlite3_bind_int64(st, 2, a->user_id);
+    int rc = sq__row(w, st);
+    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    bool hidden = sqlite3_column_int(st, 1) != 0;
+    sq__reset(st);
+    if (!hidden) return 0; /* both agreed long ago */
+    if ((rc = sq__run_pair(w, SQ_RANDOM_REVEAL, a->chat_id, a->user_id, 0)) != 0) return rc;
+    if (!(st = sq__stmt(w, SQ_RANDOM_PENDING))) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    int64_t pending = 1;
+    if ((rc = sq__int(w, st, &pending)) < 0) return rc;
+    if (pending > 0) return 0;
+    if (!(st = sq__stmt(w, SQ_RANDOM_SHOW))) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, a->chat_id);
+    if ((rc = sq__run(w, st)) != 0) return rc;
+    /* The appends of this chat must stop stamping aliases. */
+    sq__cache_forget(w, a->chat_id);
+    *a->shown_now = true;
+    return 0;
+}
+
+static int sq_chat_reveal(void *be, int64_t chat_id, int64_t user_id, bool *shown_now)
+{
+    struct reveal_args a = {chat_id, user_id, shown_now};
+    int rc = sq__write(be, sq__w_chat_reveal, &a);
+    if (rc) *shown_now = false;
+    return rc;
+}
+
+static int sq_random_alias(void *be, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX])
+{
+    sq_conn *c = sq__reader(be);
+    sqlite3_stmt *st = c ? sq__stmt(c, SQ_RANDOM_ALIAS) : NULL;
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, user_id);
+    int rc = sq__row(c, st);
+    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    sq__col_str(st, 0, alias, NT_ALIAS_MAX);
+    sq__reset(st);
+    return 0;
+}
+
 const nt_store_ops nt_store_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -1938,4 +2442,17 @@ const nt_store_ops nt_store_sqlite_ops = {
     .message_delete = sq_message_delete,
     .export_chat = sq_export,
     .mark = sq_mark,
+    .friend_request = sq_friend_request,
+    .friend_accept = sq_friend_accept,
+    .friend_reject = sq_friend_reject,
+    .friend_remove = sq_friend_remove,
+    .friend_list = sq_friend_list,
+    .block = sq_block,
+    .unblock = sq_unblock,
+    .block_peers = sq_block_peers,
+    .match_prefs_get = sq_match_prefs_get,
+    .match_prefs_set = sq_match_prefs_set,
+    .chat_random = sq_chat_random,
+    .chat_reveal = sq_chat_reveal,
+    .random_alias = sq_random_alias,
 };
