@@ -13,6 +13,9 @@
 
 #include "store/store_backend.h"
 
+/* The PostgreSQL back end (store_pg.c). */
+extern const nt_store_ops nt_store_pg_ops;
+
 struct nt_store {
     const nt_store_ops *ops;
     void *be;
@@ -23,6 +26,8 @@ static const struct {
     const nt_store_ops *ops;
 } store_schemes[] = {
     {"sqlite", &nt_store_sqlite_ops},
+    {"postgres", &nt_store_pg_ops},
+    {"postgresql", &nt_store_pg_ops},
 };
 
 nt_store *nt_store_open(const char *url, char *err, size_t err_len)
@@ -45,7 +50,8 @@ nt_store *nt_store_open(const char *url, char *err, size_t err_len)
             ops = store_schemes[i].ops;
     }
     if (!ops) {
-        snprintf(err, err_len, "unsupported store URL \"%s\" (expected sqlite:PATH)", url);
+        snprintf(err, err_len,
+                 "unsupported store URL \"%s\" (expected sqlite:PATH or postgres://HOST/DB)", url);
         return NULL;
     }
     nt_store *s = calloc(1, sizeof(*s));
