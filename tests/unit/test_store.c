@@ -16,6 +16,7 @@
 
 #include "store/store.h"
 #include "unit/check.h"
+#include "unit/pg_test_server.h"
 
 static char db_path[512];
 static char db_url[600];
@@ -861,6 +862,15 @@ int main(void)
     snprintf(db_url, sizeof(db_url), "sqlite:%s", db_path);
     cleanup_files();
 
+    /* NT_TEST_STORE=postgres: the same tests on a private PostgreSQL. */
+    static pg_test_server pg;
+    const char *backend = getenv("NT_TEST_STORE");
+    if (backend && strcmp(backend, "postgres") == 0) {
+        int rc = pgt_start(&pg, false);
+        if (rc != 0) return rc == PGT_SKIP ? PGT_SKIP : 1;
+        snprintf(db_url, sizeof(db_url), "%s", pg.url);
+    }
+
     char err[256];
     CHECK(nt_store_open("mysql:x", err, sizeof(err)) == NULL);
     CHECK(strlen(err) > 0);
@@ -901,5 +911,6 @@ int main(void)
         nt_store_close(s);
     }
     cleanup_files();
+    pgt_destroy(&pg);
     return check_exit();
 }
