@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "services/services.h"
 
 /* ---- registry ------------------------------------------------------------ */
 
@@ -152,6 +153,17 @@ static int on_upgrade(void *arg, nt_conn *c, const nt_http_request *req)
     return 0;
 }
 
+/* The last connection of a user closed: out of the match queue, on a
+ * worker (the queue's mutex is never taken on the loop thread). */
+static void run_match_leave(gw_job *job)
+{
+    nt_match_disconnect(job->gw->ctx, job->caller.user_id);
+}
+
+static void after_match_leave(gw_job *job)
+{
+}
+
 static void on_close(void *arg, nt_conn *c)
 {
     nt_gateway *gw = arg;
@@ -159,8 +171,16 @@ static void on_close(void *arg, nt_conn *c)
         return;
     gw_registry_remove(gw, c);
     int64_t uid = c->session.user_id;
-    if (nt_bus_conn_down(gw->ctx->bus, uid) == 1 && !gw->draining)
+    if (nt_bus_conn_down(gw->ctx->bus, uid) == 1 && !gw->draining) {
         gw_presence(gw, uid, false);
+        gw_job *job = calloc(1, sizeof *job);
+        if (job) {
+            job->caller.user_id = uid;
+            job->run = run_match_leave;
+            job->after = after_match_leave;
+            gw_job_submit(gw, job);
+        }
+    }
 }
 
 nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, char *err,

@@ -38,6 +38,19 @@ enum {
     R_READ,
     R_EXPORT,
     R_READYZ,
+    R_FRIENDS,
+    R_FRIEND_REQUEST,
+    R_FRIEND_ACCEPT,
+    R_FRIEND_REJECT,
+    R_FRIEND_REMOVE,
+    R_BLOCKS,
+    R_BLOCK_ADD,
+    R_BLOCK_REMOVE,
+    R_MATCH_PREFS_GET,
+    R_MATCH_PREFS_PUT,
+    R_MATCH_JOIN,
+    R_MATCH_LEAVE,
+    R_REVEAL,
 };
 
 typedef struct route {
@@ -69,6 +82,19 @@ static const route routes[] = {
     {NT_HTTP_POST, "/api/v1/chats/{id}/read", R_READ, true},
     {NT_HTTP_GET, "/api/v1/chats/{id}/export", R_EXPORT, true},
     {NT_HTTP_GET, "/readyz", R_READYZ, false},
+    {NT_HTTP_GET, "/api/v1/friends", R_FRIENDS, true},
+    {NT_HTTP_POST, "/api/v1/friends/requests", R_FRIEND_REQUEST, true},
+    {NT_HTTP_POST, "/api/v1/friends/requests/{id}/accept", R_FRIEND_ACCEPT, true},
+    {NT_HTTP_POST, "/api/v1/friends/requests/{id}/reject", R_FRIEND_REJECT, true},
+    {NT_HTTP_DELETE, "/api/v1/friends/{id}", R_FRIEND_REMOVE, true},
+    {NT_HTTP_GET, "/api/v1/blocks", R_BLOCKS, true},
+    {NT_HTTP_POST, "/api/v1/blocks/{id}", R_BLOCK_ADD, true},
+    {NT_HTTP_DELETE, "/api/v1/blocks/{id}", R_BLOCK_REMOVE, true},
+    {NT_HTTP_GET, "/api/v1/match/preferences", R_MATCH_PREFS_GET, true},
+    {NT_HTTP_PUT, "/api/v1/match/preferences", R_MATCH_PREFS_PUT, true},
+    {NT_HTTP_POST, "/api/v1/match", R_MATCH_JOIN, true},
+    {NT_HTTP_DELETE, "/api/v1/match", R_MATCH_LEAVE, true},
+    {NT_HTTP_POST, "/api/v1/chats/{id}/reveal", R_REVEAL, true},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -177,6 +203,19 @@ static void run_route(gw_job *job)
     case R_DELETE: nt_messages_delete(ctx, c, id0, id1, r); break;
     case R_READ: nt_chats_read(ctx, c, id0, body, len, r); break;
     case R_EXPORT: nt_messages_export(ctx, c, id0, r); break;
+    case R_FRIENDS: nt_friends_list(ctx, c, r); break;
+    case R_FRIEND_REQUEST: nt_friends_request(ctx, c, body, len, r); break;
+    case R_FRIEND_ACCEPT: nt_friends_accept(ctx, c, id0, r); break;
+    case R_FRIEND_REJECT: nt_friends_reject(ctx, c, id0, r); break;
+    case R_FRIEND_REMOVE: nt_friends_remove(ctx, c, id0, r); break;
+    case R_BLOCKS: nt_blocks_list(ctx, c, r); break;
+    case R_BLOCK_ADD: nt_blocks_add(ctx, c, id0, r); break;
+    case R_BLOCK_REMOVE: nt_blocks_remove(ctx, c, id0, r); break;
+    case R_MATCH_PREFS_GET: nt_match_prefs_get(ctx, c, r); break;
+    case R_MATCH_PREFS_PUT: nt_match_prefs_put(ctx, c, body, len, r); break;
+    case R_MATCH_JOIN: nt_match_join(ctx, c, r); break;
+    case R_MATCH_LEAVE: nt_match_leave(ctx, c, r); break;
+    case R_REVEAL: nt_match_reveal(ctx, c, id0, r); break;
     case R_READYZ:
         if (nt_store_ping(ctx->store) != 0 || nt_bus_ping(ctx->bus) != 0)
             nt_reply_error(r, 503, "unavailable", "storage or bus does not answer");

@@ -1,6 +1,6 @@
 /*
  * The WebSocket protocol of API.md: auth, send, delivered, read, typing,
- * ping. `send` is the hot path: it is validated on the loop thread, handed
+ * match, match_cancel, ping. `send` is the hot path: it is validated on the loop thread, handed
  * to the store's group commit without a worker hop, and acknowledged and
  * fanned out when the writer thread reports the commit. Everything else
  * that needs the store runs as a job on a worker thread.
@@ -86,7 +86,7 @@ static bool get_positive(const nt_json *doc, const char *key, int64_t *out)
 
 /* ---- jobs ------------------------------------------------------------------------ */
 
-enum { WS_AUTH = 1, WS_MARK, WS_TYPING };
+enum { WS_AUTH = 1, WS_MARK, WS_TYPING, WS_MATCH, WS_MATCH_CANCEL };
 
 static void run_ws_job(gw_job *job)
 {
@@ -102,6 +102,12 @@ static void run_ws_job(gw_job *job)
         break;
     case WS_TYPING:
         nt_chats_typing(ctx, &job->caller, job->chat_id, &job->reply);
+        break;
+    case WS_MATCH:
+        nt_match_join(ctx, &job->caller, &job->reply);
+        break;
+    case WS_MATCH_CANCEL:
+        nt_match_leave(ctx, &job->caller, &job->reply);
         break;
     }
 }
@@ -126,8 +132,18 @@ static void after_ws_job(gw_job *job)
         nt_conn_send_text(c, job->frame.data, job->frame.len);
         return;
     }
-    if (job->reply.status >= 400)
+    if (job->reply.status >= 400) {
         send_reply_error(c, job->ws_id, &job->reply);
+    } else if (job->kind == WS_MATCH || job->kind == WS_MATCH_CANCEL) {
+        /* The answer to a match request: {"type":"match_queued"|
+         * "match_cancelled","id"?} (the pair itself comes as `matched`). */
+        char ans[128];
+        int n = snprintf(ans, sizeof ans, "{\"type\":\"%s\"%s%s}",
+                         job->kind == WS_MATCH ? "match_queued" : "match_cancelled",
+                         job->ws_id[0] ? ",\"id\":" : "", job->ws_id);
+        if (n > 0 && (size_t)n < sizeof ans)
+            nt_conn_send_text(c, ans, (size_t)n);
+    }
 }
 
 /*
@@ -431,8 +447,10 @@ void gw_on_ws_text(void *arg, nt_conn *c, char *msg, size_t len)
         submit_ws_job(gw, c, WS_TYPING, 0, chat_id, 0, ws_id);
     } else if (!strcmp(type, "auth")) {
         send_error(c, ws_id, "bad_request", "already authenticated");
-    } else if (!strcmp(type, "match") || !strcmp(type, "match_cancel")) {
-        send_error(c, ws_id, "unavailable", "random chats are not available on this server yet");
+    } else if (!strcmp(type, "match")) {
+        submit_ws_job(gw, c, WS_MATCH, 0, 0, 0, ws_id);
+    } else if (!strcmp(type, "match_cancel")) {
+        submit_ws_job(gw, c, WS_MATCH_CANCEL, 0, 0, 0, ws_id);
     } else {
         send_error(c, ws_id, "bad_request", "unknown type");
     }

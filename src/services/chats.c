@@ -7,6 +7,9 @@
  * `receipt`, `typing` from API.md). Objects are written only through the
  * views in views.h.
  *
+ * Random chats are made by the match service (match.c); while anonymous,
+ * receipts and typing notices name the member by alias, never by id.
+ *
  * Visibility rule shared with messages.c: a chat is visible to its members;
  * a channel is public, so anyone may read it. To a non-member a group,
  * direct or random chat does not exist (404), so its id reveals nothing.
@@ -122,6 +125,21 @@ static bool chats__load_visible(nt_ctx *ctx, const nt_caller *c, int64_t chat_id
     memset(ch, 0, sizeof *ch);
     nt_reply_error(r, 404, "not_found", "chat not found");
     return false;
+}
+
+/* Writes "user_id": the actor of a receipt or typing notice, or, in an
+ * anonymous random chat, "user_id": null and "alias" (the same frame goes
+ * to both members). */
+static void chats__write_actor(nt_ctx *ctx, nt_jw *w, int64_t chat_id, int64_t user_id)
+{
+    char alias[NT_ALIAS_MAX];
+    if (nt_store_random_alias(ctx->store, chat_id, user_id, alias) == 0) {
+        nt_jw_key(w, "user_id");
+        nt_jw_null(w);
+        nt_jw_kstr(w, "alias", alias);
+    } else {
+        nt_jw_kint(w, "user_id", user_id);
+    }
 }
 
 static int chats__cmp_id(const void *a, const void *b)
@@ -527,7 +545,7 @@ void nt_chats_mark(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int kind, i
     nt_jw_obj(&w);
     nt_jw_kstr(&w, "type", "receipt");
     nt_jw_kint(&w, "chat_id", chat_id);
-    nt_jw_kint(&w, "user_id", c->user_id);
+    chats__write_actor(ctx, &w, chat_id, c->user_id);
     nt_jw_kint(&w, "delivered_seq", delivered);
     nt_jw_kint(&w, "read_seq", read);
     nt_jw_obj_end(&w);
@@ -573,7 +591,7 @@ void nt_chats_typing(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply 
         nt_jw_obj(&w);
         nt_jw_kstr(&w, "type", "typing");
         nt_jw_kint(&w, "chat_id", chat_id);
-        nt_jw_kint(&w, "user_id", c->user_id);
+        chats__write_actor(ctx, &w, chat_id, c->user_id);
         nt_jw_obj_end(&w);
         if (!nt_jw_error(&w)) nt_bus_deliver(ctx->bus, ids, (size_t)online, frame.data, frame.len);
         nt_buf_free(&frame);

@@ -252,7 +252,9 @@ void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const ch
     int rc = nt_store_append_wait(ctx->store, &op);
     if (rc == 0) rc = op.status;
     if (rc == NT_STORE_EFORBIDDEN) {
-        nt_reply_error(r, 403, "forbidden", "not a member of this chat, or the chat is closed");
+        nt_reply_error(r, 403, "forbidden",
+                       "not a member of this chat, the chat is closed, or the other member "
+                       "blocked you");
         goto out_op;
     }
     if (rc == NT_STORE_ENOTFOUND) {

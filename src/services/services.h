@@ -37,7 +37,8 @@ void nt_users_by_nickname(nt_ctx *ctx, const nt_caller *c, const char *nickname,
 void nt_users_search(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply *r);
 /* Presence: the user's first connection opened (online) or last closed.
  * Stores last_seen when going offline and sends `presence` events to the
- * user's partners (direct chats; friends later). */
+ * user's partners (direct chats and friends, not users they blocked, never
+ * the anonymous partners of random chats). */
 void nt_users_presence(nt_ctx *ctx, int64_t user_id, bool online);
 /* The `ready` frame: {"type":"ready","user":{...}} into out. */
 int nt_users_ready_frame(nt_ctx *ctx, int64_t user_id, nt_buf *out);
@@ -84,5 +85,56 @@ bool nt_messages_read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX], 
 /* After a message was stored (REST or WebSocket path): sends the `message`
  * event to every member. Any thread. */
 void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
+
+/* ---- friends and blocks (friends.c) ---- */
+/* {"friends":[user],"incoming":[user],"outgoing":[user]}. */
+void nt_friends_list(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+/* Body {"nickname"} (or {"user_id"}). 201 {"status":"pending"|"friends",
+ * "user"} for a new request or a crossing one that made friends at once; 200
+ * with the same shape when nothing changed. 400 for oneself, 404 unknown
+ * user, 403 when a block exists either way. Events: `friend_request` to the
+ * receiver, or `friend` to both. */
+void nt_friends_request(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
+                        nt_reply *r);
+/* 200 {"status":"friends","user"}; 404 without a pending request. `friend`
+ * to both. */
+void nt_friends_accept(nt_ctx *ctx, const nt_caller *c, int64_t from_id, nt_reply *r);
+/* 204; 404 without a pending request. */
+void nt_friends_reject(nt_ctx *ctx, const nt_caller *c, int64_t from_id, nt_reply *r);
+/* 204: ends a friendship or withdraws one's own pending request; 404 if
+ * there was neither. */
+void nt_friends_remove(nt_ctx *ctx, const nt_caller *c, int64_t user_id, nt_reply *r);
+/* {"blocks":[user]}: the users the caller blocked. */
+void nt_blocks_list(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+/* 204 (idempotent); ends friendship and requests both ways and takes the
+ * pair out of each other's reach in the match queue. 400 self, 404 unknown. */
+void nt_blocks_add(nt_ctx *ctx, const nt_caller *c, int64_t user_id, nt_reply *r);
+/* 204 (idempotent); 404 unknown user. */
+void nt_blocks_remove(nt_ctx *ctx, const nt_caller *c, int64_t user_id, nt_reply *r);
+
+/* ---- matching and random chats (match.c) ---- */
+/* GET: the caller's preferences (defaults when never set). */
+void nt_match_prefs_get(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+/* PUT {"genders","age_min","age_max","interests"?}: 200 with the stored
+ * preferences; 400 naming the field for anything out of the rules. */
+void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
+                        nt_reply *r);
+/* Joins the queue: 202 {"status":"waiting"} or {"status":"matched",
+ * "chat_id"} when a partner was found at once (both get `matched`); 200
+ * {"status":"waiting"} when already waiting (still one entry). 400 naming
+ * gender or birth_date when the profile lacks them. */
+void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+/* Leaves the queue: 204 (also when not waiting). */
+void nt_match_leave(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+/* The user's last connection closed: out of the queue, quietly. */
+void nt_match_disconnect(nt_ctx *ctx, int64_t user_id);
+/* Two users just blocked or unblocked: the waiting queue learns it. */
+void nt_match_block_changed(nt_ctx *ctx, int64_t a, int64_t b, bool blocked);
+/* POST /chats/{id}/reveal: 204; when this was the second consent both
+ * members get a `chat` event with real user ids. 404 not a member, 400 not
+ * a random chat. */
+void nt_match_reveal(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
+/* Frees the in-process queue kept for ctx (tests, shutdown). */
+void nt_match_shutdown(nt_ctx *ctx);
 
 #endif
