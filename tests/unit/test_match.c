@@ -1,0 +1,840 @@
+/*
+ * Unit test of random chats: the match queue of match.h on its own (every
+ * pair mutually compatible over 100,000 random users, bounded work per
+ * arrival, ranking by shared interests then waiting time, leave, blocks,
+ * requeue) and the match service of match.c through its handlers against a
+ * real temporary SQLite store and the in-process bus: preferences and all
+ * their bad input, joining without gender or birth date, waiting twice,
+ * pairing with `matched` events, anonymity of every view until both
+ * reveal, reveal, leave with chat_closed, blocks in the queue and in the
+ * chat.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "check.h"
+#include "common/clock.h"
+#include "common/json.h"
+#include "services/match.h"
+#include "services/services.h"
+
+/* ---- recorded deliveries (the pattern of test_chats.c) --------------------------- */
+
+static char db_path[700];
+
+#define MAX_FRAMES 1024
+#define MAX_RCPT 16
+
+typedef struct rec_frame {
+    char *data;
+    size_t len;
+    int64_t ids[MAX_RCPT];
+    size_t n;
+} rec_frame;
+
+static rec_frame frames[MAX_FRAMES];
+static int nframes;
+static uv_loop_t loop;
+/* The bus unrefs its own wake-up handle, so without a referenced handle of
+ * ours uv_run would return at once and never hand over a delivery queued
+ * from another thread. */
+static uv_async_t keep_alive;
+static nt_ctx ctx;
+static nt_reply R;
+
+static void on_delivery(void *arg, nt_shared *frame, const int64_t *user_ids, size_t n)
+{
+    if (nframes >= MAX_FRAMES) return;
+    rec_frame *f = &frames[nframes++];
+    f->data = malloc(frame->len + 1);
+    memcpy(f->data, frame->data, frame->len);
+    f->data[frame->len] = '\0';
+    f->len = frame->len;
+    f->n = n < MAX_RCPT ? n : MAX_RCPT;
+    memcpy(f->ids, user_ids, f->n * sizeof *user_ids);
+}
+
+static void drain(void)
+{
+    for (int i = 0; i < 5; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static void frames_clear(void)
+{
+    drain();
+    for (int i = 0; i < nframes; i++)
+        free(frames[i].data);
+    nframes = 0;
+}
+
+static nt_json_tok jtoks[16384];
+
+/* The token at a dotted path ("chat.members.0.role") or -1. */
+static int jfind(nt_json *doc, const char *json, size_t len, const char *path)
+{
+    if (nt_json_parse(doc, json, len, jtoks, 16384) != 0) return -1;
+    int tok = 0;
+    char key[64];
+    const char *p = path;
+    while (*p && tok >= 0) {
+        size_t k = strcspn(p, ".");
+        snprintf(key, sizeof key, "%.*s", (int)k, p);
+        p += k;
+        if (*p == '.') p++;
+        if (nt_json_type_of(doc, tok) == NT_JSON_ARRAY) {
+            int idx = atoi(key);
+            int el = nt_json_first(doc, tok);
+            while (el >= 0 && idx-- > 0)
+                el = nt_json_next(doc, el);
+            tok = el;
+        } else {
+            tok = nt_json_get(doc, tok, key);
+        }
+    }
+    return tok;
+}
+
+static int64_t jint_in(const char *json, const char *path)
+{
+    nt_json doc;
+    int64_t v = -999;
+    if (!json) return -999;
+    int tok = jfind(&doc, json, strlen(json), path);
+    if (tok < 0 || nt_json_int(&doc, tok, &v) != 0) return -999;
+    return v;
+}
+
+/* A string at path (static buffer), "(null)" for JSON null, NULL if absent. */
+static const char *jstr_in(const char *json, const char *path)
+{
+    static char out[8192];
+    nt_json doc;
+    if (!json) return NULL;
+    int tok = jfind(&doc, json, strlen(json), path);
+    if (tok < 0) return NULL;
+    if (nt_json_type_of(&doc, tok) == NT_JSON_NULL) return "(null)";
+    if (nt_json_type_of(&doc, tok) == NT_JSON_TRUE) return "(true)";
+    if (nt_json_type_of(&doc, tok) == NT_JSON_FALSE) return "(false)";
+    if (nt_json_str(&doc, tok, out, sizeof out) < 0) return NULL;
+    return out;
+}
+
+static int jcount_in(const char *json, const char *path)
+{
+    nt_json doc;
+    if (!json) return -1;
+    int tok = jfind(&doc, json, strlen(json), path);
+    if (tok < 0 || nt_json_type_of(&doc, tok) != NT_JSON_ARRAY) return -1;
+    return (int)doc.toks[tok].count;
+}
+
+static const char *body(void)
+{
+    return R.body.data ? nt_buf_cstr(&R.body) : "";
+}
+#define BINT(path) jint_in(body(), path)
+#define BSTR(path) jstr_in(body(), path)
+
+static void reset(void)
+{
+    nt_reply_free(&R);
+    memset(&R, 0, sizeof R);
+}
+
+/* Frames that reached `user` and have this "type". */
+static int nframes_for(int64_t user, const char *type)
+{
+    int count = 0;
+    drain();
+    for (int i = 0; i < nframes; i++) {
+        const char *t = jstr_in(frames[i].data, "type");
+        if (!t || strcmp(t, type) != 0) continue;
+        for (size_t j = 0; j < frames[i].n; j++)
+            if (frames[i].ids[j] == user) count++;
+    }
+    return count;
+}
+
+/* The last frame of this type that reached user, or NULL. */
+static const char *frame_for(int64_t user, const char *type)
+{
+    drain();
+    for (int i = nframes - 1; i >= 0; i--) {
+        const char *t = jstr_in(frames[i].data, "type");
+        if (!t || strcmp(t, type) != 0) continue;
+        for (size_t j = 0; j < frames[i].n; j++)
+            if (frames[i].ids[j] == user) return frames[i].data;
+    }
+    return NULL;
+}
+
+/* Expects a 400 bad_request whose message names `field`. */
+#define CHECK_400(field)                                                                           \
+    do {                                                                                           \
+        CHECK_EQ_INT(R.status, 400);                                                               \
+        CHECK_STR_EQ(R.code, "bad_request");                                                       \
+        CHECK(strstr(R.message, field) != NULL);                                                   \
+        if (!strstr(R.message, field)) fprintf(stderr, "  message: %s\n", R.message);             \
+    } while (0)
+#define CHECK_ERR(st, cd)                                                                          \
+    do {                                                                                           \
+        CHECK_EQ_INT(R.status, st);                                                                \
+        CHECK_STR_EQ(R.code, cd);                                                                  \
+    } while (0)
+
+static int64_t make_user(const char *nick, const char *gender, const char *birth_date)
+{
+    char email[64];
+    nt_user u;
+    const char *field = NULL;
+    snprintf(email, sizeof email, "%s@example.com", nick);
+    nt_user_new in = {.email = email,
+                      .nickname = nick,
+                      .password_hash = "x",
+                      .gender = gender,
+                      .birth_date = birth_date,
+                      .created_at = 1700000000000};
+    int rc = nt_store_user_create(ctx.store, &in, &u, &field);
+    CHECK_EQ_INT(rc, 0);
+    return u.id;
+}
+
+/* Opens a temp store and the local bus into ctx. 0 or 1. */
+static int open_ctx(const char *name)
+{
+    char dir[512], path[700], url[720], err[256];
+    const char *tmp = getenv("NT_TEST_TMP");
+
+    snprintf(dir, sizeof dir, "%s", tmp && *tmp ? tmp : "/tmp");
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/%s_%d.db", dir, name, (int)getpid());
+    unlink(path);
+    snprintf(url, sizeof url, "sqlite:%s", path);
+
+    uv_loop_init(&loop);
+    uv_async_init(&loop, &keep_alive, NULL);
+    ctx.limits = (nt_limits){.text_max_cp = 4096,
+                             .bio_max_cp = 500,
+                             .url_max = 1024,
+                             .password_min = 8,
+                             .password_max = 1024,
+                             .title_max_cp = 128,
+                             .group_max_members = 1000};
+    ctx.store = nt_store_open(url, err, sizeof err);
+    if (!ctx.store) {
+        fprintf(stderr, "store: %s\n", err);
+        return 1;
+    }
+    ctx.bus = nt_bus_open("local", &loop, err, sizeof err);
+    if (!ctx.bus) {
+        fprintf(stderr, "bus: %s\n", err);
+        return 1;
+    }
+    nt_bus_set_delivery_handler(ctx.bus, on_delivery, NULL);
+    snprintf(db_path, sizeof db_path, "%s", path);
+    return 0;
+}
+
+static void close_ctx(void)
+{
+    char side[760];
+    frames_clear();
+    reset();
+    nt_match_shutdown(&ctx);
+    nt_bus_close(ctx.bus);
+    uv_close((uv_handle_t *)&keep_alive, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    nt_store_close(ctx.store);
+    uv_loop_close(&loop);
+    unlink(db_path);
+    snprintf(side, sizeof side, "%s-wal", db_path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", db_path);
+    unlink(side);
+}
+
+/* ---- the queue alone ----------------------------------------------------------------- */
+
+static unsigned rng_state = 12345;
+
+static unsigned rnd(unsigned n)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return (rng_state >> 8) % n;
+}
+
+static nt_match_ticket ticket(int64_t id, unsigned gender, int age, unsigned genders, int lo,
+                              int hi)
+{
+    nt_match_ticket t;
+    memset(&t, 0, sizeof t);
+    t.user_id = id;
+    t.gender = gender;
+    t.age = age;
+    t.genders = genders;
+    t.age_min = lo;
+    t.age_max = hi;
+    return t;
+}
+
+static bool accepts(const nt_match_ticket *a, const nt_match_ticket *b)
+{
+    return (a->genders & b->gender) && b->age >= a->age_min && b->age <= a->age_max;
+}
+
+#define BIG 100000
+
+static void test_queue_big(void)
+{
+    static nt_match_ticket all[BIG + 1];
+    static int64_t blocks[BIG + 1];
+    static unsigned char paired[BIG + 1];
+    nt_matcher *m = nt_matcher_new(0);
+    if (!(m != NULL)) { CHECK(m != NULL); return; }
+    int pairs = 0, bad = 0;
+    uint64_t max_step = 0, prev = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int64_t id = 1; id <= BIG; id++) {
+        int lo = 13 + (int)rnd(60), hi = lo + (int)rnd(121 - lo);
+        nt_match_ticket t = ticket(id, 1u << rnd(3), 13 + (int)rnd(108), 1 + rnd(7), lo, hi);
+        t.ninterests = (int)rnd(11);
+        for (int i = 0; i < t.ninterests; i++) {
+            char tag[16];
+            snprintf(tag, sizeof tag, "tag%u", rnd(40));
+            t.interests[i] = nt_match_tag_hash(tag);
+        }
+        /* One in ten blocks someone who came before. */
+        blocks[id] = id > 1 && rnd(10) == 0 ? 1 + (int64_t)rnd((unsigned)id - 1) : 0;
+        if (blocks[id]) {
+            t.blocks = &blocks[id];
+            t.nblocks = 1;
+            if (!paired[blocks[id]]) nt_matcher_block(m, id, blocks[id]);
+        }
+        all[id] = t;
+        nt_match_ticket partner;
+        int rc = nt_matcher_offer(m, &t, &partner);
+        uint64_t examined;
+        nt_matcher_stats(m, &examined, NULL);
+        if (examined - prev > max_step) max_step = examined - prev;
+        prev = examined;
+        if (rc == NT_MATCH_PAIRED) {
+            int64_t p = partner.user_id;
+            const nt_match_ticket *pt = &all[p];
+            bool ok = p >= 1 && p < id && !paired[p] && accepts(&t, pt) && accepts(pt, &t) &&
+                      blocks[id] != p && blocks[p] != id;
+            if (!ok) bad++;
+            paired[p] = paired[id] = 1;
+            pairs++;
+        } else {
+            CHECK_EQ_INT(rc, NT_MATCH_WAITING);
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    CHECK_EQ_INT(bad, 0);
+    CHECK(pairs > BIG / 4); /* random preferences still pair most users */
+    CHECK_EQ_INT(nt_matcher_count(m), BIG - 2 * pairs);
+    /* Bounded work: 3 genders x 4 wanted-sets x 108 ages x 32 per bucket. */
+    CHECK(max_step <= 3u * 4u * 108u * 32u);
+    /* Everyone still waiting is really waiting; a paired one is not. */
+    int waiting = 0;
+    for (int64_t id = 1; id <= BIG; id++) {
+        bool w = nt_matcher_is_waiting(m, id);
+        if (w == (paired[id] != 0)) bad++;
+        waiting += w;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(waiting, BIG - 2 * pairs);
+    printf("queue: %d users, %d pairs, %.0f ms, at most %llu candidates per arrival\n", BIG, pairs,
+           (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+           (unsigned long long)max_step);
+    nt_matcher_free(m);
+}
+
+static void test_queue_rules(void)
+{
+    nt_matcher *m = nt_matcher_new(0);
+    nt_match_ticket p;
+    if (!(m != NULL)) { CHECK(m != NULL); return; }
+
+    /* Interests first, then the longest wait. */
+    nt_match_ticket a = ticket(1, NT_GENDER_MALE, 30, NT_GENDER_ALL, 13, 120);
+    nt_match_ticket b = ticket(2, NT_GENDER_MALE, 31, NT_GENDER_ALL, 13, 120);
+    nt_match_ticket c = ticket(3, NT_GENDER_OTHER, 50, NT_GENDER_ALL, 13, 120);
+    b.ninterests = 2;
+    b.interests[0] = nt_match_tag_hash("chess");
+    b.interests[1] = nt_match_tag_hash("go");
+    c.ninterests = 1;
+    c.interests[0] = nt_match_tag_hash("chess");
+    CHECK_EQ_INT(nt_matcher_offer(m, &a, &p), NT_MATCH_WAITING);
+    CHECK_EQ_INT(nt_matcher_offer(m, &a, &p), NT_MATCH_ALREADY);
+    CHECK_EQ_INT(nt_matcher_count(m), 1);
+    /* b and c would accept each other, so give them the same genders... */
+    CHECK(nt_matcher_leave(m, 1));
+    CHECK(!nt_matcher_leave(m, 1));
+    b.genders = NT_GENDER_FEMALE; /* b and c want only women: they wait */
+    c.genders = NT_GENDER_FEMALE;
+    a.genders = NT_GENDER_FEMALE;
+    CHECK_EQ_INT(nt_matcher_offer(m, &a, &p), NT_MATCH_WAITING);
+    CHECK_EQ_INT(nt_matcher_offer(m, &b, &p), NT_MATCH_WAITING);
+    CHECK_EQ_INT(nt_matcher_offer(m, &c, &p), NT_MATCH_WAITING);
+    nt_match_ticket x = ticket(4, NT_GENDER_FEMALE, 25, NT_GENDER_ALL, 13, 120);
+    x.ninterests = 2;
+    x.interests[0] = nt_match_tag_hash("go");
+    x.interests[1] = nt_match_tag_hash("chess");
+    CHECK_EQ_INT(nt_matcher_offer(m, &x, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 2); /* two shared tags beat one and none */
+    x.user_id = 5;
+    CHECK_EQ_INT(nt_matcher_offer(m, &x, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 3);
+    x.user_id = 6;
+    x.ninterests = 0;
+    CHECK_EQ_INT(nt_matcher_offer(m, &x, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 1);
+    CHECK_EQ_INT(nt_matcher_count(m), 0);
+
+    /* Equal interests: whoever waited longest. */
+    nt_match_ticket d = ticket(10, NT_GENDER_MALE, 40, NT_GENDER_FEMALE, 13, 120);
+    nt_match_ticket e = ticket(11, NT_GENDER_MALE, 20, NT_GENDER_FEMALE, 13, 120);
+    CHECK_EQ_INT(nt_matcher_offer(m, &d, &p), NT_MATCH_WAITING);
+    CHECK_EQ_INT(nt_matcher_offer(m, &e, &p), NT_MATCH_WAITING);
+    nt_match_ticket y = ticket(12, NT_GENDER_FEMALE, 30, NT_GENDER_MALE, 13, 120);
+    CHECK_EQ_INT(nt_matcher_offer(m, &y, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 10);
+    /* Requeue keeps the old place: 10 goes back before 11. */
+    CHECK_EQ_INT(nt_matcher_requeue(m, &p), 0);
+    y.user_id = 13;
+    CHECK_EQ_INT(nt_matcher_offer(m, &y, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 10);
+
+    /* Age ranges both ways. */
+    nt_match_ticket old = ticket(20, NT_GENDER_FEMALE, 60, NT_GENDER_MALE, 50, 70);
+    CHECK_EQ_INT(nt_matcher_offer(m, &old, &p), NT_MATCH_WAITING);
+    nt_match_ticket young = ticket(21, NT_GENDER_MALE, 20, NT_GENDER_FEMALE, 13, 120);
+    young.user_id = 21;
+    /* 11 (male 20) is waiting and accepts women of any age; 20 wants 50..70. */
+    CHECK_EQ_INT(nt_matcher_leave(m, 11), true);
+    CHECK_EQ_INT(nt_matcher_offer(m, &young, &p), NT_MATCH_WAITING);
+    nt_match_ticket mid = ticket(22, NT_GENDER_MALE, 55, NT_GENDER_FEMALE, 40, 59);
+    CHECK_EQ_INT(nt_matcher_offer(m, &mid, &p), NT_MATCH_WAITING); /* 60 is over 59 */
+    CHECK(nt_matcher_leave(m, 22));
+    mid.age_max = 60;
+    CHECK_EQ_INT(nt_matcher_offer(m, &mid, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 20);
+
+    /* Blocks: a block made while waiting, and one carried in the ticket. */
+    CHECK(nt_matcher_is_waiting(m, 21));
+    nt_matcher_block(m, 30, 21);
+    nt_match_ticket z = ticket(30, NT_GENDER_FEMALE, 20, NT_GENDER_MALE, 13, 120);
+    CHECK_EQ_INT(nt_matcher_offer(m, &z, &p), NT_MATCH_WAITING);
+    nt_matcher_block(m, 21, 30);
+    CHECK(nt_matcher_leave(m, 30));
+    int64_t blocked = 21;
+    z.user_id = 31;
+    z.blocks = &blocked;
+    z.nblocks = 1;
+    CHECK_EQ_INT(nt_matcher_offer(m, &z, &p), NT_MATCH_WAITING);
+    z.user_id = 32;
+    z.nblocks = 0;
+    CHECK_EQ_INT(nt_matcher_offer(m, &z, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 21);
+    nt_matcher_free(m);
+}
+
+/* ---- the service ------------------------------------------------------------------------ */
+
+static int64_t mo, fa, xm, nog, nob, kid, pm, qf;
+static nt_caller CMO, CFA, CXM, CNOG, CNOB, CKID, CPM, CQF;
+
+/* "YYYY-01-01" for someone who is `age` today. */
+static const char *born(int age)
+{
+    static char out[8][16];
+    static int i;
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    i = (i + 1) % 8;
+    snprintf(out[i], sizeof out[i], "%04d-01-01", tm.tm_year + 1900 - age);
+    return out[i];
+}
+
+static void prefs(const nt_caller *c, const char *json)
+{
+    reset();
+    nt_match_prefs_put(&ctx, c, json, json ? strlen(json) : 0, &R);
+}
+
+static void join(const nt_caller *c)
+{
+    reset();
+    nt_match_join(&ctx, c, &R);
+}
+
+static int post(const nt_caller *c, int64_t chat, const char *text)
+{
+    char js[256];
+    snprintf(js, sizeof js, "{\"text\":\"%s\"}", text);
+    reset();
+    nt_messages_post(&ctx, c, chat, js, strlen(js), &R);
+    return R.status;
+}
+
+/* True if the JSON holds the number id as a value of a "user_id" or
+ * "sender_id" key: the anonymity check. */
+static bool names_id(const char *json, int64_t id)
+{
+    char pat[64];
+    if (!json) return false;
+    snprintf(pat, sizeof pat, "\"user_id\":%" PRId64 ",", id);
+    if (strstr(json, pat)) return true;
+    snprintf(pat, sizeof pat, "\"sender_id\":%" PRId64 ",", id);
+    return strstr(json, pat) != NULL;
+}
+
+static void test_prefs(void)
+{
+    reset();
+    nt_match_prefs_get(&ctx, &CMO, &R);
+    CHECK_EQ_INT(R.status, 200);
+    CHECK_EQ_INT(jcount_in(body(), "genders"), 3);
+    CHECK_EQ_INT(BINT("age_min"), 13);
+    CHECK_EQ_INT(BINT("age_max"), 120);
+    CHECK_EQ_INT(jcount_in(body(), "interests"), 0);
+
+    static const struct {
+        const char *json, *field;
+    } bad[] = {
+        {"", "body"},
+        {"[]", "body"},
+        {"{}", "genders"},
+        {"{\"genders\":[],\"age_min\":18,\"age_max\":30}", "genders"},
+        {"{\"genders\":\"male\",\"age_min\":18,\"age_max\":30}", "genders"},
+        {"{\"genders\":[\"males\"],\"age_min\":18,\"age_max\":30}", "genders"},
+        {"{\"genders\":[1],\"age_min\":18,\"age_max\":30}", "genders"},
+        {"{\"genders\":[\"male\"],\"age_max\":30}", "age_min"},
+        {"{\"genders\":[\"male\"],\"age_min\":18}", "age_max"},
+        {"{\"genders\":[\"male\"],\"age_min\":12,\"age_max\":30}", "age_min"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":121}", "age_max"},
+        {"{\"genders\":[\"male\"],\"age_min\":\"18\",\"age_max\":30}", "age_min"},
+        {"{\"genders\":[\"male\"],\"age_min\":31,\"age_max\":30}", "age_max"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":30,\"interests\":\"go\"}",
+         "interests"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":30,\"interests\":[5]}", "interests"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":30,\"interests\":[\"\"]}",
+         "interests"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":30,\"interests\":[\"a b\"]}",
+         "interests"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":30,"
+         "\"interests\":[\"abcdefghijklmnopqrstuvwxyz0123456\"]}",
+         "interests"},
+        {"{\"genders\":[\"male\"],\"age_min\":18,\"age_max\":30,\"interests\":"
+         "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\"]}",
+         "interests"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        prefs(&CMO, bad[i].json);
+        CHECK_400(bad[i].field);
+    }
+    /* Nothing was stored by the bad ones. */
+    reset();
+    nt_match_prefs_get(&ctx, &CMO, &R);
+    CHECK_EQ_INT(BINT("age_max"), 120);
+
+    prefs(&CMO, "{\"genders\":[\"female\"],\"age_min\":18,\"age_max\":40,"
+                "\"interests\":[\"Music\",\"music\",\"Go-lang\",\"a_1\"],\"extra\":1}");
+    CHECK_EQ_INT(R.status, 200);
+    CHECK_EQ_INT(jcount_in(body(), "genders"), 1);
+    CHECK_EQ_INT(jcount_in(body(), "interests"), 3);
+    reset();
+    nt_match_prefs_get(&ctx, &CMO, &R);
+    CHECK_STR_EQ(BSTR("genders.0"), "female");
+    CHECK_EQ_INT(BINT("age_min"), 18);
+    CHECK_EQ_INT(BINT("age_max"), 40);
+    CHECK_STR_EQ(BSTR("interests.0"), "music");
+    CHECK_STR_EQ(BSTR("interests.1"), "go-lang");
+    CHECK_STR_EQ(BSTR("interests.2"), "a_1");
+    /* Ten exactly is fine. */
+    prefs(&CXM, "{\"genders\":[\"male\"],\"age_min\":13,\"age_max\":120,\"interests\":"
+                "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\"]}");
+    CHECK_EQ_INT(R.status, 200);
+}
+
+static void test_join_bad(void)
+{
+    join(&CNOG);
+    CHECK_400("gender");
+    join(&CNOB);
+    CHECK_400("birth_date");
+    join(&CKID);
+    CHECK_400("birth_date");
+    CHECK_EQ_INT(nframes, 0);
+}
+
+static int64_t test_pair(void)
+{
+    frames_clear();
+    join(&CMO); /* male 25, wants women 18..40 */
+    CHECK_EQ_INT(R.status, 202);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    join(&CMO);
+    CHECK_EQ_INT(R.status, 200); /* still one entry */
+    join(&CXM); /* male 40, wants men: incompatible with mo, waits */
+    CHECK_EQ_INT(R.status, 202);
+    CHECK_EQ_INT(nframes, 0);
+
+    prefs(&CFA, "{\"genders\":[\"male\"],\"age_min\":20,\"age_max\":30,\"interests\":[\"music\"]}");
+    join(&CFA); /* female 30 */
+    CHECK_EQ_INT(R.status, 202);
+    CHECK_STR_EQ(BSTR("status"), "matched");
+    int64_t chat = BINT("chat_id");
+    CHECK(chat > 0);
+    CHECK_EQ_INT(nframes_for(mo, "matched"), 1);
+    CHECK_EQ_INT(nframes_for(fa, "matched"), 1);
+    CHECK_EQ_INT(nframes_for(xm, "matched"), 0);
+    const char *fm = frame_for(mo, "matched");
+    CHECK_EQ_INT(jint_in(fm, "chat.id"), chat);
+    CHECK_STR_EQ(jstr_in(fm, "chat.type"), "random");
+    CHECK_STR_EQ(jstr_in(fm, "partner.gender"), "female");
+    CHECK_EQ_INT(jint_in(fm, "partner.age"), 30);
+    char alias_fa[64], alias_mo[64];
+    snprintf(alias_fa, sizeof alias_fa, "%s", jstr_in(fm, "partner.alias"));
+    CHECK(!names_id(fm, mo) && !names_id(fm, fa));
+    CHECK(strstr(fm, "\"nickname\"") == NULL);
+    const char *ff = frame_for(fa, "matched");
+    CHECK_STR_EQ(jstr_in(ff, "partner.gender"), "male");
+    CHECK_EQ_INT(jint_in(ff, "partner.age"), 25);
+    snprintf(alias_mo, sizeof alias_mo, "%s", jstr_in(ff, "partner.alias"));
+    CHECK(strcmp(alias_mo, alias_fa) != 0);
+    CHECK(strchr(alias_mo, ' ') != NULL);
+    CHECK_STR_EQ(jstr_in(ff, "chat.members.0.user_id"), "(null)");
+    CHECK_STR_EQ(jstr_in(ff, "chat.members.1.user_id"), "(null)");
+
+    /* Every view hides the ids until both reveal. */
+    reset();
+    nt_chats_get(&ctx, &CMO, chat, &R);
+    CHECK_EQ_INT(R.status, 200);
+    CHECK(!names_id(body(), mo) && !names_id(body(), fa));
+    CHECK_STR_EQ(BSTR("members.0.revealed"), "(false)");
+    CHECK(BSTR("members.0.alias") != NULL);
+    reset();
+    nt_chats_list(&ctx, &CFA, "", &R);
+    CHECK(!names_id(body(), mo));
+    frames_clear();
+    CHECK_EQ_INT(post(&CMO, chat, "hello stranger"), 201);
+    CHECK_STR_EQ(BSTR("sender_id"), "(null)");
+    CHECK_STR_EQ(BSTR("sender_alias"), alias_mo);
+    const char *ev = frame_for(fa, "message");
+    CHECK_STR_EQ(jstr_in(ev, "message.sender_alias"), alias_mo);
+    CHECK(!names_id(ev, mo));
+    reset();
+    nt_messages_history(&ctx, &CFA, chat, "", &R);
+    CHECK_EQ_INT(R.status, 200);
+    CHECK_STR_EQ(BSTR("messages.0.sender_alias"), alias_mo);
+    CHECK(!names_id(body(), mo));
+    reset();
+    nt_messages_export(&ctx, &CFA, chat, &R);
+    CHECK(!names_id(body(), mo));
+    reset();
+    nt_chats_get(&ctx, &CFA, chat, &R);
+    CHECK_STR_EQ(BSTR("last_message.sender_id"), "(null)");
+    reset();
+    nt_chats_mark(&ctx, &CFA, chat, NT_MARK_READ, 1, &R);
+    CHECK_EQ_INT(R.status, 204);
+    const char *rc = frame_for(mo, "receipt");
+    CHECK_STR_EQ(jstr_in(rc, "user_id"), "(null)");
+    CHECK_STR_EQ(jstr_in(rc, "alias"), alias_fa);
+    reset();
+    nt_chats_typing(&ctx, &CFA, chat, &R);
+    CHECK_EQ_INT(R.status, 204);
+    CHECK_STR_EQ(jstr_in(frame_for(mo, "typing"), "user_id"), "(null)");
+    /* No presence between random partners. */
+    frames_clear();
+    nt_users_presence(&ctx, mo, true);
+    CHECK_EQ_INT(nframes_for(fa, "presence"), 0);
+
+    /* Reveal: one consent changes nothing visible. */
+    frames_clear();
+    reset();
+    nt_match_reveal(&ctx, &CMO, chat, &R);
+    CHECK_EQ_INT(R.status, 204);
+    reset();
+    nt_match_reveal(&ctx, &CMO, chat, &R);
+    CHECK_EQ_INT(R.status, 204);
+    CHECK_EQ_INT(nframes, 0);
+    reset();
+    nt_chats_get(&ctx, &CFA, chat, &R);
+    CHECK(!names_id(body(), mo));
+    CHECK_EQ_INT(post(&CMO, chat, "still hidden"), 201);
+    CHECK_STR_EQ(BSTR("sender_id"), "(null)");
+    reset();
+    nt_match_reveal(&ctx, &CXM, chat, &R); /* not a member */
+    CHECK_ERR(404, "not_found");
+    reset();
+    nt_match_reveal(&ctx, &CFA, 0, &R);
+    CHECK_ERR(404, "not_found");
+
+    frames_clear();
+    reset();
+    nt_match_reveal(&ctx, &CFA, chat, &R);
+    CHECK_EQ_INT(R.status, 204);
+    CHECK_EQ_INT(nframes_for(mo, "chat"), 1);
+    CHECK_EQ_INT(nframes_for(fa, "chat"), 1);
+    const char *cv = frame_for(mo, "chat");
+    CHECK(names_id(cv, mo) && names_id(cv, fa));
+    CHECK(strstr(cv, "\"alias\"") == NULL);
+    reset();
+    nt_messages_history(&ctx, &CFA, chat, "", &R);
+    CHECK_EQ_INT(BINT("messages.0.sender_id"), mo);
+    CHECK(BSTR("messages.0.sender_alias") == NULL);
+    CHECK_EQ_INT(post(&CFA, chat, "I am fa"), 201);
+    CHECK_EQ_INT(BINT("sender_id"), fa);
+    reset();
+    nt_chats_typing(&ctx, &CFA, chat, &R);
+    CHECK_EQ_INT(jint_in(frame_for(mo, "typing"), "user_id"), fa);
+    /* A third reveal changes nothing. */
+    frames_clear();
+    reset();
+    nt_match_reveal(&ctx, &CFA, chat, &R);
+    CHECK_EQ_INT(R.status, 204);
+    CHECK_EQ_INT(nframes, 0);
+    return chat;
+}
+
+static void test_leave(int64_t chat)
+{
+    frames_clear();
+    reset();
+    nt_chats_remove_member(&ctx, &CFA, chat, fa, &R);
+    CHECK_EQ_INT(R.status, 204);
+    CHECK_EQ_INT(nframes_for(mo, "chat_closed"), 1);
+    CHECK_EQ_INT(nframes_for(fa, "chat_closed"), 1);
+    CHECK_EQ_INT(jint_in(frame_for(mo, "chat_closed"), "chat_id"), chat);
+    CHECK_EQ_INT(post(&CMO, chat, "anyone?"), 403);
+    CHECK_STR_EQ(R.code, "forbidden");
+    CHECK_EQ_INT(post(&CFA, chat, "bye"), 403);
+
+    /* Reveal is for random chats only. */
+    char js[96];
+    snprintf(js, sizeof js, "{\"type\":\"direct\",\"user_id\":%" PRId64 "}", fa);
+    reset();
+    nt_chats_create(&ctx, &CMO, js, strlen(js), &R);
+    int64_t direct = BINT("id");
+    reset();
+    nt_match_reveal(&ctx, &CMO, direct, &R);
+    CHECK_400("chat_id");
+}
+
+static void test_queue_service(void)
+{
+    /* "Next": leave, then match again; mo is waiting-free after the pair. */
+    frames_clear();
+    reset();
+    nt_match_leave(&ctx, &CXM, &R); /* xm (a man wanting men) would take pm */
+    join(&CMO);
+    CHECK_EQ_INT(R.status, 202);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    reset();
+    nt_match_leave(&ctx, &CMO, &R);
+    CHECK_EQ_INT(R.status, 204);
+    reset();
+    nt_match_leave(&ctx, &CMO, &R);
+    CHECK_EQ_INT(R.status, 204);
+    join(&CFA); /* fa wants men 20..30; mo left, xm is 40: waits */
+    CHECK_EQ_INT(R.status, 202);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    nt_match_disconnect(&ctx, fa);
+    join(&CMO);
+    CHECK_STR_EQ(BSTR("status"), "waiting"); /* fa is gone */
+    CHECK_EQ_INT(nframes_for(mo, "matched"), 0);
+    reset();
+    nt_match_leave(&ctx, &CMO, &R);
+
+    /* Blocks: pm blocked qf before queueing; they are never paired. */
+    reset();
+    nt_blocks_add(&ctx, &CPM, qf, &R);
+    CHECK_EQ_INT(R.status, 204);
+    join(&CPM);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    join(&CQF);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    CHECK_EQ_INT(nframes_for(pm, "matched") + nframes_for(qf, "matched"), 0);
+    reset();
+    nt_match_leave(&ctx, &CQF, &R);
+    reset();
+    nt_blocks_remove(&ctx, &CPM, qf, &R);
+    /* Unblocked, but pm still waits with the old block: qf queues again and
+     * is kept apart until pm queues anew (the safe side). */
+    join(&CQF);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    reset();
+    nt_match_leave(&ctx, &CPM, &R);
+    /* A block made while one waits. */
+    reset();
+    nt_blocks_add(&ctx, &CPM, qf, &R);
+    join(&CPM);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    reset();
+    nt_match_leave(&ctx, &CPM, &R);
+    reset();
+    nt_blocks_remove(&ctx, &CPM, qf, &R);
+    reset();
+    nt_match_leave(&ctx, &CQF, &R);
+    join(&CQF); /* queued anew: the lifted block is forgotten */
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    join(&CPM);
+    CHECK_STR_EQ(BSTR("status"), "matched");
+    int64_t chat = BINT("chat_id");
+    CHECK_EQ_INT(post(&CPM, chat, "hi"), 201);
+    /* A block inside the random chat: the blocked one cannot write. */
+    reset();
+    nt_blocks_add(&ctx, &CQF, pm, &R);
+    CHECK_EQ_INT(R.status, 204);
+    CHECK_EQ_INT(post(&CPM, chat, "hello?"), 403);
+    CHECK_EQ_INT(post(&CQF, chat, "bye"), 201);
+}
+
+int main(void)
+{
+    test_queue_rules();
+    test_queue_big();
+
+    if (open_ctx("test_match") != 0) return 1;
+    mo = make_user("mo", "male", born(25));
+    fa = make_user("fa", "female", born(30));
+    xm = make_user("xm", "male", born(40));
+    nog = make_user("nog", NULL, born(30));
+    nob = make_user("nob", "other", NULL);
+    kid = make_user("kid", "female", born(12));
+    pm = make_user("pm", "male", born(33));
+    qf = make_user("qf", "female", born(33));
+    CMO.user_id = mo;
+    CFA.user_id = fa;
+    CXM.user_id = xm;
+    CNOG.user_id = nog;
+    CNOB.user_id = nob;
+    CKID.user_id = kid;
+    CPM.user_id = pm;
+    CQF.user_id = qf;
+    int64_t all[] = {mo, fa, xm, nog, nob, kid, pm, qf};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        nt_bus_conn_up(ctx.bus, all[i]);
+
+    test_prefs();
+    test_join_bad();
+    int64_t chat = test_pair();
+    test_leave(chat);
+    test_queue_service();
+
+    close_ctx();
+    return check_exit();
+}
