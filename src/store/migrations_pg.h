@@ -130,6 +130,49 @@ static const char *const pg_migrations[] = {
     "INSERT INTO members (chat_id, user_id, role, joined_at)"
     "  SELECT c.id, u.id, 0, " PG_NOW_MS " FROM chats c, users u"
     "  WHERE c.type = 'channel' AND c.title = 'lobby' AND u.nickname = 'bot';",
+
+    /* 2: friends, friend requests, blocks, match preferences, random chats
+     * (see migration 2 of migrations_sqlite.h for what each table holds). */
+    "CREATE TABLE friends ("
+    "  user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  friend_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  created_at bigint NOT NULL,"
+    "  PRIMARY KEY (user_id, friend_id)"
+    ");"
+
+    "CREATE TABLE friend_requests ("
+    "  from_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  to_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  created_at bigint NOT NULL,"
+    "  PRIMARY KEY (from_id, to_id)"
+    ");"
+    "CREATE INDEX friend_requests_to ON friend_requests (to_id);"
+
+    "CREATE TABLE blocks ("
+    "  blocker_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  blocked_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  created_at bigint NOT NULL,"
+    "  PRIMARY KEY (blocker_id, blocked_id)"
+    ");"
+    "CREATE INDEX blocks_blocked ON blocks (blocked_id);"
+
+    "CREATE TABLE match_prefs ("
+    "  user_id bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,"
+    "  genders integer NOT NULL,"
+    "  age_min integer NOT NULL,"
+    "  age_max integer NOT NULL,"
+    "  interests text NOT NULL DEFAULT '',"
+    "  updated_at bigint NOT NULL"
+    ");"
+
+    "CREATE TABLE random_members ("
+    "  chat_id bigint NOT NULL REFERENCES chats (id) ON DELETE CASCADE,"
+    "  user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+    "  alias text NOT NULL,"
+    "  revealed boolean NOT NULL DEFAULT false,"
+    "  hidden boolean NOT NULL DEFAULT true,"
+    "  PRIMARY KEY (chat_id, user_id)"
+    ");",
 };
 
 #define PG_MIGRATIONS_COUNT ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))

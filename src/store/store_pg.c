@@ -66,8 +66,11 @@
 #define PG_USER_COLS                                                                               \
     "id, nickname, email, bio, avatar_url, coalesce(gender, ''), coalesce(birth_date, ''), "       \
     "created_at, last_seen"
+/* The last column is the sender's alias while a random chat is anonymous. */
 #define PG_MSG_COLS                                                                                \
-    "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json"
+    "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json, "           \
+    "(SELECT r.alias FROM random_members r WHERE r.chat_id = messages.chat_id "                   \
+    "AND r.user_id = messages.sender_id AND r.hidden)"
 
 #define PG_STATEMENTS(X)                                                                           \
     X(BEGIN, "BEGIN")                                                                              \
@@ -128,8 +131,10 @@
                  "WHERE m.user_id = $1 ORDER BY c.last_activity DESC, c.id DESC LIMIT $2")         \
     X(CHANNEL_BY_TITLE, "SELECT id FROM chats WHERE type = 'channel' AND title = $1 "              \
                         "ORDER BY id LIMIT 1")                                                     \
-    X(MEMBERS, "SELECT user_id, role, delivered_seq, read_seq FROM members "                       \
-               "WHERE chat_id = $1 ORDER BY user_id")                                              \
+    X(MEMBERS, "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, r.alias, r.revealed, "     \
+               "r.hidden FROM members m LEFT JOIN random_members r "                               \
+               "ON r.chat_id = m.chat_id AND r.user_id = m.user_id "                               \
+               "WHERE m.chat_id = $1 ORDER BY m.user_id")                                          \
     X(MEMBER_IDS, "SELECT user_id FROM members WHERE chat_id = $1 ORDER BY user_id")               \
     X(MEMBER_ROLE, "SELECT role FROM members WHERE chat_id = $1 AND user_id = $2")                 \
     X(MEMBER_INSERT, "INSERT INTO members (chat_id, user_id, role, joined_at) "                    \
@@ -137,20 +142,23 @@
     X(MEMBER_INSERT_IGNORE, "INSERT INTO members (chat_id, user_id, role, joined_at) "             \
                             "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")                      \
     X(MEMBER_DELETE, "DELETE FROM members WHERE chat_id = $1 AND user_id = $2")                    \
-    X(PARTNERS, "SELECT DISTINCT o.user_id FROM members m "                                        \
+    X(PARTNERS, "SELECT id FROM (SELECT o.user_id AS id FROM members m "                           \
                 "JOIN chats c ON c.id = m.chat_id AND c.type = 'direct' "                          \
                 "JOIN members o ON o.chat_id = m.chat_id AND o.user_id <> m.user_id "              \
-                "WHERE m.user_id = $1 ORDER BY o.user_id")                                         \
+                "WHERE m.user_id = $1 "                                                            \
+                "UNION SELECT friend_id FROM friends WHERE user_id = $1) AS p "                    \
+                "WHERE id NOT IN (SELECT blocked_id FROM blocks WHERE blocker_id = $1) "           \
+                "ORDER BY id")                                                                     \
     X(MARK_GET, "SELECT m.delivered_seq, m.read_seq, c.last_seq FROM members m "                   \
                 "JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = $1 AND m.user_id = $2 "        \
                 "FOR UPDATE OF m")                                                                 \
     X(MARK_SET, "UPDATE members SET delivered_seq = $3, read_seq = $4 "                            \
                 "WHERE chat_id = $1 AND user_id = $2")                                             \
     /* appends, by runs (see pg__appends) */                                                       \
-    X(APPEND_DUPS, "SELECT " PG_MSG_COLS " FROM messages m "                                       \
+    X(APPEND_DUPS, "SELECT " PG_MSG_COLS " FROM messages "                                         \
                    "JOIN unnest($1::bigint[], $2::text[]) AS u(sender, cid) "                      \
-                   "ON m.sender_id = u.sender AND m.client_id = u.cid "                            \
-                   "WHERE m.client_id IS NOT NULL")                                                \
+                   "ON messages.sender_id = u.sender AND messages.client_id = u.cid "              \
+                   "WHERE messages.client_id IS NOT NULL")                                         \
     X(APPEND_LOCK, "SELECT id, closed, members_version, last_seq, last_activity FROM chats "       \
                    "WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE")                          \
     X(APPEND_MEMBERS, "SELECT chat_id, user_id FROM members WHERE chat_id = ANY($1::bigint[]) "    \
@@ -159,6 +167,16 @@
                      "extra_json) SELECT * FROM unnest($1::bigint[], $2::bigint[], "               \
                      "$3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[]) "            \
                      "RETURNING id, chat_id, seq")                                                 \
+    /* Chats of two members (a < b): who blocked whom, and the aliases of                      \
+     * an anonymous random chat. */                                                                \
+    X(APPEND_PAIRS, "SELECT v.chat, "                                                              \
+                    "EXISTS (SELECT 1 FROM blocks WHERE blocker_id = v.b AND blocked_id = v.a), "  \
+                    "EXISTS (SELECT 1 FROM blocks WHERE blocker_id = v.a AND blocked_id = v.b), "  \
+                    "(SELECT alias FROM random_members r WHERE r.chat_id = v.chat "                \
+                    "AND r.user_id = v.a AND r.hidden), "                                          \
+                    "(SELECT alias FROM random_members r WHERE r.chat_id = v.chat "                \
+                    "AND r.user_id = v.b AND r.hidden) "                                           \
+                    "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(chat, a, b)")      \
     X(APPEND_COUNTERS, "UPDATE chats c SET last_seq = v.seq, last_activity = v.act "               \
                        "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, seq, act) " \
                        "WHERE c.id = v.id")                                                        \
@@ -175,7 +193,57 @@
     X(MSG_DELETE, "UPDATE messages SET text = '', extra_json = NULL, deleted = true "              \
                   "WHERE chat_id = $1 AND seq = $2")                                               \
     X(UNREAD, "SELECT count(*) FROM messages "                                                     \
-              "WHERE chat_id = $1 AND seq > $2 AND sender_id <> $3")
+              "WHERE chat_id = $1 AND seq > $2 AND sender_id <> $3")                               \
+    /* friends and blocks */                                                                       \
+    /* Locks both users (NO KEY: inserts referencing them go on) so that                           \
+     * writers in different processes handle one pair one at a time. */                           \
+    X(PAIR_LOCK, "SELECT id FROM users WHERE id = $1 OR id = $2 ORDER BY id FOR NO KEY UPDATE")    \
+    X(FRIEND_INSERT, "INSERT INTO friends (user_id, friend_id, created_at) "                       \
+                     "VALUES ($1, $2, $3), ($2, $1, $3) ON CONFLICT DO NOTHING")                   \
+    X(FRIEND_DELETE, "DELETE FROM friends WHERE (user_id = $1 AND friend_id = $2) "                \
+                     "OR (user_id = $2 AND friend_id = $1)")                                       \
+    X(FRIEND_EXISTS, "SELECT 1 FROM friends WHERE user_id = $1 AND friend_id = $2")                \
+    X(REQ_EXISTS, "SELECT 1 FROM friend_requests WHERE from_id = $1 AND to_id = $2")               \
+    X(REQ_INSERT, "INSERT INTO friend_requests (from_id, to_id, created_at) "                      \
+                  "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")                                    \
+    X(REQ_DELETE, "DELETE FROM friend_requests WHERE from_id = $1 AND to_id = $2")                 \
+    X(REQ_DELETE_PAIR, "DELETE FROM friend_requests WHERE (from_id = $1 AND to_id = $2) "          \
+                       "OR (from_id = $2 AND to_id = $1)")                                         \
+    X(BLOCK_PAIR, "SELECT blocker_id FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2) "     \
+                  "OR (blocker_id = $2 AND blocked_id = $1)")                                      \
+    X(BLOCK_INSERT, "INSERT INTO blocks (blocker_id, blocked_id, created_at) "                     \
+                    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")                                  \
+    X(BLOCK_DELETE, "DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2")                \
+    X(BLOCK_PEERS, "SELECT blocked_id FROM blocks WHERE blocker_id = $1 "                          \
+                   "UNION SELECT blocker_id FROM blocks WHERE blocked_id = $1 ORDER BY 1")         \
+    X(LIST_FRIENDS, "SELECT " PG_USER_COLS " FROM users WHERE id IN "                              \
+                    "(SELECT friend_id FROM friends WHERE user_id = $1) ORDER BY id LIMIT $2")     \
+    X(LIST_INCOMING, "SELECT " PG_USER_COLS " FROM users WHERE id IN "                             \
+                     "(SELECT from_id FROM friend_requests WHERE to_id = $1) "                     \
+                     "ORDER BY id LIMIT $2")                                                       \
+    X(LIST_OUTGOING, "SELECT " PG_USER_COLS " FROM users WHERE id IN "                             \
+                     "(SELECT to_id FROM friend_requests WHERE from_id = $1) "                     \
+                     "ORDER BY id LIMIT $2")                                                       \
+    X(LIST_BLOCKED, "SELECT " PG_USER_COLS " FROM users WHERE id IN "                              \
+                    "(SELECT blocked_id FROM blocks WHERE blocker_id = $1) ORDER BY id LIMIT $2")  \
+    /* matching and random chats */                                                                \
+    X(PREFS_GET, "SELECT genders, age_min, age_max, interests FROM match_prefs "                   \
+                 "WHERE user_id = $1")                                                             \
+    X(PREFS_SET, "INSERT INTO match_prefs (user_id, genders, age_min, age_max, interests, "        \
+                 "updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE "    \
+                 "SET genders = excluded.genders, age_min = excluded.age_min, "                    \
+                 "age_max = excluded.age_max, interests = excluded.interests, "                    \
+                 "updated_at = excluded.updated_at")                                               \
+    X(RANDOM_INSERT, "INSERT INTO random_members (chat_id, user_id, alias) VALUES ($1, $2, $3)")   \
+    /* Both rows locked: two reveals at once in two processes must not both                        \
+     * miss the other's consent. */                                                                \
+    X(RANDOM_LOCK, "SELECT user_id, revealed, hidden FROM random_members "                         \
+                   "WHERE chat_id = $1 ORDER BY user_id FOR UPDATE")                               \
+    X(RANDOM_REVEAL, "UPDATE random_members SET revealed = true "                                  \
+                     "WHERE chat_id = $1 AND user_id = $2")                                        \
+    X(RANDOM_SHOW, "UPDATE random_members SET hidden = false WHERE chat_id = $1")                  \
+    X(RANDOM_ALIAS, "SELECT alias FROM random_members "                                            \
+                    "WHERE chat_id = $1 AND user_id = $2 AND hidden")
 
 enum pg_stmt_id {
 #define PG_ENUM(id, sql) PG_##id,
@@ -217,6 +285,12 @@ typedef struct pg_chat_entry {
     bool touched; /* this run appended to it */
     int64_t last_seq;
     int64_t last_activity;
+    /* Chats of two members, read once per run that appends to them: bit i
+     * of pair_blocked says members[i] was blocked by the other one;
+     * aliases[i] is members[i]'s alias while a random chat is anonymous. */
+    uint64_t pair_run;
+    uint8_t pair_blocked;
+    char aliases[2][NT_ALIAS_MAX];
 } pg_chat_entry;
 
 #define PG_CACHE_SLOTS 4096 /* a power of two; cleared at 3/4 full */
@@ -540,6 +614,7 @@ static int pg__row_message(const PGresult *r, int row, nt_message *m)
     pg__str(r, row, 6, m->client_id, sizeof(m->client_id));
     m->edited_at = pg__i64(r, row, 7);
     m->deleted = pg__bool(r, row, 8);
+    pg__str(r, row, 10, m->sender_alias, sizeof(m->sender_alias));
     if (pg__dup(r, row, 4, true, &m->text, &m->text_len) ||
         pg__dup(r, row, 9, false, &m->extra_json, NULL)) {
         nt_message_free(m);
@@ -658,6 +733,9 @@ static int pg__chat_load(pg_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
         m->role = (int)pg__i64(r, i, 1);
         m->delivered_seq = pg__i64(r, i, 2);
         m->read_seq = pg__i64(r, i, 3);
+        m->alias[0] = '\0';
+        if (pg__bool(r, i, 6)) pg__str(r, i, 4, m->alias, sizeof(m->alias));
+        m->revealed = pg__bool(r, i, 5);
         if (m->user_id == viewer_id) {
             viewer_member = true;
             viewer_read = m->read_seq;
@@ -996,6 +1074,60 @@ out:
 }
 
 /*
+ * For every chat of exactly two members the run writes to: which member the
+ * other blocked and, for an anonymous random chat, the aliases (one query
+ * for the whole run). Blocks are read afresh each run, so a block made by
+ * another process counts from its commit on.
+ */
+static int pg__appends_pairs(pg_store *b, pg_conn *w, nt_append **ops, const bool *done, int n)
+{
+    pg_array chats = {0}, as = {0}, bs = {0};
+    PGresult *r = NULL;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (done[i]) continue;
+        pg_chat_entry *e = pg__cache_slot(b, ops[i]->chat_id, false);
+        if (!e || e->run != b->run || e->nmembers != 2 || e->pair_run == b->run) continue;
+        e->pair_run = b->run;
+        e->pair_blocked = 0;
+        memset(e->aliases, 0, sizeof(e->aliases));
+        pa_int(&chats, e->chat_id);
+        pa_int(&as, e->members[0]);
+        pa_int(&bs, e->members[1]);
+    }
+    if (chats.count == 0) goto out;
+    pg_params p = {0};
+    pp_str(&p, pa_end(&chats));
+    pp_str(&p, pa_end(&as));
+    pp_str(&p, pa_end(&bs));
+    if (!p.values[0] || !p.values[1] || !p.values[2]) {
+        rc = NT_STORE_EUNAVAILABLE;
+        goto out;
+    }
+    if ((rc = pg__exec(w, PG_APPEND_PAIRS, &p, &r)) != 0) goto out;
+    for (int row = 0; row < PQntuples(r); row++) {
+        pg_chat_entry *e = pg__cache_slot(b, pg__i64(r, row, 0), false);
+        if (!e) continue;
+        e->pair_blocked = (uint8_t)((pg__bool(r, row, 1) ? 1 : 0) | (pg__bool(r, row, 2) ? 2 : 0));
+        pg__str(r, row, 3, e->aliases[0], sizeof(e->aliases[0]));
+        pg__str(r, row, 4, e->aliases[1], sizeof(e->aliases[1]));
+    }
+out:
+    if (rc) {
+        /* Not trusted by a retry of this run. */
+        for (int i = 0; i < n; i++) {
+            pg_chat_entry *e = pg__cache_slot(b, ops[i]->chat_id, false);
+            if (e) e->pair_run = 0;
+        }
+    }
+    PQclear(r);
+    pa_free(&chats);
+    pa_free(&as);
+    pa_free(&bs);
+    return rc;
+}
+
+/*
  * One run of appends (no two with the same sender and client_id), inside the
  * caller's savepoint. Sets each op's status (0, EINVAL, ENOTFOUND,
  * EFORBIDDEN) and out fields; returns non-zero only if the run failed as a
@@ -1027,6 +1159,7 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
     }
     if ((rc = pg__appends_dups(w, ops, done, n)) != 0) goto out;
     if ((rc = pg__appends_lock(b, w, ops, done, n)) != 0) goto out;
+    if ((rc = pg__appends_pairs(b, w, ops, done, n)) != 0) goto out;
 
     for (int i = 0; i < n; i++) {
         nt_append *op = ops[i];
@@ -1050,6 +1183,16 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
             op->status = NT_STORE_EFORBIDDEN;
             continue;
         }
+        int sender_idx = -1;
+        if (e->nmembers == 2) {
+            /* Blocks apply where only the two of them talk (direct, random,
+             * a two-member group): the blocked one cannot write. */
+            sender_idx = e->members[0] == op->sender_id ? 0 : 1;
+            if (e->pair_blocked & (1u << sender_idx)) {
+                op->status = NT_STORE_EFORBIDDEN;
+                continue;
+            }
+        }
         nt_message *m = &op->msg;
         if (!(m->text = malloc(op->text_len + 1)) ||
             (op->extra_json && !(m->extra_json = strdup(op->extra_json))) ||
@@ -1065,6 +1208,8 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
         m->sender_id = op->sender_id;
         m->ts = op->ts;
         memcpy(m->client_id, op->client_id, sizeof(m->client_id));
+        if (sender_idx >= 0)
+            memcpy(m->sender_alias, e->aliases[sender_idx], sizeof(m->sender_alias));
         if (op->ts > e->last_activity) e->last_activity = op->ts;
         if (!e->touched) {
             e->touched = true;
@@ -2329,6 +2474,384 @@ static int pg_mark(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t
     return rc;
 }
 
+/* ---- friends and blocks ------------------------------------------------------ */
+
+/* Runs a statement with two ids ($1, $2) and, when now >= 0, a time ($3);
+ * *changed (may be NULL) gets the rows changed. */
+static int pg__run_pair(pg_conn *w, enum pg_stmt_id id, int64_t a, int64_t b, int64_t now,
+                        int64_t *changed)
+{
+    pg_params p = {0};
+    pp_int(&p, a);
+    pp_int(&p, b);
+    if (now >= 0) pp_int(&p, now);
+    return pg__run(w, id, &p, changed);
+}
+
+/* 1 if the two-id query finds a row (*v = its first column), 0 if not,
+ * <0 on error. */
+static int pg__pair_int(pg_conn *w, enum pg_stmt_id id, int64_t a, int64_t b, int64_t *v)
+{
+    pg_params p = {0};
+    pp_int(&p, a);
+    pp_int(&p, b);
+    return pg__int(w, id, &p, v);
+}
+
+/* Locks the two users; ENOTFOUND unless both exist. */
+static int pg__pair_lock(pg_conn *w, int64_t a, int64_t b)
+{
+    pg_params p = {0};
+    pp_int(&p, a);
+    pp_int(&p, b);
+    PGresult *r;
+    int rc = pg__exec(w, PG_PAIR_LOCK, &p, &r);
+    if (rc) return rc;
+    rc = PQntuples(r) == 2 ? 0 : NT_STORE_ENOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
+struct friend_args {
+    int64_t a, b; /* request: from, to; accept/reject: user, from; block: blocker, blocked */
+    int64_t now;
+    int *outcome;
+};
+
+static int pg__w_friend_request(pg_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int64_t blocker = 0, changed = 0;
+    int rc;
+    if ((rc = pg__pair_lock(w, a->a, a->b)) != 0) return rc;
+    if ((rc = pg__pair_int(w, PG_BLOCK_PAIR, a->a, a->b, &blocker)) < 0) return rc;
+    if (rc == 1) {
+        *a->outcome = blocker == a->a ? NT_FRIEND_BLOCKED_BY_ME : NT_FRIEND_BLOCKED_BY_THEM;
+        return NT_STORE_EFORBIDDEN;
+    }
+    if ((rc = pg__pair_int(w, PG_FRIEND_EXISTS, a->a, a->b, NULL)) != 0) {
+        if (rc == 1) *a->outcome = NT_FRIEND_ALREADY;
+        return rc < 0 ? rc : 0;
+    }
+    if ((rc = pg__pair_int(w, PG_REQ_EXISTS, a->b, a->a, NULL)) < 0) return rc;
+    if (rc == 1) {
+        /* They had asked first: this request is an acceptance. */
+        if ((rc = pg__run_pair(w, PG_REQ_DELETE_PAIR, a->a, a->b, -1, NULL)) != 0 ||
+            (rc = pg__run_pair(w, PG_FRIEND_INSERT, a->a, a->b, a->now, NULL)) != 0)
+            return rc;
+        *a->outcome = NT_FRIEND_MADE;
+        return 0;
+    }
+    if ((rc = pg__run_pair(w, PG_REQ_INSERT, a->a, a->b, a->now, &changed)) != 0) return rc;
+    *a->outcome = changed ? NT_FRIEND_REQUESTED : NT_FRIEND_PENDING;
+    return 0;
+}
+
+static int pg_friend_request(void *be, int64_t from_id, int64_t to_id, int64_t now, int *outcome)
+{
+    struct friend_args a = {from_id, to_id, now, outcome};
+    return pg__write(be, pg__w_friend_request, &a);
+}
+
+static int pg__w_friend_accept(pg_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int64_t changed = 0;
+    int rc = pg__run_pair(w, PG_REQ_DELETE, a->b, a->a, -1, &changed);
+    if (rc) return rc;
+    if (changed == 0) return NT_STORE_ENOTFOUND;
+    /* A request the other way, if any, is answered too. */
+    if ((rc = pg__run_pair(w, PG_REQ_DELETE, a->a, a->b, -1, NULL)) != 0) return rc;
+    return pg__run_pair(w, PG_FRIEND_INSERT, a->a, a->b, a->now, NULL);
+}
+
+static int pg_friend_accept(void *be, int64_t user_id, int64_t from_id, int64_t now)
+{
+    struct friend_args a = {user_id, from_id, now, NULL};
+    return pg__write(be, pg__w_friend_accept, &a);
+}
+
+static int pg__w_friend_reject(pg_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int64_t changed = 0;
+    int rc = pg__run_pair(w, PG_REQ_DELETE, a->b, a->a, -1, &changed);
+    if (rc) return rc;
+    return changed ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int pg_friend_reject(void *be, int64_t user_id, int64_t from_id)
+{
+    struct friend_args a = {user_id, from_id, 0, NULL};
+    return pg__write(be, pg__w_friend_reject, &a);
+}
+
+static int pg__w_friend_remove(pg_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int64_t friends = 0, requests = 0;
+    int rc;
+    if ((rc = pg__run_pair(w, PG_FRIEND_DELETE, a->a, a->b, -1, &friends)) != 0 ||
+        (rc = pg__run_pair(w, PG_REQ_DELETE, a->a, a->b, -1, &requests)) != 0)
+        return rc;
+    return friends + requests ? 0 : NT_STORE_ENOTFOUND;
+}
+
+static int pg_friend_remove(void *be, int64_t user_id, int64_t other_id)
+{
+    struct friend_args a = {user_id, other_id, 0, NULL};
+    return pg__write(be, pg__w_friend_remove, &a);
+}
+
+static int pg_friend_list(void *be, int64_t user_id, int kind, int limit, nt_user **out, int *n)
+{
+    static const enum pg_stmt_id ids[] = {
+        [NT_LIST_FRIENDS] = PG_LIST_FRIENDS,
+        [NT_LIST_INCOMING] = PG_LIST_INCOMING,
+        [NT_LIST_OUTGOING] = PG_LIST_OUTGOING,
+        [NT_LIST_BLOCKED] = PG_LIST_BLOCKED,
+    };
+    pg_conn *c = pg__reader(be);
+    if (!c) return NT_STORE_EUNAVAILABLE;
+    pg_params p = {0};
+    pp_int(&p, user_id);
+    pp_int(&p, limit);
+    PGresult *r;
+    int rc = pg__exec(c, ids[kind], &p, &r);
+    if (rc) return rc;
+    int count = PQntuples(r);
+    nt_user *arr = NULL;
+    if (count > 0 && !(arr = calloc((size_t)count, sizeof(*arr)))) {
+        PQclear(r);
+        return NT_STORE_EUNAVAILABLE;
+    }
+    for (int i = 0; i < count; i++)
+        pg__row_user(r, i, &arr[i]);
+    PQclear(r);
+    *out = arr;
+    *n = count;
+    return 0;
+}
+
+static int pg__w_block(pg_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    int rc;
+    if ((rc = pg__pair_lock(w, a->a, a->b)) != 0 ||
+        (rc = pg__run_pair(w, PG_BLOCK_INSERT, a->a, a->b, a->now, NULL)) != 0 ||
+        (rc = pg__run_pair(w, PG_FRIEND_DELETE, a->a, a->b, -1, NULL)) != 0 ||
+        (rc = pg__run_pair(w, PG_REQ_DELETE_PAIR, a->a, a->b, -1, NULL)) != 0)
+        return rc;
+    return 0;
+}
+
+static int pg_block(void *be, int64_t blocker_id, int64_t blocked_id, int64_t now)
+{
+    struct friend_args a = {blocker_id, blocked_id, now, NULL};
+    return pg__write(be, pg__w_block, &a);
+}
+
+static int pg__w_unblock(pg_conn *w, void *arg)
+{
+    struct friend_args *a = arg;
+    return pg__run_pair(w, PG_BLOCK_DELETE, a->a, a->b, -1, NULL);
+}
+
+static int pg_unblock(void *be, int64_t blocker_id, int64_t blocked_id)
+{
+    struct friend_args a = {blocker_id, blocked_id, 0, NULL};
+    return pg__write(be, pg__w_unblock, &a);
+}
+
+static int pg_block_peers(void *be, int64_t user_id, int64_t **ids, int *n)
+{
+    pg_conn *c = pg__reader(be);
+    if (!c) return NT_STORE_EUNAVAILABLE;
+    pg_params p = {0};
+    pp_int(&p, user_id);
+    return pg__int_list(c, PG_BLOCK_PEERS, &p, ids, n);
+}
+
+/* ---- matching and random chats ----------------------------------------------- */
+
+static int pg_match_prefs_get(void *be, int64_t user_id, nt_match_prefs *out)
+{
+    pg_conn *c = pg__reader(be);
+    if (!c) return NT_STORE_EUNAVAILABLE;
+    pg_params p = {0};
+    pp_int(&p, user_id);
+    PGresult *r;
+    int rc = pg__exec(c, PG_PREFS_GET, &p, &r);
+    if (rc) return rc;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return NT_STORE_ENOTFOUND;
+    }
+    out->genders = (unsigned)pg__i64(r, 0, 0);
+    out->age_min = (int)pg__i64(r, 0, 1);
+    out->age_max = (int)pg__i64(r, 0, 2);
+    const char *tags = PQgetvalue(r, 0, 3);
+    out->ninterests = 0;
+    while (tags && *tags && out->ninterests < NT_INTERESTS_MAX) {
+        size_t len = strcspn(tags, ",");
+        if (len > 0 && len < NT_INTEREST_MAX) {
+            memcpy(out->interests[out->ninterests], tags, len);
+            out->interests[out->ninterests][len] = '\0';
+            out->ninterests++;
+        }
+        tags += len;
+        if (*tags == ',') tags++;
+    }
+    PQclear(r);
+    return 0;
+}
+
+struct prefs_args {
+    int64_t user_id;
+    const nt_match_prefs *in;
+    const char *tags;
+    int64_t now;
+};
+
+static int pg__w_match_prefs_set(pg_conn *w, void *arg)
+{
+    struct prefs_args *a = arg;
+    int rc = pg__exists(w, PG_USER_EXISTS, a->user_id);
+    if (rc) return rc;
+    pg_params p = {0};
+    pp_int(&p, a->user_id);
+    pp_int(&p, (int64_t)a->in->genders);
+    pp_int(&p, a->in->age_min);
+    pp_int(&p, a->in->age_max);
+    pp_str(&p, a->tags);
+    pp_int(&p, a->now);
+    return pg__run(w, PG_PREFS_SET, &p, NULL);
+}
+
+static int pg_match_prefs_set(void *be, int64_t user_id, const nt_match_prefs *in, int64_t now)
+{
+    char tags[NT_INTERESTS_MAX * NT_INTEREST_MAX + 1];
+    size_t len = 0;
+    for (int i = 0; i < in->ninterests; i++) {
+        size_t n = strlen(in->interests[i]);
+        if (i) tags[len++] = ',';
+        memcpy(tags + len, in->interests[i], n);
+        len += n;
+    }
+    tags[len] = '\0';
+    struct prefs_args a = {user_id, in, tags, now};
+    return pg__write(be, pg__w_match_prefs_set, &a);
+}
+
+struct random_args {
+    int64_t a, b;
+    const char *alias_a, *alias_b;
+    int64_t now;
+    nt_chat *out;
+};
+
+static int pg__random_member(pg_conn *w, int64_t chat_id, int64_t user_id, const char *alias,
+                             int64_t now)
+{
+    int rc = pg__member_insert(w, PG_MEMBER_INSERT, chat_id, user_id, NT_ROLE_MEMBER, now);
+    if (rc) return rc;
+    pg_params p = {0};
+    pp_int(&p, chat_id);
+    pp_int(&p, user_id);
+    pp_str(&p, alias);
+    return pg__run(w, PG_RANDOM_INSERT, &p, NULL);
+}
+
+static int pg__w_chat_random(pg_conn *w, void *arg)
+{
+    struct random_args *a = arg;
+    int rc;
+    if ((rc = pg__exists(w, PG_USER_EXISTS, a->a)) != 0 ||
+        (rc = pg__exists(w, PG_USER_EXISTS, a->b)) != 0)
+        return rc;
+    pg_params p = {0};
+    pp_str(&p, "random");
+    pp_str(&p, "");
+    pp_int(&p, a->now);
+    int64_t chat_id = 0;
+    if ((rc = pg__int(w, PG_CHAT_INSERT, &p, &chat_id)) != 1)
+        return rc < 0 ? rc : NT_STORE_EUNAVAILABLE;
+    if ((rc = pg__random_member(w, chat_id, a->a, a->alias_a, a->now)) != 0 ||
+        (rc = pg__random_member(w, chat_id, a->b, a->alias_b, a->now)) != 0)
+        return rc;
+    return pg__chat_load(w, chat_id, a->a, a->out);
+}
+
+static int pg_chat_random(void *be, int64_t a, int64_t b, const char *alias_a,
+                          const char *alias_b, int64_t now, nt_chat *out)
+{
+    struct random_args args = {a, b, alias_a, alias_b, now, out};
+    int rc = pg__write(be, pg__w_chat_random, &args);
+    if (rc) {
+        nt_chat_free(out);
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
+struct reveal_args {
+    int64_t chat_id, user_id;
+    bool *shown_now;
+};
+
+static int pg__w_chat_reveal(pg_conn *w, void *arg)
+{
+    struct reveal_args *a = arg;
+    pg_params p = {0};
+    pp_int(&p, a->chat_id);
+    PGresult *r;
+    int rc = pg__exec(w, PG_RANDOM_LOCK, &p, &r);
+    if (rc) return rc;
+    bool found = false, hidden = false;
+    int others_pending = 0;
+    for (int row = 0; row < PQntuples(r); row++) {
+        if (pg__i64(r, row, 0) == a->user_id) {
+            found = true;
+            hidden = pg__bool(r, row, 2);
+        } else if (!pg__bool(r, row, 1)) {
+            others_pending++;
+        }
+    }
+    PQclear(r);
+    if (!found) return NT_STORE_ENOTFOUND;
+    if (!hidden) return 0; /* both agreed long ago */
+    if ((rc = pg__run_pair(w, PG_RANDOM_REVEAL, a->chat_id, a->user_id, -1, NULL)) != 0) return rc;
+    if (others_pending > 0) return 0;
+    /* The next run of appends reads the aliases afresh: nothing to forget. */
+    if ((rc = pg__run(w, PG_RANDOM_SHOW, &p, NULL)) != 0) return rc;
+    *a->shown_now = true;
+    return 0;
+}
+
+static int pg_chat_reveal(void *be, int64_t chat_id, int64_t user_id, bool *shown_now)
+{
+    struct reveal_args a = {chat_id, user_id, shown_now};
+    int rc = pg__write(be, pg__w_chat_reveal, &a);
+    if (rc) *shown_now = false;
+    return rc;
+}
+
+static int pg_random_alias(void *be, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX])
+{
+    pg_conn *c = pg__reader(be);
+    if (!c) return NT_STORE_EUNAVAILABLE;
+    pg_params p = {0};
+    pp_int(&p, chat_id);
+    pp_int(&p, user_id);
+    PGresult *r;
+    int rc = pg__exec(c, PG_RANDOM_ALIAS, &p, &r);
+    if (rc) return rc;
+    rc = PQntuples(r) > 0 ? 0 : NT_STORE_ENOTFOUND;
+    if (rc == 0) pg__str(r, 0, 0, alias, NT_ALIAS_MAX);
+    PQclear(r);
+    return rc;
+}
+
 const nt_store_ops nt_store_pg_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -2364,4 +2887,17 @@ const nt_store_ops nt_store_pg_ops = {
     .message_delete = pg_message_delete,
     .export_chat = pg_export,
     .mark = pg_mark,
+    .friend_request = pg_friend_request,
+    .friend_accept = pg_friend_accept,
+    .friend_reject = pg_friend_reject,
+    .friend_remove = pg_friend_remove,
+    .friend_list = pg_friend_list,
+    .block = pg_block,
+    .unblock = pg_unblock,
+    .block_peers = pg_block_peers,
+    .match_prefs_get = pg_match_prefs_get,
+    .match_prefs_set = pg_match_prefs_set,
+    .chat_random = pg_chat_random,
+    .chat_reveal = pg_chat_reveal,
+    .random_alias = pg_random_alias,
 };
