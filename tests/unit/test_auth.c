@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "pg_test_server.h"
 #include "common/json.h"
 #include "services/services.h"
 
@@ -780,7 +781,7 @@ static void test_users(nt_ctx *ctx)
 int main(void)
 {
     char err[256] = "";
-    char url[128];
+    char url[300];
     nt_ctx ctx;
 
     if (sodium_init() < 0)
@@ -793,6 +794,15 @@ int main(void)
         return 1;
     }
     snprintf(url, sizeof url, "sqlite:%s/natter.db", tmp_dir);
+
+    /* NT_TEST_STORE=postgres: the same tests on a private PostgreSQL. */
+    static pg_test_server pg;
+    const char *backend = getenv("NT_TEST_STORE");
+    if (backend && strcmp(backend, "postgres") == 0) {
+        int rc = pgt_start(&pg, false);
+        if (rc != 0) return rc == PGT_SKIP ? PGT_SKIP : 1;
+        snprintf(url, sizeof url, "%s", pg.url);
+    }
 
     memset(&ctx, 0, sizeof ctx);
     ctx.limits = (nt_limits){.text_max_cp = 4096, .bio_max_cp = 500, .url_max = 1024,
@@ -825,5 +835,6 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", tmp_dir);
+    pgt_destroy(&pg);
     return check_exit();
 }

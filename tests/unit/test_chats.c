@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "check.h"
+#include "pg_test_server.h"
 #include "common/json.h"
 #include "services/services.h"
 
@@ -1079,6 +1080,15 @@ int main(void)
     unlink(path);
     snprintf(url, sizeof url, "sqlite:%s", path);
 
+    /* NT_TEST_STORE=postgres: the same tests on a private PostgreSQL. */
+    static pg_test_server pg;
+    const char *backend = getenv("NT_TEST_STORE");
+    if (backend && strcmp(backend, "postgres") == 0) {
+        int rc = pgt_start(&pg, false);
+        if (rc != 0) return rc == PGT_SKIP ? PGT_SKIP : 1;
+        snprintf(url, sizeof url, "%s", pg.url);
+    }
+
     uv_loop_init(&loop);
     uv_async_init(&loop, &keep_alive, NULL);
     ctx.limits = (nt_limits){.text_max_cp = 4096,
@@ -1160,5 +1170,6 @@ int main(void)
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", path);
     unlink(side);
+    pgt_destroy(&pg);
     return check_exit();
 }
