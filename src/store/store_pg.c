@@ -307,6 +307,7 @@ struct pg_store {
     nt_append *head, *tail;
     uint64_t queued;
     bool stopping;
+    bool down; /* the last connect failed (atomic; for logging only) */
     nt_store_stats_t stats;
 
     pthread_key_t reader_key;
@@ -478,15 +479,20 @@ static int pg__connect(pg_store *b, pg_conn *c, char *err, size_t err_len)
     return 0;
 }
 
-/* Connected, or connects again (after a failure or a server restart). */
+/* Connected, or connects again (after a failure or a server restart). The
+ * store logs when the database becomes unreachable and when it is back, not
+ * every refused attempt in between. */
 static int pg__ensure(pg_store *b, pg_conn *c)
 {
     if (c->pq && PQstatus(c->pq) == CONNECTION_OK) return 0;
     char err[256];
     if (pg__connect(b, c, err, sizeof(err)) != 0) {
-        nt_warn("store pg unavailable msg=\"%s\"", err);
+        if (!__atomic_exchange_n(&b->down, true, __ATOMIC_RELAXED))
+            nt_warn("store pg unavailable msg=\"%s\"", err);
         return NT_STORE_EUNAVAILABLE;
     }
+    if (__atomic_exchange_n(&b->down, false, __ATOMIC_RELAXED))
+        nt_warn("store pg reachable again");
     return 0;
 }
 
@@ -509,10 +515,10 @@ static int pg__fail(pg_conn *c, const PGresult *res, const char *what)
     return NT_STORE_EUNAVAILABLE;
 }
 
-/* Runs statement id with p (may be NULL); on success *out is the result (the
- * caller PQclears it). Never reconnects: a connection that broke inside a
- * transaction must not silently carry on outside it. */
-static int pg__exec(pg_conn *c, enum pg_stmt_id id, const pg_params *p, PGresult **out)
+static int pg__ensure(pg_store *b, pg_conn *c);
+
+/* One attempt of pg__exec. */
+static int pg__exec_once(pg_conn *c, enum pg_stmt_id id, const pg_params *p, PGresult **out)
 {
     char name[16];
     *out = NULL;
@@ -538,6 +544,23 @@ static int pg__exec(pg_conn *c, enum pg_stmt_id id, const pg_params *p, PGresult
     }
     *out = r;
     return 0;
+}
+
+/*
+ * Runs statement id with p (may be NULL); on success *out is the result (the
+ * caller PQclears it). A connection only learns that the server went away
+ * (a restart) when it is next used; if that happens to a statement outside
+ * any transaction (a read, or BEGIN) it is safe to connect again and retry
+ * once. Inside a transaction it never reconnects: the transaction is gone
+ * and must not silently carry on without its first half.
+ */
+static int pg__exec(pg_conn *c, enum pg_stmt_id id, const pg_params *p, PGresult **out)
+{
+    bool idle = c->pq && PQtransactionStatus(c->pq) == PQTRANS_IDLE;
+    int rc = pg__exec_once(c, id, p, out);
+    if (rc == NT_STORE_EUNAVAILABLE && idle && !c->pq && pg__ensure(c->owner, c) == 0)
+        rc = pg__exec_once(c, id, p, out);
+    return rc;
 }
 
 /* Runs a statement whose rows do not matter; *changed (may be NULL) gets the
@@ -1651,14 +1674,9 @@ static int pg__await(pg_conn *c, int64_t deadline_ms)
     }
 }
 
-static int pg_ping(void *be)
+/* One ping on c (see pg_ping); drops c on failure. */
+static int pg__ping_once(pg_conn *c, int64_t deadline)
 {
-    pg_store *b = be;
-    pg_conn *c = pg__reader(b);
-    if (!c) return NT_STORE_EUNAVAILABLE;
-    /* A read of a real table, with a deadline: a server that accepts but
-     * does not answer must still make /readyz say no, quickly. */
-    int64_t deadline = nt_now_ms() + PG_PING_TIMEOUT_MS;
     char name[16];
     snprintf(name, sizeof(name), "s%d", (int)PG_SCHEMA_VERSION);
     if (!c->prepared[PG_SCHEMA_VERSION]) {
@@ -1675,6 +1693,22 @@ fail:
     /* Half an exchange may be in flight: start afresh next time. */
     pg__drop(c);
     return NT_STORE_EUNAVAILABLE;
+}
+
+static int pg_ping(void *be)
+{
+    pg_store *b = be;
+    pg_conn *c = pthread_getspecific(b->reader_key);
+    bool reused = c && c->pq;
+    if (!(c = pg__reader(b))) return NT_STORE_EUNAVAILABLE;
+    /* A read of a real table, with a deadline: a server that accepts but
+     * does not answer must still make /readyz say no, quickly. A kept
+     * connection may have been closed by a server restart: then one more
+     * try on a fresh one. */
+    int64_t deadline = nt_now_ms() + PG_PING_TIMEOUT_MS;
+    if (pg__ping_once(c, deadline) == 0) return 0;
+    if (!reused || pg__ensure(b, c) != 0) return NT_STORE_EUNAVAILABLE;
+    return pg__ping_once(c, deadline);
 }
 
 static void pg_stats(void *be, nt_store_stats_t *out)
