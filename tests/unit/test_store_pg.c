@@ -8,7 +8,8 @@
  *    once is one chat, blocks made by one stop the other's appends;
  *  - the server stopped: every call fails with EUNAVAILABLE quickly (async
  *    appends too, through done()), ping says no within its deadline, nothing
- *    is half written; started again: the same store works without reopening;
+ *    is half written; started again: the same store works without reopening,
+ *    also on connections the restart left stale;
  *  - group-commit throughput with fsync on, printed in messages/s.
  * Exits 77 (skipped) when PostgreSQL is not installed.
  */
@@ -256,6 +257,18 @@ static void test_outage(nt_store *s)
     if (n == 2) CHECK_STR_EQ(msgs[1].text, "after");
     nt_messages_free(msgs, n);
     pthread_mutex_destroy(&st.lock);
+
+    /* A restart while nobody calls: every kept connection is stale, and the
+     * first call on each must still work (reconnect and retry once). */
+    CHECK_EQ_INT(pgt_stop(&pg), 0);
+    CHECK_EQ_INT(pgt_resume(&pg), 0);
+    CHECK_EQ_INT(nt_store_ping(s), 0);
+    CHECK_EQ_INT(pgt_stop(&pg), 0);
+    CHECK_EQ_INT(pgt_resume(&pg), 0);
+    CHECK_EQ_INT(nt_store_user_get(s, a, &u), 0);
+    CHECK_EQ_INT(append(s, c.id, b, "after a quiet restart", NULL, &op), 0);
+    CHECK_EQ_INT(op.msg.seq, 3);
+    nt_append_release(&op);
     nt_chat_free(&c);
 }
 
