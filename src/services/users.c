@@ -3,7 +3,9 @@
  * through the store; "online" is never stored, it comes from the bus's
  * connection registry at the moment a user is written out. Presence changes
  * (first connection up, last connection down) are announced to the user's
- * chat partners and, going offline, leave last_seen in the store.
+ * presence partners (direct-chat partners and friends, minus the users they
+ * blocked; never anonymous random-chat partners, see
+ * nt_store_user_partners) and, going offline, leave last_seen in the store.
  *
  * Worker threads only: everything here may block on the store.
  */
