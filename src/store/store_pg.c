@@ -462,10 +462,14 @@ static void pg__drop(pg_conn *c)
 /* Connects c to the store's database. */
 static int pg__connect(pg_store *b, pg_conn *c, char *err, size_t err_len)
 {
-    /* The defaults come before dbname, so the URL's own settings win. */
-    static const char *const keys[] = {"connect_timeout", "client_encoding", "application_name",
-                                       "dbname", NULL};
-    const char *values[] = {PG_CONNECT_TIMEOUT_S, "UTF8", "natterd", b->url, NULL};
+    /* The defaults come before dbname, so the URL's own settings win.
+     * Keepalives and tcp_user_timeout turn a vanished host (no RST) into an
+     * error within seconds instead of a worker blocked for good. */
+    static const char *const keys[] = {"connect_timeout",  "client_encoding",     "application_name",
+                                       "keepalives_idle",  "keepalives_interval", "keepalives_count",
+                                       "tcp_user_timeout", "dbname",              NULL};
+    const char *values[] = {PG_CONNECT_TIMEOUT_S, "UTF8", "natterd", "10", "3", "3", "10000",
+                            b->url, NULL};
     pg__drop(c);
     c->pq = PQconnectdbParams(keys, values, 1);
     if (!c->pq || PQstatus(c->pq) != CONNECTION_OK) {
