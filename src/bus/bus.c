@@ -19,6 +19,7 @@ static const struct {
     const nt_bus_ops *ops;
 } bus__backends[] = {
     {"local", &nt_bus_local_ops},
+    {"redis", &nt_bus_redis_ops},
 };
 
 /* True if url is `scheme` alone or `scheme:` followed by anything. */
@@ -41,7 +42,7 @@ nt_bus *nt_bus_open(const char *url, uv_loop_t *loop, char *err, size_t err_len)
             return bus__backends[i].ops->open(url, loop, err, err_len);
     }
     size_t scheme_len = strcspn(url, ":");
-    snprintf(err, err_len, "bus: no back end for \"%.*s\" in this build (known: local)",
+    snprintf(err, err_len, "bus: no back end for \"%.*s\" in this build (known: local, redis)",
              (int)(scheme_len > 32 ? 32 : scheme_len), url);
     return NULL;
 }

@@ -57,5 +57,7 @@ struct nt_bus_ops {
 
 /* The in-process back end (bus_local.c), URL "local". */
 extern const nt_bus_ops nt_bus_local_ops;
+/* The Redis back end (bus_redis.c), URL "redis://HOST:PORT[?node=NAME]". */
+extern const nt_bus_ops nt_bus_redis_ops;
 
 #endif

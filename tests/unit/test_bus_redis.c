@@ -1,0 +1,991 @@
+/*
+ * Unit tests of the bus (bus.h) over the Redis back end, against a real
+ * redis-server this test starts on a free loopback port (own config in a
+ * temp folder, daemonized with a pid file, stopped by that pid). The same
+ * behaviours as test_bus.c - presence, deliveries from the loop and from
+ * other threads, work queues with redelivery, request/reply with timeouts
+ * and late replies, leader locks, close waking blocked callers - plus what
+ * only a cluster has: two buses as two nodes (cross-node deliveries in
+ * order, presence across nodes, a dead node's counts ignored and reaped),
+ * and Redis restarted under a running bus (calls fail with
+ * NT_BUS_EUNAVAILABLE, the bus reconnects and rewrites its registry by
+ * itself). Exits 77 (skipped) if redis-server is not installed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#include <hiredis/hiredis.h>
+
+#include "bus/bus.h"
+#include "check.h"
+#include "common/clock.h"
+
+#define SENDERS 4
+#define FRAMES_PER_SENDER 500
+#define CROSS_FRAMES 1000
+#define ONLINE_BASE 1000
+#define OFFLINE_BASE 2000
+#define MANY_USERS 2000
+
+static uv_loop_t loop;
+static nt_bus *bus;  /* node "a" */
+static nt_bus *bus2; /* node "b" */
+static char url_a[128], url_b[128];
+
+static struct {
+    char dir[512];
+    char conf[600];
+    char pidfile[600];
+    int port;
+} redis;
+
+static int64_t elapsed_ms(uint64_t since_ns)
+{
+    return (int64_t)((nt_mono_ns() - since_ns) / 1000000u);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- the redis-server of this test ------------------------------------------ */
+
+static bool have_redis_server(void)
+{
+    const char *path = getenv("PATH");
+    char buf[1024];
+    if (!path)
+        return false;
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        snprintf(buf, sizeof buf, "%.*s/redis-server", (int)n, path);
+        if (access(buf, X_OK) == 0)
+            return true;
+        path += n + (path[n] == ':');
+    }
+    return false;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static redisContext *raw_connect(void)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", redis.port, tv);
+    if (c && c->err) {
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+static pid_t redis_pid(void)
+{
+    FILE *f = fopen(redis.pidfile, "r");
+    long pid = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    return (pid_t)pid;
+}
+
+/* Starts redis-server with our config (it daemonizes) and waits for it. */
+static int redis_start(void)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        execlp("redis-server", "redis-server", redis.conf, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        return -1;
+    for (int i = 0; i < 200; i++) {
+        redisContext *c = raw_connect();
+        if (c) {
+            redisFree(c);
+            if (redis_pid() > 0)
+                return 0;
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+/* Stops our redis-server by its pid and waits until it is gone. */
+static void redis_stop(void)
+{
+    pid_t pid = redis_pid();
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 500 && kill(pid, 0) == 0; i++)
+        sleep_ms(10);
+    if (kill(pid, 0) == 0)
+        kill(pid, SIGKILL);
+    unlink(redis.pidfile);
+}
+
+static int redis_setup(void)
+{
+    const char *tmp = getenv("NT_TEST_TMP");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    mkdir(tmp, 0700);
+    snprintf(redis.dir, sizeof redis.dir, "%s/bus_redis.XXXXXX", tmp);
+    if (!mkdtemp(redis.dir))
+        return -1;
+    redis.port = free_port();
+    snprintf(redis.conf, sizeof redis.conf, "%s/redis.conf", redis.dir);
+    snprintf(redis.pidfile, sizeof redis.pidfile, "%s/redis.pid", redis.dir);
+    FILE *f = fopen(redis.conf, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "bind 127.0.0.1\nport %d\ndaemonize yes\npidfile %s\nsave \"\"\nappendonly no\n"
+            "dir %s\nlogfile %s/redis.log\n",
+            redis.port, redis.pidfile, redis.dir, redis.dir);
+    fclose(f);
+    snprintf(url_a, sizeof url_a, "redis://127.0.0.1:%d?node=a", redis.port);
+    snprintf(url_b, sizeof url_b, "redis://127.0.0.1:%d?node=b", redis.port);
+    return redis_start();
+}
+
+static void redis_teardown(void)
+{
+    redis_stop();
+    char path[700];
+    const char *names[] = {"redis.conf", "redis.log", "redis.pid"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", redis.dir, names[i]);
+        unlink(path);
+    }
+    rmdir(redis.dir);
+}
+
+static long long raw_int(const char *cmd)
+{
+    redisContext *c = raw_connect();
+    long long v = -1;
+    if (!c)
+        return v;
+    redisReply *r = redisCommand(c, cmd);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r && r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    else if (r && r->type == REDIS_REPLY_ARRAY)
+        v = (long long)r->elements;
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+static void raw_cmd(const char *cmd)
+{
+    redisContext *c = raw_connect();
+    if (!c)
+        return;
+    redisReply *r = redisCommand(c, cmd);
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+}
+
+/* Runs the loop for ms milliseconds (the bus's heartbeat and reconnects
+ * are loop timers). */
+static void stop_loop(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+static void run_loop_for(int ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, stop_loop, (uint64_t)ms, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* ---- what the delivery handlers saw (loop thread only) ------------------- */
+
+struct rx {
+    const char *name;
+    uv_thread_t loop_thread;
+    int calls;
+    int wrong_thread;
+    char last_frame[64];
+    int64_t last_ids[8];
+    size_t last_n;
+    nt_shared *kept;
+    int nested_ok;
+    int threaded;
+    int next_seq[SENDERS];
+    int out_of_order;
+    int bad_recipients;
+    int offline_seen;
+    int cross;
+    int cross_next;
+    int cross_out_of_order;
+};
+
+static struct rx rx_a = {.name = "a"}, rx_b = {.name = "b"};
+
+static void on_delivery(void *arg, nt_shared *frame, const int64_t *ids, size_t n)
+{
+    struct rx *rx = arg;
+    nt_bus *self = rx == &rx_a ? bus : bus2;
+    uv_thread_t me = uv_thread_self();
+    if (!uv_thread_equal(&me, &rx->loop_thread))
+        rx->wrong_thread++;
+    rx->calls++;
+    size_t len = frame->len < sizeof rx->last_frame - 1 ? frame->len : sizeof rx->last_frame - 1;
+    memcpy(rx->last_frame, frame->data, len);
+    rx->last_frame[len] = '\0';
+    rx->last_n = n;
+    for (size_t i = 0; i < n && i < 8; i++)
+        rx->last_ids[i] = ids[i];
+
+    int k, seq;
+    if (sscanf(rx->last_frame, "T%d:%d", &k, &seq) == 2 && k >= 0 && k < SENDERS) {
+        rx->threaded++;
+        if (seq != rx->next_seq[k])
+            rx->out_of_order++;
+        rx->next_seq[k] = seq + 1;
+        if (n != 1 || ids[0] != ONLINE_BASE + k)
+            rx->bad_recipients++;
+    } else if (sscanf(rx->last_frame, "C%d", &seq) == 1) {
+        rx->cross++;
+        if (seq != rx->cross_next)
+            rx->cross_out_of_order++;
+        rx->cross_next = seq + 1;
+    } else if (rx->last_frame[0] == 'X') {
+        rx->offline_seen++;
+    } else if (strcmp(rx->last_frame, "keep") == 0) {
+        rx->kept = nt_shared_ref(frame);
+    } else if (strcmp(rx->last_frame, "nested") == 0) {
+        int64_t inner_ids[] = {2};
+        nt_bus_deliver(self, inner_ids, 1, "inner", 5);
+        rx->nested_ok = n == 2 && ids[0] == 1 && ids[1] == 2;
+    }
+}
+
+/* ---- open ----------------------------------------------------------------- */
+
+static void test_open(void)
+{
+    char err[160] = "";
+    char bad[64];
+    snprintf(bad, sizeof bad, "redis://127.0.0.1:%d", free_port()); /* nobody there */
+    CHECK(nt_bus_open(bad, &loop, err, sizeof err) == NULL);
+    CHECK(strstr(err, "cannot reach") != NULL);
+    err[0] = '\0';
+    CHECK(nt_bus_open("redis://:1", &loop, err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+    err[0] = '\0';
+    CHECK(nt_bus_open("redis://127.0.0.1:99999", &loop, err, sizeof err) == NULL);
+    CHECK(err[0] != '\0');
+
+    bus = nt_bus_open(url_a, &loop, err, sizeof err);
+    bus2 = nt_bus_open(url_b, &loop, err, sizeof err);
+    if (!bus || !bus2) {
+        fprintf(stderr, "cannot open the bus: %s\n", err);
+        exit(1);
+    }
+    nt_bus_set_delivery_handler(bus, on_delivery, &rx_a);
+    nt_bus_set_delivery_handler(bus2, on_delivery, &rx_b);
+    /* The subscriber and publisher connections come up on the loop. */
+    for (int i = 0; i < 100 && nt_bus_ping(bus) != 0; i++)
+        run_loop_for(10);
+    CHECK_EQ_INT(nt_bus_ping(bus), 0);
+    CHECK_EQ_INT(nt_bus_ping(bus2), 0);
+    CHECK_EQ_INT(raw_int("EXISTS natter:alive:a"), 1);
+}
+
+/* ---- presence ------------------------------------------------------------- */
+
+static int64_t many_id(int i)
+{
+    return (i % 3 == 0 ? -1 : 1) * ((int64_t)i * 7919 + 5);
+}
+
+static atomic_int online_misses;
+
+static void *check_online_thread(void *arg)
+{
+    nt_bus *b = arg; /* the other node: every answer comes from Redis */
+    for (int i = 0; i < MANY_USERS; i++) {
+        if (!nt_bus_online(b, many_id(i)))
+            atomic_fetch_add(&online_misses, 1);
+        if (nt_bus_online(b, many_id(i) + 1))
+            atomic_fetch_add(&online_misses, 1);
+    }
+    return NULL;
+}
+
+static void test_presence(void)
+{
+    CHECK(!nt_bus_online(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
+    CHECK(nt_bus_online(bus, 42));
+    CHECK(nt_bus_online(bus2, 42));
+    /* A second node: not the user's first connection anywhere. */
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 42), 0);
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* still on b */
+    CHECK(nt_bus_online(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus2, 42), 1);
+    CHECK(!nt_bus_online(bus, 42));
+    CHECK(!nt_bus_online(bus2, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* unbalanced: ignored */
+    CHECK(!nt_bus_online(bus, 42));
+
+    int firsts = 0;
+    for (int i = 0; i < MANY_USERS; i++)
+        firsts += nt_bus_conn_up(bus, many_id(i));
+    CHECK_EQ_INT(firsts, MANY_USERS);
+    pthread_t readers[2];
+    for (int t = 0; t < 2; t++)
+        pthread_create(&readers[t], NULL, check_online_thread, bus2);
+    for (int i = 0; i < 500; i++) {
+        nt_bus_conn_up(bus, 5000000 + i);
+        nt_bus_conn_down(bus, 5000000 + i);
+    }
+    for (int t = 0; t < 2; t++)
+        pthread_join(readers[t], NULL);
+    CHECK_EQ_INT(atomic_load(&online_misses), 0);
+    int lasts = 0;
+    for (int i = 0; i < MANY_USERS; i++)
+        lasts += nt_bus_conn_down(bus, many_id(i));
+    CHECK_EQ_INT(lasts, MANY_USERS);
+    CHECK(!nt_bus_online(bus2, many_id(7)));
+
+    /* A node that died without leaving: its heartbeat key is gone, so its
+     * counts do not make anyone online, and the next heartbeat of a live
+     * node removes them. */
+    raw_cmd("HSET natter:u:77 ghost 1");
+    raw_cmd("SADD natter:nu:ghost 77");
+    raw_cmd("SADD natter:nodes ghost");
+    CHECK(!nt_bus_online(bus, 77));
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 77), 1);
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 77), 1);
+    run_loop_for(1300);
+    CHECK_EQ_INT(raw_int("HEXISTS natter:u:77 ghost"), 0);
+    CHECK_EQ_INT(raw_int("SISMEMBER natter:nodes ghost"), 0);
+    CHECK_EQ_INT(raw_int("SISMEMBER natter:nodes a"), 1);
+}
+
+/* ---- delivery on the loop thread ----------------------------------------- */
+
+static void loop_thread_deliveries(uv_timer_t *timer)
+{
+    int64_t both[] = {1, 2, 3};
+    CHECK_EQ_INT(nt_bus_deliver(bus, both, 3, "hello", 5), 0);
+    CHECK_EQ_INT(rx_a.calls, 1); /* local recipients: at once */
+    CHECK_STR_EQ(rx_a.last_frame, "hello");
+    CHECK_EQ_INT(rx_a.last_n, 2);
+    CHECK_EQ_INT(rx_a.last_ids[0], 1);
+    CHECK_EQ_INT(rx_a.last_ids[1], 2);
+
+    int64_t offline[] = {3, 4};
+    CHECK_EQ_INT(nt_bus_deliver(bus, offline, 2, "nobody", 6), 0);
+    CHECK_EQ_INT(rx_a.calls, 1);
+
+    int64_t one[] = {1};
+    CHECK_EQ_INT(nt_bus_deliver(bus, one, 1, "keep", 4), 0);
+    CHECK(rx_a.kept != NULL);
+    if (rx_a.kept) {
+        CHECK_EQ_INT(rx_a.kept->refs, 1);
+        CHECK(memcmp(rx_a.kept->data, "keep", 4) == 0);
+        nt_shared_unref(rx_a.kept);
+        rx_a.kept = NULL;
+    }
+    int64_t pair[] = {1, 2};
+    int before = rx_a.calls;
+    CHECK_EQ_INT(nt_bus_deliver(bus, pair, 2, "nested", 6), 0);
+    CHECK_EQ_INT(rx_a.calls, before + 2);
+    CHECK(rx_a.nested_ok);
+
+    /* User 5 lives on node b: the frame goes through Redis. */
+    int64_t remote[] = {5};
+    for (int i = 0; i < CROSS_FRAMES; i++) {
+        char frame[16];
+        int len = snprintf(frame, sizeof frame, "C%d", i);
+        nt_bus_deliver(bus, remote, 1, frame, (size_t)len);
+    }
+}
+
+static uint64_t wait_started;
+static int (*wait_done)(void);
+
+static void wait_tick(uv_timer_t *timer)
+{
+    if (wait_done() || elapsed_ms(wait_started) > 20000)
+        uv_stop(timer->loop);
+}
+
+static void run_until(int (*done)(void))
+{
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
+    wait_started = nt_mono_ns();
+    wait_done = done;
+    uv_timer_start(&timer, wait_tick, 1, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&timer, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static int cross_done(void)
+{
+    return rx_b.cross >= CROSS_FRAMES;
+}
+
+static void test_loop_thread_delivery(void)
+{
+    rx_a.loop_thread = rx_b.loop_thread = uv_thread_self();
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 1), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 2), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 5), 1);
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
+    uv_timer_start(&timer, loop_thread_deliveries, 0, 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_close((uv_handle_t *)&timer, NULL);
+    run_until(cross_done);
+    CHECK_EQ_INT(rx_b.cross, CROSS_FRAMES);
+    CHECK_EQ_INT(rx_b.cross_out_of_order, 0);
+    CHECK_EQ_INT(rx_b.last_n, 1);
+    CHECK_EQ_INT(rx_b.last_ids[0], 5);
+    CHECK_EQ_INT(rx_a.cross, 0); /* nothing came back to the sender's node */
+    CHECK_EQ_INT(rx_b.wrong_thread, 0);
+    CHECK_EQ_INT(nt_bus_conn_down(bus2, 5), 1);
+}
+
+/* ---- delivery from other threads ------------------------------------------ */
+
+static atomic_int send_errors;
+
+static void *sender_thread(void *arg)
+{
+    int k = (int)(intptr_t)arg;
+    int64_t ids[] = {ONLINE_BASE + k, OFFLINE_BASE + k};
+    int64_t offline_only[] = {OFFLINE_BASE + k};
+    char frame[32];
+    for (int i = 0; i < FRAMES_PER_SENDER; i++) {
+        int len = snprintf(frame, sizeof frame, "T%d:%d", k, i);
+        /* Senders 0 and 1 reach their user on node a, 2 and 3 on node b. */
+        if (nt_bus_deliver(bus, ids, 2, frame, (size_t)len) != 0)
+            atomic_fetch_add(&send_errors, 1);
+        if (i % 10 == 0 && nt_bus_deliver(bus, offline_only, 1, "X", 1) != 0)
+            atomic_fetch_add(&send_errors, 1);
+    }
+    return NULL;
+}
+
+static int threaded_done(void)
+{
+    return rx_a.threaded + rx_b.threaded >= SENDERS * FRAMES_PER_SENDER;
+}
+
+static void test_threaded_delivery(void)
+{
+    for (int k = 0; k < SENDERS; k++)
+        CHECK_EQ_INT(nt_bus_conn_up(k < 2 ? bus : bus2, ONLINE_BASE + k), 1);
+    pthread_t senders[SENDERS];
+    for (int k = 0; k < SENDERS; k++)
+        pthread_create(&senders[k], NULL, sender_thread, (void *)(intptr_t)k);
+    run_until(threaded_done);
+    for (int k = 0; k < SENDERS; k++)
+        pthread_join(senders[k], NULL);
+    CHECK_EQ_INT(atomic_load(&send_errors), 0);
+    CHECK_EQ_INT(rx_a.threaded, 2 * FRAMES_PER_SENDER);
+    CHECK_EQ_INT(rx_b.threaded, 2 * FRAMES_PER_SENDER);
+    CHECK_EQ_INT(rx_a.out_of_order + rx_b.out_of_order, 0);
+    CHECK_EQ_INT(rx_a.bad_recipients + rx_b.bad_recipients, 0);
+    CHECK_EQ_INT(rx_a.offline_seen + rx_b.offline_seen, 0);
+    CHECK_EQ_INT(rx_a.wrong_thread + rx_b.wrong_thread, 0);
+}
+
+/* ---- work queues ---------------------------------------------------------- */
+
+/* Queue calls block: made from a thread, as the bot's workers do. */
+static void *queue_basics_thread(void *arg)
+{
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "a", 1), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "bb", 2), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus2, "jobs", "ccc", 3), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "other", "z", 1), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 3);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus2, "other"), 1);
+
+    nt_bus_job a, b, c;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 0, 10000, &a), 0);
+    CHECK_STR_EQ(a.payload, "a");
+    CHECK_EQ_INT(a.len, 1);
+    CHECK(a.id != 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 3);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", a.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 2);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", a.id), -ENOENT);
+
+    CHECK_EQ_INT(nt_bus_queue_pop(bus2, "jobs", 0, 10000, &b), 0); /* any node */
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 0, 10000, &c), 0);
+    CHECK_STR_EQ(b.payload, "bb");
+    CHECK_STR_EQ(c.payload, "ccc");
+    CHECK(b.id != c.id);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "jobs", c.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus2, "jobs", b.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "jobs"), 0);
+    nt_bus_job_free(&a);
+    nt_bus_job_free(&b);
+    nt_bus_job_free(&c);
+
+    nt_bus_job none;
+    uint64_t start = nt_mono_ns();
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 50, 10000, &none), NT_BUS_ETIMEDOUT);
+    CHECK(elapsed_ms(start) >= 45);
+    CHECK(none.payload == NULL);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "nowhere", 1), -ENOENT);
+
+    /* A binary payload with NULs and newlines comes back byte for byte. */
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "bin", "a\0b\nc", 5), 0);
+    nt_bus_job bin;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "bin", 0, 1000, &bin), 0);
+    CHECK_EQ_INT(bin.len, 5);
+    CHECK(bin.payload && memcmp(bin.payload, "a\0b\nc", 5) == 0 && bin.payload[5] == '\0');
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "bin", bin.id), 0);
+    nt_bus_job_free(&bin);
+    return NULL;
+}
+
+static void run_in_thread(void *(*fn)(void *))
+{
+    pthread_t t;
+    pthread_create(&t, NULL, fn, NULL);
+    pthread_join(t, NULL);
+}
+
+struct popper {
+    nt_bus *bus;
+    int timeout_ms;
+    int visibility_ms;
+    bool ack;
+    int rc;
+    nt_bus_job job;
+    int64_t waited_ms;
+};
+
+static void *popper_thread(void *arg)
+{
+    struct popper *p = arg;
+    uint64_t start = nt_mono_ns();
+    p->rc = nt_bus_queue_pop(p->bus, "redo", p->timeout_ms, p->visibility_ms, &p->job);
+    p->waited_ms = elapsed_ms(start);
+    if (p->rc == 0 && p->ack)
+        p->rc = nt_bus_queue_ack(p->bus, "redo", p->job.id);
+    return NULL;
+}
+
+static void *queue_redelivery_thread(void *arg)
+{
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "work", 4), 0);
+    /* A worker on node a takes the job and "dies" without acknowledging. */
+    struct popper dead = {.bus = bus, .timeout_ms = 1000, .visibility_ms = 300};
+    pthread_t t;
+    pthread_create(&t, NULL, popper_thread, &dead);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(dead.rc, 0);
+    CHECK_STR_EQ(dead.job.payload, "work");
+
+    nt_bus_job hidden;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 1000, &hidden), NT_BUS_ETIMEDOUT);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 1);
+
+    /* A worker on node b blocks with nothing waiting and gets the job once
+     * the visibility timeout ran out. */
+    struct popper live = {.bus = bus2, .timeout_ms = 5000, .visibility_ms = 10000, .ack = true};
+    pthread_create(&t, NULL, popper_thread, &live);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(live.rc, 0);
+    CHECK_EQ_INT(live.job.id, dead.job.id);
+    CHECK_STR_EQ(live.job.payload, "work");
+    CHECK(live.waited_ms >= 100);
+    CHECK(live.waited_ms < 4000);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 0);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", dead.job.id), -ENOENT);
+    nt_bus_job_free(&dead.job);
+    nt_bus_job_free(&live.job);
+
+    /* An expired job goes back in front of newer ones. */
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "first", 5), 0);
+    nt_bus_job first, again;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 20, &first), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "second", 6), 0);
+    sleep_ms(40);
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 10000, &again), 0);
+    CHECK_STR_EQ(again.payload, "first");
+    CHECK_EQ_INT(again.id, first.id);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", again.id), 0);
+    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 1);
+    nt_bus_job_free(&first);
+    nt_bus_job_free(&again);
+
+    /* A push wakes a blocked popper at once (no polling interval). */
+    struct popper waiter = {.bus = bus2, .timeout_ms = 5000, .visibility_ms = 1000, .ack = true};
+    nt_bus_job second;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 10000, &second), 0);
+    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", second.id), 0);
+    nt_bus_job_free(&second);
+    pthread_create(&t, NULL, popper_thread, &waiter);
+    sleep_ms(200);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "wake", 4), 0);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(waiter.rc, 0);
+    CHECK(waiter.waited_ms < 1500);
+    nt_bus_job_free(&waiter.job);
+    return NULL;
+}
+
+/* ---- request / reply ------------------------------------------------------ */
+
+#define CLIENTS 2
+#define CALLS_PER_CLIENT 100
+
+struct server {
+    nt_bus *bus;
+    const char *service;
+    int to_serve;
+    int delay_ms;
+    int served;
+    int bad_calls;
+    int reply_rc;
+};
+
+static void *server_thread(void *arg)
+{
+    struct server *s = arg;
+    while (s->served < s->to_serve) {
+        nt_bus_call call;
+        if (nt_bus_serve(s->bus, s->service, 5000, &call) != 0)
+            break;
+        if (!call.payload || call.correlation_id[0] == '\0' || call.reply_to[0] == '\0' ||
+            call.payload[call.len] != '\0')
+            s->bad_calls++;
+        if (s->delay_ms)
+            sleep_ms(s->delay_ms);
+        char reply[64];
+        int len = snprintf(reply, sizeof reply, "re:%s", call.payload ? call.payload : "");
+        int rc = nt_bus_reply(s->bus, &call, reply, (size_t)len);
+        if (rc != 0)
+            s->reply_rc = rc;
+        nt_bus_call_free(&call);
+        s->served++;
+    }
+    return NULL;
+}
+
+static atomic_int client_errors;
+
+static void *client_thread(void *arg)
+{
+    int k = (int)(intptr_t)arg;
+    for (int i = 0; i < CALLS_PER_CLIENT; i++) {
+        char ask[32], want[40];
+        int len = snprintf(ask, sizeof ask, "c%d-%d", k, i);
+        snprintf(want, sizeof want, "re:%s", ask);
+        char *reply = NULL;
+        size_t reply_len = 0;
+        int rc = nt_bus_request(bus, "echo", ask, (size_t)len, 5000, &reply, &reply_len);
+        if (rc != 0 || !reply || strcmp(reply, want) != 0 || reply_len != strlen(want))
+            atomic_fetch_add(&client_errors, 1);
+        free(reply);
+    }
+    return NULL;
+}
+
+static void test_request_reply(void)
+{
+    /* Callers on node a, the server on node b. */
+    struct server s = {.bus = bus2, .service = "echo", .to_serve = CLIENTS * CALLS_PER_CLIENT};
+    pthread_t server, clients[CLIENTS];
+    pthread_create(&server, NULL, server_thread, &s);
+    for (int k = 0; k < CLIENTS; k++)
+        pthread_create(&clients[k], NULL, client_thread, (void *)(intptr_t)k);
+    for (int k = 0; k < CLIENTS; k++)
+        pthread_join(clients[k], NULL);
+    pthread_join(server, NULL);
+    CHECK_EQ_INT(atomic_load(&client_errors), 0);
+    CHECK_EQ_INT(s.served, CLIENTS * CALLS_PER_CLIENT);
+    CHECK_EQ_INT(s.bad_calls, 0);
+    CHECK_EQ_INT(s.reply_rc, 0);
+}
+
+static void *request_timeout_thread(void *arg)
+{
+    char *reply = (char *)"untouched";
+    size_t reply_len = 7;
+    uint64_t start = nt_mono_ns();
+    CHECK_EQ_INT(nt_bus_request(bus, "nobody", "x", 1, 50, &reply, &reply_len),
+                 NT_BUS_ETIMEDOUT);
+    CHECK(elapsed_ms(start) >= 45);
+    CHECK(reply == NULL);
+    CHECK_EQ_INT(reply_len, 0);
+    nt_bus_call call;
+    CHECK_EQ_INT(nt_bus_serve(bus2, "nobody", 0, &call), NT_BUS_ETIMEDOUT);
+    CHECK(call.payload == NULL);
+    return NULL;
+}
+
+static void *late_reply_thread(void *arg)
+{
+    struct server s = {.bus = bus2, .service = "slow", .to_serve = 1, .delay_ms = 200};
+    pthread_t server;
+    pthread_create(&server, NULL, server_thread, &s);
+    char *reply = NULL;
+    CHECK_EQ_INT(nt_bus_request(bus, "slow", "late", 4, 50, &reply, NULL), NT_BUS_ETIMEDOUT);
+    CHECK(reply == NULL);
+    pthread_join(server, NULL);
+    CHECK_EQ_INT(s.served, 1);
+    CHECK_EQ_INT(s.reply_rc, 0);
+    /* The late reply was not stored anywhere. */
+    CHECK_EQ_INT(raw_int("KEYS natter:r:*"), 0);
+    return NULL;
+}
+
+/* ---- leader lock ---------------------------------------------------------- */
+
+static void test_leader(void)
+{
+    char err[160];
+    nt_bus *other = nt_bus_open(url_b, &loop, err, sizeof err);
+    CHECK(other != NULL);
+    if (!other)
+        return;
+    CHECK(nt_bus_leader(bus, "cron", 200));
+    CHECK(!nt_bus_leader(other, "cron", 200));
+    CHECK(nt_bus_leader(bus, "cron", 200));
+    CHECK(nt_bus_leader(other, "backup", 200));
+    sleep_ms(120);
+    CHECK(nt_bus_leader(bus, "cron", 200));
+    CHECK(!nt_bus_leader(other, "cron", 200));
+    sleep_ms(300);
+    CHECK(nt_bus_leader(other, "cron", 200));
+    CHECK(!nt_bus_leader(bus, "cron", 200));
+    CHECK(nt_bus_leader(other, "backup", 200));
+    CHECK(!nt_bus_leader(bus, "backup", 200));
+    nt_bus_close(other); /* steps down at once */
+    CHECK(nt_bus_leader(bus, "cron", 200));
+    CHECK(nt_bus_leader(bus, "backup", 200));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    /* `other` shared node name b with bus2 and left: bus2's heartbeat finds
+     * its registry gone and writes it again. */
+    run_loop_for(1300);
+    CHECK_EQ_INT(raw_int("EXISTS natter:alive:b"), 1);
+}
+
+/* ---- Redis restarted under running buses ----------------------------------- */
+
+static int pings_ok(void)
+{
+    return nt_bus_ping(bus) == 0 && nt_bus_ping(bus2) == 0;
+}
+
+static void *outage_calls_thread(void *arg)
+{
+    char *reply = NULL;
+    CHECK_EQ_INT(nt_bus_ping(bus), NT_BUS_EUNAVAILABLE);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "x", 1), NT_BUS_EUNAVAILABLE);
+    CHECK_EQ_INT(nt_bus_request(bus, "echo", "x", 1, 200, &reply, NULL), NT_BUS_EUNAVAILABLE);
+    nt_bus_job job;
+    uint64_t start = nt_mono_ns();
+    CHECK_EQ_INT(nt_bus_queue_pop(bus, "jobs", 300, 1000, &job), NT_BUS_EUNAVAILABLE);
+    CHECK(elapsed_ms(start) < 3000); /* bounded, never a hang */
+    CHECK(!nt_bus_leader(bus, "cron", 1000));
+    int64_t ids[] = {6};
+    CHECK_EQ_INT(nt_bus_deliver(bus, ids, 1, "x", 1), NT_BUS_EUNAVAILABLE);
+    return NULL;
+}
+
+static void *after_outage_thread(void *arg)
+{
+    CHECK_EQ_INT(nt_bus_ping(bus), 0);
+    CHECK_EQ_INT(nt_bus_queue_push(bus, "jobs", "after", 5), 0);
+    nt_bus_job job;
+    CHECK_EQ_INT(nt_bus_queue_pop(bus2, "jobs", 1000, 1000, &job), 0);
+    CHECK_STR_EQ(job.payload, "after");
+    CHECK_EQ_INT(nt_bus_queue_ack(bus2, "jobs", job.id), 0);
+    nt_bus_job_free(&job);
+    CHECK(nt_bus_leader(bus, "cron", 1000));
+    return NULL;
+}
+
+static int outage_cross_done(void)
+{
+    return rx_b.cross >= CROSS_FRAMES + 1;
+}
+
+static void test_redis_restart(void)
+{
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 6), 1);
+    redis_stop();
+    run_loop_for(1200); /* the buses notice */
+    CHECK_EQ_INT(nt_bus_ping(bus), NT_BUS_EUNAVAILABLE);
+    run_in_thread(outage_calls_thread);
+    /* Registry changes during the outage are kept locally... */
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 8), 1);
+
+    CHECK_EQ_INT(redis_start(), 0);
+    for (int i = 0; i < 50 && !pings_ok(); i++)
+        run_loop_for(100);
+    run_loop_for(1100); /* one more heartbeat: registries written again */
+    CHECK_EQ_INT(nt_bus_ping(bus), 0);
+    CHECK_EQ_INT(nt_bus_ping(bus2), 0);
+    /* ...and written to the new Redis with what was there before. */
+    CHECK(nt_bus_online(bus, 6));
+    CHECK(nt_bus_online(bus, 8));
+    CHECK_EQ_INT(raw_int("HGET natter:u:6 b"), 1);
+    run_in_thread(after_outage_thread);
+
+    int64_t ids[] = {6};
+    char frame[16];
+    int len = snprintf(frame, sizeof frame, "C%d", CROSS_FRAMES);
+    CHECK_EQ_INT(nt_bus_deliver(bus, ids, 1, frame, (size_t)len), 0);
+    run_until(outage_cross_done);
+    CHECK_EQ_INT(rx_b.cross, CROSS_FRAMES + 1);
+}
+
+/* ---- close wakes blocked callers ----------------------------------------- */
+
+enum { BLOCK_POP, BLOCK_SERVE, BLOCK_REQUEST };
+
+struct blocked {
+    int kind;
+    int rc;
+};
+
+static nt_bus *closing_bus;
+static atomic_int blocked_started;
+
+static void *blocked_thread(void *arg)
+{
+    struct blocked *b = arg;
+    atomic_fetch_add(&blocked_started, 1);
+    if (b->kind == BLOCK_POP) {
+        nt_bus_job job;
+        b->rc = nt_bus_queue_pop(closing_bus, "q", -1, 1000, &job);
+        if (b->rc == 0)
+            nt_bus_job_free(&job);
+    } else if (b->kind == BLOCK_SERVE) {
+        nt_bus_call call;
+        b->rc = nt_bus_serve(closing_bus, "svc", -1, &call);
+        if (b->rc == 0)
+            nt_bus_call_free(&call);
+    } else {
+        char *reply = NULL;
+        b->rc = nt_bus_request(closing_bus, "unserved", "hi", 2, -1, &reply, NULL);
+        free(reply);
+    }
+    return NULL;
+}
+
+static void test_close_wakes(void)
+{
+    char err[160];
+    char url[128];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d?node=closing", redis.port);
+    closing_bus = nt_bus_open(url, &loop, err, sizeof err);
+    CHECK(closing_bus != NULL);
+    if (!closing_bus)
+        return;
+    struct blocked args[5] = {
+        {BLOCK_POP, 1}, {BLOCK_POP, 1}, {BLOCK_POP, 1}, {BLOCK_SERVE, 1}, {BLOCK_REQUEST, 1},
+    };
+    pthread_t threads[5];
+    for (int i = 0; i < 5; i++)
+        pthread_create(&threads[i], NULL, blocked_thread, &args[i]);
+    while (atomic_load(&blocked_started) < 5)
+        sleep_ms(1);
+    sleep_ms(300);
+    uint64_t start = nt_mono_ns();
+    nt_bus_close(closing_bus);
+    CHECK(elapsed_ms(start) < 500); /* woken, not waiting out a slice */
+    for (int i = 0; i < 5; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK_EQ_INT(args[i].rc, NT_BUS_ECLOSED);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    /* The request withdrew its call. */
+    CHECK_EQ_INT(raw_int("LLEN natter:svc:unserved"), 0);
+}
+
+int main(void)
+{
+    if (!have_redis_server()) {
+        printf("SKIP: redis-server is not installed (scripts/setup installs it)\n");
+        return 77;
+    }
+    alarm(180);
+    if (redis_setup() != 0) {
+        fprintf(stderr, "cannot start redis-server (config in %s)\n", redis.dir);
+        redis_stop();
+        return 1;
+    }
+    if (uv_loop_init(&loop) != 0)
+        return 1;
+
+    test_open();
+    test_presence();
+    test_loop_thread_delivery();
+    test_threaded_delivery();
+    run_in_thread(queue_basics_thread);
+    run_in_thread(queue_redelivery_thread);
+    test_request_reply();
+    run_in_thread(request_timeout_thread);
+    run_in_thread(late_reply_thread);
+    test_leader();
+    test_redis_restart();
+    test_close_wakes();
+
+    nt_bus_close(bus2);
+    nt_bus_close(bus);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    CHECK_EQ_INT(raw_int("SCARD natter:nodes"), 0); /* both left cleanly */
+    redis_teardown();
+    return check_exit();
+}
