@@ -314,6 +314,12 @@ void gw_on_send_done_async(uv_async_t *h)
 
 static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const char *ws_id)
 {
+    /* With the bus down (a cluster's Redis) the message could reach nobody
+     * live: refuse it plainly instead of storing it silently. */
+    if (nt_bus_ping(gw->ctx->bus) != 0) {
+        send_error(c, ws_id, "unavailable", "the message bus is unavailable; nothing was written");
+        return;
+    }
     int64_t chat_id;
     if (!get_positive(doc, "chat_id", &chat_id)) {
         send_error(c, ws_id, "bad_request", "chat_id must be a positive integer");
