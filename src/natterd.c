@@ -1,9 +1,16 @@
 /*
  * natterd: the Natter server. Reads the settings (flags and NATTER_*
- * environment), opens the store and the bus, starts the gateway on one
- * libuv loop thread with a pool of worker threads, and on SIGTERM or SIGINT
- * drains: stops accepting, closes WebSockets with 1001, waits for commits,
- * and exits 0.
+ * environment), opens the store and the bus, starts the roles it was given
+ * (--roles; docs/cluster.md says what each runs) on one libuv loop thread
+ * with a pool of worker threads, and on SIGTERM or SIGINT drains: stops
+ * accepting, closes WebSockets with 1001, waits for commits, and exits 0.
+ *
+ *  - gateway: the public HTTP/WebSocket listener and everything behind it
+ *    (auth, REST, the send path that stores messages, deliveries);
+ *  - bot: the bot's threads (nt_bot_start); no public listener;
+ *  - messages, match: accepted so a cluster can be laid out by role, but
+ *    in this build they start no work of their own (docs/cluster.md);
+ *  - every role: /healthz, /readyz and /metrics on --admin-listen.
  */
 #include <errno.h>
 #include <signal.h>
@@ -11,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <sodium.h>
 #include <uv.h>
@@ -18,22 +26,295 @@
 #include "bus/bus.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/json.h"
 #include "gateway/gateway.h"
+#include "net/server.h"
 #include "services/bot.h"
 #include "services/services.h"
 #include "store/store.h"
 
+enum {
+    ROLE_GATEWAY = 1,
+    ROLE_MESSAGES = 2,
+    ROLE_MATCH = 4,
+    ROLE_BOT = 8,
+    ROLE_ALL = 15,
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} role_names[] = {
+    {"gateway", ROLE_GATEWAY},
+    {"messages", ROLE_MESSAGES},
+    {"match", ROLE_MATCH},
+    {"bot", ROLE_BOT},
+};
+
 typedef struct natterd {
     uv_loop_t *loop;
     uv_signal_t sigterm, sigint;
-    nt_gateway *gw;
+    nt_gateway *gw;  /* NULL without the gateway role */
+    nt_server *admin; /* NULL without --admin-listen */
+    nt_ctx *ctx;
+    unsigned roles;
+    const char *roles_text;
+    time_t started;
     bool stopping;
 } natterd;
+
+/* "all" or a comma list of role names; 0 or -1 with a reason in err. */
+static int parse_roles(const char *text, unsigned *out, char *err, size_t err_len)
+{
+    unsigned roles = 0;
+    const char *p = text;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        bool known = false;
+        if (n == 3 && strncmp(p, "all", 3) == 0) {
+            roles |= ROLE_ALL;
+            known = true;
+        }
+        for (size_t i = 0; i < sizeof role_names / sizeof role_names[0] && !known; i++) {
+            if (strlen(role_names[i].name) == n && strncmp(p, role_names[i].name, n) == 0) {
+                roles |= role_names[i].bit;
+                known = true;
+            }
+        }
+        if (!known) {
+            snprintf(err, err_len,
+                     "--roles: '%.*s' is not a role (all, gateway, messages, match, bot)",
+                     (int)(n > 32 ? 32 : n), p);
+            return -1;
+        }
+        p += n + (p[n] == ',');
+    }
+    if (!roles) {
+        snprintf(err, err_len, "--roles: empty");
+        return -1;
+    }
+    *out = roles;
+    return 0;
+}
+
+/* HOST:PORT into host/port; -1 if it is not that. */
+static int split_hostport(const char *text, char *host, size_t host_len, int *port)
+{
+    const char *colon = strrchr(text, ':');
+    char *end;
+    if (!colon || colon == text || (size_t)(colon - text) >= host_len || !colon[1])
+        return -1;
+    long v = strtol(colon + 1, &end, 10);
+    if (*end || v < 0 || v > 65535)
+        return -1;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = '\0';
+    *port = (int)v;
+    return 0;
+}
 
 static void on_drained(void *arg)
 {
     natterd *d = arg;
     uv_stop(d->loop);
+}
+
+/* ---- the admin listener: /healthz, /readyz, /metrics for every role ---------- */
+
+typedef struct admin_job {
+    uv_work_t work;
+    natterd *d;
+    nt_conn *conn;
+    bool metrics;
+    int status;
+    nt_buf body;
+} admin_job;
+
+static long rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+/* Worker thread: the answers that talk to the store and the bus. */
+static void admin_work(uv_work_t *w)
+{
+    admin_job *job = w->data;
+    natterd *d = job->d;
+    bool store_ok = nt_store_ping(d->ctx->store) == 0;
+    bool bus_ok = nt_bus_ping(d->ctx->bus) == 0;
+    if (!job->metrics) {
+        job->status = store_ok && bus_ok ? 200 : 503;
+        nt_buf_appendf(&job->body, "{\"status\":\"%s\",\"store\":%s,\"bus\":%s}",
+                      job->status == 200 ? "ready" : "unavailable", store_ok ? "true" : "false",
+                      bus_ok ? "true" : "false");
+        return;
+    }
+    job->status = 200;
+    nt_buf *b = &job->body;
+    nt_buf_appendf(b, "# HELP natter_role Roles this process runs (1 = runs it).\n"
+                     "# TYPE natter_role gauge\n");
+    for (size_t i = 0; i < sizeof role_names / sizeof role_names[0]; i++)
+        nt_buf_appendf(b, "natter_role{role=\"%s\"} %d\n", role_names[i].name,
+                      (d->roles & role_names[i].bit) ? 1 : 0);
+    nt_buf_appendf(b,
+                  "# TYPE natter_store_up gauge\nnatter_store_up %d\n"
+                  "# TYPE natter_bus_up gauge\nnatter_bus_up %d\n"
+                  "# TYPE natter_uptime_seconds gauge\nnatter_uptime_seconds %lld\n"
+                  "# TYPE natter_resident_memory_bytes gauge\nnatter_resident_memory_bytes %ld\n",
+                  store_ok, bus_ok, (long long)(time(NULL) - d->started), rss_bytes());
+    if (bus_ok && (d->roles & ROLE_BOT)) {
+        nt_buf_appendf(b, "# HELP natter_bus_queue_depth Jobs waiting or taken, not acknowledged.\n"
+                         "# TYPE natter_bus_queue_depth gauge\n");
+        const char *queues[] = {"bot.inbox", "pow"};
+        for (size_t i = 0; i < 2; i++)
+            nt_buf_appendf(b, "natter_bus_queue_depth{queue=\"%s\"} %zu\n", queues[i],
+                          nt_bus_queue_depth(d->ctx->bus, queues[i]));
+    }
+}
+
+static void admin_after(uv_work_t *w, int status)
+{
+    admin_job *job = w->data;
+    if (nt_conn_is_open(job->conn)) {
+        const char *type = job->metrics ? "text/plain; version=0.0.4" : "application/json";
+        nt_conn_respond(job->conn, job->status ? job->status : 500, type, NULL, job->body.data,
+                        job->body.len, false);
+    }
+    nt_conn_unref(job->conn);
+    nt_buf_free(&job->body);
+    free(job);
+}
+
+static void admin_request(void *arg, nt_conn *c, nt_http_request *req)
+{
+    natterd *d = arg;
+    bool get = req->method == NT_HTTP_GET;
+    bool health = strcmp(req->path, "/healthz") == 0;
+    bool ready = strcmp(req->path, "/readyz") == 0;
+    bool metrics = strcmp(req->path, "/metrics") == 0;
+    nt_http_request_free(req);
+    free(req);
+    if (!get || !(health || ready || metrics)) {
+        static const char body[] = "{\"error\":{\"code\":\"not_found\",\"message\":"
+                                   "\"the admin port serves /healthz, /readyz, /metrics\"}}";
+        nt_conn_respond(c, 404, "application/json", NULL, body, sizeof body - 1, false);
+        return;
+    }
+    if (health) {
+        char body[160];
+        int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"roles\":\"%s\"}",
+                         d->stopping ? "draining" : "ok", d->roles_text);
+        nt_conn_respond(c, 200, "application/json", NULL, body, (size_t)n, false);
+        return;
+    }
+    admin_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        nt_conn_respond(c, 503, "application/json", NULL, "{}", 2, true);
+        return;
+    }
+    job->work.data = job;
+    job->d = d;
+    job->conn = c;
+    job->metrics = metrics;
+    nt_conn_ref(c);
+    if (uv_queue_work(d->loop, &job->work, admin_work, admin_after) != 0) {
+        nt_conn_unref(c);
+        free(job);
+        nt_conn_respond(c, 503, "application/json", NULL, "{}", 2, true);
+    }
+}
+
+static int admin_upgrade(void *arg, nt_conn *c, const nt_http_request *req)
+{
+    return 404;
+}
+
+static void admin_ws_text(void *arg, nt_conn *c, char *msg, size_t len)
+{
+}
+
+static void admin_close(void *arg, nt_conn *c)
+{
+}
+
+static int admin_start(natterd *d, const char *listen, char *err, size_t err_len)
+{
+    char host[64];
+    int port;
+    if (split_hostport(listen, host, sizeof host, &port) != 0) {
+        snprintf(err, err_len, "--admin-listen: '%s' is not HOST:PORT", listen);
+        return -1;
+    }
+    nt_server_opts opts = {.host = host,
+                           .port = port,
+                           .max_connections = 64,
+                           .max_output = 1 << 20,
+                           .max_frame = 1024,
+                           .max_body = 1024,
+                           .auth_timeout_s = 10,
+                           .ping_interval_s = 30};
+    nt_server_callbacks cb = {.arg = d,
+                              .on_request = admin_request,
+                              .on_upgrade = admin_upgrade,
+                              .on_ws_text = admin_ws_text,
+                              .on_close = admin_close};
+    d->admin = nt_server_new(d->loop, &opts, &cb);
+    if (!d->admin) {
+        snprintf(err, err_len, "--admin-listen: out of memory");
+        return -1;
+    }
+    int rc = nt_server_listen(d->admin);
+    if (rc != 0) {
+        snprintf(err, err_len, "--admin-listen %s: %s", listen, uv_strerror(rc));
+        nt_server_free(d->admin);
+        d->admin = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- a gateway without the bot role ------------------------------------------ */
+
+/* The bot user's id, for bot_relay_hook (0: no relay). */
+static int64_t relay_bot_id;
+
+/*
+ * ctx->message_hook on a node that runs the gateway but not the bot: the
+ * bot runs in other processes, so new messages in a direct chat with the
+ * bot are put on the bus queue "bot.inbox" for them - the job
+ * nt_bot_message_hook would push (same queue, same JSON fields), without a
+ * bot in this process. Called on the loop thread; the push does not wait.
+ */
+static void bot_relay_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
+{
+    if (!relay_bot_id || n != 2 || m->deleted || m->sender_id == relay_bot_id || !m->text)
+        return;
+    if (member_ids[0] != relay_bot_id && member_ids[1] != relay_bot_id)
+        return;
+    nt_buf payload = NT_BUF_INIT;
+    nt_jw w;
+    nt_jw_init(&w, &payload);
+    nt_jw_obj(&w);
+    nt_jw_kint(&w, "chat_id", m->chat_id);
+    nt_jw_kint(&w, "seq", m->seq);
+    nt_jw_kint(&w, "sender_id", m->sender_id);
+    nt_jw_key(&w, "text");
+    nt_jw_strn(&w, m->text, m->text_len);
+    nt_jw_obj_end(&w);
+    int rc = nt_jw_error(&w);
+    if (rc == 0)
+        rc = nt_bus_queue_push(ctx->bus, "bot.inbox", payload.data, payload.len);
+    if (rc != 0)
+        nt_warn("bot relay: dropping message chat=%lld seq=%lld rc=%d", (long long)m->chat_id,
+                (long long)m->seq, rc);
+    nt_buf_free(&payload);
 }
 
 /* Signal handlers only set things in motion; libuv delivers them on the
@@ -48,7 +329,12 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     d->stopping = true;
     nt_info("signal=%d draining", signum);
-    nt_gateway_drain(d->gw, on_drained, d);
+    if (d->admin)
+        nt_server_drain(d->admin);
+    if (d->gw)
+        nt_gateway_drain(d->gw, on_drained, d);
+    else
+        uv_stop(d->loop);
 }
 
 static int make_dir(const char *path)
@@ -70,9 +356,22 @@ int main(int argc, char **argv)
         return 2;
     }
     nt_log_level = nt_log_level_parse(cfg.log_level);
-    if (strcmp(cfg.roles, "all") != 0) {
-        fprintf(stderr, "natterd: --roles: only 'all' is available in this build\n");
+    natterd d = {0};
+    if (parse_roles(cfg.roles, &d.roles, err, sizeof err) != 0) {
+        fprintf(stderr, "natterd: %s\n", err);
         return 2;
+    }
+    d.roles_text = cfg.roles;
+    d.started = time(NULL);
+    /* The node's name on a redis bus rides on the bus URL. */
+    if (cfg.node_id[0] && strncmp(cfg.bus_url, "redis://", 8) == 0 &&
+        !strchr(cfg.bus_url, '?')) {
+        size_t n = strlen(cfg.bus_url);
+        if (n + strlen("?node=") + strlen(cfg.node_id) >= sizeof cfg.bus_url) {
+            fprintf(stderr, "natterd: --bus and --node-id: too long together\n");
+            return 2;
+        }
+        snprintf(cfg.bus_url + n, sizeof cfg.bus_url - n, "?node=%s", cfg.node_id);
     }
     signal(SIGPIPE, SIG_IGN);
     if (sodium_init() < 0) {
@@ -89,7 +388,6 @@ int main(int argc, char **argv)
     snprintf(workers, sizeof workers, "%lld", (long long)cfg.workers);
     setenv("UV_THREADPOOL_SIZE", workers, 1);
 
-    natterd d = {0};
     d.loop = uv_default_loop();
     nt_ctx ctx = {
         .limits = {.text_max_cp = (int)cfg.max_text,
@@ -108,7 +406,9 @@ int main(int argc, char **argv)
     };
     if (cfg.argon2_fast)
         nt_warn("--argon2-fast: passwords are hashed at the minimum cost (tests only)");
-    if ((rc = nt_auth_load_key(&ctx, cfg.jwt_key_file)) != 0) {
+    /* Only the gateway checks and signs tokens; other roles do not create
+     * or need the key file. */
+    if ((d.roles & ROLE_GATEWAY) && (rc = nt_auth_load_key(&ctx, cfg.jwt_key_file)) != 0) {
         fprintf(stderr, "natterd: signing key %s: %s\n", cfg.jwt_key_file, strerror(-rc));
         return 1;
     }
@@ -123,50 +423,70 @@ int main(int argc, char **argv)
         nt_store_close(ctx.store);
         return 1;
     }
-    d.gw = nt_gateway_new(d.loop, &ctx, &cfg, err, sizeof err);
-    if (!d.gw) {
+    d.ctx = &ctx;
+    nt_bot *bot = NULL;
+    if (d.roles & ROLE_GATEWAY) {
+        d.gw = nt_gateway_new(d.loop, &ctx, &cfg, err, sizeof err);
+        if (!d.gw) {
+            fprintf(stderr, "natterd: %s\n", err);
+            goto fail;
+        }
+        if ((rc = nt_gateway_start(d.gw)) != 0) {
+            fprintf(stderr, "natterd: --listen %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
+                    uv_strerror(rc));
+            goto fail;
+        }
+    }
+    if (cfg.admin_listen[0] && admin_start(&d, cfg.admin_listen, err, sizeof err) != 0) {
         fprintf(stderr, "natterd: %s\n", err);
-        nt_bus_close(ctx.bus);
-        nt_store_close(ctx.store);
-        return 1;
+        goto fail;
     }
-    if ((rc = nt_gateway_start(d.gw)) != 0) {
-        fprintf(stderr, "natterd: --listen %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
-                uv_strerror(rc));
-        nt_gateway_free(d.gw);
-        nt_bus_close(ctx.bus);
-        nt_store_close(ctx.store);
-        return 1;
+    if (d.roles & ROLE_BOT) {
+        nt_bot_opts bot_opts = {.pow_bits = (int)cfg.pow_bits,
+                                .pow_workers = (int)cfg.pow_workers,
+                                .pow_max_pending = (int)cfg.pow_max_pending,
+                                .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
+                                .lobby_interval_s = (int)cfg.lobby_interval_s};
+        bot = nt_bot_start(&ctx, &bot_opts, err, sizeof err);
+        if (!bot) {
+            fprintf(stderr, "natterd: %s\n", err);
+            goto fail;
+        }
+        /* Set before the loop runs: no handler can be reading these yet. */
+        ctx.bot = bot;
+        ctx.message_hook = nt_bot_message_hook;
+    } else if (d.roles & ROLE_GATEWAY) {
+        nt_user bot_user;
+        if (nt_store_user_by_nickname(ctx.store, "bot", &bot_user) == 0) {
+            relay_bot_id = bot_user.id;
+            ctx.message_hook = bot_relay_hook;
+        } else {
+            nt_warn("no bot user in the store: messages to the bot are not relayed");
+        }
     }
-    nt_bot_opts bot_opts = {.pow_bits = (int)cfg.pow_bits,
-                            .pow_workers = (int)cfg.pow_workers,
-                            .pow_max_pending = (int)cfg.pow_max_pending,
-                            .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
-                            .lobby_interval_s = (int)cfg.lobby_interval_s};
-    nt_bot *bot = nt_bot_start(&ctx, &bot_opts, err, sizeof err);
-    if (!bot) {
-        fprintf(stderr, "natterd: %s\n", err);
-        nt_gateway_free(d.gw);
-        nt_bus_close(ctx.bus);
-        nt_store_close(ctx.store);
-        return 1;
-    }
-    /* Set before the loop runs: no handler can be reading these yet. */
-    ctx.bot = bot;
-    ctx.message_hook = nt_bot_message_hook;
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     d.sigterm.data = d.sigint.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
-    nt_info("natterd listening on http://%s:%d store=%s bus=%s", cfg.listen_host,
-            cfg.listen_port, cfg.store_url, cfg.bus_url);
+    if (d.gw)
+        nt_info("natterd listening on http://%s:%d roles=%s store=%s bus=%s", cfg.listen_host,
+                cfg.listen_port, cfg.roles, cfg.store_url, cfg.bus_url);
+    else
+        nt_info("natterd running roles=%s (no public listener) store=%s bus=%s", cfg.roles,
+                cfg.store_url, cfg.bus_url);
+    if (d.admin)
+        nt_info("admin endpoints on http://%s", cfg.admin_listen);
+    if ((d.roles & (ROLE_MESSAGES | ROLE_MATCH)) && !(d.roles & ROLE_GATEWAY))
+        nt_info("roles messages/match start no workers in this build: the gateway's send "
+                "path writes messages itself (docs/cluster.md)");
 
     uv_run(d.loop, UV_RUN_DEFAULT);
 
     uv_close((uv_handle_t *)&d.sigterm, NULL);
     uv_close((uv_handle_t *)&d.sigint, NULL);
     nt_gateway_free(d.gw);
+    nt_server_free(d.admin);
     ctx.message_hook = NULL;
     nt_bot_stop(bot); /* its workers still post: before the store closes */
     /* The store finishes every queued write before it closes: nothing that
@@ -179,4 +499,11 @@ int main(int argc, char **argv)
     uv_loop_close(d.loop);
     nt_info("natterd stopped");
     return 0;
+
+fail:
+    nt_server_free(d.admin);
+    nt_gateway_free(d.gw);
+    nt_bus_close(ctx.bus);
+    nt_store_close(ctx.store);
+    return 1;
 }

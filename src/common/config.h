@@ -21,6 +21,8 @@ typedef struct nt_config {
     char jwt_key_file[600]; /* default: <data_dir>/jwt.key */
     char log_level[16];
     char roles[64];
+    char admin_listen[80]; /* HOST:PORT for /healthz, /readyz, /metrics; "" = none */
+    char node_id[48];      /* this process's name on the bus; "" = host-pid-random */
     int64_t access_ttl_s;
     int64_t refresh_ttl_s;
     bool argon2_fast; /* tests and benchmarks only: minimal Argon2id cost */
