@@ -1934,8 +1934,11 @@ static int rb__ping(nt_bus *b)
     /* Without its subscriber a node would miss its deliveries. */
     if (!atomic_load(&rb->sub.connected) || !atomic_load(&rb->pub.connected))
         return NT_BUS_EUNAVAILABLE;
+    /* Nor while its registry is not (yet again) in Redis. */
+    if (!atomic_load(&rb->loop_ok))
+        return NT_BUS_EUNAVAILABLE;
     if (rb__on_loop(rb))
-        return atomic_load(&rb->loop_ok) ? 0 : NT_BUS_EUNAVAILABLE;
+        return 0;
     struct rb_conn *conn = rb__conn(rb);
     const char *argv[1] = {"PING"};
     size_t lens[1] = {4};
