@@ -53,6 +53,7 @@ static void usage(FILE *f)
             "  --max-p99 MS          ingest bound on p99 send-to-ack (default 50)\n"
             "  --procs N             load processes (default 1)\n"
             "  --share K             idle: connections per user (default 1)\n"
+            "  --hold S              idle: seconds to hold before reading the RSS (default 2)\n"
             "  --login-threads T     login storm concurrency (default 8)\n"
             "  --tick-us U           send scheduler tick (default 250)\n"
             "  --quiet               JSON line only\n");
@@ -77,6 +78,7 @@ static nb_opts opts = {
     .match_users = 1000,
 };
 static int share = 1;
+static double idle_hold_s = 2;
 
 /* ---- output ------------------------------------------------------------------ */
 
@@ -467,7 +469,7 @@ static int scenario_idle(int n)
     nkids += more;
     double connect_s = (double)(nb_now_ns() - t0) / 1e9;
     /* Let the server settle (auth jobs, presence) before reading its RSS. */
-    sleep_s(2);
+    sleep_s(idle_hold_s);
     long long rss2 = opts.server_pid ? nb_proc_rss(opts.server_pid) : -1;
     double cpu1 = opts.server_pid ? nb_proc_cpu_s(opts.server_pid) : -1;
     for (int i = 0; i < nkids; i++) {
@@ -903,6 +905,7 @@ int main(int argc, char **argv)
         NUM("--max-p99", 0.1, 1e5, opts.max_p99_ms)
         NUM("--procs", 1, 64, opts.procs)
         NUM("--share", 1, 1e6, share)
+        NUM("--hold", 0, 86400, idle_hold_s)
         NUM("--login-threads", 1, 64, opts.login_threads)
         NUM("--tick-us", 20, 1e6, opts.tick_us)
 #undef NUM
