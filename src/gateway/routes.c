@@ -198,7 +198,15 @@ static void run_route(gw_job *job)
     case R_MEMBER_ADD: nt_chats_add_member(ctx, c, id0, body, len, r); break;
     case R_MEMBER_REMOVE: nt_chats_remove_member(ctx, c, id0, id1, r); break;
     case R_HISTORY: nt_messages_history(ctx, c, id0, req->query, r); break;
-    case R_POST: nt_messages_post(ctx, c, id0, body, len, r); break;
+    case R_POST:
+        /* As the WebSocket send: with the bus down, refuse rather than store
+         * a message no one online would get. */
+        if (nt_bus_ping(ctx->bus) != 0)
+            nt_reply_error(r, 503, "unavailable",
+                           "the message bus is unavailable; nothing was written");
+        else
+            nt_messages_post(ctx, c, id0, body, len, r);
+        break;
     case R_EDIT: nt_messages_edit(ctx, c, id0, id1, body, len, r); break;
     case R_DELETE: nt_messages_delete(ctx, c, id0, id1, r); break;
     case R_READ: nt_chats_read(ctx, c, id0, body, len, r); break;

@@ -5,8 +5,9 @@
  *
  *  1. A message between two users on different gateway nodes arrives, in
  *     order, once.
- *  2. Redis restarted: the nodes answer /readyz 503 and refuse sends with
- *     `unavailable` while it is down (nothing is written), reconnect by
+ *  2. Redis restarted: the nodes answer /readyz 503 and refuse sends
+ *     (WebSocket and REST) with `unavailable` while it is down (nothing is
+ *     written), reconnect by
  *     themselves, and afterwards cross-node delivery works again with no
  *     node restarted.
  *  3. A gateway node SIGKILLed: its client reconnects through nginx to
@@ -168,6 +169,14 @@ static void case_redis_restart(nct_cluster *c)
     char code[32] = "";
     CHECK_EQ_INT(nth_wait_ack(a, "out", NTH_WAIT_MS, NULL, NULL, code, sizeof code), 2);
     CHECK_STR_EQ(code, "unavailable");
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/chats/%lld/messages", (long long)chat_id);
+    nt_buf resp = NT_BUF_INIT;
+    CHECK_EQ_INT(nth_api(c->gateways[1], "POST", path, alice.s.access_token,
+                         "{\"text\":\"posted during the outage\"}", &resp),
+                 503);
+    CHECK(resp.data && strstr(resp.data, "\"unavailable\""));
+    nt_buf_free(&resp);
 
     REQUIRE(nct_redis_start(c) == 0);
     bool ready = false;
