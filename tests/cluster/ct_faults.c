@@ -7,9 +7,8 @@
  *     order, once.
  *  2. Redis restarted: the nodes answer /readyz 503 and refuse sends
  *     (WebSocket and REST) with `unavailable` while it is down (nothing is
- *     written), reconnect by
- *     themselves, and afterwards cross-node delivery works again with no
- *     node restarted.
+ *     written), reconnect by themselves, and afterwards cross-node
+ *     delivery works again with no node restarted.
  *  3. A gateway node SIGKILLed: its client reconnects through nginx to
  *     another node and, with after_seq, has every message - none lost,
  *     none doubled.
