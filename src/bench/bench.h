@@ -33,21 +33,21 @@ typedef struct nb_opts {
     const char *users_file; /* cache of registered users, or NULL */
     const char *prefix;     /* nickname prefix of bench users */
     nb_proto proto;
-    double duration_s;      /* measured time of a load phase */
-    double warmup_s;        /* load before measuring starts */
-    double rate;            /* direct/login: per sender; group/ingest: total msgs/s */
-    int size;               /* text bytes of each message */
-    int pairs;              /* direct, login */
-    int groups, members;    /* group */
-    int senders;            /* ingest */
-    int conns;              /* idle */
-    int procs;              /* load processes */
-    int login_threads;      /* login storm concurrency */
-    double max_p99_ms;      /* ingest: p99 send-to-ack bound */
-    int tick_us;            /* send scheduler tick */
-    int match_users;        /* match */
-    bool quiet;             /* JSON line only */
-    int argc;               /* arguments left for a pass-through scenario (pow) */
+    double duration_s;   /* measured time of a load phase */
+    double warmup_s;     /* load before measuring starts */
+    double rate;         /* direct/login: per sender; group/ingest: total msgs/s */
+    int size;            /* text bytes of each message */
+    int pairs;           /* direct, login */
+    int groups, members; /* group */
+    int senders;         /* ingest */
+    int conns;           /* idle */
+    int procs;           /* load processes */
+    int login_threads;   /* login storm concurrency */
+    double max_p99_ms;   /* ingest: p99 send-to-ack bound */
+    int tick_us;         /* send scheduler tick */
+    int match_users;     /* match */
+    bool quiet;          /* JSON line only */
+    int argc;            /* arguments left for a pass-through scenario (pow) */
     char **argv;
 } nb_opts;
 
@@ -114,7 +114,7 @@ typedef struct nb_user {
     int64_t id;
     char nick[40];
     char password[24];
-    char token[600]; /* access token */
+    char token[600];    /* access token */
     int64_t token_time; /* unix seconds it was issued */
 } nb_user;
 
@@ -143,7 +143,7 @@ int64_t nb_make_chat(const nb_opts *o, nb_user *users, int n, bool direct, int64
 typedef struct nb_chat {
     int64_t chat_id; /* natter chat; for MQTT the group number */
     int first, n;
-    int nsenders;    /* the first nsenders members send */
+    int nsenders;     /* the first nsenders members send */
     int64_t base_seq; /* natter: the chat's last seq before the run */
 } nb_chat;
 
@@ -153,13 +153,13 @@ typedef struct nb_load {
     int nconns;
     nb_chat *chats;
     int nchats;
-    double rate;     /* total msgs/s this process sends */
+    double rate; /* total msgs/s this process sends */
     double warmup_s, duration_s;
     double phase2_s; /* > 0: receive latency after this many seconds of the window goes to recv2 */
     int proc_index;
-    bool idle;       /* hold the connections (no sends) until ctl_fd closes */
-    int ready_fd;    /* one byte is written here once every connection is ready */
-    int ctl_fd;      /* then: load waits for one byte here to start; idle for EOF */
+    bool idle;    /* hold the connections (no sends) until ctl_fd closes */
+    int ready_fd; /* one byte is written here once every connection is ready */
+    int ctl_fd;   /* then: load waits for one byte here to start; idle for EOF */
 } nb_load;
 
 /* Runs one load process: connects every connection (authenticated WebSocket

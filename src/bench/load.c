@@ -51,8 +51,8 @@ typedef struct lconn {
 } lconn;
 
 typedef struct lchat {
-    int64_t max_seq; /* natter: highest acked seq */
-    uint64_t sent;   /* messages sent in this chat */
+    int64_t max_seq;   /* natter: highest acked seq */
+    uint64_t sent;     /* messages sent in this chat */
     uint32_t *mq_last; /* mqtt: [receiver][sender] last counter */
     char topic[32];
 } lchat;
@@ -136,8 +136,7 @@ static void load__flush_dirty(load *ld)
 static void load__send_one(load *ld, int idx, uint64_t now)
 {
     lconn *c = &ld->conns[idx];
-    if (!c->ready || c->dead)
-        return;
+    if (!c->ready || c->dead) return;
     const nb_chat *ch = &ld->l->chats[c->chat];
     int size = ld->l->o->size;
     uint32_t ctr = ++c->sent_ctr;
@@ -149,8 +148,7 @@ static void load__send_one(load *ld, int idx, uint64_t now)
     ld->text[n] = '\0';
     ld->chats[c->chat].sent++;
     ld->res->sent_total++;
-    if (now >= ld->win_start && now < ld->win_end)
-        ld->res->sent++;
+    if (now >= ld->win_start && now < ld->win_end) ld->res->sent++;
     if (c->mq) {
         nb_mqtt_publish(c->mq, ld->chats[c->chat].topic, ld->text, (size_t)n);
     } else {
@@ -179,11 +177,9 @@ static bool load__parse_text(const char *p, const char *end, uint64_t *t, int *s
 {
     char *q;
     *t = strtoull(p, &q, 10);
-    if (q >= end || *q != '.')
-        return false;
+    if (q >= end || *q != '.') return false;
     *sender = (int)strtol(q + 1, &q, 10);
-    if (q >= end || *q != '.')
-        return false;
+    if (q >= end || *q != '.') return false;
     *ctr = (uint32_t)strtoul(q + 1, &q, 10);
     return q < end && *q == '.';
 }
@@ -192,11 +188,9 @@ static void load__delivery(load *ld, lconn *c, uint64_t t_sent, int sender, uint
 {
     nb_result *res = ld->res;
     res->deliveries_total++;
-    if (t_sent < ld->win_start || t_sent >= ld->win_end)
-        return;
+    if (t_sent < ld->win_start || t_sent >= ld->win_end) return;
     res->deliveries++;
-    if (sender == c->member)
-        return; /* the sender's own copy: counted, but no latency */
+    if (sender == c->member) return; /* the sender's own copy: counted, but no latency */
     if (ld->phase2_at && t_sent >= ld->phase2_at)
         nb_hist_add(&res->recv2, now - t_sent);
     else
@@ -218,8 +212,7 @@ static void load__ws_frame_in(load *ld, int idx, const char *js, size_t len, uin
             res->duplicated++;
             return;
         }
-        if (seq != c->last_seq + 1)
-            res->out_of_order++;
+        if (seq != c->last_seq + 1) res->out_of_order++;
         c->last_seq = seq;
         c->distinct++;
         p = load__after(p, len - (size_t)(p - js), "\"text\":\"");
@@ -234,17 +227,14 @@ static void load__ws_frame_in(load *ld, int idx, const char *js, size_t len, uin
         p = load__after(js, len, "\"seq\":");
         int64_t seq = p ? strtoll(p, NULL, 10) : 0;
         lchat *ch = &ld->chats[c->chat];
-        if (seq > ch->max_seq)
-            ch->max_seq = seq;
+        if (seq > ch->max_seq) ch->max_seq = seq;
         res->acked++;
-        if (t >= ld->win_start && t < ld->win_end)
-            nb_hist_add(&res->ack, now - t);
+        if (t >= ld->win_start && t < ld->win_end) nb_hist_add(&res->ack, now - t);
     } else if (len > 15 && !memcmp(js, "{\"type\":\"error\"", 15)) {
         res->errors++;
         if (!ld->first_error_printed) {
             ld->first_error_printed = true;
-            fprintf(stderr, "natter-bench: server error: %.*s\n", (int)(len > 300 ? 300 : len),
-                    js);
+            fprintf(stderr, "natter-bench: server error: %.*s\n", (int)(len > 300 ? 300 : len), js);
         }
     } else if (len > 15 && !memcmp(js, "{\"type\":\"ready\"", 15)) {
         c->ready = true;
@@ -259,19 +249,16 @@ static void load__mqtt_publish(void *arg, const char *topic, size_t topic_len, c
     uint64_t t;
     int sender;
     uint32_t ctr;
-    if (!load__parse_text(payload, payload + len, &t, &sender, &ctr))
-        return;
+    if (!load__parse_text(payload, payload + len, &t, &sender, &ctr)) return;
     const nb_chat *ch = &ld->l->chats[c->chat];
-    if (sender < 0 || sender >= ch->nsenders)
-        return;
-    uint32_t *last = &ld->chats[c->chat].mq_last[(size_t)c->member * (size_t)ch->nsenders +
-                                                 (size_t)sender];
+    if (sender < 0 || sender >= ch->nsenders) return;
+    uint32_t *last =
+        &ld->chats[c->chat].mq_last[(size_t)c->member * (size_t)ch->nsenders + (size_t)sender];
     if (ctr <= *last) {
         ld->res->duplicated++;
         return;
     }
-    if (ctr != *last + 1)
-        ld->res->out_of_order++;
+    if (ctr != *last + 1) ld->res->out_of_order++;
     *last = ctr;
     c->distinct++;
     load__delivery(ld, c, t, sender, nb_now_ns());
@@ -289,33 +276,29 @@ static int load__start_conn(load *ld, int idx)
         char id[48];
         snprintf(id, sizeof id, "nb-%08x-%d-%d", ld->run_tag, ld->l->proc_index, idx);
         c->mq = nb_mqtt_new(o->host, o->port, id);
-        if (!c->mq)
-            return -errno;
+        if (!c->mq) return -errno;
         nb_mqtt_subscribe(c->mq, ld->chats[c->chat].topic);
         fd = nb_mqtt_fd(c->mq);
     } else {
         c->ws = ntc_conn_new(o->host, o->port);
-        if (!c->ws)
-            return -errno;
+        if (!c->ws) return -errno;
         char auth[700];
-        snprintf(auth, sizeof auth, "{\"type\":\"auth\",\"token\":\"%s\"}", ld->l->users[idx].token);
+        snprintf(auth, sizeof auth, "{\"type\":\"auth\",\"token\":\"%s\"}",
+                 ld->l->users[idx].token);
         ntc_conn_send_text(c->ws, auth);
         fd = ntc_conn_fd(c->ws);
     }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP,
                              .data.u64 = (uint64_t)idx};
-    if (epoll_ctl(ld->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
-        return -errno;
+    if (epoll_ctl(ld->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
     return 0;
 }
 
 static void load__conn_dead(load *ld, lconn *c, int err)
 {
-    if (c->dead)
-        return;
+    if (c->dead) return;
     c->dead = true;
-    if (!c->ready)
-        ld->res->conns_failed++;
+    if (!c->ready) ld->res->conns_failed++;
     if (!ld->res->error[0]) {
         int code = c->ws ? ntc_conn_close_code(c->ws) : 0;
         snprintf(ld->res->error, sizeof ld->res->error, "connection %d closed (%s, close code %d)",
@@ -326,12 +309,10 @@ static void load__conn_dead(load *ld, lconn *c, int err)
 static void load__on_event(load *ld, int idx, uint32_t events)
 {
     lconn *c = &ld->conns[idx];
-    if (c->dead)
-        return;
+    if (c->dead) return;
     uint64_t now = nb_now_ns();
     if (c->mq) {
-        if (events & EPOLLOUT)
-            nb_mqtt_flush(c->mq);
+        if (events & EPOLLOUT) nb_mqtt_flush(c->mq);
         if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
             ld->cur = idx;
             int rc = nb_mqtt_on_readable(c->mq, load__mqtt_publish, ld);
@@ -340,10 +321,8 @@ static void load__on_event(load *ld, int idx, uint32_t events)
                 return;
             }
         }
-        if (!c->ready && nb_mqtt_connected(c->mq) && nb_mqtt_subacks(c->mq) > 0)
-            c->ready = true;
-        if (nb_mqtt_wants_write(c->mq))
-            nb_mqtt_flush(c->mq);
+        if (!c->ready && nb_mqtt_connected(c->mq) && nb_mqtt_subacks(c->mq) > 0) c->ready = true;
+        if (nb_mqtt_wants_write(c->mq)) nb_mqtt_flush(c->mq);
         return;
     }
     if (events & EPOLLOUT) {
@@ -353,8 +332,7 @@ static void load__on_event(load *ld, int idx, uint32_t events)
         }
     }
     int rc = 0;
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
-        rc = ntc_conn_on_readable(c->ws);
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) rc = ntc_conn_on_readable(c->ws);
     const char *js;
     size_t len;
     while (ntc_conn_next(c->ws, &js, &len) == 1)
@@ -363,8 +341,7 @@ static void load__on_event(load *ld, int idx, uint32_t events)
         load__conn_dead(ld, c, rc ? rc : ntc_conn_error(c->ws));
         return;
     }
-    if (ntc_conn_wants_write(c->ws))
-        ntc_conn_flush(c->ws);
+    if (ntc_conn_wants_write(c->ws)) ntc_conn_flush(c->ws);
 }
 
 /* Waits for events at most timeout_ms and handles them; returns the number
@@ -377,8 +354,7 @@ static int load__poll(load *ld, int timeout_ms, int timer_fd, bool *stop)
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u64 == LOAD_EV_TIMER) {
             uint64_t exp;
-            if (read(timer_fd, &exp, sizeof exp) == sizeof exp)
-                ticks += (int)exp;
+            if (read(timer_fd, &exp, sizeof exp) == sizeof exp) ticks += (int)exp;
         } else if (evs[i].data.u64 == LOAD_EV_STOP) {
             *stop = true;
         } else {
@@ -391,19 +367,16 @@ static int load__poll(load *ld, int timeout_ms, int timer_fd, bool *stop)
 static bool load__drained(load *ld)
 {
     const nb_load *l = ld->l;
-    if (ld->res->acked + ld->res->errors < ld->res->sent_total &&
-        l->o->proto == NB_NATTER)
+    if (ld->res->acked + ld->res->errors < ld->res->sent_total && l->o->proto == NB_NATTER)
         return false;
     for (int i = 0; i < l->nconns; i++) {
         lconn *c = &ld->conns[i];
-        if (c->dead)
-            continue;
+        if (c->dead) continue;
         lchat *ch = &ld->chats[c->chat];
         uint64_t want = l->o->proto == NB_MQTT
                             ? ch->sent
                             : (uint64_t)(ch->max_seq - l->chats[c->chat].base_seq);
-        if (c->distinct < want)
-            return false;
+        if (c->distinct < want) return false;
     }
     return true;
 }
@@ -445,8 +418,7 @@ int nb_load_run(const nb_load *l, nb_result *res)
             c->chat = i;
             c->member = m;
             c->last_seq = ch->base_seq;
-            if (m < ch->nsenders)
-                ld.senders[ld.nsenders++] = ch->first + m;
+            if (m < ch->nsenders) ld.senders[ld.nsenders++] = ch->first + m;
         }
     }
     ld.epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -470,8 +442,7 @@ int nb_load_run(const nb_load *l, nb_result *res)
                 ld.conns[next].dead = true;
                 res->conns_failed++;
                 if (!res->error[0])
-                    snprintf(res->error, sizeof res->error, "connect %d: %s", next,
-                             strerror(-err));
+                    snprintf(res->error, sizeof res->error, "connect %d: %s", next, strerror(-err));
             }
             next++;
         }
@@ -479,8 +450,7 @@ int nb_load_run(const nb_load *l, nb_result *res)
         ready = 0;
         for (int i = 0; i < next; i++) {
             lconn *c = &ld.conns[i];
-            if (c->ready && !c->dead)
-                ready++;
+            if (c->ready && !c->dead) ready++;
         }
         if (nb_now_ns() > setup_deadline) {
             snprintf(res->error, sizeof res->error, "setup timed out: %d of %d ready", ready,
@@ -525,8 +495,7 @@ int nb_load_run(const nb_load *l, nb_result *res)
     uint64_t t0 = nb_now_ns();
     ld.win_start = t0 + (uint64_t)(l->warmup_s * 1e9);
     ld.win_end = ld.win_start + (uint64_t)(l->duration_s * 1e9);
-    if (l->phase2_s > 0)
-        ld.phase2_at = ld.win_start + (uint64_t)(l->phase2_s * 1e9);
+    if (l->phase2_s > 0) ld.phase2_at = ld.win_start + (uint64_t)(l->phase2_s * 1e9);
     res->window_s = l->duration_s;
     int tick_us = o->tick_us > 0 ? o->tick_us : 250;
     struct itimerspec its = {.it_interval = {0, tick_us * 1000L}, .it_value = {0, tick_us * 1000L}};
@@ -537,8 +506,7 @@ int nb_load_run(const nb_load *l, nb_result *res)
     while (!stop) {
         load__poll(&ld, 100, timer_fd, &stop);
         uint64_t now = nb_now_ns();
-        if (cpu0 < 0 && now >= ld.win_start)
-            cpu0 = nb_self_cpu_s();
+        if (cpu0 < 0 && now >= ld.win_start) cpu0 = nb_self_cpu_s();
         if (now >= ld.win_end) {
             res->cpu_s = nb_self_cpu_s() - (cpu0 < 0 ? 0 : cpu0);
             break;
@@ -547,12 +515,10 @@ int nb_load_run(const nb_load *l, nb_result *res)
             uint64_t due = (uint64_t)((double)(now - t0) / 1e9 * l->rate);
             /* Never burst more than 100 ms worth after a stall. */
             uint64_t cap = (uint64_t)(l->rate * 0.1) + 1;
-            if (due > scheduled + cap)
-                scheduled = due - cap;
+            if (due > scheduled + cap) scheduled = due - cap;
             for (; scheduled < due; scheduled++) {
                 load__send_one(&ld, ld.senders[rr], now);
-                if (++rr == ld.nsenders)
-                    rr = 0;
+                if (++rr == ld.nsenders) rr = 0;
             }
         }
         if (o->proto == NB_MQTT && now - last_ping > 30000000000ull) {
@@ -588,11 +554,9 @@ int nb_load_run(const nb_load *l, nb_result *res)
             want = ch->sent;
         else
             want = (uint64_t)(ch->max_seq - l->chats[c->chat].base_seq);
-        if (c->distinct < want)
-            res->lost += want - c->distinct;
+        if (c->distinct < want) res->lost += want - c->distinct;
     }
-    if (o->proto == NB_NATTER)
-        res->lost += res->unacked;
+    if (o->proto == NB_NATTER) res->lost += res->unacked;
 
 out:
     if (ld.conns) {
@@ -610,9 +574,7 @@ out:
     free(ld.dirty);
     free(ld.text);
     free(ld.frame);
-    if (timer_fd >= 0)
-        close(timer_fd);
-    if (ld.epfd >= 0)
-        close(ld.epfd);
+    if (timer_fd >= 0) close(timer_fd);
+    if (ld.epfd >= 0) close(ld.epfd);
     return rc;
 }

@@ -84,20 +84,21 @@ static double idle_hold_s = 2;
 
 static void json_hist(FILE *f, const char *name, const nb_hist *h)
 {
-    fprintf(f, ",\"%s\":{\"count\":%" PRIu64 ",\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
-               "\"p999\":%.3f,\"max\":%.3f}",
+    fprintf(f,
+            ",\"%s\":{\"count\":%" PRIu64 ",\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
+            "\"p999\":%.3f,\"max\":%.3f}",
             name, h->count, nb_hist_ms(h, 0.5), nb_hist_ms(h, 0.9), nb_hist_ms(h, 0.99),
             nb_hist_ms(h, 0.999), nb_hist_ms(h, 1));
 }
 
 static void text_hist(const char *name, const nb_hist *h)
 {
-    if (!h->count)
-        return;
-    fprintf(stderr, "  %-16s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms  (%" PRIu64
-                    " samples)\n",
-            name, nb_hist_ms(h, 0.5), nb_hist_ms(h, 0.9), nb_hist_ms(h, 0.99),
-            nb_hist_ms(h, 0.999), nb_hist_ms(h, 1), h->count);
+    if (!h->count) return;
+    fprintf(stderr,
+            "  %-16s p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms  (%" PRIu64
+            " samples)\n",
+            name, nb_hist_ms(h, 0.5), nb_hist_ms(h, 0.9), nb_hist_ms(h, 0.99), nb_hist_ms(h, 0.999),
+            nb_hist_ms(h, 1), h->count);
 }
 
 typedef struct run_figures {
@@ -166,8 +167,9 @@ static void text_load(const char *title, const run_figures *fig)
     fprintf(stderr, "%s\n", title);
     fprintf(stderr, "  offered %.0f msgs/s; sent %.0f msgs/s, %.0f deliveries/s over %.1f s\n",
             fig->offered_rate, (double)r->sent / w, (double)r->deliveries / w, w);
-    fprintf(stderr, "  acked %" PRIu64 ", errors %" PRIu64 ", lost %" PRIu64 ", duplicated %" PRIu64
-                    ", out of order %" PRIu64 "\n",
+    fprintf(stderr,
+            "  acked %" PRIu64 ", errors %" PRIu64 ", lost %" PRIu64 ", duplicated %" PRIu64
+            ", out of order %" PRIu64 "\n",
             r->acked, r->errors, r->lost, r->duplicated, r->out_of_order);
     text_hist("send to ack", &r->ack);
     text_hist("send to receive", &r->recv);
@@ -180,8 +182,7 @@ static void text_load(const char *title, const run_figures *fig)
     for (int i = 0; i < fig->ncpus; i++)
         fprintf(stderr, " cpu%d %.0f%%", i, fig->cpu_busy_pct[i]);
     fprintf(stderr, "\n");
-    if (r->error[0])
-        fprintf(stderr, "  error: %s\n", r->error);
+    if (r->error[0]) fprintf(stderr, "  error: %s\n", r->error);
 }
 
 /* ---- load processes --------------------------------------------------------- */
@@ -197,10 +198,8 @@ static int read_full(int fd, void *buf, size_t len)
     size_t got = 0;
     while (got < len) {
         ssize_t n = read(fd, (char *)buf + got, len - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -EIO;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -EIO;
         got += (size_t)n;
     }
     return 0;
@@ -211,10 +210,8 @@ static int write_full(int fd, const void *buf, size_t len)
     size_t done = 0;
     while (done < len) {
         ssize_t n = write(fd, (const char *)buf + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -EIO;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -EIO;
         done += (size_t)n;
     }
     return 0;
@@ -224,8 +221,7 @@ static int write_full(int fd, const void *buf, size_t len)
 static int spawn(const nb_load *l, child *ch)
 {
     int up[2], down[2];
-    if (pipe(up) != 0)
-        return -errno;
+    if (pipe(up) != 0) return -errno;
     if (pipe(down) != 0) {
         close(up[0]);
         close(up[1]);
@@ -245,8 +241,7 @@ static int spawn(const nb_load *l, child *ch)
         mine.ready_fd = up[1];
         mine.ctl_fd = down[0];
         nb_result *res = calloc(1, sizeof *res);
-        if (!res)
-            _exit(3);
+        if (!res) _exit(3);
         int rc = nb_load_run(&mine, res);
         char nope = 0;
         if (rc < 0 && res->conns_ok < (uint64_t)l->nconns)
@@ -268,8 +263,7 @@ static bool wait_ready(child *kids, int n)
     bool ok = true;
     for (int i = 0; i < n; i++) {
         char b = 0;
-        if (read_full(kids[i].from, &b, 1) != 0 || b != 1)
-            ok = false;
+        if (read_full(kids[i].from, &b, 1) != 0 || b != 1) ok = false;
     }
     return ok;
 }
@@ -286,8 +280,7 @@ static void collect(child *kids, int n, nb_result *sum)
             snprintf(sum->error, sizeof sum->error, "load process %d gave no result", i);
         }
         close(kids[i].from);
-        if (kids[i].to >= 0)
-            close(kids[i].to);
+        if (kids[i].to >= 0) close(kids[i].to);
         waitpid(kids[i].pid, NULL, 0);
     }
     free(r);
@@ -295,8 +288,7 @@ static void collect(child *kids, int n, nb_result *sum)
 
 static void sleep_s(double s)
 {
-    if (s <= 0)
-        return;
+    if (s <= 0) return;
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
@@ -322,8 +314,7 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
     fig->offered_rate = rate;
     fig->server_cpu_s = -1;
     int procs = opts.procs < nchats ? opts.procs : nchats;
-    if (procs < 1)
-        procs = 1;
+    if (procs < 1) procs = 1;
     child kids[64];
     int nkids = 0;
     int total_senders = 0;
@@ -359,8 +350,7 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
         };
         rc = spawn(&l, &kids[nkids]);
         free(mine);
-        if (rc)
-            break;
+        if (rc) break;
         nkids++;
     }
     bool ready = rc == 0 && wait_ready(kids, nkids);
@@ -384,8 +374,7 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
         double s1 = opts.server_pid ? nb_proc_cpu_s(opts.server_pid) : -1;
         cpu_sample_take(&c1);
         cpu_sample_diff(&c0, &c1, fig);
-        if (s0 >= 0 && s1 >= 0)
-            fig->server_cpu_s = s1 - s0;
+        if (s0 >= 0 && s1 >= 0) fig->server_cpu_s = s1 - s0;
         fig->bench_parent_cpu_s = nb_self_cpu_s() - parent_cpu0;
     } else {
         for (int i = 0; i < nkids; i++) {
@@ -403,8 +392,9 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
 
 static void print_header(FILE *f, const char *scenario)
 {
-    fprintf(f, "{\"scenario\":\"%s\",\"proto\":\"%s\",\"host\":\"%s\",\"port\":%d,\"procs\":%d,"
-               "\"size\":%d,\"time\":%lld",
+    fprintf(f,
+            "{\"scenario\":\"%s\",\"proto\":\"%s\",\"host\":\"%s\",\"port\":%d,\"procs\":%d,"
+            "\"size\":%d,\"time\":%lld",
             scenario, opts.proto == NB_MQTT ? "mqtt" : "natter", opts.host, opts.port, opts.procs,
             opts.size, (long long)time(NULL));
 }
@@ -419,14 +409,17 @@ static int idle_spawn(nb_user *users, int from, int to, child *kids, int max_kid
     for (int p = 0; p < procs && nkids < max_kids; p++) {
         int a = from + (int)((long)(to - from) * p / procs);
         int b = from + (int)((long)(to - from) * (p + 1) / procs);
-        if (b <= a)
-            continue;
+        if (b <= a) continue;
         chat.first = 0;
         chat.n = b - a;
-        nb_load l = {.o = &opts, .users = users + a, .nconns = b - a, .chats = &chat,
-                     .nchats = 1, .idle = true, .proc_index = p};
-        if (spawn(&l, &kids[nkids]) != 0)
-            break;
+        nb_load l = {.o = &opts,
+                     .users = users + a,
+                     .nconns = b - a,
+                     .chats = &chat,
+                     .nchats = 1,
+                     .idle = true,
+                     .proc_index = p};
+        if (spawn(&l, &kids[nkids]) != 0) break;
         nkids++;
     }
     return nkids;
@@ -447,11 +440,9 @@ static int scenario_idle(int n)
     }
     int nusers = (n + share - 1) / share;
     nb_user *base = nb_users_get(&opts, nusers, 8);
-    if (!base)
-        return 1;
+    if (!base) return 1;
     nb_user *users = malloc((size_t)n * sizeof *users);
-    if (!users)
-        return 1;
+    if (!users) return 1;
     for (int i = 0; i < n; i++)
         users[i] = base[i / share];
     free(base);
@@ -490,17 +481,17 @@ static int scenario_idle(int n)
            per_conn_all, cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1, nb_self_cpu_s());
     fflush(stdout);
     if (!opts.quiet) {
-        fprintf(stderr, "idle: %d connections (%d users, %d processes), %" PRIu64
-                        " authenticated in %.1f s\n",
+        fprintf(stderr,
+                "idle: %d connections (%d users, %d processes), %" PRIu64
+                " authenticated in %.1f s\n",
                 n, nusers, nkids, sum.conns_ok, connect_s);
         if (per_conn >= 0)
             fprintf(stderr,
                     "  server RSS %.1f MiB, %.1f MiB with %d (warm-up), %.1f MiB with %d:\n"
                     "  %.0f bytes per connection after the warm-up, %.0f from the start\n",
-                    (double)rss0 / 1048576, (double)rss1 / 1048576, first,
-                    (double)rss2 / 1048576, n, per_conn, per_conn_all);
-        if (sum.error[0])
-            fprintf(stderr, "  error: %s\n", sum.error);
+                    (double)rss0 / 1048576, (double)rss1 / 1048576, first, (double)rss2 / 1048576,
+                    n, per_conn, per_conn_all);
+        if (sum.error[0]) fprintf(stderr, "  error: %s\n", sum.error);
     }
     free(users);
     return ready && sum.conns_ok == (uint64_t)n ? 0 : 1;
@@ -510,8 +501,7 @@ static int scenario_idle(int n)
 static nb_chat *make_pairs(nb_user **users_out, int pairs)
 {
     nb_user *users = nb_users_get(&opts, 2 * pairs, 8);
-    if (!users)
-        return NULL;
+    if (!users) return NULL;
     nb_chat *chats = calloc((size_t)pairs, sizeof *chats);
     for (int i = 0; chats && i < pairs; i++) {
         int64_t last = 0;
@@ -521,7 +511,8 @@ static nb_chat *make_pairs(nb_user **users_out, int pairs)
             chats = NULL;
             break;
         }
-        chats[i] = (nb_chat){.chat_id = id, .first = 2 * i, .n = 2, .nsenders = 2, .base_seq = last};
+        chats[i] =
+            (nb_chat){.chat_id = id, .first = 2 * i, .n = 2, .nsenders = 2, .base_seq = last};
     }
     if (!chats) {
         free(users);
@@ -536,8 +527,7 @@ static int scenario_direct(void)
     double per_sender = opts.rate >= 0 ? opts.rate : 50;
     nb_user *users;
     nb_chat *chats = make_pairs(&users, opts.pairs);
-    if (!chats)
-        return 1;
+    if (!chats) return 1;
     run_figures fig;
     int rc = run_load(users, chats, opts.pairs, per_sender * 2 * opts.pairs, 0, NULL, &fig);
     print_header(stdout, "direct");
@@ -562,20 +552,20 @@ static int scenario_group(void)
     int g = opts.groups, m = opts.members;
     nb_user *users = NULL;
     nb_chat *chats = calloc((size_t)g, sizeof *chats);
-    if (!chats)
-        return 1;
+    if (!chats) return 1;
     if (opts.proto == NB_NATTER) {
         users = nb_users_get(&opts, g * m, 8);
-        if (!users)
-            return 1;
+        if (!users) return 1;
     } else {
         users = calloc((size_t)g * (size_t)m, sizeof *users); /* unused by MQTT */
     }
     for (int i = 0; i < g; i++) {
         int64_t id = i + 1, last = 0;
-        if (opts.proto == NB_NATTER && (id = nb_make_chat(&opts, users + i * m, m, false, &last)) < 0)
+        if (opts.proto == NB_NATTER &&
+            (id = nb_make_chat(&opts, users + i * m, m, false, &last)) < 0)
             return 1;
-        chats[i] = (nb_chat){.chat_id = id, .first = i * m, .n = m, .nsenders = m, .base_seq = last};
+        chats[i] =
+            (nb_chat){.chat_id = id, .first = i * m, .n = m, .nsenders = m, .base_seq = last};
     }
     run_figures fig;
     int rc = run_load(users, chats, g, rate, 0, NULL, &fig);
@@ -586,7 +576,8 @@ static int scenario_group(void)
     fflush(stdout);
     if (!opts.quiet) {
         char title[200];
-        snprintf(title, sizeof title, "group (%s): %d groups of %d, %.0f msgs/s in total, %d-byte texts",
+        snprintf(title, sizeof title,
+                 "group (%s): %d groups of %d, %.0f msgs/s in total, %d-byte texts",
                  opts.proto == NB_MQTT ? "mqtt" : "natter", g, m, rate, opts.size);
         text_load(title, &fig);
     }
@@ -608,11 +599,9 @@ static int scenario_ingest(void)
 {
     int s = opts.senders;
     nb_user *users = nb_users_get(&opts, s, 8);
-    if (!users)
-        return 1;
+    if (!users) return 1;
     nb_chat *chats = calloc((size_t)s, sizeof *chats);
-    if (!chats)
-        return 1;
+    if (!chats) return 1;
     double rate = opts.rate > 0 ? opts.rate : 20000;
     double good = 0, bad = 0;
     run_figures best, cur;
@@ -625,9 +614,9 @@ static int scenario_ingest(void)
         for (int k = 0; k < s; k++) {
             int64_t last = 0;
             int64_t id = nb_make_chat(&opts, users + k, 1, false, &last);
-            if (id < 0)
-                return 1;
-            chats[k] = (nb_chat){.chat_id = id, .first = k, .n = 1, .nsenders = 1, .base_seq = last};
+            if (id < 0) return 1;
+            chats[k] =
+                (nb_chat){.chat_id = id, .first = k, .n = 1, .nsenders = 1, .base_seq = last};
         }
         run_load(users, chats, s, rate, 0, NULL, &cur);
         bool ok = ingest_ok(&cur);
@@ -657,8 +646,7 @@ static int scenario_ingest(void)
             break;
         else
             rate = (good + bad) / 2;
-        if (rate < 100)
-            break;
+        if (rate < 100) break;
     }
     printf("]");
     printf(",\"best_rate\":%.0f", good);
@@ -726,14 +714,12 @@ static int scenario_login(void)
     double per_sender = opts.rate >= 0 ? opts.rate : 50;
     nb_user *users;
     nb_chat *chats = make_pairs(&users, opts.pairs);
-    if (!chats)
-        return 1;
+    if (!chats) return 1;
     storm *s = calloc(1, sizeof *s);
     s->nusers = 64;
     s->threads = opts.login_threads > 64 ? 64 : opts.login_threads;
     s->users = users; /* log in as the chatting users: their sockets stay open */
-    if (s->nusers > 2 * opts.pairs)
-        s->nusers = 2 * opts.pairs;
+    if (s->nusers > 2 * opts.pairs) s->nusers = 2 * opts.pairs;
     double half = opts.duration_s / 2;
     window_hook hook = {.start_after_s = half, .start = storm_start, .stop = storm_stop, .arg = s};
     run_figures fig;
@@ -743,8 +729,8 @@ static int scenario_login(void)
     print_header(stdout, "login");
     printf(",\"pairs\":%d,\"rate_per_sender\":%.1f,\"login_threads\":%d,\"logins\":%ld,"
            "\"login_failures\":%ld,\"logins_per_s\":%.1f",
-           opts.pairs, per_sender, s->threads, atomic_load(&s->logins),
-           atomic_load(&s->failures), (double)atomic_load(&s->logins) / storm_s);
+           opts.pairs, per_sender, s->threads, atomic_load(&s->logins), atomic_load(&s->failures),
+           (double)atomic_load(&s->logins) / storm_s);
     json_load(stdout, &fig);
     json_hist(stdout, "recv_ms_storm", &fig.res.recv2);
     printf(",\"p99_ratio\":%.2f}\n", p99_a > 0 ? p99_b / p99_a : 0);
@@ -757,11 +743,11 @@ static int scenario_login(void)
                  opts.pairs, per_sender);
         text_load(title, &fig);
         fprintf(stderr, "  before the storm:  send to receive p99 %.3f ms\n", p99_a);
-        fprintf(stderr, "  during the storm:  send to receive p99 %.3f ms (%.2fx), %.0f logins/s"
-                        " on %d threads, %ld failed\n",
-                p99_b, p99_a > 0 ? p99_b / p99_a : 0,
-                (double)atomic_load(&s->logins) / storm_s, s->threads,
-                atomic_load(&s->failures));
+        fprintf(stderr,
+                "  during the storm:  send to receive p99 %.3f ms (%.2fx), %.0f logins/s"
+                " on %d threads, %ld failed\n",
+                p99_b, p99_a > 0 ? p99_b / p99_a : 0, (double)atomic_load(&s->logins) / storm_s,
+                s->threads, atomic_load(&s->failures));
     }
     free(s);
     free(users);
@@ -772,22 +758,24 @@ static int scenario_login(void)
 static int scenario_match(void)
 {
     nb_user *users = nb_users_get(&opts, 1, 1);
-    if (!users)
-        return 1;
+    if (!users) return 1;
     nt_buf body = NT_BUF_INIT;
     int status = nb_api(&opts, users, "POST", "/api/v1/match", NULL, &body);
     bool available = status == 202 || status == 400 || status == 200;
-    if (available)
-        nb_api(&opts, users, "DELETE", "/api/v1/match", NULL, &body);
+    if (available) nb_api(&opts, users, "DELETE", "/api/v1/match", NULL, &body);
     print_header(stdout, "match");
     printf(",\"available\":false,\"status\":%d}\n", status);
     if (!opts.quiet) {
         if (available)
-            fprintf(stderr, "match: the server answers POST /api/v1/match (%d), but this "
-                            "natter-bench does not drive matching yet\n", status);
+            fprintf(stderr,
+                    "match: the server answers POST /api/v1/match (%d), but this "
+                    "natter-bench does not drive matching yet\n",
+                    status);
         else
-            fprintf(stderr, "match: not available on this server (POST /api/v1/match answered "
-                            "%d)\n", status);
+            fprintf(stderr,
+                    "match: not available on this server (POST /api/v1/match answered "
+                    "%d)\n",
+                    status);
     }
     nt_buf_free(&body);
     free(users);
@@ -798,18 +786,15 @@ static int scenario_pow(int argc, char **argv)
 {
     char self[PATH_MAX], path[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        return 1;
+    if (n <= 0) return 1;
     self[n] = '\0';
     char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = '\0';
+    if (slash) *slash = '\0';
     snprintf(path, sizeof path, "%s/natter-pow-bench", self);
     if (access(path, X_OK) != 0) {
         print_header(stdout, "pow");
         printf(",\"available\":false}\n");
-        if (!opts.quiet)
-            fprintf(stderr, "pow: %s not found; skipped\n", path);
+        if (!opts.quiet) fprintf(stderr, "pow: %s not found; skipped\n", path);
         return 0;
     }
     char **args = calloc((size_t)argc + 2, sizeof *args);
@@ -849,13 +834,12 @@ int main(int argc, char **argv)
         const char *f = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         double d = 0;
-#define NUM(name, lo, hi, dst)                      \
-    if (!strcmp(f, name)) {                         \
-        if (!num_arg(f, v, lo, hi, &d))             \
-            return 2;                               \
-        dst = d;                                    \
-        i++;                                        \
-        continue;                                   \
+#define NUM(name, lo, hi, dst)                                                                     \
+    if (!strcmp(f, name)) {                                                                        \
+        if (!num_arg(f, v, lo, hi, &d)) return 2;                                                  \
+        dst = d;                                                                                   \
+        i++;                                                                                       \
+        continue;                                                                                  \
     }
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             usage(stdout);
@@ -917,8 +901,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!opts.port)
-        opts.port = opts.proto == NB_MQTT ? 1883 : 8080;
+    if (!opts.port) opts.port = opts.proto == NB_MQTT ? 1883 : 8080;
     const char *scenario = argv[i++];
     opts.argc = argc - i;
     opts.argv = argv + i;
@@ -926,20 +909,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "natter-bench: --proto mqtt is for the group scenario only\n");
         return 2;
     }
-    if (!strcmp(scenario, "idle"))
-        return scenario_idle(i < argc ? atoi(argv[i]) : 1000);
-    if (!strcmp(scenario, "direct"))
-        return scenario_direct();
-    if (!strcmp(scenario, "group"))
-        return scenario_group();
-    if (!strcmp(scenario, "ingest"))
-        return scenario_ingest();
-    if (!strcmp(scenario, "login"))
-        return scenario_login();
-    if (!strcmp(scenario, "match"))
-        return scenario_match();
-    if (!strcmp(scenario, "pow"))
-        return scenario_pow(opts.argc, opts.argv);
+    if (!strcmp(scenario, "idle")) return scenario_idle(i < argc ? atoi(argv[i]) : 1000);
+    if (!strcmp(scenario, "direct")) return scenario_direct();
+    if (!strcmp(scenario, "group")) return scenario_group();
+    if (!strcmp(scenario, "ingest")) return scenario_ingest();
+    if (!strcmp(scenario, "login")) return scenario_login();
+    if (!strcmp(scenario, "match")) return scenario_match();
+    if (!strcmp(scenario, "pow")) return scenario_pow(opts.argc, opts.argv);
     fprintf(stderr, "natter-bench: unknown scenario %s\n", scenario);
     usage(stderr);
     return 2;

@@ -72,12 +72,9 @@ nb_mqtt *nb_mqtt_new(const char *host, int port, const char *client_id)
     /* variable header: "MQTT", level 4, flags (clean session), keep-alive */
     static const uint8_t vh[] = {0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60};
     int rc = mqtt__header(&m->out, MQTT_CONNECT << 4, sizeof vh + 2 + id_len);
-    if (!rc)
-        rc = nt_buf_append(&m->out, vh, sizeof vh);
-    if (!rc)
-        rc = mqtt__str(&m->out, client_id, id_len);
-    if (rc)
-        goto fail;
+    if (!rc) rc = nt_buf_append(&m->out, vh, sizeof vh);
+    if (!rc) rc = mqtt__str(&m->out, client_id, id_len);
+    if (rc) goto fail;
     m->fd = ntc_tcp_connect_start(host, port);
     if (m->fd < 0) {
         rc = m->fd;
@@ -94,10 +91,8 @@ fail:
 
 void nb_mqtt_free(nb_mqtt *m)
 {
-    if (!m)
-        return;
-    if (m->fd >= 0)
-        close(m->fd);
+    if (!m) return;
+    if (m->fd >= 0) close(m->fd);
     nt_buf_free(&m->out);
     nt_buf_free(&m->in);
     free(m);
@@ -127,17 +122,13 @@ int nb_mqtt_subscribe(nb_mqtt *m, const char *topic)
 {
     size_t tlen = strlen(topic);
     uint16_t id = m->next_packet_id++;
-    if (!m->next_packet_id)
-        m->next_packet_id = 1;
+    if (!m->next_packet_id) m->next_packet_id = 1;
     uint8_t pid[2] = {(uint8_t)(id >> 8), (uint8_t)id};
     uint8_t qos = 0;
     int rc = mqtt__header(&m->out, (MQTT_SUBSCRIBE << 4) | 0x2, 2 + 2 + tlen + 1);
-    if (!rc)
-        rc = nt_buf_append(&m->out, pid, 2);
-    if (!rc)
-        rc = mqtt__str(&m->out, topic, tlen);
-    if (!rc)
-        rc = nt_buf_append(&m->out, &qos, 1);
+    if (!rc) rc = nt_buf_append(&m->out, pid, 2);
+    if (!rc) rc = mqtt__str(&m->out, topic, tlen);
+    if (!rc) rc = nt_buf_append(&m->out, &qos, 1);
     return rc;
 }
 
@@ -145,10 +136,8 @@ int nb_mqtt_publish(nb_mqtt *m, const char *topic, const void *payload, size_t l
 {
     size_t tlen = strlen(topic);
     int rc = mqtt__header(&m->out, MQTT_PUBLISH << 4, 2 + tlen + len);
-    if (!rc)
-        rc = mqtt__str(&m->out, topic, tlen);
-    if (!rc)
-        rc = nt_buf_append(&m->out, payload, len);
+    if (!rc) rc = mqtt__str(&m->out, topic, tlen);
+    if (!rc) rc = nt_buf_append(&m->out, payload, len);
     return rc;
 }
 
@@ -160,15 +149,12 @@ int nb_mqtt_ping(nb_mqtt *m)
 
 int nb_mqtt_flush(nb_mqtt *m)
 {
-    if (m->dead)
-        return -EPIPE;
+    if (m->dead) return -EPIPE;
     if (m->connecting) {
         int err = 0;
         socklen_t len = sizeof err;
-        if (getsockopt(m->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            err = errno;
-        if (err == EINPROGRESS || err == EALREADY)
-            return 0;
+        if (getsockopt(m->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (err == EINPROGRESS || err == EALREADY) return 0;
         if (err) {
             m->dead = true;
             return -err;
@@ -178,10 +164,8 @@ int nb_mqtt_flush(nb_mqtt *m)
     while (m->out.len > m->out_head) {
         ssize_t n = send(m->fd, m->out.data + m->out_head, m->out.len - m->out_head, MSG_NOSIGNAL);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == ENOTCONN)
-                break;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == ENOTCONN) break;
             m->dead = true;
             return -errno;
         }
@@ -190,8 +174,7 @@ int nb_mqtt_flush(nb_mqtt *m)
     }
     if (m->out_head == m->out.len) {
         m->out_head = m->out.len = 0;
-        if (m->out.cap > 65536)
-            nt_buf_free(&m->out);
+        if (m->out.cap > 65536) nt_buf_free(&m->out);
     }
     return 0;
 }
@@ -210,18 +193,15 @@ static void mqtt__packet(nb_mqtt *m, const uint8_t *p, size_t hdr_len, size_t re
             m->dead = true;
         break;
     case MQTT_SUBACK:
-        if (rem >= 3 && body[2] != 0x80)
-            m->subacks++;
+        if (rem >= 3 && body[2] != 0x80) m->subacks++;
         break;
     case MQTT_PUBLISH: {
-        if (rem < 2)
-            return;
+        if (rem < 2) return;
         size_t tlen = ((size_t)body[0] << 8) | body[1];
         size_t off = 2 + tlen;
         if ((p[0] & 0x06) != 0)
             off += 2; /* QoS > 0 carries a packet id (we subscribe at 0: not expected) */
-        if (off > rem)
-            return;
+        if (off > rem) return;
         cb(arg, (const char *)body + 2, tlen, (const char *)body + off, rem - off);
         break;
     }
@@ -248,15 +228,12 @@ static long mqtt__parse(nb_mqtt *m, const uint8_t *buf, size_t len, nb_mqtt_on_p
             }
         }
         if (!whole_len) {
-            if (i - pos - 1 >= 4)
-                return -EPROTO;
+            if (i - pos - 1 >= 4) return -EPROTO;
             break; /* the length itself is cut */
         }
-        if (rem > MQTT_MAX_PACKET)
-            return -EPROTO;
+        if (rem > MQTT_MAX_PACKET) return -EPROTO;
         size_t hdr_len = i - pos;
-        if (len - pos < hdr_len + rem)
-            break;
+        if (len - pos < hdr_len + rem) break;
         mqtt__packet(m, buf + pos, hdr_len, rem, cb, arg);
         pos += hdr_len + rem;
     }
@@ -267,14 +244,11 @@ int nb_mqtt_on_readable(nb_mqtt *m, nb_mqtt_on_publish cb, void *arg)
 {
     uint8_t chunk[MQTT_READ_CHUNK];
     for (;;) {
-        if (m->dead)
-            return -ECONNRESET;
+        if (m->dead) return -ECONNRESET;
         ssize_t n = recv(m->fd, chunk, sizeof chunk, 0);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                return 0;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return 0;
             m->dead = true;
             return -errno;
         }
@@ -285,22 +259,18 @@ int nb_mqtt_on_readable(nb_mqtt *m, nb_mqtt_on_publish cb, void *arg)
         long used;
         if (m->in.len == 0) {
             used = mqtt__parse(m, chunk, (size_t)n, cb, arg);
-            if (used < 0)
-                goto bad;
-            if ((size_t)used < (size_t)n && nt_buf_append(&m->in, chunk + used, (size_t)n - (size_t)used))
+            if (used < 0) goto bad;
+            if ((size_t)used < (size_t)n &&
+                nt_buf_append(&m->in, chunk + used, (size_t)n - (size_t)used))
                 goto bad;
         } else {
-            if (nt_buf_append(&m->in, chunk, (size_t)n))
-                goto bad;
+            if (nt_buf_append(&m->in, chunk, (size_t)n)) goto bad;
             used = mqtt__parse(m, (const uint8_t *)m->in.data, m->in.len, cb, arg);
-            if (used < 0)
-                goto bad;
+            if (used < 0) goto bad;
             nt_buf_consume(&m->in, (size_t)used);
-            if (m->in.len == 0)
-                nt_buf_free(&m->in);
+            if (m->in.len == 0) nt_buf_free(&m->in);
         }
-        if ((size_t)n < sizeof chunk)
-            return 0;
+        if ((size_t)n < sizeof chunk) return 0;
     }
 bad:
     m->dead = true;

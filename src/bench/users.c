@@ -34,8 +34,7 @@ typedef struct users_job {
 static int users__fill(nb_user *u, const ntc_session *s)
 {
     size_t len = strnlen(s->access_token, sizeof s->access_token);
-    if (len >= sizeof u->token)
-        return -ENOSPC;
+    if (len >= sizeof u->token) return -ENOSPC;
     u->id = s->user_id;
     memcpy(u->token, s->access_token, len + 1);
     u->token_time = (int64_t)time(NULL);
@@ -47,8 +46,7 @@ static void *users__worker(void *arg)
     users_job *job = arg;
     for (;;) {
         int i = atomic_fetch_add(&job->next, 1);
-        if (i >= job->n)
-            break;
+        if (i >= job->n) break;
         nb_user *u = &job->users[i];
         ntc_session s;
         int rc = -EIO;
@@ -65,8 +63,7 @@ static void *users__worker(void *arg)
             struct timespec ts = {0, 50000000L * (attempt + 1)};
             nanosleep(&ts, NULL);
         }
-        if (rc == 0)
-            rc = users__fill(u, &s);
+        if (rc == 0) rc = users__fill(u, &s);
         if (rc != 0) {
             if (atomic_fetch_add(&job->failed, 1) == 0)
                 fprintf(stderr, "natter-bench: %s of %s failed: %s (HTTP %d)\n",
@@ -80,22 +77,17 @@ static void *users__worker(void *arg)
 /* Registers or logs in users[0..n) on `threads` threads. 0 or -EIO. */
 static int users__run(const nb_opts *o, nb_user *users, int n, int threads, bool login)
 {
-    if (n <= 0)
-        return 0;
+    if (n <= 0) return 0;
     users_job job = {.o = o, .users = users, .n = n, .login = login};
     atomic_init(&job.next, 0);
     atomic_init(&job.failed, 0);
-    if (threads > n)
-        threads = n;
+    if (threads > n) threads = n;
     pthread_t tids[64];
-    if (threads > 64)
-        threads = 64;
+    if (threads > 64) threads = 64;
     int started = 0;
     for (; started < threads; started++)
-        if (pthread_create(&tids[started], NULL, users__worker, &job) != 0)
-            break;
-    if (started == 0)
-        users__worker(&job);
+        if (pthread_create(&tids[started], NULL, users__worker, &job) != 0) break;
+    if (started == 0) users__worker(&job);
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     return atomic_load(&job.failed) ? -EIO : 0;
@@ -105,8 +97,7 @@ static int users__run(const nb_opts *o, nb_user *users, int n, int threads, bool
 static int users__load(const char *path, nb_user *users, int n)
 {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
+    if (!f) return 0;
     int got = 0;
     while (got < n) {
         nb_user *u = &users[got];
@@ -133,8 +124,7 @@ static void users__save(const char *path, const nb_user *users, int n)
     for (int i = 0; i < n; i++)
         fprintf(f, "%" PRId64 " %s %s %" PRId64 " %s\n", users[i].id, users[i].nick,
                 users[i].password, users[i].token_time, users[i].token);
-    if (fclose(f) == 0)
-        rename(tmp, path);
+    if (fclose(f) == 0) rename(tmp, path);
 }
 
 nb_user *nb_users_get(const nb_opts *o, int n, int threads)
@@ -172,18 +162,15 @@ nb_user *nb_users_get(const nb_opts *o, int n, int threads)
         goto fail;
     /* Register the rest under a fresh run tag so names never collide. */
     uint32_t tag = 0;
-    if (getrandom(&tag, sizeof tag, 0) != sizeof tag)
-        tag = (uint32_t)nb_now_ns();
+    if (getrandom(&tag, sizeof tag, 0) != sizeof tag) tag = (uint32_t)nb_now_ns();
     for (int i = cached; i < n; i++) {
         snprintf(users[i].nick, sizeof users[i].nick, "%s%08x_%d", o->prefix, tag, i);
         snprintf(users[i].password, sizeof users[i].password, "%s", USERS_PASSWORD);
     }
     if (n > cached) {
         uint64_t t0 = nb_now_ns();
-        if (!o->quiet)
-            fprintf(stderr, "natter-bench: registering %d users...\n", n - cached);
-        if (users__run(o, users + cached, n - cached, threads, false))
-            goto fail;
+        if (!o->quiet) fprintf(stderr, "natter-bench: registering %d users...\n", n - cached);
+        if (users__run(o, users + cached, n - cached, threads, false)) goto fail;
         if (!o->quiet)
             fprintf(stderr, "natter-bench: registered %d users in %.1f s\n", n - cached,
                     (double)(nb_now_ns() - t0) / 1e9);
@@ -210,8 +197,7 @@ nb_user *nb_users_get(const nb_opts *o, int n, int threads)
             }
         }
         users__save(o->users_file, all, total);
-        if (all != users)
-            free(all);
+        if (all != users) free(all);
     }
     return users;
 fail:
@@ -238,8 +224,7 @@ int64_t nb_make_chat(const nb_opts *o, nb_user *users, int n, bool direct, int64
         rc = nt_buf_appendf(&req, "{\"type\":\"group\",\"title\":\"bench\",\"member_ids\":[");
         for (int i = 1; i < n && rc == 0; i++)
             rc = nt_buf_appendf(&req, "%s%" PRId64, i > 1 ? "," : "", users[i].id);
-        if (rc == 0)
-            rc = nt_buf_append_str(&req, "]}");
+        if (rc == 0) rc = nt_buf_append_str(&req, "]}");
     }
     if (rc != 0) {
         chat_id = -ENOMEM;
@@ -252,8 +237,7 @@ int64_t nb_make_chat(const nb_opts *o, nb_user *users, int n, bool direct, int64
         goto out;
     }
     int64_t id, seq = 0;
-    if (ntc_json_int(body.data, body.len, "id", &id) == 0)
-        chat_id = id;
+    if (ntc_json_int(body.data, body.len, "id", &id) == 0) chat_id = id;
     ntc_json_int(body.data, body.len, "last_seq", &seq);
     *last_seq = seq;
 out:

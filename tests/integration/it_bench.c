@@ -22,11 +22,9 @@ static char bench_path[PATH_MAX];
 static int run_bench(const char *const *args, nt_buf *out)
 {
     int fds[2];
-    if (pipe(fds) != 0)
-        return -errno;
+    if (pipe(fds) != 0) return -errno;
     pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
+    if (pid < 0) return -errno;
     if (pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
@@ -49,8 +47,7 @@ static int run_bench(const char *const *args, nt_buf *out)
 static int64_t json_int(const nt_buf *b, const char *path)
 {
     int64_t v = -1;
-    if (ntc_json_int(b->data, b->len, path, &v) != 0)
-        return -1;
+    if (ntc_json_int(b->data, b->len, path, &v) != 0) return -1;
     return v;
 }
 
@@ -76,9 +73,10 @@ static char port_arg[16], pid_arg[16];
 
 static void case_direct(nt_server *srv)
 {
-    const char *args[] = {bench_path, "--port", port_arg, "--server-pid", pid_arg,
-                          "--duration", "2", "--warmup", "0.5", "--pairs", "4", "--rate", "20",
-                          "--quiet", "direct", NULL};
+    const char *args[] = {bench_path, "--port",     port_arg, "--server-pid",
+                          pid_arg,    "--duration", "2",      "--warmup",
+                          "0.5",      "--pairs",    "4",      "--rate",
+                          "20",       "--quiet",    "direct", NULL};
     nt_buf out = NT_BUF_INIT;
     int status = run_bench(args, &out);
     printf("%s", out.data ? out.data : "(no output)\n");
@@ -88,9 +86,10 @@ static void case_direct(nt_server *srv)
 
 static void case_group(nt_server *srv)
 {
-    const char *args[] = {bench_path, "--port", port_arg, "--server-pid", pid_arg,
-                          "--duration", "2", "--warmup", "0.5", "--groups", "3", "--members",
-                          "5", "--rate", "60", "--procs", "2", "--quiet", "group", NULL};
+    const char *args[] = {bench_path,   "--port",    port_arg,   "--server-pid", pid_arg,
+                          "--duration", "2",         "--warmup", "0.5",          "--groups",
+                          "3",          "--members", "5",        "--rate",       "60",
+                          "--procs",    "2",         "--quiet",  "group",        NULL};
     nt_buf out = NT_BUF_INIT;
     int status = run_bench(args, &out);
     printf("%s", out.data ? out.data : "(no output)\n");
@@ -103,7 +102,7 @@ static void case_group(nt_server *srv)
 static void case_idle(nt_server *srv)
 {
     const char *args[] = {bench_path, "--port", port_arg, "--server-pid", pid_arg, "--quiet",
-                          "idle", "20", NULL};
+                          "idle",     "20",     NULL};
     nt_buf out = NT_BUF_INIT;
     int status = run_bench(args, &out);
     printf("%s", out.data ? out.data : "(no output)\n");
@@ -130,8 +129,7 @@ int main(void)
         return 1;
     }
     nt_server *srv = nth_start("--lobby-interval 0");
-    if (!srv)
-        return 1;
+    if (!srv) return 1;
     snprintf(port_arg, sizeof port_arg, "%d", srv->port);
     snprintf(pid_arg, sizeof pid_arg, "%d", (int)srv->pid);
     NTH_CASE("bench direct", case_direct, srv);
