@@ -126,7 +126,9 @@ static void on_delivery(void *arg, nt_shared *payload, const int64_t *user_ids, 
     nt_shared *frame = NULL;
     bool is_message = payload->len > 16 && memcmp(payload->data, "{\"type\":\"message\"", 17) == 0;
     for (size_t i = 0; i < n; i++) {
-        for (nt_conn *c = gw_registry_find(gw, user_ids[i]); c; c = c->session.next_of_user) {
+        nt_conn *next;
+        for (nt_conn *c = gw_registry_find(gw, user_ids[i]); c; c = next) {
+            next = c->session.next_of_user; /* the send may cut c and unlink it */
             if (c->state != NT_CONN_WS)
                 continue;
             if (!frame && !(frame = nt_ws_frame_text(payload->data, payload->len)))
@@ -240,9 +242,20 @@ static bool drain_finished(nt_gateway *gw)
            gw->sends_in_flight == 0;
 }
 
+/* Draining: a WebSocket is closed with 1001 once every send it made is
+ * acknowledged, so a client never misses the ack of a stored message. */
+static void close_when_idle(void *arg, nt_conn *c)
+{
+    if (c->session.sends == 0 && c->session.jobs == 0) {
+        nt_conn_close_ws(c, NT_WS_CLOSE_GOING_AWAY, "server shutting down");
+        nt_conn_resume(c); /* read the peer's close frame */
+    }
+}
+
 static void on_drain_tick(uv_timer_t *t)
 {
     nt_gateway *gw = t->data;
+    nt_server_each_ws(gw->server, close_when_idle, gw);
     if (drain_finished(gw) || uv_now(gw->loop) >= gw->drain_deadline) {
         if (!drain_finished(gw))
             nt_warn("drain timeout: %zu connections, %zu jobs, %zu sends still open",
@@ -273,6 +286,7 @@ void nt_gateway_free(nt_gateway *gw)
     /* Jobs and sends call back into the gateway: let them land first. */
     while (gw->jobs_in_flight || gw->sends_in_flight)
         uv_run(gw->loop, UV_RUN_ONCE);
+    nt_bus_set_delivery_handler(gw->ctx->bus, NULL, NULL); /* the bot may still deliver */
     nt_server_free(gw->server);
     uv_close((uv_handle_t *)&gw->done_async, NULL);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);

@@ -112,6 +112,11 @@ struct gw_job {
     bool online;
 };
 
+/* Resumes reading a WebSocket once it is under every back-pressure limit
+ * (jobs, sends, a pending auth); also lets a closing one read the peer's
+ * close frame. */
+void gw_conn_maybe_resume(nt_conn *c);
+
 /* Queues a job (calloc'ed by the caller; freed after `after`). */
 void gw_job_submit(nt_gateway *gw, gw_job *job);
 

@@ -363,8 +363,7 @@ static void job_after(uv_work_t *w, int status)
     atomic_fetch_add(&gw->metrics.jobs_done, 1);
     if (job->conn) {
         job->conn->session.jobs--;
-        if (job->conn->state == NT_CONN_WS && job->conn->session.jobs < GW_MAX_JOBS_PER_CONN)
-            nt_conn_resume(job->conn); /* it may have been paused for back-pressure */
+        gw_conn_maybe_resume(job->conn); /* it may have been paused for back-pressure */
         nt_conn_unref(job->conn);
     }
     nt_reply_free(&job->reply);

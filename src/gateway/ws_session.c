@@ -84,6 +84,14 @@ static bool get_positive(const nt_json *doc, const char *key, int64_t *out)
     return tok >= 0 && nt_json_int(doc, tok, out) == 0 && *out > 0;
 }
 
+void gw_conn_maybe_resume(nt_conn *c)
+{
+    if ((c->state == NT_CONN_WS || c->state == NT_CONN_WS_CLOSING) &&
+        c->session.sends < GW_MAX_SENDS_PER_CONN && c->session.jobs < GW_MAX_JOBS_PER_CONN &&
+        !c->session.auth_pending)
+        nt_conn_resume(c);
+}
+
 /* ---- jobs ------------------------------------------------------------------------ */
 
 enum { WS_AUTH = 1, WS_MARK, WS_TYPING, WS_MATCH, WS_MATCH_CANCEL };
@@ -290,9 +298,7 @@ static void finish_send(nt_gateway *gw, gw_send *s)
     }
     gw->sends_in_flight--;
     c->session.sends--;
-    if (c->state == NT_CONN_WS && c->session.sends < GW_MAX_SENDS_PER_CONN &&
-        c->session.jobs < GW_MAX_JOBS_PER_CONN)
-        nt_conn_resume(c);
+    gw_conn_maybe_resume(c);
     nt_conn_unref(c);
     nt_append_release(op);
     free(s);
@@ -424,6 +430,9 @@ void gw_on_ws_text(void *arg, nt_conn *c, char *msg, size_t len)
         job->run = run_ws_job;
         job->after = after_ws_job;
         gw_job_submit(gw, job);
+        /* Frames sent right behind auth wait for its answer instead of
+         * being refused as unauthenticated. */
+        nt_conn_pause(c);
         return;
     }
 

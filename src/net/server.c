@@ -14,7 +14,7 @@
 #include "common/log.h"
 
 #define READ_BUFFER_SIZE (64 * 1024 + 64)
-#define FLUSH_IOVECS 64
+#define FLUSH_IOVECS 1024 /* IOV_MAX: one writev takes everything queued */
 #define HTTP_IDLE_S 60       /* keep-alive connection with no request */
 #define HTTP_REQUEST_S 30    /* a whole request head and body */
 #define WS_CLOSE_WAIT_S 2    /* waiting for the peer's close frame */
@@ -361,7 +361,8 @@ void nt_conn_close_ws(nt_conn *c, uint16_t code, const char *reason)
     nt_buf_free(&frame);
     c->state = NT_CONN_WS_CLOSING;
     c->closing_since_s = c->server->clock_s;
-    if (code != NT_WS_CLOSE_NORMAL && code != NT_WS_CLOSE_GOING_AWAY)
+    if (code == NT_WS_CLOSE_PROTOCOL || code == NT_WS_CLOSE_BAD_DATA ||
+        code == NT_WS_CLOSE_TOO_BIG || code == 1003)
         c->server->stats.protocol_errors++;
     /* A peer that broke the protocol gets no more reading: close once the
      * frame is out. A normal close waits for the peer's answer. */
@@ -386,6 +387,8 @@ static void process_stashed(nt_conn *c);
 
 void nt_conn_resume(nt_conn *c)
 {
+    if (c->server->draining && c->state == NT_CONN_WS)
+        return; /* draining: only the closing handshake is read */
     if (c->paused && c->state != NT_CONN_CLOSED && !c->close_after_flush) {
         c->paused = false;
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -456,9 +459,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     nt_conn_unref(c);
 }
 
+/* Keeps unparsed input. Bounded: a partial frame or request never needs
+ * more than the largest frame or body plus a read's worth. */
 static void stash_input(nt_conn *c, const char *data, size_t len)
 {
-    if (len && nt_buf_append(&c->in, data, len) != 0)
+    const nt_server_opts *o = &c->server->opts;
+    size_t cap = (o->max_frame > o->max_body ? o->max_frame : o->max_body) + 2 * READ_BUFFER_SIZE;
+    if (!len)
+        return;
+    if (c->in.len + len > cap || nt_buf_append(&c->in, data, len) != 0)
         conn_close_now(c);
 }
 
@@ -503,6 +512,7 @@ static bool handle_upgrade(nt_conn *c, nt_http_request *req)
                      accept);
     send_raw(c, head, (size_t)n);
     c->state = NT_CONN_WS;
+    c->created_s = s->clock_s; /* the auth deadline counts from the upgrade */
     s->stats.websockets_open++;
     return true;
 }
@@ -550,6 +560,9 @@ static ssize_t process_http(nt_conn *c, char *data, size_t len)
     }
     c->busy = true;
     c->keep_alive = req->keep_alive;
+    /* Nothing more is read until the answer is out: pipelined bytes wait in
+     * the socket, not in our memory. */
+    nt_conn_pause(c);
     s->cb.on_request(s->cb.arg, c, req);
     return used;
 }
@@ -557,8 +570,14 @@ static ssize_t process_http(nt_conn *c, char *data, size_t len)
 static void handle_close_frame(nt_conn *c, const nt_ws_frame *f)
 {
     if (c->state == NT_CONN_WS_CLOSING) {
-        /* The answer to our close: the handshake is complete. */
-        conn_close_now(c);
+        /* The answer to our close: the handshake is complete once our own
+         * close frame is out too. */
+        if (c->outq_len) {
+            c->close_after_flush = true;
+            nt_conn_pause(c);
+        } else {
+            conn_close_now(c);
+        }
         return;
     }
     uint16_t code = NT_WS_CLOSE_NORMAL;
@@ -595,7 +614,8 @@ static ssize_t process_ws(nt_conn *c, char *data, size_t len)
     s->stats.frames_in++;
     switch (f.opcode) {
     case NT_WS_OP_PING:
-        send_ws(c, NT_WS_OP_PONG, f.payload, f.len);
+        if (c->state == NT_CONN_WS) /* nothing but close after our close */
+            send_ws(c, NT_WS_OP_PONG, f.payload, f.len);
         return used;
     case NT_WS_OP_PONG:
         return used;
@@ -648,8 +668,8 @@ static void process_input(nt_conn *c, char *data, size_t len)
             break;
         }
         if (used == 0) {
-            /* An incomplete frame: keep it. HTTP parsers consume all they
-             * are given, so only WebSocket input stops here. */
+            /* An incomplete frame: keep it. The HTTP parser keeps partial
+             * requests itself, so only WebSocket input stops here. */
             stash_input(c, data, len);
             len = 0;
             break;
@@ -703,8 +723,7 @@ void nt_conn_respond(nt_conn *c, int status, const char *content_type, const cha
         nt_conn_pause(c);
         return;
     }
-    if (!c->in_process)
-        process_stashed(c);
+    nt_conn_resume(c); /* also carries on with input that waited */
 }
 
 /* ---- accept and sweep ------------------------------------------------------ */
@@ -761,7 +780,9 @@ static void sweep_conn(nt_server *s, nt_conn *c)
             nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "auth timeout");
             return;
         }
-        if (now - c->last_rx_s >= 2 * ping) {
+        if (c->paused) {
+            return; /* we stopped reading it (back-pressure): silence is ours */
+        } else if (now - c->last_rx_s >= 2 * ping) {
             conn_close_now(c); /* no answer to our ping: the peer is gone */
         } else if (now - c->last_rx_s >= ping && !c->ping_sent_s) {
             c->ping_sent_s = now;
@@ -787,6 +808,9 @@ static void on_sweep(uv_timer_t *t)
         sweep_conn(s, c);
         c = next;
     }
+    /* Pings and close frames queued by the sweep go out now, not after the
+     * next I/O event (the flush check runs only after a poll). */
+    on_flush_check(&s->flush);
 }
 
 nt_server *nt_server_new(uv_loop_t *loop, const nt_server_opts *opts,
@@ -842,8 +866,8 @@ void nt_server_drain(nt_server *s)
     while (c) {
         nt_conn *next = c->next;
         if (c->state == NT_CONN_WS)
-            nt_conn_close_ws(c, NT_WS_CLOSE_GOING_AWAY, "server shutting down");
-        else if (c->state == NT_CONN_HTTP && !c->busy)
+            nt_conn_pause(c); /* the gateway closes it once its sends are acked */
+        else if (c->state == NT_CONN_HTTP && !c->busy && !c->http)
             conn_close_now(c);
         c = next;
     }

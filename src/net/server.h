@@ -6,8 +6,9 @@
  * Rules it keeps (DESIGN.md "The event loop"):
  *  - nothing here blocks; everything runs on one loop thread;
  *  - output is queued as reference-counted blocks and flushed once per loop
- *    turn with one writev per connection, so a fan-out to a busy connection
- *    costs one system call, not one per message;
+ *    turn with one writev per connection (up to IOV_MAX blocks; what the
+ *    kernel does not take goes to one uv_write), so a fan-out to a busy
+ *    connection costs one system call, not one per message;
  *  - a connection whose unsent output passes max_output is a slow consumer
  *    and is cut off; nobody waits for it;
  *  - an idle connection holds no buffers: input goes to a loop-wide read
@@ -129,8 +130,10 @@ nt_server *nt_server_new(uv_loop_t *loop, const nt_server_opts *opts,
                          const nt_server_callbacks *cb);
 /* Binds and listens. 0 or a libuv error code (negative). */
 int nt_server_listen(nt_server *s);
-/* SIGTERM: stops accepting, closes WebSockets with 1001 and idle HTTP
- * connections; requests in progress may finish. */
+/* SIGTERM: stops accepting, closes idle HTTP connections and stops reading
+ * WebSockets; the caller closes each WebSocket with 1001 once its work in
+ * flight is answered (nt_server_each_ws + nt_conn_close_ws). Requests in
+ * progress may finish. */
 void nt_server_drain(nt_server *s);
 size_t nt_server_connection_count(const nt_server *s);
 const nt_server_stats *nt_server_get_stats(const nt_server *s);

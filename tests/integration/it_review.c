@@ -2,9 +2,9 @@
  * Integration test: cases from the review of the network core and the
  * gateway (src/net/server.c and the gateway folder). Each case drives a real natterd
  * through libnatter or a raw socket and shows one behaviour the review looked
- * at. Cases that demonstrate a defect still present are compiled only with
- * -DNT_REVIEW_FAILING, so the suite stays green; they are listed in the
- * review report and should move out of the #ifdef when the fix lands.
+ * at. Three of them first showed defects (a frame right behind auth refused,
+ * a slow sibling's cut hiding a message from the user's other devices, the
+ * auth deadline counted from the TCP accept); they pass since the fixes.
  */
 #include <errno.h>
 #include <poll.h>
@@ -235,7 +235,6 @@ static void case_raw_ws_control(nt_server *srv, const nth_user *u)
 
 /* ---- cases that show defects (see the review report) ------------------------ */
 
-#ifdef NT_REVIEW_FAILING
 
 /*
  * Defect: gateway.c on_delivery walks the user's connection chain with
@@ -391,7 +390,6 @@ static void case_auth_deadline_from_upgrade(void)
     nth_free(srv, check_failures == 0);
 }
 
-#endif /* NT_REVIEW_FAILING */
 
 int main(void)
 {
@@ -410,23 +408,19 @@ int main(void)
     nth_case_begin("client-initiated close handshake");
     case_client_close(srv, &u);
     nth_case_end();
-#ifdef NT_REVIEW_FAILING
     nth_case_begin("auth and a request in one write");
     case_auth_pipelined(srv, &u);
     nth_case_end();
-#endif
     CHECK_EQ_INT(nth_stop(srv), 0);
     if (check_failures)
         nth_dump_log(srv, 4000);
     nth_free(srv, check_failures == 0);
 
-#ifdef NT_REVIEW_FAILING
     nth_case_begin("slow consumer cut during fan-out hides the message from siblings");
     case_slow_sibling_hides_message();
     nth_case_end();
     nth_case_begin("auth deadline counts from the upgrade");
     case_auth_deadline_from_upgrade();
     nth_case_end();
-#endif
     return check_exit();
 }
