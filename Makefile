@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./natter-data
 
-.PHONY: build run test setup fuzz format clean docs
+.PHONY: build run test setup fuzz format clean docs bench
 
 build:
 	@scripts/setup --build
@@ -40,6 +40,13 @@ docs: build
 	   printf '`src/common/config.c` by `make docs` (`natterd --help-markdown`). Each flag has\n'; \
 	   printf 'an environment twin; flags win over the environment, which wins over the default.\n\n'; \
 	   ./build/natterd --help-markdown; } > docs/configuration.md
+
+# Measures natterd with natter-bench (and Mosquitto for comparison); writes
+# docs/plots/. Takes several minutes; see docs/performance.md.
+bench: build
+	@scripts/setup --bench
+	@scripts/plot-bench run --build build
+	@scripts/plot-bench plot
 
 format:
 	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h')
