@@ -24,9 +24,9 @@
 #include <uv.h>
 
 #include "bus/bus.h"
+#include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
-#include "common/json.h"
 #include "gateway/gateway.h"
 #include "net/server.h"
 #include "services/bot.h"
@@ -280,43 +280,6 @@ static int admin_start(natterd *d, const char *listen, char *err, size_t err_len
     return 0;
 }
 
-/* ---- a gateway without the bot role ------------------------------------------ */
-
-/* The bot user's id, for bot_relay_hook (0: no relay). */
-static int64_t relay_bot_id;
-
-/*
- * ctx->message_hook on a node that runs the gateway but not the bot: the
- * bot runs in other processes, so new messages in a direct chat with the
- * bot are put on the bus queue "bot.inbox" for them - the job
- * nt_bot_message_hook would push (same queue, same JSON fields), without a
- * bot in this process. Called on the loop thread; the push does not wait.
- */
-static void bot_relay_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
-{
-    if (!relay_bot_id || n != 2 || m->deleted || m->sender_id == relay_bot_id || !m->text)
-        return;
-    if (member_ids[0] != relay_bot_id && member_ids[1] != relay_bot_id)
-        return;
-    nt_buf payload = NT_BUF_INIT;
-    nt_jw w;
-    nt_jw_init(&w, &payload);
-    nt_jw_obj(&w);
-    nt_jw_kint(&w, "chat_id", m->chat_id);
-    nt_jw_kint(&w, "seq", m->seq);
-    nt_jw_kint(&w, "sender_id", m->sender_id);
-    nt_jw_key(&w, "text");
-    nt_jw_strn(&w, m->text, m->text_len);
-    nt_jw_obj_end(&w);
-    int rc = nt_jw_error(&w);
-    if (rc == 0)
-        rc = nt_bus_queue_push(ctx->bus, "bot.inbox", payload.data, payload.len);
-    if (rc != 0)
-        nt_warn("bot relay: dropping message chat=%lld seq=%lld rc=%d", (long long)m->chat_id,
-                (long long)m->seq, rc);
-    nt_buf_free(&payload);
-}
-
 /* Signal handlers only set things in motion; libuv delivers them on the
  * loop thread, so this is ordinary code, not an async-signal handler. */
 static void on_signal(uv_signal_t *h, int signum)
@@ -456,10 +419,9 @@ int main(int argc, char **argv)
         ctx.bot = bot;
         ctx.message_hook = nt_bot_message_hook;
     } else if (d.roles & ROLE_GATEWAY) {
-        nt_user bot_user;
-        if (nt_store_user_by_nickname(ctx.store, "bot", &bot_user) == 0) {
-            relay_bot_id = bot_user.id;
-            ctx.message_hook = bot_relay_hook;
+        /* The bot runs in other processes: hand them its chats' messages. */
+        if (nt_bot_relay_init(&ctx) == 0) {
+            ctx.message_hook = nt_bot_relay_hook;
         } else {
             nt_warn("no bot user in the store: messages to the bot are not relayed");
         }

@@ -280,13 +280,23 @@ static bool bot__ends_with(const char *text, size_t len, const char *suffix)
 
 /* ---- the hook ------------------------------------------------------------- */
 
-void nt_bot_message_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
+/* The bot user's id for nt_bot_relay_hook (0: no relay). Set by
+ * nt_bot_relay_init before any hook call; read on any thread. */
+static _Atomic int64_t bot__relay_id;
+
+/*
+ * The one place the "bot.inbox" job is written, for the hook of a process
+ * that runs the bot and for the relay of one that does not: if m is a new
+ * text from someone else in a two-member chat with bot_id, pushes
+ * {"chat_id", "seq", "sender_id", "text"} on the queue without waiting.
+ * `who` names the caller in the warning when the push fails.
+ */
+static void bot__enqueue(nt_ctx *ctx, int64_t bot_id, const nt_message *m,
+                         const int64_t *member_ids, int n, const char *who)
 {
-    nt_bot *bot = ctx->bot;
-    if (!bot || atomic_load(&bot->stopping) || n != 2 || m->deleted ||
-        m->sender_id == bot->bot_id || !m->text)
+    if (n != 2 || m->deleted || m->sender_id == bot_id || !m->text)
         return;
-    if (member_ids[0] != bot->bot_id && member_ids[1] != bot->bot_id)
+    if (member_ids[0] != bot_id && member_ids[1] != bot_id)
         return;
     nt_buf payload = NT_BUF_INIT;
     nt_jw w;
@@ -302,9 +312,35 @@ void nt_bot_message_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member
     if (rc == 0)
         rc = nt_bus_queue_push(ctx->bus, BOT_INBOX, payload.data, payload.len);
     if (rc != 0)
-        nt_warn("bot: dropping message chat=%" PRId64 " seq=%" PRId64 " rc=%d", m->chat_id,
+        nt_warn("%s: dropping message chat=%" PRId64 " seq=%" PRId64 " rc=%d", who, m->chat_id,
                 m->seq, rc);
     nt_buf_free(&payload);
+}
+
+void nt_bot_message_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
+{
+    nt_bot *bot = ctx->bot;
+    if (!bot || atomic_load(&bot->stopping))
+        return;
+    bot__enqueue(ctx, bot->bot_id, m, member_ids, n, "bot");
+}
+
+int nt_bot_relay_init(nt_ctx *ctx)
+{
+    nt_user user;
+    int rc = nt_store_user_by_nickname(ctx->store, "bot", &user);
+    if (rc != 0)
+        return rc;
+    atomic_store(&bot__relay_id, user.id);
+    return 0;
+}
+
+void nt_bot_relay_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
+{
+    int64_t bot_id = atomic_load(&bot__relay_id);
+    if (!bot_id)
+        return;
+    bot__enqueue(ctx, bot_id, m, member_ids, n, "bot relay");
 }
 
 /* ---- dispatcher ----------------------------------------------------------- */

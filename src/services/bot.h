@@ -5,8 +5,9 @@
  * "Hello world!" to the lobby on a timer that one process of a cluster runs
  * (leader lock).
  *
- * The bot hears messages through ctx->message_hook (nt_bot_message_hook),
- * which only puts a job on the bus queue "bot.inbox"; everything else runs
+ * The bot hears messages through ctx->message_hook (nt_bot_message_hook,
+ * or nt_bot_relay_hook on a gateway whose bot runs elsewhere), which only
+ * puts a job on the bus queue "bot.inbox"; everything else runs
  * on the bot's own threads and talks to the rest only through bus.h and
  * the store/messages service, so the proof-of-work workers could be
  * separate processes:
@@ -80,6 +81,24 @@ void nt_bot_stop(nt_bot *bot);
  * them, it pushes one job on "bot.inbox"; it never blocks or computes.
  */
 void nt_bot_message_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
+
+/*
+ * For a process that runs the gateway but not the bot (the bot runs in
+ * other processes of the cluster): looks up the `bot` user in ctx->store
+ * for nt_bot_relay_hook. Call once, before the hook can be called. Returns
+ * 0, or the store's negative error (NT_STORE_ENOTFOUND without a bot
+ * user; the relay then stays off).
+ */
+int nt_bot_relay_init(nt_ctx *ctx);
+
+/*
+ * For ctx->message_hook in such a process, after nt_bot_relay_init: pushes
+ * the same "bot.inbox" job nt_bot_message_hook would (same filter, same
+ * JSON), for the bot processes to take; needs no ctx->bot and starts
+ * nothing. Called on any thread; never blocks or computes. Does nothing
+ * if nt_bot_relay_init did not succeed.
+ */
+void nt_bot_relay_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
 
 /*
  * Writes the `len` bytes of UTF-8 `text` reversed by Unicode code point
