@@ -29,7 +29,8 @@ static const setting settings[] = {
     {"data", "NATTER_DATA", STR(data_dir), "./natter-data", 0, 0,
      "folder for the SQLite file and the token signing key"},
     {"store", "NATTER_STORE", STR(store_url), "", 0, 0,
-     "store URL: sqlite:PATH (default sqlite:DATA/natter.db)"},
+     "store URL: sqlite:PATH (default sqlite:DATA/natter.db) or "
+     "postgres://[USER@]HOST[:PORT]/DB (needed by a cluster)"},
     {"bus", "NATTER_BUS", STR(bus_url), "local", 0, 0,
      "bus URL: local (in-process) or redis://HOST:PORT (a cluster)"},
     {"web", "NATTER_WEB", STR(web_dir), "./web", 0, 0, "folder of the web client served at /"},
