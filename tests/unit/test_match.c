@@ -458,7 +458,7 @@ static nt_caller CMO, CFA, CXM, CNOG, CNOB, CKID, CPM, CQF;
 /* "YYYY-01-01" for someone who is `age` today. */
 static const char *born(int age)
 {
-    static char out[8][16];
+    static char out[8][32]; /* room for any int year: -Wformat-truncation at -O2 */
     static int i;
     time_t now = time(NULL);
     struct tm tm;
