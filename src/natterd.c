@@ -345,8 +345,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "natterd: --data %s: %s\n", cfg.data_dir, strerror(-rc));
         return 1;
     }
-    /* Worker threads: Argon2id and store reads. Must be set before libuv
-     * starts its pool. */
+    /* Worker threads: REST handlers and store reads. Must be set before
+     * libuv starts its pool. Argon2id (register, login) has its own pool,
+     * --hash-workers, which the gateway starts from cfg. */
     char workers[16];
     snprintf(workers, sizeof workers, "%lld", (long long)cfg.workers);
     setenv("UV_THREADPOOL_SIZE", workers, 1);

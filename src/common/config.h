@@ -27,6 +27,7 @@ typedef struct nt_config {
     int64_t refresh_ttl_s;
     bool argon2_fast; /* tests and benchmarks only: minimal Argon2id cost */
     int64_t workers;
+    int64_t hash_workers; /* register/login hashing threads; 0 = CPUs - 1, at least 1 */
     int64_t max_connections;
     int64_t max_output; /* bytes of unsent output before a slow consumer is cut */
     int64_t max_frame;  /* WebSocket frame and message, bytes */

@@ -201,6 +201,15 @@ nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, c
     gw->done_async.data = gw;
     uv_timer_init(loop, &gw->drain_timer);
     gw->drain_timer.data = gw;
+    gw->hash_pool =
+        gw_hash_pool_new(loop, (int)cfg->hash_workers, 0, gw_job_finish, err, err_len);
+    if (!gw->hash_pool) {
+        nt_gateway_free(gw);
+        return NULL;
+    }
+    int nhash = gw_hash_pool_threads(gw->hash_pool);
+    nt_info("password hashing: %d thread%s of its own at idle priority", nhash,
+            nhash == 1 ? "" : "s");
     if (gw_static_load(gw, cfg->web_dir) != 0)
         nt_warn("web client folder %s could not be read; / will answer 404", cfg->web_dir);
 
@@ -286,6 +295,9 @@ void nt_gateway_free(nt_gateway *gw)
     /* Jobs and sends call back into the gateway: let them land first. */
     while (gw->jobs_in_flight || gw->sends_in_flight)
         uv_run(gw->loop, UV_RUN_ONCE);
+    /* Every hashing job came back (jobs_in_flight counts them): the pool's
+     * threads are idle and stop at once. */
+    gw_hash_pool_free(gw->hash_pool);
     nt_bus_set_delivery_handler(gw->ctx->bus, NULL, NULL); /* the bot may still deliver */
     nt_server_free(gw->server);
     uv_close((uv_handle_t *)&gw->done_async, NULL);

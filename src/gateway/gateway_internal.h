@@ -11,6 +11,7 @@
 
 #include "common/config.h"
 #include "gateway/gateway.h"
+#include "gateway/hash_pool.h"
 #include "net/server.h"
 #include "services/api.h"
 
@@ -77,7 +78,9 @@ struct nt_gateway {
     uint64_t drain_deadline;
     void (*drain_done)(void *arg);
     void *drain_arg;
-    size_t jobs_in_flight;
+    size_t jobs_in_flight; /* libuv's pool and the hashing pool together */
+    /* register and login: Argon2id on threads of their own (hash_pool.h) */
+    gw_hash_pool *hash_pool;
 };
 
 /*
@@ -110,6 +113,7 @@ struct gw_job {
     char *token;
     nt_buf frame;
     bool online;
+    gw_job *pool_next; /* the hashing pool's queues */
 };
 
 /* Resumes reading a WebSocket once it is under every back-pressure limit
@@ -119,6 +123,14 @@ void gw_conn_maybe_resume(nt_conn *c);
 
 /* Queues a job (calloc'ed by the caller; freed after `after`). */
 void gw_job_submit(nt_gateway *gw, gw_job *job);
+/* Queues a job that hashes a password on the hashing pool instead of
+ * libuv's; accounted, run and finished like gw_job_submit's. 0, or -EAGAIN
+ * when the pool's queue is full: the job is then untouched and still the
+ * caller's. */
+int gw_job_submit_hash(nt_gateway *gw, gw_job *job);
+/* Loop thread: runs a finished job's `after`, drops its accounting and
+ * frees it. The completion of both pools. */
+void gw_job_finish(gw_job *job);
 
 /* registry (gateway.c) */
 void gw_registry_add(nt_gateway *gw, nt_conn *c);

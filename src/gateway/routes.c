@@ -7,6 +7,7 @@
  */
 #include "gateway/gateway_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -282,6 +283,26 @@ static void respond_error_now(nt_conn *c, nt_http_request *req, int status, cons
     nt_reply_free(&r);
 }
 
+/*
+ * register and login cost an Argon2id hash each (nt_auth_register,
+ * nt_auth_login): they go to the hashing pool, never to libuv's, so a storm
+ * of them cannot hold up other requests. When its queue is full the request
+ * is answered 503 `unavailable` with Retry-After at once, through the same
+ * after_route as every answer (docs/decisions.md, "Password hashing").
+ */
+static void submit_hash_route(nt_gateway *gw, gw_job *job)
+{
+    if (gw_job_submit_hash(gw, job) == 0)
+        return;
+    unsigned retry = gw_hash_pool_retry_after(gw->hash_pool);
+    nt_reply_error(&job->reply, 503, "unavailable",
+                   "too many logins and registrations are waiting; retry in %u s", retry);
+    snprintf(job->reply.headers, sizeof job->reply.headers, "Retry-After: %u\r\n", retry);
+    job->after(job);
+    nt_reply_free(&job->reply);
+    free(job);
+}
+
 void gw_on_request(void *arg, nt_conn *c, nt_http_request *req)
 {
     nt_gateway *gw = arg;
@@ -328,7 +349,10 @@ void gw_on_request(void *arg, nt_conn *c, nt_http_request *req)
         memcpy(job->arg, arg_seg, sizeof job->arg);
         job->run = run_route;
         job->after = after_route;
-        gw_job_submit(gw, job);
+        if (routes[i].id == R_REGISTER || routes[i].id == R_LOGIN)
+            submit_hash_route(gw, job);
+        else
+            gw_job_submit(gw, job);
         return;
     }
     if (path_known) {
@@ -354,9 +378,8 @@ static void job_work(uv_work_t *w)
     job->run(job);
 }
 
-static void job_after(uv_work_t *w, int status)
+void gw_job_finish(gw_job *job)
 {
-    gw_job *job = (gw_job *)w;
     nt_gateway *gw = job->gw;
     job->after(job);
     gw->jobs_in_flight--;
@@ -372,16 +395,47 @@ static void job_after(uv_work_t *w, int status)
     free(job);
 }
 
-void gw_job_submit(nt_gateway *gw, gw_job *job)
+static void job_after(uv_work_t *w, int status)
+{
+    gw_job_finish((gw_job *)w);
+}
+
+static void job_prepare(nt_gateway *gw, gw_job *job)
 {
     job->gw = gw;
     job->started_ns = nt_mono_ns();
     job->work.data = job;
-    if (job->conn) {
-        nt_conn_ref(job->conn);
-        job->conn->session.jobs++;
+}
+
+/* The accounting of a job from submission to gw_job_finish: the drain and
+ * nt_gateway_free wait on jobs_in_flight, whichever pool runs the job. It
+ * touches the gateway and the connection only, never the job, so it may
+ * follow the hand-over to a thread that already runs it. */
+static void job_account(nt_gateway *gw, nt_conn *conn)
+{
+    if (conn) {
+        nt_conn_ref(conn);
+        conn->session.jobs++;
     }
     gw->jobs_in_flight++;
     atomic_fetch_add(&gw->metrics.jobs_started, 1);
+}
+
+void gw_job_submit(nt_gateway *gw, gw_job *job)
+{
+    job_prepare(gw, job);
+    job_account(gw, job->conn);
     uv_queue_work(gw->loop, &job->work, job_work, job_after);
+}
+
+int gw_job_submit_hash(nt_gateway *gw, gw_job *job)
+{
+    nt_conn *conn = job->conn; /* read before a pool thread owns the job */
+    job_prepare(gw, job);
+    int rc = gw_hash_pool_submit(gw->hash_pool, job);
+    if (rc != 0)
+        return rc;
+    /* The job finishes on this (the loop) thread, so not before this. */
+    job_account(gw, conn);
+    return 0;
 }
