@@ -78,6 +78,9 @@ static const setting settings[] = {
      "proof-of-work worker threads (0: one per core)"},
     {"pow-max-pending", "NATTER_POW_MAX_PENDING", INT(pow_max_pending), "3", 1, 1000,
      "proof-of-work jobs one user may have waiting"},
+    {"pow-visibility-ms", "NATTER_POW_VISIBILITY_MS", INT(pow_visibility_ms), "0", 0, 86400000,
+     "milliseconds a taken !pow job stays hidden before another worker may take it over "
+     "(0: 60 s, doubled per bit above 28)"},
     {"rpc-timeout", "NATTER_RPC_TIMEOUT", INT(rpc_timeout_ms), "10000", 10, 600000,
      "milliseconds the bot waits for a worker's answer to !rpc"},
     {"lobby-interval", "NATTER_LOBBY_INTERVAL", INT(lobby_interval_s), "60", 0, 86400,

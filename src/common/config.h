@@ -40,6 +40,7 @@ typedef struct nt_config {
     int64_t pow_bits;
     int64_t pow_workers; /* 0 = one per core */
     int64_t pow_max_pending;
+    int64_t pow_visibility_ms; /* 0 = from the bits (bot.c) */
     int64_t rpc_timeout_ms;
     int64_t lobby_interval_s;
 } nt_config;
