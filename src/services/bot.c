@@ -664,10 +664,13 @@ out:
 static void *bot__worker_main(void *arg)
 {
     nt_bot *bot = arg;
+    const int visibility_ms = bot->opts.pow_visibility_ms > 0
+                                  ? bot->opts.pow_visibility_ms
+                                  : bot__pow_visibility_ms(bot->opts.pow_bits);
     while (!atomic_load(&bot->workers_stop)) {
         nt_bus_job job;
-        int rc = nt_bus_queue_pop(bot->ctx->bus, BOT_POW_QUEUE, BOT_POLL_MS,
-                                  bot__pow_visibility_ms(bot->opts.pow_bits), &job);
+        int rc = nt_bus_queue_pop(bot->ctx->bus, BOT_POW_QUEUE, BOT_POLL_MS, visibility_ms,
+                                  &job);
         if (rc == NT_BUS_ETIMEDOUT)
             continue;
         if (rc == NT_BUS_ECLOSED)
