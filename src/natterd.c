@@ -409,6 +409,7 @@ int main(int argc, char **argv)
         nt_bot_opts bot_opts = {.pow_bits = (int)cfg.pow_bits,
                                 .pow_workers = (int)cfg.pow_workers,
                                 .pow_max_pending = (int)cfg.pow_max_pending,
+                                .pow_visibility_ms = (int)cfg.pow_visibility_ms,
                                 .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
                                 .lobby_interval_s = (int)cfg.lobby_interval_s};
         bot = nt_bot_start(&ctx, &bot_opts, err, sizeof err);
