@@ -15,169 +15,8 @@
 
 #include <uv.h>
 
-#include "check.h"
-#include "pg_test_server.h"
-#include "common/json.h"
-#include "services/services.h"
-
-/* ---- recorded deliveries ---------------------------------------------------- */
-
-#define MAX_FRAMES 512
-#define MAX_RCPT 16
-
-typedef struct rec_frame {
-    char *data;
-    size_t len;
-    int64_t ids[MAX_RCPT];
-    size_t n;
-} rec_frame;
-
-static rec_frame frames[MAX_FRAMES];
-static int nframes;
-static uv_loop_t loop;
-/* The bus unrefs its own wake-up handle (the server's listeners keep the
- * loop alive), so without a referenced handle of ours uv_run would return
- * at once and never hand over a delivery queued from another thread. */
-static uv_async_t keep_alive;
-static nt_ctx ctx;
-static nt_reply R;
-
-static void on_delivery(void *arg, nt_shared *frame, const int64_t *user_ids, size_t n)
-{
-    if (nframes >= MAX_FRAMES) return;
-    rec_frame *f = &frames[nframes++];
-    f->data = malloc(frame->len + 1);
-    memcpy(f->data, frame->data, frame->len);
-    f->data[frame->len] = '\0';
-    f->len = frame->len;
-    f->n = n < MAX_RCPT ? n : MAX_RCPT;
-    memcpy(f->ids, user_ids, f->n * sizeof *user_ids);
-}
-
-/* Runs the loop until the deliveries queued from this thread are handed over. */
-static void drain(void)
-{
-    for (int i = 0; i < 5; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-}
-
-static void frames_clear(void)
-{
-    drain();
-    for (int i = 0; i < nframes; i++)
-        free(frames[i].data);
-    nframes = 0;
-}
-
-/* Every frame delivered so far, after draining what is still queued. */
-static int frames_total(void)
-{
-    drain();
-    return nframes;
-}
-
-/* ---- JSON lookups -------------------------------------------------------------- */
-
-static nt_json_tok jtoks[16384];
-
-/* The token at a dotted path ("chat.members.0.role") or -1. */
-static int jfind(nt_json *doc, const char *json, size_t len, const char *path)
-{
-    if (nt_json_parse(doc, json, len, jtoks, 16384) != 0) return -1;
-    int tok = 0;
-    char key[64];
-    const char *p = path;
-    while (*p && tok >= 0) {
-        size_t k = strcspn(p, ".");
-        snprintf(key, sizeof key, "%.*s", (int)k, p);
-        p += k;
-        if (*p == '.') p++;
-        if (nt_json_type_of(doc, tok) == NT_JSON_ARRAY) {
-            int idx = atoi(key);
-            int el = nt_json_first(doc, tok);
-            while (el >= 0 && idx-- > 0)
-                el = nt_json_next(doc, el);
-            tok = el;
-        } else {
-            tok = nt_json_get(doc, tok, key);
-        }
-    }
-    return tok;
-}
-
-static int64_t jint_in(const char *json, const char *path)
-{
-    nt_json doc;
-    int64_t v = -999;
-    if (!json) return -999;
-    int tok = jfind(&doc, json, strlen(json), path);
-    if (tok < 0 || nt_json_int(&doc, tok, &v) != 0) return -999;
-    return v;
-}
-
-/* A string at path (static buffer), "(null)" for JSON null, NULL if absent. */
-static const char *jstr_in(const char *json, const char *path)
-{
-    static char out[8192];
-    nt_json doc;
-    if (!json) return NULL;
-    int tok = jfind(&doc, json, strlen(json), path);
-    if (tok < 0) return NULL;
-    if (nt_json_type_of(&doc, tok) == NT_JSON_NULL) return "(null)";
-    if (nt_json_type_of(&doc, tok) == NT_JSON_TRUE) return "(true)";
-    if (nt_json_type_of(&doc, tok) == NT_JSON_FALSE) return "(false)";
-    if (nt_json_str(&doc, tok, out, sizeof out) < 0) return NULL;
-    return out;
-}
-
-static int jcount_in(const char *json, const char *path)
-{
-    nt_json doc;
-    if (!json) return -1;
-    int tok = jfind(&doc, json, strlen(json), path);
-    if (tok < 0 || nt_json_type_of(&doc, tok) != NT_JSON_ARRAY) return -1;
-    return (int)doc.toks[tok].count;
-}
-
-static const char *body(void)
-{
-    return R.body.data ? nt_buf_cstr(&R.body) : "";
-}
-#define BINT(path) jint_in(body(), path)
-#define BSTR(path) jstr_in(body(), path)
-
-static void reset(void)
-{
-    nt_reply_free(&R);
-    memset(&R, 0, sizeof R);
-}
-
-/* Frames that reached `user` and have this "type". */
-static int nframes_for(int64_t user, const char *type)
-{
-    int count = 0;
-    drain();
-    for (int i = 0; i < nframes; i++) {
-        const char *t = jstr_in(frames[i].data, "type");
-        if (!t || strcmp(t, type) != 0) continue;
-        for (size_t j = 0; j < frames[i].n; j++)
-            if (frames[i].ids[j] == user) count++;
-    }
-    return count;
-}
-
-/* The last frame of this type that reached user, or NULL. */
-static const char *frame_for(int64_t user, const char *type)
-{
-    drain();
-    for (int i = nframes - 1; i >= 0; i--) {
-        const char *t = jstr_in(frames[i].data, "type");
-        if (!t || strcmp(t, type) != 0) continue;
-        for (size_t j = 0; j < frames[i].n; j++)
-            if (frames[i].ids[j] == user) return frames[i].data;
-    }
-    return NULL;
-}
+#define SF_MAX_FRAMES 512
+#include "service_fixture.h"
 
 /* ---- shortcuts -------------------------------------------------------------------- */
 
@@ -197,31 +36,16 @@ static void on_message(nt_ctx *c, const nt_message *m, const int64_t *member_ids
 }
 static nt_caller CA, CB, CC, CD, CE;
 
-static int64_t make_user(const char *nick)
-{
-    char email[64];
-    nt_user u;
-    const char *field = NULL;
-    snprintf(email, sizeof email, "%s@example.com", nick);
-    nt_user_new in = {
-        .email = email, .nickname = nick, .password_hash = "x", .created_at = 1700000000000};
-    int rc = nt_store_user_create(ctx.store, &in, &u, &field);
-    CHECK_EQ_INT(rc, 0);
-    return u.id;
-}
-
-/* Expects a 400 bad_request whose message names `field`. */
-#define CHECK_400(field)                                                                           \
+/* CHECK_400 and CHECK_ERR of service_fixture.h, and the reply body's error
+ * envelope carries the same code. */
+#define CHECK_400_BODY(field)                                                                      \
     do {                                                                                           \
-        CHECK_EQ_INT(R.status, 400);                                                               \
-        CHECK_STR_EQ(R.code, "bad_request");                                                       \
-        CHECK(strstr(R.message, field) != NULL);                                                   \
+        CHECK_400(field);                                                                          \
         CHECK_STR_EQ(BSTR("error.code"), "bad_request");                                           \
     } while (0)
-#define CHECK_ERR(st, cd)                                                                          \
+#define CHECK_ERR_BODY(st, cd)                                                                     \
     do {                                                                                           \
-        CHECK_EQ_INT(R.status, st);                                                                \
-        CHECK_STR_EQ(R.code, cd);                                                                  \
+        CHECK_ERR(st, cd);                                                                         \
         CHECK_STR_EQ(BSTR("error.code"), cd);                                                      \
     } while (0)
 
@@ -289,7 +113,7 @@ static void test_create_bad(void)
     /* Body not JSON at all. */
     reset();
     nt_chats_create(&ctx, &CA, NULL, 0, &R);
-    CHECK_400("body");
+    CHECK_400_BODY("body");
 }
 
 static void test_direct(void)
@@ -297,20 +121,20 @@ static void test_direct(void)
     char js[128];
 
     create(&CA, "{\"type\":\"direct\"}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     create(&CA, "{\"type\":\"direct\",\"user_id\":\"2\"}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     create(&CA, "{\"type\":\"direct\",\"user_id\":0}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     create(&CA, "{\"type\":\"direct\",\"user_id\":-3}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     create(&CA, "{\"type\":\"direct\",\"user_id\":1.5}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     snprintf(js, sizeof js, "{\"type\":\"direct\",\"user_id\":%" PRId64 "}", alice);
     create(&CA, js);
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     create(&CA, "{\"type\":\"direct\",\"user_id\":987654}");
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     frames_clear();
     snprintf(js, sizeof js, "{\"type\":\"direct\",\"user_id\":%" PRId64 ",\"x\":[1,2]}", bob);
@@ -336,20 +160,20 @@ static int64_t test_group(void)
     char title[2048];
 
     create(&CA, "{\"type\":\"group\"}");
-    CHECK_400("title");
+    CHECK_400_BODY("title");
     create(&CA, "{\"type\":\"group\",\"title\":\"\"}");
-    CHECK_400("title");
+    CHECK_400_BODY("title");
     create(&CA, "{\"type\":\"group\",\"title\":7}");
-    CHECK_400("title");
+    CHECK_400_BODY("title");
     create(&CA, "{\"type\":\"group\",\"title\":\"a\\u0000b\"}");
-    CHECK_400("title");
+    CHECK_400_BODY("title");
     /* 129 code points (two bytes each) is one too many, 128 is fine. */
     strcpy(title, "{\"type\":\"group\",\"title\":\"");
     for (int i = 0; i < 129; i++)
         strcat(title, "\xc3\xa9");
     strcat(title, "\"}");
     create(&CA, title);
-    CHECK_400("title");
+    CHECK_400_BODY("title");
     strcpy(title, "{\"type\":\"channel\",\"title\":\"");
     for (int i = 0; i < 128; i++)
         strcat(title, "\xc3\xa9");
@@ -358,23 +182,23 @@ static int64_t test_group(void)
     CHECK_EQ_INT((int64_t)strlen(BSTR("title")), 256);
 
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":5}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":{}}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[\"2\"]}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[0]}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[-1]}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[2.5]}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     create(&CA, "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[null]}");
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     snprintf(js, sizeof js,
              "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[%" PRId64 ",777777]}", bob);
     create(&CA, js);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     /* The size limit counts the owner and ignores duplicates. */
     ctx.limits.group_max_members = 3;
@@ -383,7 +207,7 @@ static int64_t test_group(void)
              "]}",
              bob, carol, dave);
     create(&CA, js);
-    CHECK_400("member_ids");
+    CHECK_400_BODY("member_ids");
     snprintf(js, sizeof js,
              "{\"type\":\"group\",\"title\":\"g\",\"member_ids\":[%" PRId64 ",%" PRId64 ",%" PRId64
              ",%" PRId64 ",%" PRId64 "]}",
@@ -429,7 +253,7 @@ static void test_list_get(int64_t g, int64_t ch)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         reset();
         nt_chats_list(&ctx, &CA, bad[i], &R);
-        CHECK_400("limit");
+        CHECK_400_BODY("limit");
     }
     reset();
     nt_chats_list(&ctx, &CA, "", &R);
@@ -454,17 +278,17 @@ static void test_list_get(int64_t g, int64_t ch)
     CHECK_EQ_INT(BINT("id"), g);
     reset();
     nt_chats_get(&ctx, &CE, g, &R); /* not a member of a group */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     reset();
     nt_chats_get(&ctx, &CE, ch, &R); /* a channel is public */
     CHECK_EQ_INT(R.status, 200);
     CHECK_STR_EQ(BSTR("type"), "channel");
     reset();
     nt_chats_get(&ctx, &CA, 555555, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     reset();
     nt_chats_get(&ctx, &CA, 0, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 }
 
 static void add(const nt_caller *c, int64_t chat, const char *json)
@@ -501,23 +325,23 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
 {
     /* Bad bodies. */
     add(&CA, g, "");
-    CHECK_400("body");
+    CHECK_400_BODY("body");
     add(&CA, g, "{}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     add(&CA, g, "{\"user_id\":\"3\"}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     add(&CA, g, "{\"user_id\":0}");
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
 
     /* Group: only the owner adds. */
     add_id(&CB, g, carol);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     add_id(&CE, g, carol); /* not a member: the group does not exist for eve */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     add_id(&CA, 555555, carol);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     add_id(&CA, g, 888888);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     CHECK_EQ_INT(nmembers(&CA, g), 2);
 
     frames_clear();
@@ -540,7 +364,7 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
     /* A full group. */
     ctx.limits.group_max_members = 3;
     add_id(&CA, g, eve);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     ctx.limits.group_max_members = 1000;
 
     /* Channel: join yourself only. */
@@ -552,31 +376,31 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
     add_id(&CD, ch, dave);
     CHECK_EQ_INT(R.status, 204);
     add_id(&CD, ch, eve);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     add_id(&CA, ch, eve); /* the owner cannot draft people either */
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     add_id(&CE, ch, bob);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
 
     /* Direct chats never change. */
     add_id(&CA, direct, carol);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     add_id(&CA, direct, alice);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     add_id(&CE, direct, eve); /* not a member: 404 */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     /* Removing. */
     rm(&CA, g, 0);
-    CHECK_400("user_id");
+    CHECK_400_BODY("user_id");
     rm(&CB, g, dave); /* not the owner */
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     rm(&CE, g, dave); /* not a member */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     rm(&CA, g, eve); /* not in the group */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     rm(&CA, 555555, bob);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     frames_clear();
     rm(&CA, g, dave); /* the owner removes */
     CHECK_EQ_INT(R.status, 204);
@@ -586,7 +410,7 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
     CHECK_EQ_INT(jcount_in(frame_for(dave, "chat"), "chat.members"), 2);
     reset();
     nt_chats_get(&ctx, &CD, g, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     add_id(&CA, g, dave);
     CHECK_EQ_INT(R.status, 204);
@@ -601,11 +425,11 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
     add_id(&CE, ch, eve);
     CHECK_EQ_INT(R.status, 204);
     rm(&CA, ch, eve);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     rm(&CB, ch, eve); /* bob is not even a member */
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     rm(&CB, ch, bob);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     rm(&CE, ch, eve);
     CHECK_EQ_INT(R.status, 204);
     reset();
@@ -615,9 +439,9 @@ static void test_members(int64_t g, int64_t ch, int64_t direct)
 
     /* Direct chats cannot be left. */
     rm(&CA, direct, alice);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     rm(&CA, direct, bob);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
 }
 
 static void test_random(void)
@@ -631,13 +455,13 @@ static void test_random(void)
 
     post(&CB, chat, "{\"text\":\"hi stranger\"}", 201);
     add_id(&CA, chat, carol);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     add_id(&CA, chat, alice);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     rm(&CB, chat, alice);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     rm(&CC, chat, carol);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     frames_clear();
     rm(&CA, chat, alice);
@@ -763,9 +587,9 @@ static void test_history(int64_t g, int64_t ch)
         CHECK_STR_EQ(R.code, "bad_request");
     }
     history(&CA, g, "before_seq=-1");
-    CHECK_400("before_seq");
+    CHECK_400_BODY("before_seq");
     history(&CA, g, "limit=201");
-    CHECK_400("limit");
+    CHECK_400_BODY("limit");
 
     history(&CA, g, "");
     CHECK_EQ_INT(R.status, 200);
@@ -787,9 +611,9 @@ static void test_history(int64_t g, int64_t ch)
     CHECK_EQ_INT(jcount_in(body(), "messages"), 5);
 
     history(&CE, g, ""); /* not a member of a group */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     history(&CA, 555555, "");
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     history(&CE, ch, ""); /* anyone reads a channel */
     CHECK_EQ_INT(R.status, 200);
     CHECK_EQ_INT(jcount_in(body(), "messages"), 1);
@@ -810,23 +634,23 @@ static void del(const nt_caller *c, int64_t chat, int64_t seq)
 static void test_edit_delete(int64_t g, int64_t ch)
 {
     edit(&CB, g, 2, "{}");
-    CHECK_400("text");
+    CHECK_400_BODY("text");
     edit(&CB, g, 2, "{\"text\":\"\"}");
-    CHECK_400("text");
+    CHECK_400_BODY("text");
     edit(&CB, g, 2, "{\"text\":false}");
-    CHECK_400("text");
+    CHECK_400_BODY("text");
     edit(&CB, g, 2, "oops");
     CHECK_EQ_INT(R.status, 400);
     edit(&CB, g, 0, "{\"text\":\"x\"}");
-    CHECK_400("seq");
+    CHECK_400_BODY("seq");
     edit(&CB, g, 99, "{\"text\":\"x\"}");
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     edit(&CA, g, 2, "{\"text\":\"not mine\"}"); /* alice did not send seq 2 */
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     edit(&CE, g, 2, "{\"text\":\"x\"}"); /* not a member */
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     edit(&CE, ch, 1, "{\"text\":\"x\"}"); /* a channel eve is not in */
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
 
     frames_clear();
     edit(&CB, g, 2, "{\"text\":\"fixed\"}");
@@ -841,13 +665,13 @@ static void test_edit_delete(int64_t g, int64_t ch)
     CHECK_STR_EQ(BSTR("messages.0.text"), "fixed");
 
     del(&CA, g, 2);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     del(&CB, g, 99);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     del(&CB, g, -1);
-    CHECK_400("seq");
+    CHECK_400_BODY("seq");
     del(&CE, g, 2);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     frames_clear();
     del(&CB, g, 2);
     CHECK_EQ_INT(R.status, 204);
@@ -860,22 +684,22 @@ static void test_edit_delete(int64_t g, int64_t ch)
 
     /* A deleted message stays deleted (store: EFORBIDDEN). */
     edit(&CB, g, 2, "{\"text\":\"back\"}");
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     del(&CB, g, 2);
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
 }
 
 static void test_export(int64_t g, int64_t ch)
 {
     reset();
     nt_messages_export(&ctx, &CE, g, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     reset();
     nt_messages_export(&ctx, &CE, ch, &R); /* channels too: members only */
-    CHECK_ERR(403, "forbidden");
+    CHECK_ERR_BODY(403, "forbidden");
     reset();
     nt_messages_export(&ctx, &CA, 555555, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     reset();
     nt_messages_export(&ctx, &CA, g, &R);
@@ -909,22 +733,22 @@ static void test_marks(int64_t g)
 {
     reset();
     nt_chats_read(&ctx, &CA, g, S("{}"), &R);
-    CHECK_400("seq");
+    CHECK_400_BODY("seq");
     reset();
     nt_chats_read(&ctx, &CA, g, S("{\"seq\":0}"), &R);
-    CHECK_400("seq");
+    CHECK_400_BODY("seq");
     reset();
     nt_chats_read(&ctx, &CA, g, S("{\"seq\":\"3\"}"), &R);
-    CHECK_400("seq");
+    CHECK_400_BODY("seq");
     reset();
     nt_chats_read(&ctx, &CA, g, S("[]"), &R);
     CHECK_EQ_INT(R.status, 400);
     reset();
     nt_chats_read(&ctx, &CE, g, S("{\"seq\":1}"), &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     reset();
     nt_chats_read(&ctx, &CA, 555555, S("{\"seq\":1}"), &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     frames_clear();
     reset();
@@ -963,10 +787,10 @@ static void test_marks(int64_t g)
     CHECK_EQ_INT(R.status, 400);
     reset();
     nt_chats_mark(&ctx, &CA, g, NT_MARK_READ, 0, &R);
-    CHECK_400("seq");
+    CHECK_400_BODY("seq");
     reset();
     nt_chats_mark(&ctx, &CE, g, NT_MARK_READ, 1, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     /* The chat view shows the markers. */
     reset();
@@ -993,10 +817,10 @@ static void test_typing(int64_t g)
 
     reset();
     nt_chats_typing(&ctx, &CE, g, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
     reset();
     nt_chats_typing(&ctx, &CA, 555555, &R);
-    CHECK_ERR(404, "not_found");
+    CHECK_ERR_BODY(404, "not_found");
 
     frames_clear();
     reset();
@@ -1071,50 +895,14 @@ static void test_check_text(void)
 
 int main(void)
 {
-    char dir[512], path[600], url[620], err[256];
-    const char *tmp = getenv("NT_TEST_TMP");
+    int rc = open_ctx("test_chats");
+    if (rc != 0) return rc;
 
-    snprintf(dir, sizeof dir, "%s", tmp && *tmp ? tmp : "/tmp");
-    mkdir(dir, 0700);
-    snprintf(path, sizeof path, "%s/test_chats_%d.db", dir, (int)getpid());
-    unlink(path);
-    snprintf(url, sizeof url, "sqlite:%s", path);
-
-    /* NT_TEST_STORE=postgres: the same tests on a private PostgreSQL. */
-    static pg_test_server pg;
-    const char *backend = getenv("NT_TEST_STORE");
-    if (backend && strcmp(backend, "postgres") == 0) {
-        int rc = pgt_start(&pg, false);
-        if (rc != 0) return rc == PGT_SKIP ? PGT_SKIP : 1;
-        snprintf(url, sizeof url, "%s", pg.url);
-    }
-
-    uv_loop_init(&loop);
-    uv_async_init(&loop, &keep_alive, NULL);
-    ctx.limits = (nt_limits){.text_max_cp = 4096,
-                             .bio_max_cp = 500,
-                             .url_max = 1024,
-                             .password_min = 8,
-                             .password_max = 1024,
-                             .title_max_cp = 128,
-                             .group_max_members = 1000};
-    ctx.store = nt_store_open(url, err, sizeof err);
-    if (!ctx.store) {
-        fprintf(stderr, "store: %s\n", err);
-        return 1;
-    }
-    ctx.bus = nt_bus_open("local", &loop, err, sizeof err);
-    if (!ctx.bus) {
-        fprintf(stderr, "bus: %s\n", err);
-        return 1;
-    }
-    nt_bus_set_delivery_handler(ctx.bus, on_delivery, NULL);
-
-    alice = make_user("alice");
-    bob = make_user("bob");
-    carol = make_user("carol");
-    dave = make_user("dave");
-    eve = make_user("eve");
+    alice = make_user("alice", NULL, NULL);
+    bob = make_user("bob", NULL, NULL);
+    carol = make_user("carol", NULL, NULL);
+    dave = make_user("dave", NULL, NULL);
+    eve = make_user("eve", NULL, NULL);
     CA.user_id = alice;
     CB.user_id = bob;
     CC.user_id = carol;
@@ -1157,19 +945,6 @@ int main(void)
     test_typing(g);
     test_worker_thread(g);
 
-    reset();
-    frames_clear();
-    nt_bus_close(ctx.bus);
-    uv_close((uv_handle_t *)&keep_alive, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    nt_store_close(ctx.store);
-    uv_loop_close(&loop);
-    unlink(path);
-    char side[640];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    pgt_destroy(&pg);
+    close_ctx(false);
     return check_exit();
 }
