@@ -11,6 +11,20 @@
  * wrap their work in an sq_job and wait. Nothing is reported before the
  * commit, so "acknowledged" always means "on disk".
  *
+ * Checkpoints. SQLite's automatic checkpoint (wal_autocheckpoint) is off:
+ * it made the commit that crossed 1,000 WAL pages copy them all back into
+ * the database and fsync it before its acks went out. A checkpointer thread
+ * with its own connection does the copying instead: woken by the writer's
+ * WAL hook once SQ_CKPT_PAGES frames are not copied back, it runs a PASSIVE
+ * checkpoint, which never blocks the writer. The WAL file only starts over
+ * from its beginning (instead of growing) when a write transaction begins
+ * with everything copied back, which under a steady load never happens by
+ * itself: so after each PASSIVE checkpoint the writer, once the acks of its
+ * current batch are out, copies back the few frames committed meanwhile
+ * (sq__wal_catch_up), and its next transaction reuses the file. When the
+ * writer is idle the checkpointer TRUNCATEs the WAL; a RESTART at
+ * SQ_CKPT_HARD_PAGES bounds it should the catch-up keep failing.
+ *
  * Reads. Each thread that reads gets its own read-only connection, opened on
  * first use and kept in thread-specific data; the store keeps a list of them
  * and closes them all at close (or when their thread exits). In WAL mode the
@@ -28,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -36,6 +51,24 @@
 #include "store/store_backend.h"
 
 #define SQ_BUSY_TIMEOUT_MS 5000
+/* The checkpointer (see the top of the file): a PASSIVE checkpoint once the
+ * WAL holds this many pages not copied back (4 MB at 4 KiB; larger ones made
+ * each checkpoint's fsync delay the commits more), a RESTART that makes the
+ * writer wait once it holds ten times as many, a TRUNCATE after this long
+ * without a commit. */
+#define SQ_CKPT_PAGES 1000
+#define SQ_CKPT_HARD_PAGES (10 * SQ_CKPT_PAGES)
+#define SQ_CKPT_IDLE_MS 1000
+#define SQ_CKPT_BUSY_TIMEOUT_MS 100
+/* Page caches (negative: KiB). The writer's holds the hot part of messages
+ * and its indexes, so appends do not re-read pages; the readers' stay small
+ * because there is one per reading thread and they mostly serve point
+ * lookups the OS page cache answers as well. */
+#define SQ_WRITER_CACHE_KIB 65536
+#define SQ_WRITER_MMAP_BYTES 268435456
+#define SQ_READER_CACHE_KIB 512
+#define SQ_STR_(x) #x
+#define SQ_STR(x) SQ_STR_(x)
 #define SQ_EXPORT_PAGE 500
 
 /* Column lists shared by the statements that fill an nt_user/nt_message
@@ -266,6 +299,19 @@ struct sq_store {
     int ndirty, dirty_cap;
     bool batch_broken; /* the counters could not be written: lose the batch */
     uint64_t block_epoch; /* bumped by every block change (see sq_chat_entry) */
+
+    /* The checkpointer thread, its connection and what the writer's WAL
+     * hook tells it (under ckpt_lock). */
+    sq_conn ckpt;
+    pthread_t ckpt_thread;
+    bool ckpt_started;
+    pthread_mutex_t ckpt_lock;
+    pthread_cond_t ckpt_wake;
+    bool ckpt_stopping;
+    int wal_pages;        /* frames in the WAL after the last commit */
+    int wal_copied;       /* of those, copied back by the last checkpoint */
+    uint64_t wal_commits; /* commits seen by the hook */
+    bool wal_handoff;     /* the writer should copy back the rest (see top) */
 };
 
 /*
@@ -641,6 +687,9 @@ static sq_conn *sq__reader(sq_store *b)
         return NULL;
     }
     c->owner = b;
+    /* One reader per reading thread: small caches, or together they would
+     * hold megabytes the OS page cache holds anyway. */
+    sqlite3_exec(c->db, "PRAGMA cache_size = -" SQ_STR(SQ_READER_CACHE_KIB), NULL, NULL, NULL);
     if (pthread_setspecific(b->reader_key, c) != 0) {
         sq__conn_close(c);
         free(c);
@@ -1045,6 +1094,8 @@ static void sq__batch_finish(sq_store *b, nt_append *batch)
     pthread_mutex_unlock(&b->lock);
 }
 
+static void sq__wal_catch_up(sq_store *b);
+
 static int sq__hist_bucket(uint64_t n)
 {
     static const uint64_t upper[NT_STORE_HIST_BUCKETS - 1] = {1, 4, 16, 64, 256};
@@ -1073,11 +1124,159 @@ static void *sq__writer_main(void *arg)
 
         sq__run_batch(b, batch);
         sq__batch_finish(b, batch);
+        sq__wal_catch_up(b);
 
         pthread_mutex_lock(&b->lock);
     }
     pthread_mutex_unlock(&b->lock);
     return NULL;
+}
+
+/* ---- the checkpointer --------------------------------------------------- */
+
+/* The writer connection's WAL hook, run on the writer thread after every
+ * commit: notes the WAL's size and wakes the checkpointer when a checkpoint
+ * is due. It never checkpoints itself. */
+static int sq__wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    sq_store *b = arg;
+    pthread_mutex_lock(&b->ckpt_lock);
+    if (pages < b->wal_pages) b->wal_copied = 0; /* the WAL started over */
+    b->wal_pages = pages;
+    b->wal_commits++;
+    if (pages - b->wal_copied >= SQ_CKPT_PAGES) pthread_cond_signal(&b->ckpt_wake);
+    pthread_mutex_unlock(&b->ckpt_lock);
+    return SQLITE_OK;
+}
+
+/* On the writer thread between batches, after a PASSIVE checkpoint of the
+ * checkpointer: copies back what was committed since, so that the next
+ * transaction starts the WAL over. A few hundred pages and one fsync of the
+ * database, instead of the whole WAL. */
+static void sq__wal_catch_up(sq_store *b)
+{
+    pthread_mutex_lock(&b->ckpt_lock);
+    bool due = b->wal_handoff;
+    b->wal_handoff = false;
+    pthread_mutex_unlock(&b->ckpt_lock);
+    if (!due) return;
+    int log_frames = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(b->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                       &copied);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) sq__fail(&b->writer, rc, "checkpoint");
+}
+
+/* One checkpoint on the checkpointer's connection; called and returns with
+ * ckpt_lock held. 0, or -1 if it could not run or not copy everything back
+ * (busy: a reader or the writer was in the way; the next one catches up).
+ * Other failures are logged. */
+static int sq__checkpoint(sq_store *b, int mode)
+{
+    int log_frames = 0, copied = 0;
+    pthread_mutex_unlock(&b->ckpt_lock);
+    int rc = sqlite3_wal_checkpoint_v2(b->ckpt.db, NULL, mode, &log_frames, &copied);
+    pthread_mutex_lock(&b->ckpt_lock);
+    if (rc == SQLITE_BUSY) return -1;
+    if (rc != SQLITE_OK) {
+        sq__fail(&b->ckpt, rc, "checkpoint");
+        return -1;
+    }
+    /* Unless the WAL has started over meanwhile (then it is smaller). */
+    b->wal_copied = b->wal_pages >= log_frames ? copied : 0;
+    return copied == log_frames ? 0 : -1;
+}
+
+static void sq__deadline(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/*
+ * The checkpointer thread. A PASSIVE checkpoint whenever commits left
+ * SQ_CKPT_PAGES or more frames in the WAL that are not copied back yet;
+ * right after it a RESTART if the WAL holds SQ_CKPT_HARD_PAGES (the writer
+ * waits only for what the PASSIVE one left); a TRUNCATE once the writer has
+ * been idle for SQ_CKPT_IDLE_MS after writing something.
+ */
+static void *sq__ckpt_main(void *arg)
+{
+    sq_store *b = arg;
+    uint64_t seen = 0;                 /* wal_commits at the last checkpoint */
+    uint64_t truncated_at = UINT64_MAX; /* wal_commits at the last TRUNCATE */
+    pthread_setname_np(pthread_self(), "nt-store-ckpt");
+    pthread_mutex_lock(&b->ckpt_lock);
+    while (!b->ckpt_stopping) {
+        int mode;
+        if (b->wal_commits != seen && b->wal_pages - b->wal_copied >= SQ_CKPT_PAGES) {
+            mode = SQLITE_CHECKPOINT_PASSIVE;
+        } else {
+            uint64_t before = b->wal_commits;
+            struct timespec until;
+            sq__deadline(&until, SQ_CKPT_IDLE_MS);
+            int rc = pthread_cond_timedwait(&b->ckpt_wake, &b->ckpt_lock, &until);
+            if (rc != ETIMEDOUT || b->ckpt_stopping || b->wal_commits != before ||
+                b->wal_commits == truncated_at)
+                continue;
+            mode = SQLITE_CHECKPOINT_TRUNCATE;
+        }
+        seen = b->wal_commits;
+        int rc = sq__checkpoint(b, mode);
+        if (mode == SQLITE_CHECKPOINT_PASSIVE && b->wal_pages >= SQ_CKPT_HARD_PAGES)
+            sq__checkpoint(b, SQLITE_CHECKPOINT_RESTART);
+        else if (mode == SQLITE_CHECKPOINT_PASSIVE && rc == 0)
+            b->wal_handoff = true;
+        if (mode == SQLITE_CHECKPOINT_TRUNCATE && rc == 0) {
+            truncated_at = seen;
+            b->wal_pages = 0;
+            b->wal_copied = 0;
+        }
+    }
+    pthread_mutex_unlock(&b->ckpt_lock);
+    return NULL;
+}
+
+/* Opens the checkpointer's connection and starts its thread; the writer
+ * connection's WAL hook is set by the caller. */
+static int sq__ckpt_start(sq_store *b, char *err, size_t err_len)
+{
+    b->ckpt.owner = b;
+    if (sq__conn_open(&b->ckpt, b->path, SQLITE_OPEN_READWRITE, err, err_len) != 0)
+        return NT_STORE_EUNAVAILABLE;
+    /* Short waits: a checkpoint that finds the way blocked is tried again. */
+    sqlite3_busy_timeout(b->ckpt.db, SQ_CKPT_BUSY_TIMEOUT_MS);
+    /* FULL: the database file is fsynced before the WAL is started over. */
+    if (sqlite3_exec(b->ckpt.db,
+                     "PRAGMA synchronous = FULL; PRAGMA cache_size = -" SQ_STR(SQ_READER_CACHE_KIB),
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, err_len, "cannot configure the checkpointer of %s: %s", b->path,
+                 sqlite3_errmsg(b->ckpt.db));
+        return NT_STORE_EUNAVAILABLE;
+    }
+    if (pthread_create(&b->ckpt_thread, NULL, sq__ckpt_main, b) != 0) {
+        snprintf(err, err_len, "cannot start the checkpointer thread: %s", strerror(errno));
+        return NT_STORE_EUNAVAILABLE;
+    }
+    b->ckpt_started = true;
+    return 0;
+}
+
+static void sq__ckpt_stop(sq_store *b)
+{
+    if (b->ckpt_started) {
+        pthread_mutex_lock(&b->ckpt_lock);
+        b->ckpt_stopping = true;
+        pthread_cond_signal(&b->ckpt_wake);
+        pthread_mutex_unlock(&b->ckpt_lock);
+        pthread_join(b->ckpt_thread, NULL);
+        b->ckpt_started = false;
+    }
+    sq__conn_close(&b->ckpt);
 }
 
 /* ---- open, close, migrations ------------------------------------------- */
@@ -1139,6 +1338,12 @@ static void *sq_open(const char *where, char *err, size_t err_len)
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->done, NULL);
+    pthread_mutex_init(&b->ckpt_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->ckpt_wake, &attr);
+    pthread_condattr_destroy(&attr);
     if (pthread_key_create(&b->reader_key, sq__reader_exit) != 0) {
         snprintf(err, err_len, "no thread key left");
         goto fail;
@@ -1167,15 +1372,23 @@ static void *sq_open(const char *where, char *err, size_t err_len)
         goto fail;
     }
     /* journal_size_limit: after a checkpoint the WAL file shrinks back to
-     * 64 MiB instead of keeping the size of its largest burst. */
+     * 64 MiB instead of keeping the size of its largest burst.
+     * wal_autocheckpoint = 0: the checkpointer thread does it (see the top
+     * of the file). A big cache and mmap reads, so appends find the pages
+     * of messages and its indexes in memory. */
     if (sqlite3_exec(b->writer.db,
                      "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                     "PRAGMA journal_size_limit = 67108864",
+                     "PRAGMA journal_size_limit = 67108864; PRAGMA wal_autocheckpoint = 0;"
+                     "PRAGMA cache_size = -" SQ_STR(SQ_WRITER_CACHE_KIB) ";"
+                     "PRAGMA mmap_size = " SQ_STR(SQ_WRITER_MMAP_BYTES),
                      NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, err_len, "cannot configure %s: %s", b->path, sqlite3_errmsg(b->writer.db));
         goto fail;
     }
     if (sq__migrate(&b->writer, err, err_len) != 0) goto fail;
+    if (sq__ckpt_start(b, err, err_len) != 0) goto fail;
+    /* After the pragma, which would replace the hook. */
+    sqlite3_wal_hook(b->writer.db, sq__wal_hook, b);
 
     if (pthread_create(&b->thread, NULL, sq__writer_main, b) != 0) {
         snprintf(err, err_len, "cannot start the writer thread: %s", strerror(errno));
@@ -1200,6 +1413,8 @@ static void sq_close(void *be)
         pthread_mutex_unlock(&b->lock);
         pthread_join(b->thread, NULL);
     }
+    /* After the writer: its last commits may still have woken it. */
+    sq__ckpt_stop(b);
     if (b->key_created) {
         /* After the delete no thread exit touches our readers any more. */
         pthread_key_delete(b->reader_key);
@@ -1220,6 +1435,8 @@ static void sq_close(void *be)
         free(b->cache);
     }
     free(b->dirty);
+    pthread_cond_destroy(&b->ckpt_wake);
+    pthread_mutex_destroy(&b->ckpt_lock);
     pthread_cond_destroy(&b->done);
     pthread_cond_destroy(&b->wake);
     pthread_mutex_destroy(&b->lock);
