@@ -177,7 +177,12 @@ static void run_route(gw_job *job)
     const route *rt = &routes[job->route];
     if (rt->auth) {
         const char *token = bearer_token(req);
-        if (!token || nt_auth_verify(ctx, token, &job->caller) != 0) {
+        int verified = token ? nt_auth_verify(ctx, token, &job->caller) : -1;
+        if (verified == -2) {
+            nt_reply_error(r, 503, "unavailable", "storage is unavailable; try again");
+            return;
+        }
+        if (verified != 0) {
             nt_reply_error(r, 401, "unauthorized", "a valid access token is required");
             return;
         }

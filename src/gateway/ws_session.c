@@ -101,9 +101,18 @@ static void run_ws_job(gw_job *job)
     nt_ctx *ctx = job->gw->ctx;
     switch (job->kind) {
     case WS_AUTH:
-        if (nt_auth_verify(ctx, job->token, &job->caller) == 0 &&
-            nt_users_ready_frame(ctx, job->caller.user_id, &job->frame) == 0)
-            job->reply.status = 200;
+        switch (nt_auth_verify(ctx, job->token, &job->caller)) {
+        case 0:
+            job->reply.status =
+                nt_users_ready_frame(ctx, job->caller.user_id, &job->frame) == 0 ? 200 : 503;
+            break;
+        case -2:
+            job->reply.status = 503;
+            break;
+        default:
+            job->reply.status = 401;
+            break;
+        }
         break;
     case WS_MARK:
         nt_chats_mark(ctx, &job->caller, job->chat_id, job->route, job->seq, &job->reply);
@@ -128,6 +137,11 @@ static void after_ws_job(gw_job *job)
         return;
     if (job->kind == WS_AUTH) {
         c->session.auth_pending = false;
+        if (job->reply.status == 503) {
+            /* The token may be valid: 1013 "try again later", not 4001. */
+            nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "storage is unavailable");
+            return;
+        }
         if (job->reply.status != 200) {
             nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "invalid or expired token");
             return;

@@ -491,7 +491,12 @@ int nt_auth_verify(nt_ctx *ctx, const char *token, nt_caller *out)
     long exp = jwt_get_grant_int(jwt, "exp");
     if (errno != 0 || exp <= 0 || nt_now_ms() / 1000 >= exp)
         goto done;
-    if (nt_store_session_active(ctx->store, session_id) != 0)
+    int active = nt_store_session_active(ctx->store, session_id);
+    if (active == NT_STORE_EUNAVAILABLE) {
+        rc = -2; /* the token may be fine: we cannot tell right now */
+        goto done;
+    }
+    if (active != 0)
         goto done;
 
     out->user_id = user_id;

@@ -22,7 +22,9 @@ void nt_auth_refresh(nt_ctx *ctx, const char *body, size_t len, nt_reply *r);
 void nt_auth_logout(nt_ctx *ctx, const char *body, size_t len, nt_reply *r,
                     int64_t *revoked_session);
 /* Checks an access token: HS256 signature, exp, and that its session is
- * still active in the store. 0 and *out filled, or -1. */
+ * still active in the store. 0 and *out filled; -1 for a bad, expired or
+ * revoked token; -2 when the store cannot answer (the caller says
+ * `unavailable`, never `unauthorized`, to a token that may be valid). */
 int nt_auth_verify(nt_ctx *ctx, const char *token, nt_caller *out);
 /* Creates the signing key file (32 random bytes, mode 0600) in data_dir if
  * missing and loads it into ctx->jwt_key. 0 or -errno. */
