@@ -58,12 +58,13 @@ typedef struct bot_rpc_job {
     char prefix[]; /* NUL-terminated */
 } bot_rpc_job;
 
-/* One pending proof-of-work job: the message it answers (unique) and whose
- * it is. */
+/* One pending proof-of-work job: the message it answers (unique), whose it
+ * is, and when it was counted. */
 typedef struct bot_pending {
     int64_t chat_id;
     int64_t seq;
     int64_t user_id;
+    int64_t taken_ms; /* monotonic */
 } bot_pending;
 
 struct nt_bot {
@@ -199,10 +200,27 @@ static int bot__post_proof(nt_bot *bot, int64_t chat_id, int64_t seq, const char
 /* Counts the job (chat_id, seq) against user_id unless the user already
  * has `max` pending. Returns 1 taken, 0 over the limit, 2 already pending
  * (a redelivered inbox job), -ENOMEM. */
+static int bot__pow_visibility_ms(int bits);
+
 static int bot__pending_take(nt_bot *bot, int64_t user_id, int64_t chat_id, int64_t seq)
 {
     int rc = 1, count = 0;
+    int64_t now_ms = (int64_t)(nt_mono_ns() / 1000000);
+    /* With several bot processes, the worker that answers may run in another
+     * process than the dispatcher that counted the job, so the release can
+     * miss this table. An entry older than any job can live (twice the
+     * queue's visibility timeout plus the RPC wait) is such a leak: drop it,
+     * or the user would be refused for good. */
+    int visibility = bot->opts.pow_visibility_ms > 0 ? bot->opts.pow_visibility_ms
+                                                     : bot__pow_visibility_ms(bot->opts.pow_bits);
+    int64_t stale_ms = 2 * (int64_t)visibility + bot->opts.rpc_timeout_ms;
     pthread_mutex_lock(&bot->pending_mu);
+    for (int i = 0; i < bot->npending;) {
+        if (now_ms - bot->pending[i].taken_ms > stale_ms)
+            bot->pending[i] = bot->pending[--bot->npending];
+        else
+            i++;
+    }
     for (int i = 0; i < bot->npending; i++) {
         const bot_pending *p = &bot->pending[i];
         if (p->chat_id == chat_id && p->seq == seq) {
@@ -226,7 +244,7 @@ static int bot__pending_take(nt_bot *bot, int64_t user_id, int64_t chat_id, int6
         bot->pending = grown;
         bot->pending_cap = cap;
     }
-    bot->pending[bot->npending++] = (bot_pending){chat_id, seq, user_id};
+    bot->pending[bot->npending++] = (bot_pending){chat_id, seq, user_id, now_ms};
 out:
     pthread_mutex_unlock(&bot->pending_mu);
     return rc;
