@@ -28,9 +28,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "bus/bus.h"
-#include "check.h"
-#include "common/clock.h"
+#include "bus_cases.h"
 
 #define SENDERS 4
 #define FRAMES_PER_SENDER 500
@@ -39,9 +37,7 @@
 #define OFFLINE_BASE 2000
 #define MANY_USERS 2000
 
-static uv_loop_t loop;
-static nt_bus *bus;  /* node "a" */
-static nt_bus *bus2; /* node "b" */
+static nt_bus *bus2; /* node "b"; `bus` (bus_cases.h) is node "a" */
 static char url_a[128], url_b[128];
 
 static struct {
@@ -50,17 +46,6 @@ static struct {
     char pidfile[600];
     int port;
 } redis;
-
-static int64_t elapsed_ms(uint64_t since_ns)
-{
-    return (int64_t)((nt_mono_ns() - since_ns) / 1000000u);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- the redis-server of this test ------------------------------------------ */
 
@@ -600,73 +585,14 @@ static void run_in_thread(void *(*fn)(void *))
     pthread_join(t, NULL);
 }
 
-struct popper {
-    nt_bus *bus;
-    int timeout_ms;
-    int visibility_ms;
-    bool ack;
-    int rc;
-    nt_bus_job job;
-    int64_t waited_ms;
-};
-
-static void *popper_thread(void *arg)
-{
-    struct popper *p = arg;
-    uint64_t start = nt_mono_ns();
-    p->rc = nt_bus_queue_pop(p->bus, "redo", p->timeout_ms, p->visibility_ms, &p->job);
-    p->waited_ms = elapsed_ms(start);
-    if (p->rc == 0 && p->ack)
-        p->rc = nt_bus_queue_ack(p->bus, "redo", p->job.id);
-    return NULL;
-}
-
+/* A worker on node a takes the job and "dies"; one on node b gets it. */
 static void *queue_redelivery_thread(void *arg)
 {
-    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "work", 4), 0);
-    /* A worker on node a takes the job and "dies" without acknowledging. */
-    struct popper dead = {.bus = bus, .timeout_ms = 1000, .visibility_ms = 300};
-    pthread_t t;
-    pthread_create(&t, NULL, popper_thread, &dead);
-    pthread_join(t, NULL);
-    CHECK_EQ_INT(dead.rc, 0);
-    CHECK_STR_EQ(dead.job.payload, "work");
-
-    nt_bus_job hidden;
-    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 1000, &hidden), NT_BUS_ETIMEDOUT);
-    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 1);
-
-    /* A worker on node b blocks with nothing waiting and gets the job once
-     * the visibility timeout ran out. */
-    struct popper live = {.bus = bus2, .timeout_ms = 5000, .visibility_ms = 10000, .ack = true};
-    pthread_create(&t, NULL, popper_thread, &live);
-    pthread_join(t, NULL);
-    CHECK_EQ_INT(live.rc, 0);
-    CHECK_EQ_INT(live.job.id, dead.job.id);
-    CHECK_STR_EQ(live.job.payload, "work");
-    CHECK(live.waited_ms >= 100);
-    CHECK(live.waited_ms < 4000);
-    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 0);
-    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", dead.job.id), -ENOENT);
-    nt_bus_job_free(&dead.job);
-    nt_bus_job_free(&live.job);
-
-    /* An expired job goes back in front of newer ones. */
-    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "first", 5), 0);
-    nt_bus_job first, again;
-    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 20, &first), 0);
-    CHECK_EQ_INT(nt_bus_queue_push(bus, "redo", "second", 6), 0);
-    sleep_ms(40);
-    CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 10000, &again), 0);
-    CHECK_STR_EQ(again.payload, "first");
-    CHECK_EQ_INT(again.id, first.id);
-    CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", again.id), 0);
-    CHECK_EQ_INT(nt_bus_queue_depth(bus, "redo"), 1);
-    nt_bus_job_free(&first);
-    nt_bus_job_free(&again);
+    queue_redelivery_cases(bus2);
 
     /* A push wakes a blocked popper at once (no polling interval). */
     struct popper waiter = {.bus = bus2, .timeout_ms = 5000, .visibility_ms = 1000, .ack = true};
+    pthread_t t;
     nt_bus_job second;
     CHECK_EQ_INT(nt_bus_queue_pop(bus, "redo", 0, 10000, &second), 0);
     CHECK_EQ_INT(nt_bus_queue_ack(bus, "redo", second.id), 0);
@@ -683,105 +609,16 @@ static void *queue_redelivery_thread(void *arg)
 
 /* ---- request / reply ------------------------------------------------------ */
 
-#define CLIENTS 2
-#define CALLS_PER_CLIENT 100
-
-struct server {
-    nt_bus *bus;
-    const char *service;
-    int to_serve;
-    int delay_ms;
-    int served;
-    int bad_calls;
-    int reply_rc;
-};
-
-static void *server_thread(void *arg)
-{
-    struct server *s = arg;
-    while (s->served < s->to_serve) {
-        nt_bus_call call;
-        if (nt_bus_serve(s->bus, s->service, 5000, &call) != 0)
-            break;
-        if (!call.payload || call.correlation_id[0] == '\0' || call.reply_to[0] == '\0' ||
-            call.payload[call.len] != '\0')
-            s->bad_calls++;
-        if (s->delay_ms)
-            sleep_ms(s->delay_ms);
-        char reply[64];
-        int len = snprintf(reply, sizeof reply, "re:%s", call.payload ? call.payload : "");
-        int rc = nt_bus_reply(s->bus, &call, reply, (size_t)len);
-        if (rc != 0)
-            s->reply_rc = rc;
-        nt_bus_call_free(&call);
-        s->served++;
-    }
-    return NULL;
-}
-
-static atomic_int client_errors;
-
-static void *client_thread(void *arg)
-{
-    int k = (int)(intptr_t)arg;
-    for (int i = 0; i < CALLS_PER_CLIENT; i++) {
-        char ask[32], want[40];
-        int len = snprintf(ask, sizeof ask, "c%d-%d", k, i);
-        snprintf(want, sizeof want, "re:%s", ask);
-        char *reply = NULL;
-        size_t reply_len = 0;
-        int rc = nt_bus_request(bus, "echo", ask, (size_t)len, 5000, &reply, &reply_len);
-        if (rc != 0 || !reply || strcmp(reply, want) != 0 || reply_len != strlen(want))
-            atomic_fetch_add(&client_errors, 1);
-        free(reply);
-    }
-    return NULL;
-}
-
-static void test_request_reply(void)
-{
-    /* Callers on node a, the server on node b. */
-    struct server s = {.bus = bus2, .service = "echo", .to_serve = CLIENTS * CALLS_PER_CLIENT};
-    pthread_t server, clients[CLIENTS];
-    pthread_create(&server, NULL, server_thread, &s);
-    for (int k = 0; k < CLIENTS; k++)
-        pthread_create(&clients[k], NULL, client_thread, (void *)(intptr_t)k);
-    for (int k = 0; k < CLIENTS; k++)
-        pthread_join(clients[k], NULL);
-    pthread_join(server, NULL);
-    CHECK_EQ_INT(atomic_load(&client_errors), 0);
-    CHECK_EQ_INT(s.served, CLIENTS * CALLS_PER_CLIENT);
-    CHECK_EQ_INT(s.bad_calls, 0);
-    CHECK_EQ_INT(s.reply_rc, 0);
-}
-
+/* Callers on node a, the servers on node b. */
 static void *request_timeout_thread(void *arg)
 {
-    char *reply = (char *)"untouched";
-    size_t reply_len = 7;
-    uint64_t start = nt_mono_ns();
-    CHECK_EQ_INT(nt_bus_request(bus, "nobody", "x", 1, 50, &reply, &reply_len),
-                 NT_BUS_ETIMEDOUT);
-    CHECK(elapsed_ms(start) >= 45);
-    CHECK(reply == NULL);
-    CHECK_EQ_INT(reply_len, 0);
-    nt_bus_call call;
-    CHECK_EQ_INT(nt_bus_serve(bus2, "nobody", 0, &call), NT_BUS_ETIMEDOUT);
-    CHECK(call.payload == NULL);
+    request_timeout_case(bus2);
     return NULL;
 }
 
 static void *late_reply_thread(void *arg)
 {
-    struct server s = {.bus = bus2, .service = "slow", .to_serve = 1, .delay_ms = 200};
-    pthread_t server;
-    pthread_create(&server, NULL, server_thread, &s);
-    char *reply = NULL;
-    CHECK_EQ_INT(nt_bus_request(bus, "slow", "late", 4, 50, &reply, NULL), NT_BUS_ETIMEDOUT);
-    CHECK(reply == NULL);
-    pthread_join(server, NULL);
-    CHECK_EQ_INT(s.served, 1);
-    CHECK_EQ_INT(s.reply_rc, 0);
+    late_reply_case(bus2);
     /* The late reply was not stored anywhere. */
     CHECK_EQ_INT(raw_int("KEYS natter:r:*"), 0);
     return NULL;
@@ -791,27 +628,7 @@ static void *late_reply_thread(void *arg)
 
 static void test_leader(void)
 {
-    char err[160];
-    nt_bus *other = nt_bus_open(url_b, &loop, err, sizeof err);
-    CHECK(other != NULL);
-    if (!other)
-        return;
-    CHECK(nt_bus_leader(bus, "cron", 200));
-    CHECK(!nt_bus_leader(other, "cron", 200));
-    CHECK(nt_bus_leader(bus, "cron", 200));
-    CHECK(nt_bus_leader(other, "backup", 200));
-    sleep_ms(120);
-    CHECK(nt_bus_leader(bus, "cron", 200));
-    CHECK(!nt_bus_leader(other, "cron", 200));
-    sleep_ms(300);
-    CHECK(nt_bus_leader(other, "cron", 200));
-    CHECK(!nt_bus_leader(bus, "cron", 200));
-    CHECK(nt_bus_leader(other, "backup", 200));
-    CHECK(!nt_bus_leader(bus, "backup", 200));
-    nt_bus_close(other); /* steps down at once */
-    CHECK(nt_bus_leader(bus, "cron", 200));
-    CHECK(nt_bus_leader(bus, "backup", 200));
-    uv_run(&loop, UV_RUN_NOWAIT);
+    leader_cases(url_b);
     /* `other` shared node name b with bus2 and left: bus2's heartbeat finds
      * its registry gone and writes it again. */
     run_loop_for(1300);
@@ -891,38 +708,6 @@ static void test_redis_restart(void)
 
 /* ---- close wakes blocked callers ----------------------------------------- */
 
-enum { BLOCK_POP, BLOCK_SERVE, BLOCK_REQUEST };
-
-struct blocked {
-    int kind;
-    int rc;
-};
-
-static nt_bus *closing_bus;
-static atomic_int blocked_started;
-
-static void *blocked_thread(void *arg)
-{
-    struct blocked *b = arg;
-    atomic_fetch_add(&blocked_started, 1);
-    if (b->kind == BLOCK_POP) {
-        nt_bus_job job;
-        b->rc = nt_bus_queue_pop(closing_bus, "q", -1, 1000, &job);
-        if (b->rc == 0)
-            nt_bus_job_free(&job);
-    } else if (b->kind == BLOCK_SERVE) {
-        nt_bus_call call;
-        b->rc = nt_bus_serve(closing_bus, "svc", -1, &call);
-        if (b->rc == 0)
-            nt_bus_call_free(&call);
-    } else {
-        char *reply = NULL;
-        b->rc = nt_bus_request(closing_bus, "unserved", "hi", 2, -1, &reply, NULL);
-        free(reply);
-    }
-    return NULL;
-}
-
 static void test_close_wakes(void)
 {
     char err[160];
@@ -932,23 +717,8 @@ static void test_close_wakes(void)
     CHECK(closing_bus != NULL);
     if (!closing_bus)
         return;
-    struct blocked args[5] = {
-        {BLOCK_POP, 1}, {BLOCK_POP, 1}, {BLOCK_POP, 1}, {BLOCK_SERVE, 1}, {BLOCK_REQUEST, 1},
-    };
-    pthread_t threads[5];
-    for (int i = 0; i < 5; i++)
-        pthread_create(&threads[i], NULL, blocked_thread, &args[i]);
-    while (atomic_load(&blocked_started) < 5)
-        sleep_ms(1);
-    sleep_ms(300);
-    uint64_t start = nt_mono_ns();
-    nt_bus_close(closing_bus);
-    CHECK(elapsed_ms(start) < 500); /* woken, not waiting out a slice */
-    for (int i = 0; i < 5; i++) {
-        pthread_join(threads[i], NULL);
-        CHECK_EQ_INT(args[i].rc, NT_BUS_ECLOSED);
-    }
-    uv_run(&loop, UV_RUN_NOWAIT);
+    int64_t took = close_wakes_blocked(300);
+    CHECK(took < 500); /* woken, not waiting out a slice */
     /* The request withdrew its call. */
     CHECK_EQ_INT(raw_int("LLEN natter:svc:unserved"), 0);
 }
@@ -974,7 +744,7 @@ int main(void)
     test_threaded_delivery();
     run_in_thread(queue_basics_thread);
     run_in_thread(queue_redelivery_thread);
-    test_request_reply();
+    request_reply_case(bus2);
     run_in_thread(request_timeout_thread);
     run_in_thread(late_reply_thread);
     test_leader();
