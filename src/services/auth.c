@@ -295,6 +295,12 @@ void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
     rc = nt_store_channel_by_title(ctx->store, "lobby", &lobby_id);
     if (rc == 0)
         rc = nt_store_member_add(ctx->store, lobby_id, u.id, NT_ROLE_MEMBER);
+    if (rc == 0) { /* a newcomer starts with the lobby's past read, not unread */
+        int64_t delivered, read;
+        bool moved;
+        rc = nt_store_mark(ctx->store, lobby_id, u.id, NT_MARK_READ, INT64_MAX, &delivered,
+                           &read, &moved);
+    }
     if (rc != 0 && rc != NT_STORE_ECONFLICT)
         nt_warn("auth: user %" PRId64 " could not join the lobby (store error %d)", u.id, rc);
 

@@ -391,6 +391,15 @@ void nt_chats_add_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const
         nt_reply_store_error(r, rc, "member");
         goto out;
     }
+    if (chats__is_type(&ch, "channel")) {
+        /* Joining a public channel does not make its whole past unread;
+         * the history stays readable. (A group member added by the owner
+         * does see the group's past as unread: it was meant for them.) */
+        int64_t delivered, read;
+        bool moved;
+        nt_store_mark(ctx->store, chat_id, user_id, NT_MARK_READ, INT64_MAX, &delivered, &read,
+                      &moved);
+    }
     chats__reply_empty(r, 204);
 
     /* Tell everyone, the newcomer included, with the chat as it is now. */
