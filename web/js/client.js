@@ -202,13 +202,25 @@ export class Client extends EventTarget {
             this.chats.set(sc.id, c);
         }
         const lm = c.last_message;
+        /* Markers only move forward: a listing fetched before our own read
+         * (or a receipt) landed must not move them back, nor bring back an
+         * unread badge the user already cleared. */
+        const known = new Map((c.members || []).map(m => [m.user_id, m]));
         Object.assign(c, sc);
         /* A live message newer than the listing wins. */
         if (lm && (!sc.last_message || lm.seq > sc.last_message.seq)) {
             c.last_message = lm;
             c.last_seq = Math.max(sc.last_seq || 0, lm.seq);
         }
-        c.members = sc.members || c.members || [];
+        c.members = (sc.members || c.members || []).map(m => {
+            const k = known.get(m.user_id);
+            return k ? {...m, delivered_seq: Math.max(m.delivered_seq || 0, k.delivered_seq || 0),
+                       read_seq: Math.max(m.read_seq || 0, k.read_seq || 0)}
+                     : m;
+        });
+        const mine = this.myMember(c);
+        if (mine && (mine.read_seq || 0) >= (c.last_seq || 0))
+            c.unread = 0;
         for (const m of c.members)
             if (m.user_id !== this.me.id && (c.type === 'direct' || c.type === 'random'))
                 this.user(m.user_id);
