@@ -54,7 +54,7 @@ static const struct {
 typedef struct natterd {
     uv_loop_t *loop;
     uv_signal_t sigterm, sigint;
-    nt_gateway *gw;  /* NULL without the gateway role */
+    nt_gateway *gw;   /* NULL without the gateway role */
     nt_server *admin; /* NULL without --admin-listen */
     nt_ctx *ctx;
     unsigned roles;
@@ -102,11 +102,9 @@ static int split_hostport(const char *text, char *host, size_t host_len, int *po
 {
     const char *colon = strrchr(text, ':');
     char *end;
-    if (!colon || colon == text || (size_t)(colon - text) >= host_len || !colon[1])
-        return -1;
+    if (!colon || colon == text || (size_t)(colon - text) >= host_len || !colon[1]) return -1;
     long v = strtol(colon + 1, &end, 10);
-    if (*end || v < 0 || v > 65535)
-        return -1;
+    if (*end || v < 0 || v > 65535) return -1;
     memcpy(host, text, (size_t)(colon - text));
     host[colon - text] = '\0';
     *port = (int)v;
@@ -134,10 +132,8 @@ static long rss_bytes(void)
 {
     long pages = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
     fclose(f);
     return resident * sysconf(_SC_PAGESIZE);
 }
@@ -152,30 +148,30 @@ static void admin_work(uv_work_t *w)
     if (!job->metrics) {
         job->status = store_ok && bus_ok ? 200 : 503;
         nt_buf_appendf(&job->body, "{\"status\":\"%s\",\"store\":%s,\"bus\":%s}",
-                      job->status == 200 ? "ready" : "unavailable", store_ok ? "true" : "false",
-                      bus_ok ? "true" : "false");
+                       job->status == 200 ? "ready" : "unavailable", store_ok ? "true" : "false",
+                       bus_ok ? "true" : "false");
         return;
     }
     job->status = 200;
     nt_buf *b = &job->body;
     nt_buf_appendf(b, "# HELP natter_role Roles this process runs (1 = runs it).\n"
-                     "# TYPE natter_role gauge\n");
+                      "# TYPE natter_role gauge\n");
     for (size_t i = 0; i < sizeof role_names / sizeof role_names[0]; i++)
         nt_buf_appendf(b, "natter_role{role=\"%s\"} %d\n", role_names[i].name,
-                      (d->roles & role_names[i].bit) ? 1 : 0);
+                       (d->roles & role_names[i].bit) ? 1 : 0);
     nt_buf_appendf(b,
-                  "# TYPE natter_store_up gauge\nnatter_store_up %d\n"
-                  "# TYPE natter_bus_up gauge\nnatter_bus_up %d\n"
-                  "# TYPE natter_uptime_seconds gauge\nnatter_uptime_seconds %lld\n"
-                  "# TYPE natter_resident_memory_bytes gauge\nnatter_resident_memory_bytes %ld\n",
-                  store_ok, bus_ok, (long long)(time(NULL) - d->started), rss_bytes());
+                   "# TYPE natter_store_up gauge\nnatter_store_up %d\n"
+                   "# TYPE natter_bus_up gauge\nnatter_bus_up %d\n"
+                   "# TYPE natter_uptime_seconds gauge\nnatter_uptime_seconds %lld\n"
+                   "# TYPE natter_resident_memory_bytes gauge\nnatter_resident_memory_bytes %ld\n",
+                   store_ok, bus_ok, (long long)(time(NULL) - d->started), rss_bytes());
     if (bus_ok && (d->roles & ROLE_BOT)) {
         nt_buf_appendf(b, "# HELP natter_bus_queue_depth Jobs waiting or taken, not acknowledged.\n"
-                         "# TYPE natter_bus_queue_depth gauge\n");
+                          "# TYPE natter_bus_queue_depth gauge\n");
         const char *queues[] = {"bot.inbox", "pow"};
         for (size_t i = 0; i < 2; i++)
             nt_buf_appendf(b, "natter_bus_queue_depth{queue=\"%s\"} %zu\n", queues[i],
-                          nt_bus_queue_depth(d->ctx->bus, queues[i]));
+                           nt_bus_queue_depth(d->ctx->bus, queues[i]));
     }
 }
 
@@ -236,13 +232,9 @@ static int admin_upgrade(void *arg, nt_conn *c, const nt_http_request *req)
     return 404;
 }
 
-static void admin_ws_text(void *arg, nt_conn *c, char *msg, size_t len)
-{
-}
+static void admin_ws_text(void *arg, nt_conn *c, char *msg, size_t len) {}
 
-static void admin_close(void *arg, nt_conn *c)
-{
-}
+static void admin_close(void *arg, nt_conn *c) {}
 
 static int admin_start(natterd *d, const char *listen, char *err, size_t err_len)
 {
@@ -292,8 +284,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     d->stopping = true;
     nt_info("signal=%d draining", signum);
-    if (d->admin)
-        nt_server_drain(d->admin);
+    if (d->admin) nt_server_drain(d->admin);
     if (d->gw)
         nt_gateway_drain(d->gw, on_drained, d);
     else
@@ -302,8 +293,7 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static int make_dir(const char *path)
 {
-    if (mkdir(path, 0700) == 0 || errno == EEXIST)
-        return 0;
+    if (mkdir(path, 0700) == 0 || errno == EEXIST) return 0;
     return -errno;
 }
 
@@ -312,8 +302,7 @@ int main(int argc, char **argv)
     nt_config cfg;
     char err[512] = "";
     int rc = nt_config_load(&cfg, argc, argv, stdout, err, sizeof err);
-    if (rc == 1)
-        return 0;
+    if (rc == 1) return 0;
     if (rc != 0) {
         fprintf(stderr, "natterd: %s\n", err);
         return 2;
@@ -327,8 +316,7 @@ int main(int argc, char **argv)
     d.roles_text = cfg.roles;
     d.started = time(NULL);
     /* The node's name on a redis bus rides on the bus URL. */
-    if (cfg.node_id[0] && strncmp(cfg.bus_url, "redis://", 8) == 0 &&
-        !strchr(cfg.bus_url, '?')) {
+    if (cfg.node_id[0] && strncmp(cfg.bus_url, "redis://", 8) == 0 && !strchr(cfg.bus_url, '?')) {
         size_t n = strlen(cfg.bus_url);
         if (n + strlen("?node=") + strlen(cfg.node_id) >= sizeof cfg.bus_url) {
             fprintf(stderr, "natterd: --bus and --node-id: too long together\n");
@@ -363,10 +351,10 @@ int main(int argc, char **argv)
                    .group_max_members = 1000},
         .access_ttl_s = (int)cfg.access_ttl_s,
         .refresh_ttl_s = cfg.refresh_ttl_s,
-        .pwhash_ops = cfg.argon2_fast ? crypto_pwhash_OPSLIMIT_MIN
-                                      : crypto_pwhash_OPSLIMIT_INTERACTIVE,
-        .pwhash_mem = cfg.argon2_fast ? crypto_pwhash_MEMLIMIT_MIN
-                                      : crypto_pwhash_MEMLIMIT_INTERACTIVE,
+        .pwhash_ops =
+            cfg.argon2_fast ? crypto_pwhash_OPSLIMIT_MIN : crypto_pwhash_OPSLIMIT_INTERACTIVE,
+        .pwhash_mem =
+            cfg.argon2_fast ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE,
     };
     if (cfg.argon2_fast)
         nt_warn("--argon2-fast: passwords are hashed at the minimum cost (tests only)");
@@ -439,8 +427,7 @@ int main(int argc, char **argv)
     else
         nt_info("natterd running roles=%s (no public listener) store=%s bus=%s", cfg.roles,
                 cfg.store_url, cfg.bus_url);
-    if (d.admin)
-        nt_info("admin endpoints on http://%s", cfg.admin_listen);
+    if (d.admin) nt_info("admin endpoints on http://%s", cfg.admin_listen);
     if ((d.roles & (ROLE_MESSAGES | ROLE_MATCH)) && !(d.roles & ROLE_GATEWAY))
         nt_info("roles messages/match start no workers in this build: the gateway's send "
                 "path writes messages itself (docs/cluster.md)");

@@ -44,8 +44,7 @@ static bool parse_int(const char *s, long min, long max, long *out)
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
+    if (errno || end == s || *end || v < min || v > max) return false;
     *out = v;
     return true;
 }
@@ -59,8 +58,7 @@ static size_t random_prefix(char *out, size_t cap)
             rnd[i] = (unsigned char)rand();
     }
     size_t len = 8 + rnd[0] % 57;
-    if (len > cap)
-        len = cap;
+    if (len > cap) len = cap;
     for (size_t i = 0; i < len; i++)
         out[i] = (char)(' ' + rnd[i + 1] % 95);
     return len;
@@ -101,8 +99,7 @@ int main(int argc, char **argv)
 
     /* 2. Time to a proof. */
     double *times = calloc((size_t)runs, sizeof *times);
-    if (!times)
-        return 1;
+    if (!times) return 1;
     uint64_t total_hashes = 0;
     double total_s = 0;
     for (long i = 0; i < runs; i++) {
@@ -132,8 +129,8 @@ int main(int argc, char **argv)
             "SHA-256 tries per second on one core: %.2f million\n"
             "proof of %ld bits on %d thread(s), %ld runs: median %.3f s, min %.3f s, "
             "max %.3f s (%.2f million tries/s overall; expected tries 2^%ld = %.1f million)\n",
-            rate / 1e6, bits, nthreads, runs, median, times[0], times[runs - 1],
-            solve_rate / 1e6, bits, (double)(1ull << bits) / 1e6);
+            rate / 1e6, bits, nthreads, runs, median, times[0], times[runs - 1], solve_rate / 1e6,
+            bits, (double)(1ull << bits) / 1e6);
     printf("{\"hashes_per_sec_per_core\":%.0f,\"bits\":%ld,\"threads\":%d,\"runs\":%ld,"
            "\"median_s\":%.4f,\"min_s\":%.4f,\"max_s\":%.4f,\"solve_hashes_per_sec\":%.0f}\n",
            rate, bits, nthreads, runs, median, times[0], times[runs - 1], solve_rate);

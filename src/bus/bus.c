@@ -31,8 +31,7 @@ static bool bus__scheme_matches(const char *url, const char *scheme)
 
 nt_bus *nt_bus_open(const char *url, uv_loop_t *loop, char *err, size_t err_len)
 {
-    if (!url || !*url)
-        url = "local";
+    if (!url || !*url) url = "local";
     if (!loop) {
         snprintf(err, err_len, "bus: no event loop given");
         return NULL;
@@ -49,8 +48,7 @@ nt_bus *nt_bus_open(const char *url, uv_loop_t *loop, char *err, size_t err_len)
 
 void nt_bus_close(nt_bus *b)
 {
-    if (b)
-        b->ops->close(b);
+    if (b) b->ops->close(b);
 }
 
 int nt_bus_ping(nt_bus *b)
@@ -66,8 +64,7 @@ void nt_bus_set_delivery_handler(nt_bus *b, nt_bus_delivery_fn fn, void *arg)
 
 int nt_bus_deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *frame, size_t len)
 {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     return b->ops->deliver(b, user_ids, n, frame, len);
 }
 
@@ -112,19 +109,17 @@ size_t nt_bus_queue_depth(nt_bus *b, const char *queue)
 
 void nt_bus_job_free(nt_bus_job *job)
 {
-    if (!job)
-        return;
+    if (!job) return;
     free(job->payload);
     job->payload = NULL;
     job->len = 0;
 }
 
-int nt_bus_request(nt_bus *b, const char *service, const void *payload, size_t len,
-                   int timeout_ms, char **reply, size_t *reply_len)
+int nt_bus_request(nt_bus *b, const char *service, const void *payload, size_t len, int timeout_ms,
+                   char **reply, size_t *reply_len)
 {
     *reply = NULL;
-    if (reply_len)
-        *reply_len = 0;
+    if (reply_len) *reply_len = 0;
     return b->ops->request(b, service, payload, len, timeout_ms, reply, reply_len);
 }
 
@@ -141,8 +136,7 @@ int nt_bus_reply(nt_bus *b, const nt_bus_call *call, const void *payload, size_t
 
 void nt_bus_call_free(nt_bus_call *call)
 {
-    if (!call)
-        return;
+    if (!call) return;
     free(call->payload);
     call->payload = NULL;
     call->len = 0;

@@ -55,8 +55,7 @@ int nt_bus_ping(nt_bus *b); /* 0 if the bus answers (for /readyz) */
 
 /* Called on the loop thread with one frame and this node's recipients. The
  * handler takes its own references to `frame` if it keeps it. */
-typedef void (*nt_bus_delivery_fn)(void *arg, nt_shared *frame, const int64_t *user_ids,
-                                   size_t n);
+typedef void (*nt_bus_delivery_fn)(void *arg, nt_shared *frame, const int64_t *user_ids, size_t n);
 void nt_bus_set_delivery_handler(nt_bus *b, nt_bus_delivery_fn fn, void *arg);
 
 /* Sends `frame` (a complete text payload, e.g. a JSON event) to every
@@ -106,8 +105,8 @@ typedef struct nt_bus_call {
 /* Calls `service` and waits up to timeout_ms for the reply (heap, *reply,
  * NUL-terminated, caller frees). NT_BUS_ETIMEDOUT if nobody answered; a late
  * reply is discarded. */
-int nt_bus_request(nt_bus *b, const char *service, const void *payload, size_t len,
-                   int timeout_ms, char **reply, size_t *reply_len);
+int nt_bus_request(nt_bus *b, const char *service, const void *payload, size_t len, int timeout_ms,
+                   char **reply, size_t *reply_len);
 /* A server takes the next call to `service`, waiting up to timeout_ms. */
 int nt_bus_serve(nt_bus *b, const char *service, int timeout_ms, nt_bus_call *call);
 int nt_bus_reply(nt_bus *b, const nt_bus_call *call, const void *payload, size_t len);

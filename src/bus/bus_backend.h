@@ -47,8 +47,8 @@ struct nt_bus_ops {
     int (*queue_ack)(nt_bus *b, const char *queue, uint64_t job_id);
     size_t (*queue_depth)(nt_bus *b, const char *queue);
 
-    int (*request)(nt_bus *b, const char *service, const void *payload, size_t len,
-                   int timeout_ms, char **reply, size_t *reply_len);
+    int (*request)(nt_bus *b, const char *service, const void *payload, size_t len, int timeout_ms,
+                   char **reply, size_t *reply_len);
     int (*serve)(nt_bus *b, const char *service, int timeout_ms, nt_bus_call *call);
     int (*reply)(nt_bus *b, const nt_bus_call *call, const void *payload, size_t len);
 

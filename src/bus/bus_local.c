@@ -143,8 +143,7 @@ static struct local_bus *local__of(nt_bus *b)
 
 static uint64_t local__deadline(int timeout_ms)
 {
-    if (timeout_ms < 0)
-        return LOCAL_NEVER;
+    if (timeout_ms < 0) return LOCAL_NEVER;
     return nt_mono_ns() + (uint64_t)timeout_ms * 1000000u;
 }
 
@@ -152,11 +151,9 @@ static int local__cond_init(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;
     int rc = pthread_condattr_init(&attr);
-    if (rc)
-        return -rc;
+    if (rc) return -rc;
     rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(cond, &attr);
+    if (rc == 0) rc = pthread_cond_init(cond, &attr);
     pthread_condattr_destroy(&attr);
     return -rc;
 }
@@ -207,15 +204,13 @@ static int local__reg_grow(struct local_bus *lb)
 {
     size_t cap = lb->reg_cap * 2;
     struct local_reg_slot *slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return NT_BUS_ENOMEM;
+    if (!slots) return NT_BUS_ENOMEM;
     struct local_reg_slot *old = lb->reg;
     size_t old_cap = lb->reg_cap;
     lb->reg = slots;
     lb->reg_cap = cap;
     for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].conns)
-            lb->reg[local__reg_find(lb, old[i].user_id)] = old[i];
+        if (old[i].conns) lb->reg[local__reg_find(lb, old[i].user_id)] = old[i];
     }
     free(old);
     return 0;
@@ -231,13 +226,11 @@ static void local__reg_remove(struct local_bus *lb, size_t i)
         size_t j = i;
         for (;;) {
             j = (j + 1) & mask;
-            if (!lb->reg[j].conns)
-                return;
+            if (!lb->reg[j].conns) return;
             size_t home = local__hash(lb->reg[j].user_id) & mask;
             /* Slot j may stay unless its home lies cyclically in (i, j]. */
             bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (!stays)
-                break;
+            if (!stays) break;
         }
         lb->reg[i] = lb->reg[j];
         i = j;
@@ -251,15 +244,13 @@ static int local__conn_up(nt_bus *b, int64_t user_id)
     pthread_rwlock_wrlock(&lb->reg_lock);
     size_t i = local__reg_find(lb, user_id);
     if (lb->reg[i].conns) {
-        if (lb->reg[i].conns < UINT32_MAX)
-            lb->reg[i].conns++;
+        if (lb->reg[i].conns < UINT32_MAX) lb->reg[i].conns++;
         goto out;
     }
     /* Keep the load under 3/4 so probe runs stay short. */
     if ((lb->reg_used + 1) * 4 > lb->reg_cap * 3) {
         rc = local__reg_grow(lb);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         i = local__reg_find(lb, user_id);
     }
     lb->reg[i].user_id = user_id;
@@ -302,21 +293,18 @@ static int local__deliver_now(struct local_bus *lb, const int64_t *user_ids, siz
                               const char *frame, size_t len)
 {
     nt_bus_delivery_fn fn = lb->base.delivery_fn;
-    if (!fn || n == 0)
-        return 0;
+    if (!fn || n == 0) return 0;
     /* The handler may deliver again from inside; only the outer call may use
      * the shared recipients array. */
     int64_t *recipients;
     bool nested = lb->delivering > 0;
     if (nested) {
         recipients = malloc(n * sizeof *recipients);
-        if (!recipients)
-            return NT_BUS_ENOMEM;
+        if (!recipients) return NT_BUS_ENOMEM;
     } else {
         if (n > lb->recipients_cap) {
             int64_t *grown = realloc(lb->recipients, n * sizeof *grown);
-            if (!grown)
-                return NT_BUS_ENOMEM;
+            if (!grown) return NT_BUS_ENOMEM;
             lb->recipients = grown;
             lb->recipients_cap = n;
         }
@@ -326,8 +314,7 @@ static int local__deliver_now(struct local_bus *lb, const int64_t *user_ids, siz
     size_t m = 0;
     pthread_rwlock_rdlock(&lb->reg_lock);
     for (size_t i = 0; i < n; i++) {
-        if (local__reg_count(lb, user_ids[i]) > 0)
-            recipients[m++] = user_ids[i];
+        if (local__reg_count(lb, user_ids[i]) > 0) recipients[m++] = user_ids[i];
     }
     pthread_rwlock_unlock(&lb->reg_lock);
 
@@ -343,16 +330,14 @@ static int local__deliver_now(struct local_bus *lb, const int64_t *user_ids, siz
             nt_shared_unref(shared);
         }
     }
-    if (nested)
-        free(recipients);
+    if (nested) free(recipients);
     return rc;
 }
 
 static void local__drain(uv_async_t *handle)
 {
     struct local_bus *lb = handle->data;
-    if (!lb)
-        return;
+    if (!lb) return;
     pthread_mutex_lock(&lb->dq_mu);
     struct local_delivery *d = lb->dq_head;
     lb->dq_head = lb->dq_tail = NULL;
@@ -381,8 +366,7 @@ static int local__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const ch
         return NT_BUS_ENOMEM;
     size_t size = sizeof(struct local_delivery) + n * sizeof(int64_t) + len;
     struct local_delivery *d = malloc(size);
-    if (!d)
-        return NT_BUS_ENOMEM;
+    if (!d) return NT_BUS_ENOMEM;
     d->next = NULL;
     d->n = n;
     d->len = len;
@@ -413,15 +397,12 @@ static int local__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const ch
 static struct local_queue *local__queue(struct local_queue **list, const char *name, bool create)
 {
     for (struct local_queue *q = *list; q; q = q->next) {
-        if (strcmp(q->name, name) == 0)
-            return q;
+        if (strcmp(q->name, name) == 0) return q;
     }
-    if (!create)
-        return NULL;
+    if (!create) return NULL;
     size_t name_len = strlen(name);
     struct local_queue *q = calloc(1, sizeof *q + name_len + 1);
-    if (!q)
-        return NULL;
+    if (!q) return NULL;
     if (local__cond_init(&q->cond)) {
         free(q);
         return NULL;
@@ -447,8 +428,7 @@ static struct local_item *local__queue_take(struct local_queue *q)
 {
     struct local_item *item = q->head;
     q->head = item->next;
-    if (!q->head)
-        q->tail = NULL;
+    if (!q->head) q->tail = NULL;
     q->n_waiting--;
     item->next = NULL;
     return item;
@@ -458,8 +438,7 @@ static void local__queue_push_front(struct local_queue *q, struct local_item *it
 {
     item->next = q->head;
     q->head = item;
-    if (!q->tail)
-        q->tail = item;
+    if (!q->tail) q->tail = item;
     q->n_waiting++;
 }
 
@@ -469,14 +448,12 @@ static struct local_item *local__unlink(struct local_item **head, struct local_i
 {
     struct local_item *prev = NULL;
     for (struct local_item *it = *head; it; prev = it, it = it->next) {
-        if (it->id != id)
-            continue;
+        if (it->id != id) continue;
         if (prev)
             prev->next = it->next;
         else
             *head = it->next;
-        if (*tail == it)
-            *tail = prev;
+        if (*tail == it) *tail = prev;
         it->next = NULL;
         return it;
     }
@@ -497,8 +474,7 @@ static void local__requeue_expired(struct local_queue *q, uint64_t now)
                 prev->next = next;
             else
                 q->flight_head = next;
-            if (q->flight_tail == it)
-                q->flight_tail = prev;
+            if (q->flight_tail == it) q->flight_tail = prev;
             it->next = NULL;
             if (back_tail)
                 back_tail->next = it;
@@ -511,12 +487,10 @@ static void local__requeue_expired(struct local_queue *q, uint64_t now)
         }
         it = next;
     }
-    if (!n_back)
-        return;
+    if (!n_back) return;
     back_tail->next = q->head;
     q->head = back_head;
-    if (!q->tail)
-        q->tail = back_tail;
+    if (!q->tail) q->tail = back_tail;
     q->n_waiting += n_back;
     q->n_flight -= n_back;
     pthread_cond_broadcast(&q->cond);
@@ -533,8 +507,7 @@ static void local__drop_stale_calls(struct local_queue *q, uint64_t now)
                 prev->next = next;
             else
                 q->head = next;
-            if (q->tail == it)
-                q->tail = prev;
+            if (q->tail == it) q->tail = prev;
             q->n_waiting--;
             free(it);
         } else {
@@ -548,8 +521,7 @@ static uint64_t local__earliest_flight(const struct local_queue *q)
 {
     uint64_t earliest = LOCAL_NEVER;
     for (const struct local_item *it = q->flight_head; it; it = it->next) {
-        if (it->deadline_ns < earliest)
-            earliest = it->deadline_ns;
+        if (it->deadline_ns < earliest) earliest = it->deadline_ns;
     }
     return earliest;
 }
@@ -562,8 +534,7 @@ static void local__enter(struct local_bus *lb)
 
 static void local__leave(struct local_bus *lb)
 {
-    if (--lb->blocked == 0 && lb->closed)
-        pthread_cond_broadcast(&lb->idle);
+    if (--lb->blocked == 0 && lb->closed) pthread_cond_broadcast(&lb->idle);
 }
 
 /*
@@ -599,8 +570,7 @@ static int local__wait_item(struct local_bus *lb, struct local_queue *q, int tim
         uint64_t until = end;
         if (is_job) {
             uint64_t earliest = local__earliest_flight(q);
-            if (earliest < until)
-                until = earliest;
+            if (earliest < until) until = earliest;
         }
         local__wait_until(&q->cond, &lb->mu, until);
     }
@@ -610,15 +580,12 @@ static int local__wait_item(struct local_bus *lb, struct local_queue *q, int tim
 
 static struct local_item *local__item_new(const void *payload, size_t len)
 {
-    if (len > SIZE_MAX - sizeof(struct local_item) - 1)
-        return NULL;
+    if (len > SIZE_MAX - sizeof(struct local_item) - 1) return NULL;
     struct local_item *item = malloc(sizeof *item + len + 1);
-    if (!item)
-        return NULL;
+    if (!item) return NULL;
     item->next = NULL;
     item->len = len;
-    if (len)
-        memcpy(item->payload, payload, len);
+    if (len) memcpy(item->payload, payload, len);
     item->payload[len] = '\0';
     return item;
 }
@@ -626,10 +593,8 @@ static struct local_item *local__item_new(const void *payload, size_t len)
 static char *local__strndup(const char *bytes, size_t len)
 {
     char *copy = malloc(len + 1);
-    if (!copy)
-        return NULL;
-    if (len)
-        memcpy(copy, bytes, len);
+    if (!copy) return NULL;
+    if (len) memcpy(copy, bytes, len);
     copy[len] = '\0';
     return copy;
 }
@@ -640,8 +605,7 @@ static int local__queue_push(nt_bus *b, const char *queue, const void *payload, 
 {
     struct local_bus *lb = local__of(b);
     struct local_item *item = local__item_new(payload, len);
-    if (!item)
-        return NT_BUS_ENOMEM;
+    if (!item) return NT_BUS_ENOMEM;
     int rc = 0;
     pthread_mutex_lock(&lb->mu);
     if (lb->closed) {
@@ -673,8 +637,7 @@ static int local__queue_pop(nt_bus *b, const char *queue, int timeout_ms, int vi
                             nt_bus_job *job)
 {
     struct local_bus *lb = local__of(b);
-    if (visibility_ms <= 0)
-        visibility_ms = LOCAL_DEFAULT_VISIBILITY_MS;
+    if (visibility_ms <= 0) visibility_ms = LOCAL_DEFAULT_VISIBILITY_MS;
     pthread_mutex_lock(&lb->mu);
     if (lb->closed) {
         pthread_mutex_unlock(&lb->mu);
@@ -715,8 +678,7 @@ static int local__queue_ack(nt_bus *b, const char *queue, uint64_t job_id)
     int rc = -ENOENT;
     pthread_mutex_lock(&lb->mu);
     struct local_queue *q = local__queue(&lb->queues, queue, false);
-    if (!q)
-        goto out;
+    if (!q) goto out;
     /* An ack that comes after the deadline but before another worker took
      * the job still counts: the work is done, nobody needs to redo it. The
      * same holds if the job already went back to the queue. */
@@ -725,8 +687,7 @@ static int local__queue_ack(nt_bus *b, const char *queue, uint64_t job_id)
         q->n_flight--;
     } else {
         item = local__unlink(&q->head, &q->tail, job_id);
-        if (item)
-            q->n_waiting--;
+        if (item) q->n_waiting--;
     }
     if (item) {
         free(item);
@@ -744,8 +705,7 @@ static size_t local__queue_depth(nt_bus *b, const char *queue)
     size_t depth = 0;
     pthread_mutex_lock(&lb->mu);
     struct local_queue *q = local__queue(&lb->queues, queue, false);
-    if (q)
-        depth = q->n_waiting + q->n_flight;
+    if (q) depth = q->n_waiting + q->n_flight;
     pthread_mutex_unlock(&lb->mu);
     return depth;
 }
@@ -763,8 +723,7 @@ static int local__request(nt_bus *b, const char *service, const void *payload, s
 {
     struct local_bus *lb = local__of(b);
     struct local_waiter waiter = {0};
-    if (local__cond_init(&waiter.cond))
-        return NT_BUS_ENOMEM;
+    if (local__cond_init(&waiter.cond)) return NT_BUS_ENOMEM;
     struct local_item *item = local__item_new(payload, len);
     if (!item) {
         pthread_cond_destroy(&waiter.cond);
@@ -811,8 +770,7 @@ static int local__request(nt_bus *b, const char *service, const void *payload, s
     }
     if (waiter.done) {
         *reply = waiter.reply;
-        if (reply_len)
-            *reply_len = waiter.reply_len;
+        if (reply_len) *reply_len = waiter.reply_len;
         rc = 0;
     } else {
         /* Nobody will wait for this call: take it back if no server has. */
@@ -852,8 +810,7 @@ static int local__serve(nt_bus *b, const char *service, int timeout_ms, nt_bus_c
             rc = NT_BUS_ENOMEM;
         } else {
             call->len = item->len;
-            local__correlation_id(lb, item->id, call->correlation_id,
-                                  sizeof call->correlation_id);
+            local__correlation_id(lb, item->id, call->correlation_id, sizeof call->correlation_id);
             memcpy(call->reply_to, lb->reply_to, sizeof call->reply_to);
             free(item);
         }
@@ -894,8 +851,7 @@ out:
 static bool local__leader(nt_bus *b, const char *name, int ttl_ms)
 {
     struct local_bus *lb = local__of(b);
-    if (ttl_ms < 1)
-        ttl_ms = 1;
+    if (ttl_ms < 1) ttl_ms = 1;
     uint64_t now = nt_mono_ns();
     bool held = false;
     pthread_mutex_lock(&leader_mu);
@@ -905,8 +861,7 @@ static bool local__leader(nt_bus *b, const char *name, int ttl_ms)
     if (!l) {
         size_t name_len = strlen(name);
         l = malloc(sizeof *l + name_len + 1);
-        if (!l)
-            goto out;
+        if (!l) goto out;
         memcpy(l->name, name, name_len + 1);
         l->next = leaders;
         leaders = l;
@@ -956,8 +911,7 @@ static void local__async_closed(uv_handle_t *handle)
 static nt_bus *local__open(const char *url, uv_loop_t *loop, char *err, size_t err_len)
 {
     struct local_bus *lb = calloc(1, sizeof *lb);
-    if (!lb)
-        goto fail_alloc;
+    if (!lb) goto fail_alloc;
     lb->base.ops = &nt_bus_local_ops;
     lb->base.loop = loop;
     lb->loop_thread = uv_thread_self();
@@ -966,21 +920,14 @@ static nt_bus *local__open(const char *url, uv_loop_t *loop, char *err, size_t e
 
     lb->reg_cap = LOCAL_REGISTRY_MIN_CAP;
     lb->reg = calloc(lb->reg_cap, sizeof *lb->reg);
-    if (!lb->reg)
-        goto fail_reg;
-    if (pthread_mutex_init(&lb->mu, NULL))
-        goto fail_mu;
-    if (local__cond_init(&lb->idle))
-        goto fail_idle;
-    if (pthread_rwlock_init(&lb->reg_lock, NULL))
-        goto fail_rwlock;
-    if (pthread_mutex_init(&lb->dq_mu, NULL))
-        goto fail_dq;
+    if (!lb->reg) goto fail_reg;
+    if (pthread_mutex_init(&lb->mu, NULL)) goto fail_mu;
+    if (local__cond_init(&lb->idle)) goto fail_idle;
+    if (pthread_rwlock_init(&lb->reg_lock, NULL)) goto fail_rwlock;
+    if (pthread_mutex_init(&lb->dq_mu, NULL)) goto fail_dq;
     lb->async = malloc(sizeof *lb->async);
-    if (!lb->async)
-        goto fail_async;
-    if (uv_async_init(loop, lb->async, local__drain))
-        goto fail_async_init;
+    if (!lb->async) goto fail_async;
+    if (uv_async_init(loop, lb->async, local__drain)) goto fail_async_init;
     lb->async->data = lb;
     /* The bus alone does not keep the loop alive; the server's listeners
      * and connections do. */

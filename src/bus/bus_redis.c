@@ -73,13 +73,13 @@
 #define RB_GROUP "workers"
 #define RB_ALIVE_TTL_MS 5000
 #define RB_TICK_MS 1000
-#define RB_LOOP_TIMEOUT_MS 500     /* a command on the loop thread */
-#define RB_CMD_TIMEOUT_MS 3000     /* a command on any other thread */
+#define RB_LOOP_TIMEOUT_MS 500 /* a command on the loop thread */
+#define RB_CMD_TIMEOUT_MS 3000 /* a command on any other thread */
 #define RB_CONNECT_TIMEOUT_MS 500
-#define RB_RETRY_MS 200            /* between connection attempts of one thread */
-#define RB_BLOCK_SLICE_MS 1000     /* longest single wait inside Redis */
+#define RB_RETRY_MS 200        /* between connection attempts of one thread */
+#define RB_BLOCK_SLICE_MS 1000 /* longest single wait inside Redis */
 #define RB_DEFAULT_VISIBILITY_MS 30000
-#define RB_REPLY_TTL_MS 60000      /* a reply nobody read disappears after this */
+#define RB_REPLY_TTL_MS 60000 /* a reply nobody read disappears after this */
 #define RB_DELIVERY_QUEUE_MAX ((size_t)256 << 20)
 #define RB_MAX_LEADER_NAMES 16
 #define RB_REGISTRY_MIN_CAP 64
@@ -89,17 +89,17 @@
 
 /* live(uid, self): the user's connections on live nodes; `self` counts even
  * before its heartbeat key is back (right after Redis restarted). */
-#define RB_LUA_LIVE                                                                      \
-    "local P = 'natter:'\n"                                                              \
-    "local function live(uid, self)\n"                                                   \
-    "  local h = redis.call('HGETALL', P .. 'u:' .. uid)\n"                              \
-    "  local t = 0\n"                                                                    \
-    "  for j = 1, #h, 2 do\n"                                                            \
-    "    if h[j] == self or redis.call('EXISTS', P .. 'alive:' .. h[j]) == 1 then\n"     \
-    "      t = t + tonumber(h[j + 1])\n"                                                 \
-    "    end\n"                                                                          \
-    "  end\n"                                                                            \
-    "  return t\n"                                                                       \
+#define RB_LUA_LIVE                                                                                \
+    "local P = 'natter:'\n"                                                                        \
+    "local function live(uid, self)\n"                                                             \
+    "  local h = redis.call('HGETALL', P .. 'u:' .. uid)\n"                                        \
+    "  local t = 0\n"                                                                              \
+    "  for j = 1, #h, 2 do\n"                                                                      \
+    "    if h[j] == self or redis.call('EXISTS', P .. 'alive:' .. h[j]) == 1 then\n"               \
+    "      t = t + tonumber(h[j + 1])\n"                                                           \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  return t\n"                                                                                 \
     "end\n"
 
 enum {
@@ -147,13 +147,12 @@ static const char *const rb_scripts[S_COUNT] = {
     [S_UP] = RB_LUA_LIVE "redis.call('HINCRBY', P .. 'u:' .. ARGV[2], ARGV[1], 1)\n"
                          "redis.call('SADD', P .. 'nu:' .. ARGV[1], ARGV[2])\n"
                          "return live(ARGV[2], ARGV[1])\n",
-    [S_DOWN] = RB_LUA_LIVE
-    "local c = redis.call('HINCRBY', P .. 'u:' .. ARGV[2], ARGV[1], -1)\n"
-    "if c <= 0 then\n"
-    "  redis.call('HDEL', P .. 'u:' .. ARGV[2], ARGV[1])\n"
-    "  redis.call('SREM', P .. 'nu:' .. ARGV[1], ARGV[2])\n"
-    "end\n"
-    "return live(ARGV[2], ARGV[1])\n",
+    [S_DOWN] = RB_LUA_LIVE "local c = redis.call('HINCRBY', P .. 'u:' .. ARGV[2], ARGV[1], -1)\n"
+                           "if c <= 0 then\n"
+                           "  redis.call('HDEL', P .. 'u:' .. ARGV[2], ARGV[1])\n"
+                           "  redis.call('SREM', P .. 'nu:' .. ARGV[1], ARGV[2])\n"
+                           "end\n"
+                           "return live(ARGV[2], ARGV[1])\n",
     [S_ONLINE] = RB_LUA_LIVE "return live(ARGV[2], ARGV[1])\n",
     /* ARGV: node, ttl. Renews the heartbeat (0 if it had expired: the caller
      * rewrites its registry) and removes the counts of dead nodes. */
@@ -356,8 +355,7 @@ static bool rb__on_loop(const struct redis_bus *rb)
 
 static uint64_t rb__deadline(int timeout_ms)
 {
-    if (timeout_ms < 0)
-        return RB_NEVER;
+    if (timeout_ms < 0) return RB_NEVER;
     return nt_mono_ns() + (uint64_t)timeout_ms * 1000000u;
 }
 
@@ -365,11 +363,9 @@ static int rb__cond_init(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;
     int rc = pthread_condattr_init(&attr);
-    if (rc)
-        return -rc;
+    if (rc) return -rc;
     rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(cond, &attr);
+    if (rc == 0) rc = pthread_cond_init(cond, &attr);
     pthread_condattr_destroy(&attr);
     return -rc;
 }
@@ -411,15 +407,13 @@ static int rb__reg_grow(struct redis_bus *rb)
 {
     size_t cap = rb->reg_cap * 2;
     struct rb_reg_slot *slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return NT_BUS_ENOMEM;
+    if (!slots) return NT_BUS_ENOMEM;
     struct rb_reg_slot *old = rb->reg;
     size_t old_cap = rb->reg_cap;
     rb->reg = slots;
     rb->reg_cap = cap;
     for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].conns)
-            rb->reg[rb__reg_find(rb, old[i].user_id)] = old[i];
+        if (old[i].conns) rb->reg[rb__reg_find(rb, old[i].user_id)] = old[i];
     }
     free(old);
     return 0;
@@ -434,12 +428,10 @@ static void rb__reg_remove(struct redis_bus *rb, size_t i)
         size_t j = i;
         for (;;) {
             j = (j + 1) & mask;
-            if (!rb->reg[j].conns)
-                return;
+            if (!rb->reg[j].conns) return;
             size_t home = rb__hash(rb->reg[j].user_id) & mask;
             bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (!stays)
-                break;
+            if (!stays) break;
         }
         rb->reg[i] = rb->reg[j];
         i = j;
@@ -456,8 +448,7 @@ static int64_t rb__reg_add(struct redis_bus *rb, int64_t user_id, int delta)
     before = rb->reg[i].conns;
     if (delta > 0) {
         if (before) {
-            if (rb->reg[i].conns < UINT32_MAX)
-                rb->reg[i].conns++;
+            if (rb->reg[i].conns < UINT32_MAX) rb->reg[i].conns++;
             goto out;
         }
         if ((rb->reg_used + 1) * 4 > rb->reg_cap * 3) {
@@ -495,8 +486,7 @@ static void rb__conn_release(void *arg)
 static struct rb_conn *rb__conn(struct redis_bus *rb)
 {
     struct rb_conn *conn = pthread_getspecific(rb->tls);
-    if (conn)
-        return conn;
+    if (conn) return conn;
     pthread_mutex_lock(&rb->mu);
     for (conn = rb->conns; conn && conn->in_use; conn = conn->next)
         ;
@@ -508,8 +498,7 @@ static struct rb_conn *rb__conn(struct redis_bus *rb)
             rb->conns = conn;
         }
     }
-    if (conn)
-        conn->in_use = true;
+    if (conn) conn->in_use = true;
     pthread_mutex_unlock(&rb->mu);
     if (conn && pthread_setspecific(rb->tls, conn) != 0) {
         rb__conn_release(conn);
@@ -526,17 +515,14 @@ static redisContext *rb__ctx(struct redis_bus *rb, struct rb_conn *conn)
         redisFree(conn->ctx);
         conn->ctx = NULL;
     }
-    if (conn->ctx)
-        return conn->ctx;
+    if (conn->ctx) return conn->ctx;
     uint64_t now = nt_mono_ns();
-    if (now < conn->retry_after_ns)
-        return NULL;
+    if (now < conn->retry_after_ns) return NULL;
     bool loop = rb__on_loop(rb);
     redisContext *c = redisConnectWithTimeout(
         rb->host, rb->port, rb__tv(loop ? RB_LOOP_TIMEOUT_MS / 2 : RB_CONNECT_TIMEOUT_MS));
     if (!c || c->err) {
-        if (c)
-            redisFree(c);
+        if (c) redisFree(c);
         conn->retry_after_ns = now + (uint64_t)RB_RETRY_MS * 1000000u;
         return NULL;
     }
@@ -548,12 +534,11 @@ static redisContext *rb__ctx(struct redis_bus *rb, struct rb_conn *conn)
 
 /* Runs one command on this thread's connection. NULL if Redis could not be
  * reached or the connection broke (then it is dropped). */
-static redisReply *rb__cmd(struct redis_bus *rb, struct rb_conn *conn, int argc,
-                           const char **argv, const size_t *lens)
+static redisReply *rb__cmd(struct redis_bus *rb, struct rb_conn *conn, int argc, const char **argv,
+                           const size_t *lens)
 {
     redisContext *c = rb__ctx(rb, conn);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     redisReply *reply = redisCommandArgv(c, argc, argv, lens);
     if (!reply) {
         redisFree(conn->ctx);
@@ -570,8 +555,7 @@ static redisReply *rb__cmd_blocking(struct redis_bus *rb, struct rb_conn *conn, 
                                     bool *closed)
 {
     redisContext *c = rb__ctx(rb, conn);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     pthread_mutex_lock(&rb->mu);
     if (rb->closed) {
         pthread_mutex_unlock(&rb->mu);
@@ -586,8 +570,7 @@ static redisReply *rb__cmd_blocking(struct redis_bus *rb, struct rb_conn *conn, 
 
     pthread_mutex_lock(&rb->mu);
     conn->blocked = false;
-    if (rb->closed)
-        *closed = true;
+    if (rb->closed) *closed = true;
     pthread_mutex_unlock(&rb->mu);
     if (!reply) {
         redisFree(conn->ctx);
@@ -600,8 +583,8 @@ static redisReply *rb__cmd_blocking(struct redis_bus *rb, struct rb_conn *conn, 
 
 /* Runs script s with nkeys keys followed by its arguments (argv/lens hold
  * keys then arguments). Loads the script if Redis does not know it. */
-static redisReply *rb__eval(struct redis_bus *rb, struct rb_conn *conn, int s, int nkeys,
-                            int argc, const char **argv, const size_t *lens)
+static redisReply *rb__eval(struct redis_bus *rb, struct rb_conn *conn, int s, int nkeys, int argc,
+                            const char **argv, const size_t *lens)
 {
     const char *stack_argv[16];
     size_t stack_lens[16];
@@ -651,8 +634,7 @@ static bool rb__is_error(const redisReply *reply)
 
 static void rb__log_error(const char *what, const redisReply *reply)
 {
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-        nt_warn("bus: redis %s: %s", what, reply->str);
+    if (reply && reply->type == REDIS_REPLY_ERROR) nt_warn("bus: redis %s: %s", what, reply->str);
 }
 
 /* Sleeps until deadline_ns (or RB_RETRY_MS from now, whichever is first);
@@ -660,13 +642,11 @@ static void rb__log_error(const char *what, const redisReply *reply)
 static bool rb__pause(struct redis_bus *rb, uint64_t deadline_ns)
 {
     uint64_t until = nt_mono_ns() + (uint64_t)RB_RETRY_MS * 1000000u;
-    if (deadline_ns < until)
-        until = deadline_ns;
+    if (deadline_ns < until) until = deadline_ns;
     struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
                           .tv_nsec = (long)(until % 1000000000u)};
     pthread_mutex_lock(&rb->mu);
-    if (!rb->closed)
-        pthread_cond_timedwait(&rb->wake, &rb->mu, &ts);
+    if (!rb->closed) pthread_cond_timedwait(&rb->wake, &rb->mu, &ts);
     bool open = !rb->closed;
     pthread_mutex_unlock(&rb->mu);
     return open;
@@ -678,8 +658,7 @@ static bool rb__enter(struct redis_bus *rb)
 {
     pthread_mutex_lock(&rb->mu);
     bool open = !rb->closed;
-    if (open)
-        rb->inside++;
+    if (open) rb->inside++;
     pthread_mutex_unlock(&rb->mu);
     return open;
 }
@@ -687,8 +666,7 @@ static bool rb__enter(struct redis_bus *rb)
 static void rb__leave(struct redis_bus *rb)
 {
     pthread_mutex_lock(&rb->mu);
-    if (--rb->inside == 0 && rb->closed)
-        pthread_cond_broadcast(&rb->idle);
+    if (--rb->inside == 0 && rb->closed) pthread_cond_broadcast(&rb->idle);
     pthread_mutex_unlock(&rb->mu);
 }
 
@@ -703,10 +681,8 @@ static bool rb__is_closed(struct redis_bus *rb)
 static char *rb__strndup(const char *bytes, size_t len)
 {
     char *copy = malloc(len + 1);
-    if (!copy)
-        return NULL;
-    if (len)
-        memcpy(copy, bytes, len);
+    if (!copy) return NULL;
+    if (len) memcpy(copy, bytes, len);
     copy[len] = '\0';
     return copy;
 }
@@ -716,13 +692,10 @@ static char *rb__strndup(const char *bytes, size_t len)
 static void rb__ev_poll(uv_poll_t *handle, int status, int events)
 {
     struct rb_ev *ev = handle->data;
-    if (!ev->ac)
-        return;
+    if (!ev->ac) return;
     /* On a socket error hiredis finds out by reading. */
-    if (status < 0 || (events & UV_READABLE))
-        redisAsyncHandleRead(ev->ac);
-    if (ev->ac && status == 0 && (events & UV_WRITABLE))
-        redisAsyncHandleWrite(ev->ac);
+    if (status < 0 || (events & UV_READABLE)) redisAsyncHandleRead(ev->ac);
+    if (ev->ac && status == 0 && (events & UV_WRITABLE)) redisAsyncHandleWrite(ev->ac);
 }
 
 static void rb__ev_update(struct rb_ev *ev)
@@ -776,8 +749,7 @@ static void rb__ev_cleanup(void *arg)
 static int rb__ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
 {
     struct rb_ev *ev = calloc(1, sizeof *ev);
-    if (!ev)
-        return -1;
+    if (!ev) return -1;
     if (uv_poll_init(loop, &ev->poll, ac->c.fd) != 0) {
         free(ev);
         return -1;
@@ -804,17 +776,14 @@ static int rb__deliver_local(struct redis_bus *rb, const int64_t *user_ids, size
                              const char *frame, size_t len)
 {
     nt_bus_delivery_fn fn = rb->base.delivery_fn;
-    if (!fn || n == 0)
-        return 0;
+    if (!fn || n == 0) return 0;
     /* Own array per call: the handler may deliver again from inside. */
     int64_t *recipients = malloc(n * sizeof *recipients);
-    if (!recipients)
-        return NT_BUS_ENOMEM;
+    if (!recipients) return NT_BUS_ENOMEM;
     size_t m = 0;
     pthread_rwlock_rdlock(&rb->reg_lock);
     for (size_t i = 0; i < n; i++) {
-        if (rb__reg_count(rb, user_ids[i]) > 0)
-            recipients[m++] = user_ids[i];
+        if (rb__reg_count(rb, user_ids[i]) > 0) recipients[m++] = user_ids[i];
     }
     pthread_rwlock_unlock(&rb->reg_lock);
     int rc = 0;
@@ -834,8 +803,7 @@ static int rb__deliver_local(struct redis_bus *rb, const int64_t *user_ids, size
 static void rb__drain(uv_async_t *handle)
 {
     struct redis_bus *rb = handle->data;
-    if (!rb)
-        return;
+    if (!rb) return;
     pthread_mutex_lock(&rb->dq_mu);
     struct rb_delivery *d = rb->dq_head;
     rb->dq_head = rb->dq_tail = NULL;
@@ -853,12 +821,10 @@ static void rb__drain(uv_async_t *handle)
 static int rb__queue_local(struct redis_bus *rb, const int64_t *user_ids, size_t n,
                            const char *frame, size_t len)
 {
-    if (n > (SIZE_MAX - sizeof(struct rb_delivery) - len) / sizeof(int64_t))
-        return NT_BUS_ENOMEM;
+    if (n > (SIZE_MAX - sizeof(struct rb_delivery) - len) / sizeof(int64_t)) return NT_BUS_ENOMEM;
     size_t size = sizeof(struct rb_delivery) + n * sizeof(int64_t) + len;
     struct rb_delivery *d = malloc(size);
-    if (!d)
-        return NT_BUS_ENOMEM;
+    if (!d) return NT_BUS_ENOMEM;
     d->next = NULL;
     d->n = n;
     d->len = len;
@@ -925,29 +891,25 @@ static void rb__on_async_reply(redisAsyncContext *ac, void *reply_ptr, void *pri
     rb__log_error(privdata ? privdata : "command", reply);
 }
 
-static int rb__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *frame,
-                       size_t len)
+static int rb__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *frame, size_t len)
 {
     struct redis_bus *rb = rb__of(b);
-    if (len > UINT32_MAX)
-        return -EMSGSIZE;
+    if (len > UINT32_MAX) return -EMSGSIZE;
     bool loop = rb__on_loop(rb);
     int rc = loop ? rb__deliver_local(rb, user_ids, n, frame, len)
                   : rb__queue_local(rb, user_ids, n, frame, len);
-    if (rc)
-        return rc;
+    if (rc) return rc;
 
     const char **argv;
     size_t *lens;
     char *ids_buf;
     int argc = rb__deliver_argv(rb, user_ids, n, frame, len, &argv, &lens, &ids_buf);
-    if (argc < 0)
-        return argc;
+    if (argc < 0) return argc;
     if (loop) {
         /* Fire and forget, in order, on the loop's own connection. */
         if (!atomic_load(&rb->pub.connected) || !rb->pub.ac ||
-            redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "deliver", argc, argv,
-                                  lens) != REDIS_OK)
+            redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "deliver", argc, argv, lens) !=
+                REDIS_OK)
             rc = NT_BUS_EUNAVAILABLE;
     } else {
         struct rb_conn *conn = rb__conn(rb);
@@ -968,8 +930,7 @@ static int rb__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char 
             rb__log_error("deliver", reply);
             rc = NT_BUS_EUNAVAILABLE;
         }
-        if (reply)
-            freeReplyObject(reply);
+        if (reply) freeReplyObject(reply);
     }
     free(argv);
     free(lens);
@@ -990,28 +951,24 @@ static void rb__on_message(redisAsyncContext *ac, void *reply_ptr, void *privdat
     const char *data = reply->element[2]->str;
     size_t data_len = reply->element[2]->len;
     const char *nl = memchr(data, '\n', data_len);
-    if (!nl)
-        return;
+    if (!nl) return;
     size_t n = 1;
     for (const char *p = data; p < nl; p++)
         n += *p == ',';
     int64_t stack_ids[64] = {0};
     int64_t *ids = n <= 64 ? stack_ids : malloc(n * sizeof *ids);
-    if (!ids)
-        return;
+    if (!ids) return;
     size_t m = 0;
     const char *p = data;
     while (p < nl && m < n) {
         char *end;
         long long v = strtoll(p, &end, 10);
-        if (end == p)
-            break;
+        if (end == p) break;
         ids[m++] = v;
         p = end + (end < nl && *end == ',');
     }
     rb__deliver_local(rb, ids, m, nl + 1, data_len - (size_t)(nl + 1 - data));
-    if (ids != stack_ids)
-        free(ids);
+    if (ids != stack_ids) free(ids);
 }
 
 /* ---- asynchronous connections: connect, reconnect ------------------------------ */
@@ -1052,8 +1009,7 @@ static void rb__async_connect(struct rb_async *a)
 {
     struct redis_bus *rb = a->rb;
     redisAsyncContext *ac = redisAsyncConnect(rb->host, rb->port);
-    if (!ac)
-        return;
+    if (!ac) return;
     if (ac->err || rb__ev_attach(ac, rb->base.loop) != 0) {
         redisAsyncFree(ac);
         return;
@@ -1091,8 +1047,7 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
     char *p = buf;
     size_t k = 2;
     for (size_t i = 0; i < rb->reg_cap; i++) {
-        if (!rb->reg[i].conns)
-            continue;
+        if (!rb->reg[i].conns) continue;
         int w = sprintf(p, "%" PRId64, rb->reg[i].user_id);
         argv[k] = p;
         lens[k++] = (size_t)w;
@@ -1106,8 +1061,7 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
     redisReply *reply = rb__eval(rb, conn, S_SYNC, 0, (int)k, argv, lens);
     int rc = rb__is_error(reply) ? NT_BUS_EUNAVAILABLE : 0;
     rb__log_error("registry sync", reply);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     free(argv);
     free(lens);
     free(buf);
@@ -1116,19 +1070,16 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
 
 /* Runs S_UP, S_DOWN or S_ONLINE for one user; the user's live connection
  * count, or a negative error. */
-static int64_t rb__user_script(struct redis_bus *rb, struct rb_conn *conn, int s,
-                               int64_t user_id)
+static int64_t rb__user_script(struct redis_bus *rb, struct rb_conn *conn, int s, int64_t user_id)
 {
     char uid[24];
     const char *argv[2] = {rb->node, uid};
     size_t lens[2] = {strlen(rb->node), (size_t)snprintf(uid, sizeof uid, "%" PRId64, user_id)};
     redisReply *reply = rb__eval(rb, conn, s, 0, 2, argv, lens);
     int64_t total = NT_BUS_EUNAVAILABLE;
-    if (reply && reply->type == REDIS_REPLY_INTEGER)
-        total = reply->integer;
+    if (reply && reply->type == REDIS_REPLY_INTEGER) total = reply->integer;
     rb__log_error("registry", reply);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     return total;
 }
 
@@ -1136,8 +1087,7 @@ static int64_t rb__user_script(struct redis_bus *rb, struct rb_conn *conn, int s
  * the local answer (and a later full sync) when Redis does not answer. */
 static int rb__registry_change(struct redis_bus *rb, int s, int64_t user_id, bool local_edge)
 {
-    if (!atomic_load(&rb->loop_ok) || rb->need_sync)
-        return local_edge;
+    if (!atomic_load(&rb->loop_ok) || rb->need_sync) return local_edge;
     struct rb_conn *conn = rb__conn(rb);
     int64_t total = conn ? rb__user_script(rb, conn, s, user_id) : NT_BUS_EUNAVAILABLE;
     if (total < 0) {
@@ -1152,8 +1102,7 @@ static int rb__conn_up(nt_bus *b, int64_t user_id)
 {
     struct redis_bus *rb = rb__of(b);
     int64_t before = rb__reg_add(rb, user_id, +1);
-    if (before < 0)
-        return (int)before;
+    if (before < 0) return (int)before;
     return rb__registry_change(rb, S_UP, user_id, before == 0);
 }
 
@@ -1161,8 +1110,7 @@ static int rb__conn_down(nt_bus *b, int64_t user_id)
 {
     struct redis_bus *rb = rb__of(b);
     int64_t before = rb__reg_add(rb, user_id, -1);
-    if (before <= 0)
-        return 0; /* unbalanced: ignored, as in the local back end */
+    if (before <= 0) return 0; /* unbalanced: ignored, as in the local back end */
     return rb__registry_change(rb, S_DOWN, user_id, before == 1);
 }
 
@@ -1172,10 +1120,8 @@ static bool rb__online(nt_bus *b, int64_t user_id)
     pthread_rwlock_rdlock(&rb->reg_lock);
     bool here = rb__reg_count(rb, user_id) > 0;
     pthread_rwlock_unlock(&rb->reg_lock);
-    if (here)
-        return true;
-    if (rb__on_loop(rb) && !atomic_load(&rb->loop_ok))
-        return false;
+    if (here) return true;
+    if (rb__on_loop(rb) && !atomic_load(&rb->loop_ok)) return false;
     struct rb_conn *conn = rb__conn(rb);
     return conn && rb__user_script(rb, conn, S_ONLINE, user_id) > 0;
 }
@@ -1185,14 +1131,11 @@ static bool rb__online(nt_bus *b, int64_t user_id)
 static void rb__tick(uv_timer_t *timer)
 {
     struct redis_bus *rb = timer->data;
-    if (!rb->sub.ac)
-        rb__async_connect(&rb->sub);
-    if (!rb->pub.ac)
-        rb__async_connect(&rb->pub);
+    if (!rb->sub.ac) rb__async_connect(&rb->sub);
+    if (!rb->pub.ac) rb__async_connect(&rb->pub);
 
     struct rb_conn *conn = rb__conn(rb);
-    if (!conn)
-        return;
+    if (!conn) return;
     bool ok = false;
     if (!rb->need_sync) {
         char ttl[16];
@@ -1208,22 +1151,18 @@ static void rb__tick(uv_timer_t *timer)
             }
         }
         rb__log_error("heartbeat", reply);
-        if (reply)
-            freeReplyObject(reply);
-        if (!ok)
-            rb->need_sync = true;
+        if (reply) freeReplyObject(reply);
+        if (!ok) rb->need_sync = true;
     }
     if (rb->need_sync) {
         ok = rb__sync_registry(rb, conn) == 0;
         if (ok) {
             rb->need_sync = false;
-            if (!atomic_load(&rb->loop_ok))
-                nt_info("bus: redis registry back in sync");
+            if (!atomic_load(&rb->loop_ok)) nt_info("bus: redis registry back in sync");
         }
     }
     bool was = atomic_exchange(&rb->loop_ok, ok);
-    if (was && !ok)
-        nt_warn("bus: redis does not answer (%s:%d)", rb->host, rb->port);
+    if (was && !ok) nt_warn("bus: redis does not answer (%s:%d)", rb->host, rb->port);
 }
 
 /* ---- work queues ---------------------------------------------------------------- */
@@ -1241,8 +1180,7 @@ static uint64_t rb__job_id(const char *stream_id)
 {
     char *end;
     unsigned long long ms = strtoull(stream_id, &end, 10);
-    if (*end != '-')
-        return 0;
+    if (*end != '-') return 0;
     unsigned long long seq = strtoull(end + 1, NULL, 10);
     return ((uint64_t)ms << 22) | ((uint64_t)seq & ((1u << 22) - 1));
 }
@@ -1255,8 +1193,7 @@ static void rb__stream_id(uint64_t job_id, char *out, size_t out_len)
 static int rb__queue_push(nt_bus *b, const char *queue, const void *payload, size_t len)
 {
     struct redis_bus *rb = rb__of(b);
-    if (rb__is_closed(rb))
-        return NT_BUS_ECLOSED;
+    if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
     char stream[320], vis[320];
     rb__queue_keys(queue, stream, sizeof stream, vis, sizeof vis);
     const char *argv[5] = {"XADD", stream, "*", "p", payload};
@@ -1264,8 +1201,8 @@ static int rb__queue_push(nt_bus *b, const char *queue, const void *payload, siz
     if (rb__on_loop(rb)) {
         /* The loop does not wait: queued on its own connection, in order. */
         if (!atomic_load(&rb->pub.connected) || !rb->pub.ac ||
-            redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "queue push", 5, argv,
-                                  lens) != REDIS_OK)
+            redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "queue push", 5, argv, lens) !=
+                REDIS_OK)
             return NT_BUS_EUNAVAILABLE;
         return 0;
     }
@@ -1273,45 +1210,37 @@ static int rb__queue_push(nt_bus *b, const char *queue, const void *payload, siz
     redisReply *reply = conn ? rb__cmd(rb, conn, 5, argv, lens) : NULL;
     int rc = rb__is_error(reply) ? NT_BUS_EUNAVAILABLE : 0;
     rb__log_error("queue push", reply);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     return rc;
 }
 
 static int rb__queue_pop_inside(struct redis_bus *rb, const char *queue, int timeout_ms,
                                 int visibility_ms, nt_bus_job *job)
 {
-    if (visibility_ms <= 0)
-        visibility_ms = RB_DEFAULT_VISIBILITY_MS;
+    if (visibility_ms <= 0) visibility_ms = RB_DEFAULT_VISIBILITY_MS;
     uint64_t end = rb__deadline(timeout_ms);
     char stream[320], vis[320], consumer[96], vis_str[16];
     rb__queue_keys(queue, stream, sizeof stream, vis, sizeof vis);
     snprintf(consumer, sizeof consumer, "%s-%s", rb->node, rb->token_hex);
     snprintf(vis_str, sizeof vis_str, "%d", visibility_ms);
     struct rb_conn *conn = rb__conn(rb);
-    if (!conn)
-        return NT_BUS_ENOMEM;
+    if (!conn) return NT_BUS_ENOMEM;
 
     for (;;) {
-        if (rb__is_closed(rb))
-            return NT_BUS_ECLOSED;
+        if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
         const char *argv[5] = {stream, vis, RB_GROUP, consumer, vis_str};
         size_t lens[5] = {strlen(stream), strlen(vis), strlen(RB_GROUP), strlen(consumer),
                           strlen(vis_str)};
         redisReply *reply = rb__eval(rb, conn, S_TAKE, 2, 5, argv, lens);
         if (rb__is_error(reply) || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
             rb__log_error("queue pop", reply);
-            if (reply)
-                freeReplyObject(reply);
-            if (nt_mono_ns() >= end)
-                return NT_BUS_EUNAVAILABLE;
-            if (!rb__pause(rb, end))
-                return NT_BUS_ECLOSED;
+            if (reply) freeReplyObject(reply);
+            if (nt_mono_ns() >= end) return NT_BUS_EUNAVAILABLE;
+            if (!rb__pause(rb, end)) return NT_BUS_ECLOSED;
             continue;
         }
         redisReply *id = reply->element[0], *second = reply->element[1];
-        if (id->type == REDIS_REPLY_STRING && id->len > 0 &&
-            second->type == REDIS_REPLY_STRING) {
+        if (id->type == REDIS_REPLY_STRING && id->len > 0 && second->type == REDIS_REPLY_STRING) {
             job->id = rb__job_id(id->str);
             job->payload = rb__strndup(second->str, second->len);
             job->len = second->len;
@@ -1333,8 +1262,7 @@ static int rb__queue_pop_inside(struct redis_bus *rb, const char *queue, int tim
         if (reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_INTEGER &&
             reply->element[2]->integer >= 0 && reply->element[2]->integer < wait_ms)
             wait_ms = reply->element[2]->integer;
-        if (wait_ms < 1)
-            wait_ms = 1;
+        if (wait_ms < 1) wait_ms = 1;
         char last_id[64], block[24];
         snprintf(last_id, sizeof last_id, "%.*s", (int)second->len, second->str);
         freeReplyObject(reply);
@@ -1343,12 +1271,9 @@ static int rb__queue_pop_inside(struct redis_bus *rb, const char *queue, int tim
         size_t xlens[8] = {5, 5, 1, 5, strlen(block), 7, strlen(stream), strlen(last_id)};
         bool closed = false;
         redisReply *r = rb__cmd_blocking(rb, conn, 8, xargv, xlens, (int)wait_ms, &closed);
-        if (r)
-            freeReplyObject(r);
-        if (closed)
-            return NT_BUS_ECLOSED;
-        if (!r && !rb__pause(rb, end))
-            return NT_BUS_ECLOSED;
+        if (r) freeReplyObject(r);
+        if (closed) return NT_BUS_ECLOSED;
+        if (!r && !rb__pause(rb, end)) return NT_BUS_ECLOSED;
     }
 }
 
@@ -1356,8 +1281,7 @@ static int rb__queue_pop(nt_bus *b, const char *queue, int timeout_ms, int visib
                          nt_bus_job *job)
 {
     struct redis_bus *rb = rb__of(b);
-    if (!rb__enter(rb))
-        return NT_BUS_ECLOSED;
+    if (!rb__enter(rb)) return NT_BUS_ECLOSED;
     int rc = rb__queue_pop_inside(rb, queue, timeout_ms, visibility_ms, job);
     rb__leave(rb);
     return rc;
@@ -1374,11 +1298,9 @@ static int rb__queue_ack(nt_bus *b, const char *queue, uint64_t job_id)
     struct rb_conn *conn = rb__conn(rb);
     redisReply *reply = conn ? rb__eval(rb, conn, S_ACK, 2, 4, argv, lens) : NULL;
     int rc = NT_BUS_EUNAVAILABLE;
-    if (reply && reply->type == REDIS_REPLY_INTEGER)
-        rc = reply->integer > 0 ? 0 : -ENOENT;
+    if (reply && reply->type == REDIS_REPLY_INTEGER) rc = reply->integer > 0 ? 0 : -ENOENT;
     rb__log_error("queue ack", reply);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     return rc;
 }
 
@@ -1394,8 +1316,7 @@ static size_t rb__queue_depth(nt_bus *b, const char *queue)
     size_t depth = 0;
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
         depth = (size_t)reply->integer;
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     return depth;
 }
 
@@ -1406,8 +1327,7 @@ static int rb__request_inside(struct redis_bus *rb, const char *service, const v
                               size_t len, int timeout_ms, char **reply_out, size_t *reply_len)
 {
     struct rb_conn *conn = rb__conn(rb);
-    if (!conn)
-        return NT_BUS_ENOMEM;
+    if (!conn) return NT_BUS_ENOMEM;
     uint64_t end = rb__deadline(timeout_ms);
     char corr[40], svc[320], wait_key[96], reply_key[96], ttl[24];
     snprintf(corr, sizeof corr, "%s-%" PRIu64, rb->token_hex,
@@ -1421,12 +1341,10 @@ static int rb__request_inside(struct redis_bus *rb, const char *service, const v
              timeout_ms < 0 ? 86400000LL : (long long)timeout_ms + RB_CMD_TIMEOUT_MS);
     size_t corr_len = strlen(corr);
     char *call = malloc(corr_len + 1 + len);
-    if (!call)
-        return NT_BUS_ENOMEM;
+    if (!call) return NT_BUS_ENOMEM;
     memcpy(call, corr, corr_len);
     call[corr_len] = '\n';
-    if (len)
-        memcpy(call + corr_len + 1, payload, len);
+    if (len) memcpy(call + corr_len + 1, payload, len);
     size_t call_len = corr_len + 1 + len;
 
     const char *argv[4] = {svc, wait_key, call, ttl};
@@ -1434,8 +1352,7 @@ static int rb__request_inside(struct redis_bus *rb, const char *service, const v
     redisReply *reply = rb__eval(rb, conn, S_CALL, 2, 4, argv, lens);
     int rc = rb__is_error(reply) ? NT_BUS_EUNAVAILABLE : 0;
     rb__log_error("request", reply);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     if (rc) {
         free(call);
         return rc;
@@ -1446,13 +1363,11 @@ static int rb__request_inside(struct redis_bus *rb, const char *service, const v
         uint64_t now = nt_mono_ns();
         int64_t wait_ms = RB_BLOCK_SLICE_MS;
         if (end != RB_NEVER) {
-            if (now >= end)
-                break;
+            if (now >= end) break;
             if ((int64_t)((end - now) / 1000000u) < wait_ms)
                 wait_ms = (int64_t)((end - now) / 1000000u);
         }
-        if (wait_ms < 1)
-            wait_ms = 1;
+        if (wait_ms < 1) wait_ms = 1;
         char block[32];
         snprintf(block, sizeof block, "%.3f", (double)wait_ms / 1000.0);
         const char *bargv[3] = {"BLPOP", reply_key, block};
@@ -1462,16 +1377,13 @@ static int rb__request_inside(struct redis_bus *rb, const char *service, const v
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
             r->element[1]->type == REDIS_REPLY_STRING) {
             *reply_out = rb__strndup(r->element[1]->str, r->element[1]->len);
-            if (reply_len)
-                *reply_len = r->element[1]->len;
+            if (reply_len) *reply_len = r->element[1]->len;
             rc = *reply_out ? 0 : NT_BUS_ENOMEM;
             freeReplyObject(r);
-            if (rc == NT_BUS_ENOMEM && reply_len)
-                *reply_len = 0;
+            if (rc == NT_BUS_ENOMEM && reply_len) *reply_len = 0;
             break;
         }
-        if (r)
-            freeReplyObject(r);
+        if (r) freeReplyObject(r);
         if (closed) {
             rc = NT_BUS_ECLOSED;
             break;
@@ -1486,8 +1398,7 @@ static int rb__request_inside(struct redis_bus *rb, const char *service, const v
     const char *cargv[4] = {svc, wait_key, reply_key, call};
     size_t clens[4] = {strlen(svc), strlen(wait_key), strlen(reply_key), call_len};
     reply = rb__eval(rb, conn, S_CANCEL, 3, 4, cargv, clens);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     free(call);
     return rc;
 }
@@ -1496,8 +1407,7 @@ static int rb__request(nt_bus *b, const char *service, const void *payload, size
                        int timeout_ms, char **reply_out, size_t *reply_len)
 {
     struct redis_bus *rb = rb__of(b);
-    if (!rb__enter(rb))
-        return NT_BUS_ECLOSED;
+    if (!rb__enter(rb)) return NT_BUS_ECLOSED;
     int rc = rb__request_inside(rb, service, payload, len, timeout_ms, reply_out, reply_len);
     rb__leave(rb);
     return rc;
@@ -1507,20 +1417,17 @@ static int rb__serve_inside(struct redis_bus *rb, const char *service, int timeo
                             nt_bus_call *call)
 {
     struct rb_conn *conn = rb__conn(rb);
-    if (!conn)
-        return NT_BUS_ENOMEM;
+    if (!conn) return NT_BUS_ENOMEM;
     uint64_t end = rb__deadline(timeout_ms);
     char svc[320];
     snprintf(svc, sizeof svc, RB_PREFIX "svc:%s", service);
     for (;;) {
-        if (rb__is_closed(rb))
-            return NT_BUS_ECLOSED;
+        if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
         uint64_t now = nt_mono_ns();
         int64_t wait_ms = RB_BLOCK_SLICE_MS;
         if (end != RB_NEVER) {
             int64_t left_ms = now >= end ? 0 : (int64_t)((end - now) / 1000000u);
-            if (left_ms < wait_ms)
-                wait_ms = left_ms;
+            if (left_ms < wait_ms) wait_ms = left_ms;
         }
         redisReply *r;
         bool closed = false;
@@ -1536,18 +1443,14 @@ static int rb__serve_inside(struct redis_bus *rb, const char *service, int timeo
             r = rb__cmd_blocking(rb, conn, 3, argv, lens, (int)wait_ms, &closed);
         }
         if (closed) {
-            if (r)
-                freeReplyObject(r);
+            if (r) freeReplyObject(r);
             return NT_BUS_ECLOSED;
         }
         if (rb__is_error(r)) {
             rb__log_error("serve", r);
-            if (r)
-                freeReplyObject(r);
-            if (nt_mono_ns() >= end)
-                return NT_BUS_EUNAVAILABLE;
-            if (!rb__pause(rb, end))
-                return NT_BUS_ECLOSED;
+            if (r) freeReplyObject(r);
+            if (nt_mono_ns() >= end) return NT_BUS_EUNAVAILABLE;
+            if (!rb__pause(rb, end)) return NT_BUS_ECLOSED;
             continue;
         }
         const redisReply *msg = NULL;
@@ -1555,14 +1458,13 @@ static int rb__serve_inside(struct redis_bus *rb, const char *service, int timeo
             msg = r->element[1];
         else if (r->type == REDIS_REPLY_STRING)
             msg = r;
-        const char *nl = msg && msg->type == REDIS_REPLY_STRING ? memchr(msg->str, '\n', msg->len)
-                                                                 : NULL;
+        const char *nl =
+            msg && msg->type == REDIS_REPLY_STRING ? memchr(msg->str, '\n', msg->len) : NULL;
         size_t corr_len = nl ? (size_t)(nl - msg->str) : 0;
         if (!nl || corr_len == 0 || corr_len >= sizeof call->correlation_id) {
             bool nothing = !msg;
             freeReplyObject(r);
-            if (nothing && nt_mono_ns() >= end)
-                return NT_BUS_ETIMEDOUT;
+            if (nothing && nt_mono_ns() >= end) return NT_BUS_ETIMEDOUT;
             continue;
         }
         memcpy(call->correlation_id, msg->str, corr_len);
@@ -1572,8 +1474,7 @@ static int rb__serve_inside(struct redis_bus *rb, const char *service, int timeo
         call->payload = rb__strndup(nl + 1, payload_len);
         call->len = payload_len;
         freeReplyObject(r);
-        if (!call->payload)
-            return NT_BUS_ENOMEM;
+        if (!call->payload) return NT_BUS_ENOMEM;
 
         /* A caller that already gave up does not want it. */
         char wait_key[96];
@@ -1582,10 +1483,8 @@ static int rb__serve_inside(struct redis_bus *rb, const char *service, int timeo
         size_t elens[2] = {6, strlen(wait_key)};
         redisReply *e = rb__cmd(rb, conn, 2, eargv, elens);
         bool waiting = !e || e->type != REDIS_REPLY_INTEGER || e->integer == 1;
-        if (e)
-            freeReplyObject(e);
-        if (waiting)
-            return 0;
+        if (e) freeReplyObject(e);
+        if (waiting) return 0;
         nt_bus_call_free(call);
         memset(call, 0, sizeof *call);
     }
@@ -1594,8 +1493,7 @@ static int rb__serve_inside(struct redis_bus *rb, const char *service, int timeo
 static int rb__serve(nt_bus *b, const char *service, int timeout_ms, nt_bus_call *call)
 {
     struct redis_bus *rb = rb__of(b);
-    if (!rb__enter(rb))
-        return NT_BUS_ECLOSED;
+    if (!rb__enter(rb)) return NT_BUS_ECLOSED;
     int rc = rb__serve_inside(rb, service, timeout_ms, call);
     rb__leave(rb);
     return rc;
@@ -1604,11 +1502,9 @@ static int rb__serve(nt_bus *b, const char *service, int timeout_ms, nt_bus_call
 static int rb__reply(nt_bus *b, const nt_bus_call *call, const void *payload, size_t len)
 {
     struct redis_bus *rb = rb__of(b);
-    if (rb__is_closed(rb))
-        return NT_BUS_ECLOSED;
+    if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
     struct rb_conn *conn = rb__conn(rb);
-    if (!conn)
-        return NT_BUS_ENOMEM;
+    if (!conn) return NT_BUS_ENOMEM;
     char wait_key[96], ttl[16];
     snprintf(wait_key, sizeof wait_key, RB_PREFIX "w:%s", call->correlation_id);
     snprintf(ttl, sizeof ttl, "%d", RB_REPLY_TTL_MS);
@@ -1617,8 +1513,7 @@ static int rb__reply(nt_bus *b, const nt_bus_call *call, const void *payload, si
     redisReply *reply = rb__eval(rb, conn, S_REPLY, 2, 4, argv, lens);
     int rc = rb__is_error(reply) ? NT_BUS_EUNAVAILABLE : 0;
     rb__log_error("reply", reply);
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     return rc;
 }
 
@@ -1633,8 +1528,7 @@ static void rb__remember_leader(struct redis_bus *rb, const char *name)
             free_slot = -2;
             break;
         }
-        if (free_slot == -1 && !rb->leader_names[i][0])
-            free_slot = i;
+        if (free_slot == -1 && !rb->leader_names[i][0]) free_slot = i;
     }
     if (free_slot >= 0)
         snprintf(rb->leader_names[free_slot], sizeof rb->leader_names[free_slot], "%s", name);
@@ -1644,11 +1538,9 @@ static void rb__remember_leader(struct redis_bus *rb, const char *name)
 static bool rb__leader(nt_bus *b, const char *name, int ttl_ms)
 {
     struct redis_bus *rb = rb__of(b);
-    if (ttl_ms < 1)
-        ttl_ms = 1;
+    if (ttl_ms < 1) ttl_ms = 1;
     struct rb_conn *conn = rb__conn(rb);
-    if (!conn)
-        return false;
+    if (!conn) return false;
     char key[320], ttl[16];
     snprintf(key, sizeof key, RB_PREFIX "leader:%s", name);
     snprintf(ttl, sizeof ttl, "%d", ttl_ms);
@@ -1658,10 +1550,8 @@ static bool rb__leader(nt_bus *b, const char *name, int ttl_ms)
     /* Redis down: nobody can know who leads, so nobody does. */
     bool held = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
     rb__log_error("leader", reply);
-    if (reply)
-        freeReplyObject(reply);
-    if (held)
-        rb__remember_leader(rb, name);
+    if (reply) freeReplyObject(reply);
+    if (held) rb__remember_leader(rb, name);
     return held;
 }
 
@@ -1745,8 +1635,7 @@ static void rb__free(struct redis_bus *rb)
 {
     for (struct rb_conn *c = rb->conns; c;) {
         struct rb_conn *next = c->next;
-        if (c->ctx)
-            redisFree(c->ctx);
+        if (c->ctx) redisFree(c->ctx);
         free(c);
         c = next;
     }
@@ -1823,8 +1712,8 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
         goto fail_key;
     }
     if (rb__sync_registry(rb, conn) != 0) {
-        snprintf(err, err_len, "bus: Redis at %s:%d does not run our scripts (needs 7.0)",
-                 rb->host, rb->port);
+        snprintf(err, err_len, "bus: Redis at %s:%d does not run our scripts (needs 7.0)", rb->host,
+                 rb->port);
         goto fail_key;
     }
     atomic_store(&rb->loop_ok, true);
@@ -1867,8 +1756,7 @@ fail:
  * unsent are lost: their callbacks run with no reply. */
 static void rb__async_free(struct rb_async *a)
 {
-    if (!a->ac)
-        return;
+    if (!a->ac) return;
     redisAsyncContext *ac = a->ac;
     atomic_store(&a->connected, false);
     redisAsyncFree(ac); /* calls pending callbacks with NULL; cleanup closes the poll */
@@ -1882,8 +1770,7 @@ static void rb__close(nt_bus *b)
     pthread_mutex_lock(&rb->mu);
     rb->closed = true;
     for (struct rb_conn *c = rb->conns; c; c = c->next) {
-        if (c->blocked && c->ctx)
-            shutdown(c->ctx->fd, SHUT_RDWR);
+        if (c->blocked && c->ctx) shutdown(c->ctx->fd, SHUT_RDWR);
     }
     pthread_cond_broadcast(&rb->wake);
     while (rb->inside > 0)
@@ -1897,18 +1784,15 @@ static void rb__close(nt_bus *b)
         const char *argv[1] = {rb->node};
         size_t lens[1] = {strlen(rb->node)};
         redisReply *reply = rb__eval(rb, conn, S_LEAVE, 0, 1, argv, lens);
-        if (reply)
-            freeReplyObject(reply);
+        if (reply) freeReplyObject(reply);
         for (int i = 0; i < RB_MAX_LEADER_NAMES; i++) {
-            if (!rb->leader_names[i][0])
-                continue;
+            if (!rb->leader_names[i][0]) continue;
             char key[320];
             snprintf(key, sizeof key, RB_PREFIX "leader:%s", rb->leader_names[i]);
             const char *rargv[2] = {key, rb->token_hex};
             size_t rlens[2] = {strlen(key), strlen(rb->token_hex)};
             reply = rb__eval(rb, conn, S_RESIGN, 1, 2, rargv, rlens);
-            if (reply)
-                freeReplyObject(reply);
+            if (reply) freeReplyObject(reply);
         }
     }
 
@@ -1929,23 +1813,19 @@ static void rb__close(nt_bus *b)
 static int rb__ping(nt_bus *b)
 {
     struct redis_bus *rb = rb__of(b);
-    if (rb__is_closed(rb))
-        return NT_BUS_EUNAVAILABLE;
+    if (rb__is_closed(rb)) return NT_BUS_EUNAVAILABLE;
     /* Without its subscriber a node would miss its deliveries. */
     if (!atomic_load(&rb->sub.connected) || !atomic_load(&rb->pub.connected))
         return NT_BUS_EUNAVAILABLE;
     /* Nor while its registry is not (yet again) in Redis. */
-    if (!atomic_load(&rb->loop_ok))
-        return NT_BUS_EUNAVAILABLE;
-    if (rb__on_loop(rb))
-        return 0;
+    if (!atomic_load(&rb->loop_ok)) return NT_BUS_EUNAVAILABLE;
+    if (rb__on_loop(rb)) return 0;
     struct rb_conn *conn = rb__conn(rb);
     const char *argv[1] = {"PING"};
     size_t lens[1] = {4};
     redisReply *reply = conn ? rb__cmd(rb, conn, 1, argv, lens) : NULL;
     int rc = rb__is_error(reply) ? NT_BUS_EUNAVAILABLE : 0;
-    if (reply)
-        freeReplyObject(reply);
+    if (reply) freeReplyObject(reply);
     return rc;
 }
 

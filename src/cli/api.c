@@ -21,8 +21,7 @@ int nt_cli_set_server(nt_cli_ctx *ctx, const char *url)
     if (!strncmp(p, "http://", 7)) {
         p += 7;
     } else if (!strncmp(p, "https://", 8)) {
-        fprintf(stderr, "natter: %s: https is not supported; use http:// (or a TLS proxy)\n",
-                url);
+        fprintf(stderr, "natter: %s: https is not supported; use http:// (or a TLS proxy)\n", url);
         return -EINVAL;
     } else if (strstr(p, "://")) {
         fprintf(stderr, "natter: %s: not an http:// URL\n", url);
@@ -53,8 +52,7 @@ int nt_cli_set_server(nt_cli_ctx *ctx, const char *url)
     snprintf(ctx->server, sizeof ctx->server, "%s", url);
     /* Without a trailing slash, so saved and given URLs compare equal. */
     size_t n = strlen(ctx->server);
-    if (n && ctx->server[n - 1] == '/')
-        ctx->server[n - 1] = '\0';
+    if (n && ctx->server[n - 1] == '/') ctx->server[n - 1] = '\0';
     return 0;
 }
 
@@ -64,12 +62,9 @@ int nt_cli_ctx_init(nt_cli_ctx *ctx, const char *server_flag)
     nt_cli_creds saved;
     bool have_saved = nt_cli_creds_load(&saved) == 0;
     const char *url = server_flag;
-    if (!url || !*url)
-        url = getenv("NATTER_SERVER");
-    if (!url || !*url)
-        url = have_saved && saved.server[0] ? saved.server : NT_CLI_DEFAULT_SERVER;
-    if (nt_cli_set_server(ctx, url) != 0)
-        return NT_CLI_USAGE;
+    if (!url || !*url) url = getenv("NATTER_SERVER");
+    if (!url || !*url) url = have_saved && saved.server[0] ? saved.server : NT_CLI_DEFAULT_SERVER;
+    if (nt_cli_set_server(ctx, url) != 0) return NT_CLI_USAGE;
     if (have_saved) {
         nt_cli_ctx probe;
         memset(&probe, 0, sizeof probe);
@@ -85,26 +80,22 @@ int nt_cli_ctx_init(nt_cli_ctx *ctx, const char *server_flag)
 
 int nt_cli_need_login(nt_cli_ctx *ctx)
 {
-    if (ctx->have_creds)
-        return NT_CLI_OK;
+    if (ctx->have_creds) return NT_CLI_OK;
     fprintf(stderr, "natter: not logged in to %s (run: natter login)\n", ctx->server);
     return NT_CLI_AUTH;
 }
 
 void nt_cli_flush_creds(nt_cli_ctx *ctx)
 {
-    if (!ctx->creds_dirty)
-        return;
+    if (!ctx->creds_dirty) return;
     int rc = nt_cli_creds_save(&ctx->creds);
-    if (rc)
-        fprintf(stderr, "natter: cannot save credentials: %s\n", strerror(-rc));
+    if (rc) fprintf(stderr, "natter: cannot save credentials: %s\n", strerror(-rc));
     ctx->creds_dirty = false;
 }
 
 int nt_cli_refresh(nt_cli_ctx *ctx)
 {
-    if (!ctx->have_creds || !ctx->creds.refresh_token[0])
-        return -EACCES;
+    if (!ctx->have_creds || !ctx->creds.refresh_token[0]) return -EACCES;
     nt_buf body = NT_BUF_INIT, resp = NT_BUF_INIT;
     nt_jw w;
     nt_jw_init(&w, &body);
@@ -149,17 +140,12 @@ int nt_cli_api(nt_cli_ctx *ctx, const char *method, const char *path, const char
                             .path = path,
                             .bearer = ctx->have_creds ? ctx->creds.access_token : NULL,
                             .body = body};
-        if (resp)
-            nt_buf_reset(resp);
+        if (resp) nt_buf_reset(resp);
         int rc = ntc_http_do(ctx->host, ctx->port, &req, &status, NULL, resp);
-        if (resp)
-            nt_buf_cstr(resp);
-        if (rc)
-            return rc;
-        if (status != 401 || attempt > 0 || !ctx->have_creds)
-            return status;
-        if (nt_cli_refresh(ctx) != 0)
-            return status;
+        if (resp) nt_buf_cstr(resp);
+        if (rc) return rc;
+        if (status != 401 || attempt > 0 || !ctx->have_creds) return status;
+        if (nt_cli_refresh(ctx) != 0) return status;
     }
 }
 
@@ -186,22 +172,20 @@ static void api__describe(nt_cli_ctx *ctx, int status, const nt_buf *resp, const
         ntc_json_str(resp->data, resp->len, "error.message", server_msg, sizeof server_msg);
     switch (status) {
     case 401:
-        snprintf(msg, cap, "%s%snot logged in or session expired (run: natter login)", prefix,
-                 sep);
+        snprintf(msg, cap, "%s%snot logged in or session expired (run: natter login)", prefix, sep);
         return;
     case 404:
     case 405:
         if (!server_msg[0] || strstr(server_msg, "no such endpoint") ||
             strstr(server_msg, "not allowed")) {
-            snprintf(msg, cap, "%s%sthe server does not offer this (HTTP %d)", prefix, sep,
-                     status);
+            snprintf(msg, cap, "%s%sthe server does not offer this (HTTP %d)", prefix, sep, status);
             return;
         }
         break;
     case 501:
     case 503:
-        snprintf(msg, cap, "%s%sunavailable on the server right now (HTTP %d)%s%s", prefix,
-                 sep, status, server_msg[0] ? ": " : "", server_msg);
+        snprintf(msg, cap, "%s%sunavailable on the server right now (HTTP %d)%s%s", prefix, sep,
+                 status, server_msg[0] ? ": " : "", server_msg);
         return;
     default:
         break;
@@ -212,16 +196,14 @@ static void api__describe(nt_cli_ctx *ctx, int status, const nt_buf *resp, const
 
 bool nt_cli_describe(nt_cli_ctx *ctx, int status, const nt_buf *resp, char *msg, size_t cap)
 {
-    if (status >= 200 && status < 300)
-        return true;
+    if (status >= 200 && status < 300) return true;
     api__describe(ctx, status, resp, NULL, msg, cap);
     return false;
 }
 
 int nt_cli_check(nt_cli_ctx *ctx, int status, const nt_buf *resp, const char *what)
 {
-    if (status >= 200 && status < 300)
-        return NT_CLI_OK;
+    if (status >= 200 && status < 300) return NT_CLI_OK;
     char msg[512];
     api__describe(ctx, status, resp, what, msg, sizeof msg);
     fprintf(stderr, "natter: %s\n", msg);
@@ -241,16 +223,14 @@ void nt_cli_urlenc(nt_buf *out, const char *s)
 int nt_cli_user_by_nick(nt_cli_ctx *ctx, const char *nickname, int64_t *user_id, char *nick,
                         size_t nick_cap, nt_buf *resp)
 {
-    if (nickname[0] == '@')
-        nickname++;
+    if (nickname[0] == '@') nickname++;
     nt_buf path = NT_BUF_INIT;
     nt_buf_append_str(&path, "/api/v1/users/by-nickname/");
     nt_cli_urlenc(&path, nickname);
     int status = nt_cli_api(ctx, "GET", nt_buf_cstr(&path), NULL, resp);
     nt_buf_free(&path);
     if (status == 200) {
-        if (ntc_json_int(resp->data, resp->len, "id", user_id) != 0)
-            return -EPROTO;
+        if (ntc_json_int(resp->data, resp->len, "id", user_id) != 0) return -EPROTO;
         if (nick && ntc_json_str(resp->data, resp->len, "nickname", nick, nick_cap) < 0)
             snprintf(nick, nick_cap, "%s", nickname);
     }
@@ -270,19 +250,17 @@ static int api__fail(char *msg, size_t cap, int code, const char *fmt, const cha
 }
 
 /* Reports a failed call through msg or stderr. */
-static int api__fail_status(nt_cli_ctx *ctx, int status, nt_buf *resp, const char *what,
-                            char *msg, size_t cap)
+static int api__fail_status(nt_cli_ctx *ctx, int status, nt_buf *resp, const char *what, char *msg,
+                            size_t cap)
 {
-    if (!msg)
-        return nt_cli_check(ctx, status, resp, what);
+    if (!msg) return nt_cli_check(ctx, status, resp, what);
     char line[512];
     api__describe(ctx, status, resp, what, line, sizeof line);
     snprintf(msg, cap, "%s", line);
     return status == 401 ? NT_CLI_AUTH : NT_CLI_ERR;
 }
 
-int nt_cli_resolve_chat(nt_cli_ctx *ctx, const char *spec, int64_t *chat_id, char *msg,
-                        size_t cap)
+int nt_cli_resolve_chat(nt_cli_ctx *ctx, const char *spec, int64_t *chat_id, char *msg, size_t cap)
 {
     nt_buf resp = NT_BUF_INIT;
     int code = NT_CLI_OK;
@@ -317,8 +295,7 @@ int nt_cli_resolve_chat(nt_cli_ctx *ctx, const char *spec, int64_t *chat_id, cha
         for (int i = 0; i < n && !found; i++) {
             char path[64], title[256], type[32];
             snprintf(path, sizeof path, "chats.%d.title", i);
-            if (ntc_json_str(resp.data, resp.len, path, title, sizeof title) < 0)
-                continue;
+            if (ntc_json_str(resp.data, resp.len, path, title, sizeof title) < 0) continue;
             snprintf(path, sizeof path, "chats.%d.type", i);
             if (ntc_json_str(resp.data, resp.len, path, type, sizeof type) < 0 ||
                 !strcmp(type, "direct"))
@@ -350,11 +327,9 @@ static int api__parse(nt_json *doc, const char *json, size_t len, nt_json_tok **
 {
     /* Each value takes at least one byte plus a separator: len/2 + 2 bound. */
     size_t cap = len / 2 + 4;
-    if (cap > INT32_MAX)
-        return -E2BIG;
+    if (cap > INT32_MAX) return -E2BIG;
     *toks = malloc(cap * sizeof **toks);
-    if (!*toks)
-        return -ENOMEM;
+    if (!*toks) return -ENOMEM;
     if (nt_json_parse(doc, json, len, *toks, (int)cap) != 0) {
         free(*toks);
         *toks = NULL;
@@ -369,8 +344,7 @@ int nt_cli_json_each(const char *json, size_t len, const char *key,
     nt_json doc;
     nt_json_tok *toks;
     int rc = api__parse(&doc, json, len, &toks);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int arr = key ? nt_json_get(&doc, 0, key) : 0;
     if (nt_json_type_of(&doc, arr) != NT_JSON_ARRAY) {
         free(toks);
@@ -395,8 +369,7 @@ int nt_cli_json_raw(const char *json, size_t len, const char *key, const char **
     nt_json doc;
     nt_json_tok *toks;
     int rc = api__parse(&doc, json, len, &toks);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int t = nt_json_get(&doc, 0, key);
     if (t < 0) {
         free(toks);

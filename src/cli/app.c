@@ -65,8 +65,7 @@ static app_line *app__add_line(app *a, const app_line *l)
 {
     if (l->chat_id) {
         for (size_t i = 0; i < a->nlines; i++)
-            if (a->lines[i].chat_id == l->chat_id && a->lines[i].seq == l->seq)
-                return NULL;
+            if (a->lines[i].chat_id == l->chat_id && a->lines[i].seq == l->seq) return NULL;
     }
     if (a->nlines == APP_MAX_LINES) {
         free(a->lines[0].text);
@@ -96,8 +95,7 @@ void app_notice(app *a, const char *fmt, ...)
     app__copy(a->status, sizeof a->status, text);
     app_line l = {.text = text};
     app_line *stored = app__add_line(a, &l);
-    if (stored && a->face->line)
-        a->face->line(a, stored, NULL);
+    if (stored && a->face->line) a->face->line(a, stored, NULL);
 }
 
 /* A failed REST call as a notice. */
@@ -113,17 +111,15 @@ static void app__fail(app *a, const char *what, int status, const nt_buf *resp)
 app_user *app_user_get(app *a, int64_t user_id)
 {
     for (size_t i = 0; i < a->nusers; i++)
-        if (a->users[i].id == user_id)
-            return &a->users[i];
-    if (user_id <= 0)
-        return NULL;
+        if (a->users[i].id == user_id) return &a->users[i];
+    if (user_id <= 0) return NULL;
     nt_buf resp = NT_BUF_INIT;
     char path[64];
     snprintf(path, sizeof path, "/api/v1/users/%lld", (long long)user_id);
     int status = nt_cli_api(&a->ctx, "GET", path, NULL, &resp);
     app_user u = {.id = user_id};
-    if (status != 200 || ntc_json_str(resp.data, resp.len, "nickname", u.nickname,
-                                      sizeof u.nickname) < 0) {
+    if (status != 200 ||
+        ntc_json_str(resp.data, resp.len, "nickname", u.nickname, sizeof u.nickname) < 0) {
         nt_buf_free(&resp);
         return NULL;
     }
@@ -132,8 +128,7 @@ app_user *app_user_get(app *a, int64_t user_id)
     if (a->nusers == a->users_cap) {
         size_t cap = a->users_cap ? a->users_cap * 2 : 32;
         app_user *grown = realloc(a->users, cap * sizeof *grown);
-        if (!grown)
-            return NULL;
+        if (!grown) return NULL;
         a->users = grown;
         a->users_cap = cap;
     }
@@ -145,8 +140,7 @@ const char *app_nick(app *a, int64_t user_id)
 {
     static char fallback[32];
     app_user *u = app_user_get(a, user_id);
-    if (u)
-        return u->nickname;
+    if (u) return u->nickname;
     snprintf(fallback, sizeof fallback, "user %lld", (long long)user_id);
     return fallback;
 }
@@ -156,8 +150,7 @@ const char *app_nick(app *a, int64_t user_id)
 app_chat *app_chat_find(app *a, int64_t id)
 {
     for (size_t i = 0; i < a->nchats; i++)
-        if (a->chats[i].id == id)
-            return &a->chats[i];
+        if (a->chats[i].id == id) return &a->chats[i];
     return NULL;
 }
 
@@ -166,15 +159,13 @@ app_chat *app_chat_find(app *a, int64_t id)
 static app_chat *app__upsert_chat(app *a, const char *raw, size_t len)
 {
     int64_t id = 0;
-    if (ntc_json_int(raw, len, "id", &id) != 0)
-        return NULL;
+    if (ntc_json_int(raw, len, "id", &id) != 0) return NULL;
     app_chat *c = app_chat_find(a, id);
     if (!c) {
         if (a->nchats == a->chats_cap) {
             size_t cap = a->chats_cap ? a->chats_cap * 2 : 16;
             app_chat *grown = realloc(a->chats, cap * sizeof *grown);
-            if (!grown)
-                return NULL;
+            if (!grown) return NULL;
             a->chats = grown;
             a->chats_cap = cap;
         }
@@ -185,27 +176,20 @@ static app_chat *app__upsert_chat(app *a, const char *raw, size_t len)
     }
     ntc_json_str(raw, len, "type", c->type, sizeof c->type);
     int64_t v;
-    if (ntc_json_int(raw, len, "last_seq", &v) == 0 && v > c->last_seq)
-        c->last_seq = v;
-    if (c->known_seq < 0)
-        c->known_seq = c->last_seq;
-    if (ntc_json_int(raw, len, "unread", &v) == 0)
-        c->unread = v;
+    if (ntc_json_int(raw, len, "last_seq", &v) == 0 && v > c->last_seq) c->last_seq = v;
+    if (c->known_seq < 0) c->known_seq = c->last_seq;
+    if (ntc_json_int(raw, len, "unread", &v) == 0) c->unread = v;
     int n = ntc_json_count(raw, len, "members");
     for (int i = 0; i < n; i++) {
         char p[64];
         int64_t uid = 0, d = 0, r = 0;
         snprintf(p, sizeof p, "members.%d.user_id", i);
-        if (ntc_json_int(raw, len, p, &uid) != 0 || uid == a->ctx.creds.user_id)
-            continue;
-        if (strcmp(c->type, "group") && strcmp(c->type, "channel"))
-            c->partner_id = uid;
+        if (ntc_json_int(raw, len, p, &uid) != 0 || uid == a->ctx.creds.user_id) continue;
+        if (strcmp(c->type, "group") && strcmp(c->type, "channel")) c->partner_id = uid;
         snprintf(p, sizeof p, "members.%d.delivered_seq", i);
-        if (ntc_json_int(raw, len, p, &d) == 0 && d > c->peer_delivered)
-            c->peer_delivered = d;
+        if (ntc_json_int(raw, len, p, &d) == 0 && d > c->peer_delivered) c->peer_delivered = d;
         snprintf(p, sizeof p, "members.%d.read_seq", i);
-        if (ntc_json_int(raw, len, p, &r) == 0 && r > c->peer_read)
-            c->peer_read = r;
+        if (ntc_json_int(raw, len, p, &r) == 0 && r > c->peer_read) c->peer_read = r;
     }
     char title[160] = "";
     if (ntc_json_str(raw, len, "title", title, sizeof title) > 0) {
@@ -253,13 +237,11 @@ static app_chat *app__fetch_chat(app *a, int64_t chat_id)
 static void app__remove_chat(app *a, int64_t chat_id)
 {
     app_chat *c = app_chat_find(a, chat_id);
-    if (!c)
-        return;
+    if (!c) return;
     size_t i = (size_t)(c - a->chats);
     memmove(a->chats + i, a->chats + i + 1, (a->nchats - i - 1) * sizeof *a->chats);
     a->nchats--;
-    if (a->current == chat_id)
-        a->current = 0;
+    if (a->current == chat_id) a->current = 0;
 }
 
 /* ---- WebSocket frames out ------------------------------------------------------------ */
@@ -283,8 +265,7 @@ static void app__send_marker(app *a, const char *type, int64_t chat_id, int64_t 
 void app_typing(app *a)
 {
     uint64_t now = nt_mono_ns();
-    if (!a->current || !a->ws_open || now - a->typing_sent_ns < APP_TYPING_SEND_NS)
-        return;
+    if (!a->current || !a->ws_open || now - a->typing_sent_ns < APP_TYPING_SEND_NS) return;
     a->typing_sent_ns = now;
     char frame[80];
     snprintf(frame, sizeof frame, "{\"type\":\"typing\",\"chat_id\":%lld}", (long long)a->current);
@@ -325,48 +306,42 @@ static void app__on_message(app *a, const char *raw, size_t len, bool live)
     ntc_json_int(raw, len, "sender_id", &sender);
     ntc_json_int(raw, len, "ts", &ts);
     app_chat *c = app_chat_find(a, chat_id);
-    if (!c && !(c = app__fetch_chat(a, chat_id)))
-        return;
+    if (!c && !(c = app__fetch_chat(a, chat_id))) return;
     if (seq <= c->known_seq)
         return; /* shown already (a repeat after a reconnect, or our own send) */
     if (live && seq > c->known_seq + 1) {
         /* Something is missing in between: read it first, in order. */
         app__catch_up(a, c);
-        if (seq <= c->known_seq)
-            return;
+        if (seq <= c->known_seq) return;
     }
     size_t cap = len + 1;
     char *text = malloc(cap);
-    if (!text)
-        return;
-    if (ntc_json_str(raw, len, "text", text, cap) < 0)
-        text[0] = '\0';
+    if (!text) return;
+    if (ntc_json_str(raw, len, "text", text, cap) < 0) text[0] = '\0';
     char pow[256];
     bool has_pow = ntc_json_has(raw, len, "pow");
-    if (has_pow)
-        app__pow_text(raw, len, text, pow, sizeof pow);
+    if (has_pow) app__pow_text(raw, len, text, pow, sizeof pow);
     c->known_seq = seq;
-    if (seq > c->last_seq)
-        c->last_seq = seq;
-    app_line l = {.chat_id = chat_id, .seq = seq, .sender_id = sender, .ts = ts, .text = text,
+    if (seq > c->last_seq) c->last_seq = seq;
+    app_line l = {.chat_id = chat_id,
+                  .seq = seq,
+                  .sender_id = sender,
+                  .ts = ts,
+                  .text = text,
                   .pow = has_pow ? pow : NULL};
     bool mine = sender == a->ctx.creds.user_id;
     if (chat_id == a->current || !a->tui) {
         app_line *stored = chat_id == a->current ? app__add_line(a, &l) : &l;
-        if (stored && a->face->line)
-            a->face->line(a, stored, c);
+        if (stored && a->face->line) a->face->line(a, stored, c);
     }
     if (chat_id == a->current) {
-        if (!mine)
-            app__send_marker(a, "read", chat_id, seq);
-        if (sender == a->typing_user)
-            a->typing_user = 0;
+        if (!mine) app__send_marker(a, "read", chat_id, seq);
+        if (sender == a->typing_user) a->typing_user = 0;
     } else {
         if (!mine) {
             c->unread++;
             app__send_marker(a, "delivered", chat_id, seq);
-            if (a->tui)
-                snprintf(a->status, sizeof a->status, "new message in %s", c->name);
+            if (a->tui) snprintf(a->status, sizeof a->status, "new message in %s", c->name);
         }
     }
     free(text);
@@ -384,8 +359,7 @@ static void app__catch_up(app *a, app_chat *c)
     int64_t chat_id = c->id;
     for (int pages = 0; pages < 50; pages++) {
         c = app_chat_find(a, chat_id);
-        if (!c)
-            break;
+        if (!c) break;
         char path[160];
         /* after_seq=0 means "no cursor" to the server: see script.c. */
         if (c->known_seq == 0)
@@ -395,11 +369,9 @@ static void app__catch_up(app *a, app_chat *c)
             snprintf(path, sizeof path, "/api/v1/chats/%lld/messages?after_seq=%lld&limit=200",
                      (long long)chat_id, (long long)c->known_seq);
         int status = nt_cli_api(&a->ctx, "GET", path, NULL, &resp);
-        if (status != 200)
-            break;
+        if (status != 200) break;
         int n = nt_cli_json_each(resp.data, resp.len, "messages", app__history_item, a);
-        if (n < 200)
-            break;
+        if (n < 200) break;
     }
     nt_buf_free(&resp);
 }
@@ -422,11 +394,9 @@ void app_open_chat(app *a, int64_t chat_id)
     c = app_chat_find(a, chat_id);
     if (c) {
         c->unread = 0;
-        if (c->known_seq > 0)
-            app__send_marker(a, "read", chat_id, c->known_seq);
+        if (c->known_seq > 0) app__send_marker(a, "read", chat_id, c->known_seq);
     }
-    if (a->face->changed)
-        a->face->changed(a);
+    if (a->face->changed) a->face->changed(a);
 }
 
 /* ---- events ------------------------------------------------------------------------------ */
@@ -448,47 +418,38 @@ static void app__on_frame(app *a, const char *json, size_t len)
         ntc_json_int(json, len, "delivered_seq", &d);
         ntc_json_int(json, len, "read_seq", &r);
         app_chat *c = app_chat_find(a, chat_id);
-        if (!c || uid == a->ctx.creds.user_id)
-            return;
-        if (d > c->peer_delivered)
-            c->peer_delivered = d;
-        if (r > c->peer_read)
-            c->peer_read = r;
+        if (!c || uid == a->ctx.creds.user_id) return;
+        if (d > c->peer_delivered) c->peer_delivered = d;
+        if (r > c->peer_read) c->peer_read = r;
         snprintf(text, sizeof text, "%s: %s has read up to %lld, received up to %lld", c->name,
                  app_nick(a, uid), (long long)r, (long long)d);
-        if (a->face->event)
-            a->face->event(a, text);
+        if (a->face->event) a->face->event(a, text);
     } else if (!strcmp(type, "typing")) {
         int64_t chat_id = 0, uid = 0;
         ntc_json_int(json, len, "chat_id", &chat_id);
         ntc_json_int(json, len, "user_id", &uid);
         app_chat *c = app_chat_find(a, chat_id);
-        if (!c || uid == a->ctx.creds.user_id)
-            return;
-        bool repeat = chat_id == a->current && a->typing_user == uid &&
-                      nt_mono_ns() < a->typing_until_ns;
+        if (!c || uid == a->ctx.creds.user_id) return;
+        bool repeat =
+            chat_id == a->current && a->typing_user == uid && nt_mono_ns() < a->typing_until_ns;
         if (chat_id == a->current) {
             a->typing_user = uid;
             a->typing_until_ns = nt_mono_ns() + APP_TYPING_SHOW_NS;
         }
         snprintf(text, sizeof text, "%s: %s is typing", c->name, app_nick(a, uid));
-        if (a->face->event && !repeat)
-            a->face->event(a, text);
+        if (a->face->event && !repeat) a->face->event(a, text);
     } else if (!strcmp(type, "presence")) {
         int64_t uid = 0;
         ntc_json_int(json, len, "user_id", &uid);
         app_user *u = app_user_get(a, uid);
-        if (!u)
-            return;
+        if (!u) return;
         u->online = app__json_true(json, len, "online");
         snprintf(text, sizeof text, "%s is %s", u->nickname, u->online ? "online" : "offline");
-        if (a->face->event)
-            a->face->event(a, text);
+        if (a->face->event) a->face->event(a, text);
     } else if (!strcmp(type, "chat")) {
         if (nt_cli_json_raw(json, len, "chat", &raw, &raw_len) == 0) {
             app_chat *c = app__upsert_chat(a, raw, raw_len);
-            if (c)
-                app_notice(a, "chat %s (%lld) changed", c->name, (long long)c->id);
+            if (c) app_notice(a, "chat %s (%lld) changed", c->name, (long long)c->id);
         }
     } else if (!strcmp(type, "chat_closed")) {
         int64_t chat_id = 0;
@@ -528,8 +489,7 @@ static void app__on_frame(app *a, const char *json, size_t len)
         ntc_json_str(json, len, "message", msg, sizeof msg);
         app_notice(a, "server: %s %s", code, msg);
     }
-    if (a->face->changed)
-        a->face->changed(a);
+    if (a->face->changed) a->face->changed(a);
 }
 
 /* ---- connection ------------------------------------------------------------------------ */
@@ -537,8 +497,7 @@ static void app__on_frame(app *a, const char *json, size_t len)
 static void app__schedule_retry(app *a)
 {
     a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : 250;
-    if (a->backoff_ms > APP_BACKOFF_MAX_MS)
-        a->backoff_ms = APP_BACKOFF_MAX_MS;
+    if (a->backoff_ms > APP_BACKOFF_MAX_MS) a->backoff_ms = APP_BACKOFF_MAX_MS;
     a->retry_at_ns = nt_mono_ns() + (uint64_t)a->backoff_ms * 1000000u;
 }
 
@@ -574,17 +533,14 @@ static void app__connect(app *a)
     app__load_chats(a);
     for (size_t i = 0; i < a->nchats; i++) {
         app_chat *c = &a->chats[i];
-        if (c->last_seq <= c->known_seq)
-            continue;
+        if (c->last_seq <= c->known_seq) continue;
         if (c->id == a->current || !a->tui)
             app__catch_up(a, c);
         else
             c->known_seq = c->last_seq; /* the list's unread count says enough */
     }
-    if (was_down)
-        app_notice(a, "reconnected");
-    if (a->face->changed)
-        a->face->changed(a);
+    if (was_down) app_notice(a, "reconnected");
+    if (a->face->changed) a->face->changed(a);
 }
 
 static void app__drop(app *a)
@@ -598,24 +554,20 @@ static void app__drop(app *a)
 
 bool app_poll(app *a, int extra_fd, int timeout_ms)
 {
-    if (!a->ws && a->retry_at_ns && nt_mono_ns() >= a->retry_at_ns)
-        app__connect(a);
+    if (!a->ws && a->retry_at_ns && nt_mono_ns() >= a->retry_at_ns) app__connect(a);
     struct pollfd p[2];
     int n = 0;
-    if (extra_fd >= 0)
-        p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
+    if (extra_fd >= 0) p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
     int ws_i = -1;
     if (a->ws) {
         ws_i = n;
         p[n++] = (struct pollfd){.fd = ntc_conn_fd(a->ws),
                                  .events = POLLIN | (ntc_conn_wants_write(a->ws) ? POLLOUT : 0)};
     }
-    if (poll(p, (nfds_t)n, timeout_ms) < 0)
-        return false;
+    if (poll(p, (nfds_t)n, timeout_ms) < 0) return false;
     if (ws_i >= 0 && p[ws_i].revents) {
         int rc = 0;
-        if (p[ws_i].revents & POLLOUT)
-            rc = ntc_conn_on_writable(a->ws);
+        if (p[ws_i].revents & POLLOUT) rc = ntc_conn_on_writable(a->ws);
         if (rc == 0 && (p[ws_i].revents & (POLLIN | POLLHUP | POLLERR)))
             rc = ntc_conn_on_readable(a->ws);
         const char *json;
@@ -629,13 +581,11 @@ bool app_poll(app *a, int extra_fd, int timeout_ms)
                 free(copy);
             }
         }
-        if (rc < 0 || ntc_conn_state(a->ws) == NTC_CLOSED)
-            app__drop(a);
+        if (rc < 0 || ntc_conn_state(a->ws) == NTC_CLOSED) app__drop(a);
     }
     if (a->typing_user && nt_mono_ns() > a->typing_until_ns) {
         a->typing_user = 0;
-        if (a->face->changed)
-            a->face->changed(a);
+        if (a->face->changed) a->face->changed(a);
     }
     return extra_fd >= 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR));
 }
@@ -653,8 +603,8 @@ static void app__send_text(app *a, const char *text)
     char client_id[64], path[96];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    snprintf(client_id, sizeof client_id, "cli-%d-%lld%09ld", (int)getpid(),
-             (long long)now.tv_sec, now.tv_nsec);
+    snprintf(client_id, sizeof client_id, "cli-%d-%lld%09ld", (int)getpid(), (long long)now.tv_sec,
+             now.tv_nsec);
     nt_jw w;
     nt_jw_init(&w, &body);
     nt_jw_obj(&w);
@@ -694,8 +644,7 @@ static bool app__call(app *a, const char *what, const char *method, const char *
     nt_buf resp = NT_BUF_INIT;
     int status = nt_cli_api(&a->ctx, method, path, body, &resp);
     bool ok = status >= 200 && status < 300;
-    if (!ok)
-        app__fail(a, what, status, &resp);
+    if (!ok) app__fail(a, what, status, &resp);
     nt_buf_free(&resp);
     return ok;
 }
@@ -703,12 +652,11 @@ static bool app__call(app *a, const char *what, const char *method, const char *
 static void app__list_chats(app *a)
 {
     app__load_chats(a);
-    if (!a->nchats)
-        app_notice(a, "no chats yet: /chat NICK starts one");
+    if (!a->nchats) app_notice(a, "no chats yet: /chat NICK starts one");
     for (size_t i = 0; i < a->nchats; i++) {
         app_chat *c = &a->chats[i];
-        app_user *u = c->partner_id && !strcmp(c->type, "direct")
-                          ? app_user_get(a, c->partner_id) : NULL;
+        app_user *u =
+            c->partner_id && !strcmp(c->type, "direct") ? app_user_get(a, c->partner_id) : NULL;
         app_notice(a, "chat %lld %s %s, %lld unread%s", (long long)c->id, c->type, c->name,
                    (long long)c->unread, u ? (u->online ? ", online" : ", offline") : "");
     }
@@ -802,8 +750,8 @@ static void app__group(app *a, char *args)
     nt_jw_obj_end(&w);
     if (ok) {
         int status = nt_cli_api(&a->ctx, "POST", "/api/v1/chats", nt_buf_cstr(&body), &resp);
-        app_chat *c = status == 201 || status == 200 ? app__upsert_chat(a, resp.data, resp.len)
-                                                     : NULL;
+        app_chat *c =
+            status == 201 || status == 200 ? app__upsert_chat(a, resp.data, resp.len) : NULL;
         if (c)
             app_open_chat(a, c->id);
         else
@@ -837,8 +785,7 @@ static void app__join(app *a, const char *what)
     char path[96], body[64];
     snprintf(path, sizeof path, "/api/v1/chats/%lld/members", id);
     snprintf(body, sizeof body, "{\"user_id\":%lld}", (long long)a->ctx.creds.user_id);
-    if (app__call(a, "join", "POST", path, body))
-        app_open_chat(a, id);
+    if (app__call(a, "join", "POST", path, body)) app_open_chat(a, id);
 }
 
 static bool app__leave_current(app *a)
@@ -850,8 +797,7 @@ static bool app__leave_current(app *a)
     char path[128];
     snprintf(path, sizeof path, "/api/v1/chats/%lld/members/%lld", (long long)a->current,
              (long long)a->ctx.creds.user_id);
-    if (!app__call(a, "leave", "DELETE", path, NULL))
-        return false;
+    if (!app__call(a, "leave", "DELETE", path, NULL)) return false;
     app_chat *c = app_chat_find(a, a->current);
     app_notice(a, "left %s", c ? c->name : "the chat");
     app__remove_chat(a, a->current);
@@ -877,15 +823,13 @@ void app_input(app *a, const char *input)
     size_t len = strlen(line);
     while (len && (line[len - 1] == ' ' || line[len - 1] == '\r'))
         line[--len] = '\0';
-    if (!len)
-        return;
+    if (!len) return;
     if (line[0] != '/' || line[1] == '/') {
         app__send_text(a, line[0] == '/' ? line + 1 : line);
         goto done;
     }
     char *args = line + strcspn(line, " ");
-    if (*args)
-        *args++ = '\0';
+    if (*args) *args++ = '\0';
     while (*args == ' ')
         args++;
     const char *cmd = line + 1;
@@ -938,8 +882,7 @@ void app_input(app *a, const char *input)
             app_notice(a, "usage: /%s NICK", cmd);
             goto done;
         }
-        if (!app__user_id(a, args, &uid))
-            goto done;
+        if (!app__user_id(a, args, &uid)) goto done;
         if (!strcmp(cmd, "accept"))
             snprintf(path, sizeof path, "/api/v1/friends/requests/%lld/accept", (long long)uid);
         else
@@ -950,8 +893,7 @@ void app_input(app *a, const char *input)
         app__match(a);
     } else if (!strcmp(cmd, "next")) {
         app_chat *c = app_chat_find(a, a->current);
-        if (c && !strcmp(c->type, "random") && !app__leave_current(a))
-            goto done;
+        if (c && !strcmp(c->type, "random") && !app__leave_current(a)) goto done;
         app__match(a);
     } else if (!strcmp(cmd, "leave")) {
         app__leave_current(a);
@@ -981,8 +923,7 @@ void app_input(app *a, const char *input)
     }
 done:
     nt_cli_flush_creds(&a->ctx);
-    if (a->face->changed)
-        a->face->changed(a);
+    if (a->face->changed) a->face->changed(a);
 }
 
 /* ---- start ------------------------------------------------------------------------------ */
@@ -1009,16 +950,14 @@ static int app__ensure_session(app *a, bool can_prompt)
             a->ctx.have_creds = false;
             fprintf(stderr, "natter: the saved session has expired\n");
         }
-        if (!can_prompt)
-            return nt_cli_need_login(&a->ctx);
+        if (!can_prompt) return nt_cli_need_login(&a->ctx);
         char choice[16];
         fprintf(stderr, "Natter at %s\n", a->ctx.server);
         if (nt_cli_read_line("sign in (i) or sign up (u)? [i] ", choice, sizeof choice) != 0)
             return NT_CLI_AUTH;
         bool sign_up = choice[0] == 'u' || choice[0] == 'U';
         int code = nt_cli_sign_in(&a->ctx, sign_up, NULL, NULL, NULL);
-        if (code == NT_CLI_ERR || code == NT_CLI_USAGE)
-            return code;
+        if (code == NT_CLI_ERR || code == NT_CLI_USAGE) return code;
     }
     return NT_CLI_AUTH;
 }
@@ -1028,8 +967,7 @@ int nt_cli_interactive(int argc, char **argv, const char *server, bool force_pla
     app a;
     memset(&a, 0, sizeof a);
     int code = nt_cli_ctx_init(&a.ctx, server);
-    if (code)
-        return code;
+    if (code) return code;
     a.tui = !force_plain && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO);
     a.face = a.tui ? &app_tui_face : &app_plain_face;
     a.lines = calloc(APP_MAX_LINES, sizeof *a.lines);
@@ -1038,8 +976,7 @@ int nt_cli_interactive(int argc, char **argv, const char *server, bool force_pla
         return NT_CLI_ERR;
     }
     code = app__ensure_session(&a, isatty(STDIN_FILENO));
-    if (code)
-        goto out;
+    if (code) goto out;
     app__connect(&a);
     if (!a.ws) {
         fprintf(stderr, "natter: cannot connect to %s:%d: %s\n", a.ctx.host, a.ctx.port,
@@ -1050,8 +987,7 @@ int nt_cli_interactive(int argc, char **argv, const char *server, bool force_pla
     code = a.tui ? app_tui_run(&a) : app_plain_run(&a);
 out:
     nt_cli_flush_creds(&a.ctx);
-    if (a.ws)
-        ntc_conn_close(a.ws, 1000);
+    if (a.ws) ntc_conn_close(a.ws, 1000);
     app__free_lines(&a);
     free(a.lines);
     free(a.chats);

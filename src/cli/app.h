@@ -35,12 +35,12 @@ typedef struct app_user {
 } app_user;
 
 typedef struct app_line {
-    int64_t chat_id;   /* 0: a notice from the client itself */
+    int64_t chat_id; /* 0: a notice from the client itself */
     int64_t seq;
     int64_t sender_id;
     int64_t ts;
-    char *text;        /* owned; the message text or the notice */
-    char *pow;         /* owned; "pow nonce=... verified" for bot proofs, or NULL */
+    char *text; /* owned; the message text or the notice */
+    char *pow;  /* owned; "pow nonce=... verified" for bot proofs, or NULL */
 } app_line;
 
 struct app;
@@ -70,15 +70,15 @@ typedef struct app {
     app_user *users;
     size_t nusers, users_cap;
 
-    int64_t current;     /* open chat id, 0 = none */
-    app_line *lines;     /* the open chat's messages and notices, oldest first */
+    int64_t current; /* open chat id, 0 = none */
+    app_line *lines; /* the open chat's messages and notices, oldest first */
     size_t nlines;
 
     int64_t typing_user; /* someone typing in the open chat, until typing_until */
     uint64_t typing_until_ns;
     uint64_t typing_sent_ns;
 
-    char status[256];    /* last notice, for the status bar */
+    char status[256]; /* last notice, for the status bar */
     bool quit;
 } app;
 

@@ -121,8 +121,7 @@ int nt_cli_user_by_nick(nt_cli_ctx *ctx, const char *nickname, int64_t *user_id,
  * returned; otherwise the error is printed (or, if msg is not NULL, written
  * there) and an exit code returned.
  */
-int nt_cli_resolve_chat(nt_cli_ctx *ctx, const char *spec, int64_t *chat_id, char *msg,
-                        size_t cap);
+int nt_cli_resolve_chat(nt_cli_ctx *ctx, const char *spec, int64_t *chat_id, char *msg, size_t cap);
 
 /* Calls fn with the raw JSON text of each element of the array under the
  * top-level `key` (or of the root array when key is NULL). Returns the
@@ -161,8 +160,8 @@ int nt_cli_read_line(const char *prompt, char *out, size_t cap);
 
 /* Signs in (login or register) and saves the session; used by `natter login`,
  * `natter register` and the interactive start. Prints errors. Exit code. */
-int nt_cli_sign_in(nt_cli_ctx *ctx, bool register_new, const char *login,
-                   const char *password, const char *email);
+int nt_cli_sign_in(nt_cli_ctx *ctx, bool register_new, const char *login, const char *password,
+                   const char *email);
 
 /* ---- proof of work (pow.c) ------------------------------------------------------- */
 

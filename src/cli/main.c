@@ -52,10 +52,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"login", nt_cli_cmd_login},     {"register", nt_cli_cmd_register},
-    {"logout", nt_cli_cmd_logout},   {"send", nt_cli_cmd_send},
-    {"tail", nt_cli_cmd_tail},       {"history", nt_cli_cmd_history},
-    {"users", nt_cli_cmd_users},     {"chats", nt_cli_cmd_chats},
+    {"login", nt_cli_cmd_login}, {"register", nt_cli_cmd_register}, {"logout", nt_cli_cmd_logout},
+    {"send", nt_cli_cmd_send},   {"tail", nt_cli_cmd_tail},         {"history", nt_cli_cmd_history},
+    {"users", nt_cli_cmd_users}, {"chats", nt_cli_cmd_chats},
 };
 
 int main(int argc, char **argv)
@@ -85,15 +84,13 @@ int main(int argc, char **argv)
             return NT_CLI_USAGE;
         }
     }
-    if (i == argc)
-        return nt_cli_interactive(argc - i, argv + i, server, plain);
+    if (i == argc) return nt_cli_interactive(argc - i, argv + i, server, plain);
     if (!strcmp(argv[i], "help")) {
         fputs(main_help, stdout);
         return NT_CLI_OK;
     }
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
-        if (!strcmp(argv[i], commands[k].name))
-            return commands[k].run(argc - i, argv + i, server);
+        if (!strcmp(argv[i], commands[k].name)) return commands[k].run(argc - i, argv + i, server);
     fprintf(stderr, "natter: unknown command '%s' (see: natter --help)\n", argv[i]);
     return NT_CLI_USAGE;
 }

@@ -64,11 +64,9 @@ int app_plain_run(app *a)
     char buf[16384];
     size_t have = 0;
     while (!a->quit) {
-        if (!app_poll(a, STDIN_FILENO, 200))
-            continue;
+        if (!app_poll(a, STDIN_FILENO, 200)) continue;
         ssize_t n = read(STDIN_FILENO, buf + have, sizeof buf - 1 - have);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             if (have) { /* a last line without its newline */
                 buf[have] = '\0';

@@ -16,11 +16,9 @@
 
 int nt_cli_reverse_utf8(const char *s, size_t len, nt_buf *out)
 {
-    if (!nt_utf8_valid(s, len))
-        return -EINVAL;
+    if (!nt_utf8_valid(s, len)) return -EINVAL;
     nt_buf_reset(out);
-    if (nt_buf_reserve(out, len + 1) != 0)
-        return -ENOMEM;
+    if (nt_buf_reserve(out, len + 1) != 0) return -ENOMEM;
     /* Walk backwards: a code point starts at a byte that is not 10xxxxxx. */
     size_t end = len;
     while (end > 0) {
@@ -37,11 +35,9 @@ int nt_cli_reverse_utf8(const char *s, size_t len, nt_buf *out)
 bool nt_cli_pow_verify(const char *original, size_t len, const char *nonce, const char *hash,
                        int bits)
 {
-    if (bits < 0 || bits > 256 || strlen(hash) != 64 || !*nonce)
-        return false;
+    if (bits < 0 || bits > 256 || strlen(hash) != 64 || !*nonce) return false;
     for (const char *p = nonce; *p; p++)
-        if (*p < '0' || *p > '9')
-            return false;
+        if (*p < '0' || *p > '9') return false;
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_len = 0;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -50,15 +46,12 @@ bool nt_cli_pow_verify(const char *original, size_t len, const char *nonce, cons
               EVP_DigestUpdate(md, nonce, strlen(nonce)) == 1 &&
               EVP_DigestFinal_ex(md, digest, &digest_len) == 1 && digest_len == 32;
     EVP_MD_CTX_free(md);
-    if (!ok)
-        return false;
+    if (!ok) return false;
     char hex[65];
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    if (strcmp(hex, hash) != 0)
-        return false;
+    if (strcmp(hex, hash) != 0) return false;
     for (int i = 0; i < bits; i++)
-        if (digest[i / 8] & (0x80 >> (i % 8)))
-            return false;
+        if (digest[i / 8] & (0x80 >> (i % 8))) return false;
     return true;
 }

@@ -39,10 +39,8 @@ static int script__read(const char *prompt, char *out, size_t cap, bool echo)
         changed = tcsetattr(STDIN_FILENO, TCSANOW, &quiet) == 0;
     }
     char *got = fgets(out, (int)cap, in);
-    if (changed)
-        tcsetattr(STDIN_FILENO, TCSANOW, &old);
-    if (!got)
-        return -ENOENT;
+    if (changed) tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    if (!got) return -ENOENT;
     out[strcspn(out, "\r\n")] = '\0';
     return 0;
 }
@@ -64,8 +62,8 @@ int nt_cli_sign_in(nt_cli_ctx *ctx, bool register_new, const char *login, const 
 {
     char login_buf[256], pass_buf[1100], email_buf[256];
     if (!login || !*login) {
-        if (nt_cli_read_line(register_new ? "nickname: " : "login (nickname or email): ",
-                             login_buf, sizeof login_buf) != 0 ||
+        if (nt_cli_read_line(register_new ? "nickname: " : "login (nickname or email): ", login_buf,
+                             sizeof login_buf) != 0 ||
             !login_buf[0]) {
             fprintf(stderr, "natter: no login given\n");
             return NT_CLI_USAGE;
@@ -79,8 +77,7 @@ int nt_cli_sign_in(nt_cli_ctx *ctx, bool register_new, const char *login, const 
         }
         email = email_buf;
     }
-    if (!password || !*password)
-        password = getenv("NATTER_PASSWORD");
+    if (!password || !*password) password = getenv("NATTER_PASSWORD");
     if (!password || !*password) {
         if (nt_cli_read_secret("password: ", pass_buf, sizeof pass_buf) != 0 || !pass_buf[0]) {
             fprintf(stderr, "natter: no password given\n");
@@ -156,9 +153,9 @@ static const char register_help[] =
 static int script__sign(int argc, char **argv, const char *server, bool register_new)
 {
     static const struct option opts[] = {
-        {"login", required_argument, NULL, 'l'},    {"nickname", required_argument, NULL, 'n'},
-        {"email", required_argument, NULL, 'e'},    {"password", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"login", required_argument, NULL, 'l'}, {"nickname", required_argument, NULL, 'n'},
+        {"email", required_argument, NULL, 'e'}, {"password", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     const char *login = NULL, *password = NULL, *email = NULL;
     optind = 0;
@@ -167,19 +164,26 @@ static int script__sign(int argc, char **argv, const char *server, bool register
     while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (ch) {
         case 'l':
-        case 'n': login = optarg; break;
-        case 'e': email = optarg; break;
-        case 'p': password = optarg; break;
-        case 'h': fputs(register_new ? register_help : login_help, stdout); return NT_CLI_OK;
-        default: return script__usage(argv[0], "unknown option or missing value");
+        case 'n':
+            login = optarg;
+            break;
+        case 'e':
+            email = optarg;
+            break;
+        case 'p':
+            password = optarg;
+            break;
+        case 'h':
+            fputs(register_new ? register_help : login_help, stdout);
+            return NT_CLI_OK;
+        default:
+            return script__usage(argv[0], "unknown option or missing value");
         }
     }
-    if (optind < argc)
-        return script__usage(argv[0], "unexpected argument");
+    if (optind < argc) return script__usage(argv[0], "unexpected argument");
     nt_cli_ctx ctx;
     int code = nt_cli_ctx_init(&ctx, server);
-    if (code)
-        return code;
+    if (code) return code;
     code = nt_cli_sign_in(&ctx, register_new, login, password, email);
     if (code == NT_CLI_OK)
         fprintf(stderr, "natter: logged in as %s (user %lld) on %s\n", ctx.creds.nickname,
@@ -225,13 +229,10 @@ static const char logout_help[] = "usage: natter logout\n"
 int nt_cli_cmd_logout(int argc, char **argv, const char *server)
 {
     int code = script__simple_opts(argc, argv, logout_help);
-    if (code >= 0)
-        return code;
-    if (optind < argc)
-        return script__usage(argv[0], "unexpected argument");
+    if (code >= 0) return code;
+    if (optind < argc) return script__usage(argv[0], "unexpected argument");
     nt_cli_ctx ctx;
-    if ((code = nt_cli_ctx_init(&ctx, server)) || (code = nt_cli_need_login(&ctx)))
-        return code;
+    if ((code = nt_cli_ctx_init(&ctx, server)) || (code = nt_cli_need_login(&ctx))) return code;
     nt_buf body = NT_BUF_INIT;
     nt_jw w;
     nt_jw_init(&w, &body);
@@ -264,10 +265,8 @@ static void script__print_line(const char *raw, size_t len, void *arg)
 int nt_cli_cmd_send(int argc, char **argv, const char *server)
 {
     int code = script__simple_opts(argc, argv, send_help);
-    if (code >= 0)
-        return code;
-    if (argc - optind < 2)
-        return script__usage(argv[0], "needs CHAT and TEXT");
+    if (code >= 0) return code;
+    if (argc - optind < 2) return script__usage(argv[0], "needs CHAT and TEXT");
     nt_buf text = NT_BUF_INIT, body = NT_BUF_INIT, resp = NT_BUF_INIT, path = NT_BUF_INIT;
     if (!strcmp(argv[optind + 1], "-") && argc - optind == 2) {
         char chunk[4096];
@@ -278,8 +277,7 @@ int nt_cli_cmd_send(int argc, char **argv, const char *server)
             text.len--;
     } else {
         for (int i = optind + 1; i < argc; i++) {
-            if (i > optind + 1)
-                nt_buf_append(&text, " ", 1);
+            if (i > optind + 1) nt_buf_append(&text, " ", 1);
             nt_buf_append_str(&text, argv[i]);
         }
     }
@@ -296,8 +294,8 @@ int nt_cli_cmd_send(int argc, char **argv, const char *server)
     char client_id[64];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    snprintf(client_id, sizeof client_id, "cli-%d-%lld%09ld", (int)getpid(),
-             (long long)now.tv_sec, now.tv_nsec);
+    snprintf(client_id, sizeof client_id, "cli-%d-%lld%09ld", (int)getpid(), (long long)now.tv_sec,
+             now.tv_nsec);
     nt_jw w;
     nt_jw_init(&w, &body);
     nt_jw_obj(&w);
@@ -310,8 +308,7 @@ int nt_cli_cmd_send(int argc, char **argv, const char *server)
     if (status < 0 && status != -ECONNREFUSED) /* maybe lost on the way: retry once */
         status = nt_cli_api(&ctx, "POST", nt_buf_cstr(&path), nt_buf_cstr(&body), &resp);
     code = nt_cli_check(&ctx, status, &resp, "send");
-    if (code == NT_CLI_OK)
-        script__print_line(resp.data, resp.len, NULL);
+    if (code == NT_CLI_OK) script__print_line(resp.data, resp.len, NULL);
     nt_cli_flush_creds(&ctx);
 out:
     nt_buf_free(&text);
@@ -333,8 +330,7 @@ static bool script__parse_i64(const char *s, int64_t min, int64_t *out)
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < min)
-        return false;
+    if (!*s || *end || errno || v < min) return false;
     *out = v;
     return true;
 }
@@ -343,20 +339,18 @@ typedef struct page_state {
     int64_t last_seq; /* highest seq printed */
     int64_t left;     /* how many may still be printed; -1 = no limit */
     int64_t printed;
-    bool gap;         /* a seq other than last_seq + 1 came */
+    bool gap; /* a seq other than last_seq + 1 came */
 } page_state;
 
 static void script__page_item(const char *raw, size_t len, void *arg)
 {
     page_state *ps = arg;
     int64_t seq = 0;
-    if (ps->left == 0 || ntc_json_int(raw, len, "seq", &seq) != 0 || seq <= ps->last_seq)
-        return;
+    if (ps->left == 0 || ntc_json_int(raw, len, "seq", &seq) != 0 || seq <= ps->last_seq) return;
     script__print_line(raw, len, NULL);
     ps->last_seq = seq;
     ps->printed++;
-    if (ps->left > 0)
-        ps->left--;
+    if (ps->left > 0) ps->left--;
 }
 
 /* Prints messages after ps->last_seq page by page until none are left (or
@@ -366,8 +360,7 @@ static int script__catch_up(nt_cli_ctx *ctx, int64_t chat_id, page_state *ps, nt
 {
     for (;;) {
         int64_t want = ps->left < 0 || ps->left > 200 ? 200 : ps->left;
-        if (want == 0)
-            return 200;
+        if (want == 0) return 200;
         char path[160];
         /* The server reads after_seq=0 as "no cursor" (the newest page);
          * seqs start at 1 without gaps, so the first page is before_seq. */
@@ -378,13 +371,10 @@ static int script__catch_up(nt_cli_ctx *ctx, int64_t chat_id, page_state *ps, nt
             snprintf(path, sizeof path, "/api/v1/chats/%lld/messages?after_seq=%lld&limit=%lld",
                      (long long)chat_id, (long long)ps->last_seq, (long long)want);
         int status = nt_cli_api(ctx, "GET", path, NULL, resp);
-        if (status != 200)
-            return status;
+        if (status != 200) return status;
         int n = nt_cli_json_each(resp->data, resp->len, "messages", script__page_item, ps);
-        if (n < 0)
-            return -EPROTO;
-        if (n < want)
-            return 200;
+        if (n < 0) return -EPROTO;
+        if (n < want) return 200;
     }
 }
 
@@ -410,12 +400,14 @@ int nt_cli_cmd_history(int argc, char **argv, const char *server)
             if (!script__parse_i64(optarg, 1, &ps.left))
                 return script__usage(argv[0], "--limit takes a number >= 1");
             break;
-        case 'h': fputs(history_help, stdout); return NT_CLI_OK;
-        default: return script__usage(argv[0], "unknown option or missing value");
+        case 'h':
+            fputs(history_help, stdout);
+            return NT_CLI_OK;
+        default:
+            return script__usage(argv[0], "unknown option or missing value");
         }
     }
-    if (argc - optind != 1)
-        return script__usage(argv[0], "needs exactly one CHAT");
+    if (argc - optind != 1) return script__usage(argv[0], "needs exactly one CHAT");
     nt_cli_ctx ctx;
     int64_t chat_id = 0;
     int code;
@@ -470,12 +462,10 @@ static ntc_conn *tail__connect(nt_cli_ctx *ctx, int *why)
             return NULL;
         }
         int rc = ntc_conn_auth(c, ctx->creds.access_token, 5000);
-        if (rc == 0)
-            return c;
+        if (rc == 0) return c;
         ntc_conn_free(c);
         *why = rc;
-        if (rc != -EACCES || attempt > 0)
-            return NULL;
+        if (rc != -EACCES || attempt > 0) return NULL;
         rc = nt_cli_refresh(ctx);
         if (rc) {
             *why = rc == -EACCES ? -EACCES : rc;
@@ -507,12 +497,14 @@ int nt_cli_cmd_tail(int argc, char **argv, const char *server)
             if (!script__parse_i64(optarg, 1, &ps.left))
                 return script__usage(argv[0], "--count takes a number >= 1");
             break;
-        case 'h': fputs(tail_help, stdout); return NT_CLI_OK;
-        default: return script__usage(argv[0], "unknown option or missing value");
+        case 'h':
+            fputs(tail_help, stdout);
+            return NT_CLI_OK;
+        default:
+            return script__usage(argv[0], "unknown option or missing value");
         }
     }
-    if (argc - optind != 1)
-        return script__usage(argv[0], "needs exactly one CHAT");
+    if (argc - optind != 1) return script__usage(argv[0], "needs exactly one CHAT");
     nt_cli_ctx ctx;
     int64_t chat_id = 0;
     int code;
@@ -525,10 +517,8 @@ int nt_cli_cmd_tail(int argc, char **argv, const char *server)
     if (ps.last_seq < 0) {
         snprintf(path, sizeof path, "/api/v1/chats/%lld", (long long)chat_id);
         int status = nt_cli_api(&ctx, "GET", path, NULL, &resp);
-        if ((code = nt_cli_check(&ctx, status, &resp, "tail")) != NT_CLI_OK)
-            goto out;
-        if (ntc_json_int(resp.data, resp.len, "last_seq", &ps.last_seq) != 0)
-            ps.last_seq = 0;
+        if ((code = nt_cli_check(&ctx, status, &resp, "tail")) != NT_CLI_OK) goto out;
+        if (ntc_json_int(resp.data, resp.len, "last_seq", &ps.last_seq) != 0) ps.last_seq = 0;
     }
 
     struct sigaction sa;
@@ -573,10 +563,8 @@ int nt_cli_cmd_tail(int argc, char **argv, const char *server)
             const char *json;
             size_t len;
             int rc = ntc_conn_wait(c, 500, &json, &len);
-            if (rc == 0)
-                continue;
-            if (rc < 0)
-                break;
+            if (rc == 0) continue;
+            if (rc < 0) break;
             int64_t cid = 0, seq = 0;
             if (!ntc_json_is_type(json, len, "message") ||
                 ntc_json_int(json, len, "message.chat_id", &cid) != 0 || cid != chat_id ||
@@ -655,16 +643,13 @@ int nt_cli_cmd_users(int argc, char **argv, const char *server)
 {
     list_state ls = {.json = script__take_json_flag(&argc, argv)};
     int code = script__simple_opts(argc, argv, users_help);
-    if (code >= 0)
-        return code;
+    if (code >= 0) return code;
     if (argc - optind != 2 || strcmp(argv[optind], "search"))
         return script__usage(argv[0], "usage: natter users search PREFIX");
     const char *prefix = argv[optind + 1];
-    if (!*prefix)
-        return script__usage(argv[0], "empty PREFIX");
+    if (!*prefix) return script__usage(argv[0], "empty PREFIX");
     nt_cli_ctx ctx;
-    if ((code = nt_cli_ctx_init(&ctx, server)) || (code = nt_cli_need_login(&ctx)))
-        return code;
+    if ((code = nt_cli_ctx_init(&ctx, server)) || (code = nt_cli_need_login(&ctx))) return code;
     nt_buf path = NT_BUF_INIT, resp = NT_BUF_INIT;
     nt_buf_append_str(&path, "/api/v1/users?limit=200&q=");
     nt_cli_urlenc(&path, prefix);
@@ -712,8 +697,7 @@ static void script__chat_item(const char *raw, size_t len, void *arg)
             char p[64];
             int64_t uid = 0;
             snprintf(p, sizeof p, "members.%d.user_id", i);
-            if (ntc_json_int(raw, len, p, &uid) != 0 || uid == cs->ctx->creds.user_id)
-                continue;
+            if (ntc_json_int(raw, len, p, &uid) != 0 || uid == cs->ctx->creds.user_id) continue;
             nt_buf resp = NT_BUF_INIT;
             char upath[64], nick[64];
             snprintf(upath, sizeof upath, "/api/v1/users/%lld", (long long)uid);
@@ -734,12 +718,9 @@ int nt_cli_cmd_chats(int argc, char **argv, const char *server)
     nt_cli_ctx ctx;
     chats_state cs = {.json = script__take_json_flag(&argc, argv), .ctx = &ctx};
     int code = script__simple_opts(argc, argv, chats_help);
-    if (code >= 0)
-        return code;
-    if (optind < argc)
-        return script__usage(argv[0], "unexpected argument");
-    if ((code = nt_cli_ctx_init(&ctx, server)) || (code = nt_cli_need_login(&ctx)))
-        return code;
+    if (code >= 0) return code;
+    if (optind < argc) return script__usage(argv[0], "unexpected argument");
+    if ((code = nt_cli_ctx_init(&ctx, server)) || (code = nt_cli_need_login(&ctx))) return code;
     nt_buf resp = NT_BUF_INIT;
     int status = nt_cli_api(&ctx, "GET", "/api/v1/chats?limit=200", NULL, &resp);
     code = nt_cli_check(&ctx, status, &resp, "chats");

@@ -47,8 +47,7 @@ static wchar_t *tui__wide(const char *text)
 {
     size_t n = strlen(text);
     wchar_t *w = calloc(n + 1, sizeof *w);
-    if (!w)
-        return NULL;
+    if (!w) return NULL;
     mbstate_t st;
     memset(&st, 0, sizeof st);
     size_t out = 0;
@@ -61,8 +60,7 @@ static wchar_t *tui__wide(const char *text)
             used = 1;
             memset(&st, 0, sizeof st);
         }
-        if (wc < 0x20 || wc == 0x7f)
-            wc = L' ';
+        if (wc < 0x20 || wc == 0x7f) wc = L' ';
         w[out++] = wc;
         p += used;
     }
@@ -87,8 +85,7 @@ static int tui__wrap(const wchar_t *w, int width, size_t *starts, int cap)
     for (; i < len; i++) {
         int cw = tui__width(w[i]);
         if (col + cw > width && col > 0) {
-            if (rows == cap)
-                break;
+            if (rows == cap) break;
             starts[rows++] = i;
             col = 0;
         }
@@ -138,8 +135,7 @@ static int tui__draw_line(const char *text, int top, int bottom, int x, int widt
     int rows[2] = {0, 0}, total = 0;
     for (int k = 0; k < 2 && parts[k]; k++) {
         w[k] = tui__wide(parts[k]);
-        if (w[k])
-            rows[k] = tui__wrap(w[k], width, starts[k], 63);
+        if (w[k]) rows[k] = tui__wrap(w[k], width, starts[k], 63);
         total += rows[k];
     }
     int y = bottom - total + 1 + skip;
@@ -155,8 +151,7 @@ static int tui__draw_line(const char *text, int top, int bottom, int x, int widt
 
 static void tui_draw(app *a)
 {
-    if (!tui.active)
-        return;
+    if (!tui.active) return;
     erase();
     int rows = LINES, cols = COLS;
     int list_w = cols >= 60 ? TUI_LIST_W : 0;
@@ -170,26 +165,20 @@ static void tui_draw(app *a)
         for (size_t i = 0; i < a->nchats && (int)i + 1 <= pane_bottom; i++) {
             app_chat *c = &a->chats[i];
             char right[24] = "";
-            if (c->unread)
-                snprintf(right, sizeof right, "(%lld)", (long long)c->unread);
+            if (c->unread) snprintf(right, sizeof right, "(%lld)", (long long)c->unread);
             app_user *u = NULL;
             if (c->partner_id && !strcmp(c->type, "direct")) {
                 for (size_t k = 0; k < a->nusers; k++)
-                    if (a->users[k].id == c->partner_id)
-                        u = &a->users[k];
+                    if (a->users[k].id == c->partner_id) u = &a->users[k];
             }
             char row[256];
             snprintf(row, sizeof row, "%s%-*.*s", c->id == a->current ? "> " : "  ", list_w - 8,
                      list_w - 8, c->name);
-            if (c->id == a->current)
-                attron(A_REVERSE);
+            if (c->id == a->current) attron(A_REVERSE);
             mvaddstr((int)i + 1, 0, row);
-            if (c->id == a->current)
-                attroff(A_REVERSE);
-            if (u && u->online)
-                mvaddstr((int)i + 1, list_w - 7, "\u25cf");
-            if (c->closed)
-                mvaddstr((int)i + 1, list_w - 7, "x");
+            if (c->id == a->current) attroff(A_REVERSE);
+            if (u && u->online) mvaddstr((int)i + 1, list_w - 7, "\u25cf");
+            if (c->closed) mvaddstr((int)i + 1, list_w - 7, "x");
             mvaddstr((int)i + 1, list_w - 5, right);
         }
         mvvline(0, list_w, ACS_VLINE, rows - 2);
@@ -204,8 +193,7 @@ static void tui_draw(app *a)
     attron(A_BOLD);
     tui__draw_line(head, 0, 0, pane_x, pane_w, 0);
     attroff(A_BOLD);
-    if (!a->ws_open)
-        mvaddstr(0, cols - 14 > pane_x ? cols - 14 : pane_x, "[offline]");
+    if (!a->ws_open) mvaddstr(0, cols - 14 > pane_x ? cols - 14 : pane_x, "[offline]");
 
     /* Messages, newest at the bottom. */
     int y = pane_bottom, skip = tui.scroll;
@@ -263,13 +251,11 @@ static void tui__submit(app *a)
     char line[TUI_INPUT_MAX * 4 + 1];
     tui.input[tui.input_len] = L'\0';
     size_t n = wcstombs(line, tui.input, sizeof line - 1);
-    if (n == (size_t)-1)
-        n = 0;
+    if (n == (size_t)-1) n = 0;
     line[n] = '\0';
     tui.input_len = 0;
     tui.scroll = 0;
-    if (!line[0])
-        return;
+    if (!line[0]) return;
     if (tui.nhistory == TUI_HISTORY) {
         free(tui.history[0]);
         memmove(tui.history, tui.history + 1, (TUI_HISTORY - 1) * sizeof *tui.history);
@@ -294,55 +280,61 @@ static void tui__key(app *a, int kind, wint_t ch)
 {
     if (kind == KEY_CODE_YES) {
         switch (ch) {
-        case KEY_ENTER: tui__submit(a); break;
+        case KEY_ENTER:
+            tui__submit(a);
+            break;
         case KEY_BACKSPACE:
-            if (tui.input_len)
-                tui.input_len--;
+            if (tui.input_len) tui.input_len--;
             break;
         case KEY_UP:
-            if (tui.history_pos > 0)
-                tui__recall(tui.history_pos - 1);
+            if (tui.history_pos > 0) tui__recall(tui.history_pos - 1);
             break;
         case KEY_DOWN:
-            if (tui.history_pos < tui.nhistory)
-                tui__recall(tui.history_pos + 1);
+            if (tui.history_pos < tui.nhistory) tui__recall(tui.history_pos + 1);
             break;
-        case KEY_PPAGE: tui.scroll += LINES / 2; break;
-        case KEY_NPAGE: tui.scroll = tui.scroll > LINES / 2 ? tui.scroll - LINES / 2 : 0; break;
-        default: break;
+        case KEY_PPAGE:
+            tui.scroll += LINES / 2;
+            break;
+        case KEY_NPAGE:
+            tui.scroll = tui.scroll > LINES / 2 ? tui.scroll - LINES / 2 : 0;
+            break;
+        default:
+            break;
         }
         return;
     }
     switch (ch) {
-    case 3: /* Ctrl-C */ a->quit = true; return;
+    case 3: /* Ctrl-C */
+        a->quit = true;
+        return;
     case 4: /* Ctrl-D on an empty line */
-        if (!tui.input_len)
-            a->quit = true;
+        if (!tui.input_len) a->quit = true;
         return;
     case '\r':
-    case '\n': tui__submit(a); return;
+    case '\n':
+        tui__submit(a);
+        return;
     case 127:
     case 8:
-        if (tui.input_len)
-            tui.input_len--;
+        if (tui.input_len) tui.input_len--;
         return;
-    case 21: /* Ctrl-U */ tui.input_len = 0; return;
+    case 21: /* Ctrl-U */
+        tui.input_len = 0;
+        return;
     case '\t':
         if (a->nchats) {
             size_t next = 0;
             for (size_t i = 0; i < a->nchats; i++)
-                if (a->chats[i].id == a->current)
-                    next = (i + 1) % a->nchats;
+                if (a->chats[i].id == a->current) next = (i + 1) % a->nchats;
             app_open_chat(a, a->chats[next].id);
         }
         return;
-    default: break;
+    default:
+        break;
     }
-    if (ch < 0x20 || tui.input_len >= TUI_INPUT_MAX - 1)
-        return;
+    if (ch < 0x20 || tui.input_len >= TUI_INPUT_MAX - 1) return;
     tui.input[tui.input_len++] = (wchar_t)ch;
-    if (tui.input[0] != L'/')
-        app_typing(a);
+    if (tui.input[0] != L'/') app_typing(a);
 }
 
 int app_tui_run(app *a)
@@ -358,8 +350,7 @@ int app_tui_run(app *a)
     nodelay(stdscr, TRUE);
     app_notice(a, "signed in as %s on %s; /help lists the commands", a->ctx.creds.nickname,
                a->ctx.server);
-    if (a->nchats)
-        app_notice(a, "%zu chats; /chat NICK or Tab to open one", a->nchats);
+    if (a->nchats) app_notice(a, "%zu chats; /chat NICK or Tab to open one", a->nchats);
     tui_draw(a);
     while (!a->quit) {
         bool key = app_poll(a, STDIN_FILENO, 250);
@@ -374,8 +365,7 @@ int app_tui_run(app *a)
             tui__key(a, kind, ch);
             dirty = true;
         }
-        if (dirty || !key)
-            tui_draw(a);
+        if (dirty || !key) tui_draw(a);
     }
     tui.active = false;
     endwin();

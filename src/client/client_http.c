@@ -33,18 +33,13 @@ static int http__wait(int fd, short events, uint64_t deadline_ns, short *revents
 {
     for (;;) {
         int ms = http__remaining_ms(deadline_ns);
-        if (ms == 0)
-            return -ETIMEDOUT;
+        if (ms == 0) return -ETIMEDOUT;
         struct pollfd p = {.fd = fd, .events = events};
         int n = poll(&p, 1, ms);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -ETIMEDOUT;
-        if (revents)
-            *revents = p.revents;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -errno;
+        if (n == 0) return -ETIMEDOUT;
+        if (revents) *revents = p.revents;
         return 0;
     }
 }
@@ -53,20 +48,17 @@ int ntc_tcp_connect(const char *host, int port, int timeout_ms)
 {
     uint64_t deadline = nt_mono_ns() + (uint64_t)timeout_ms * 1000000u;
     int fd = ntc_tcp_connect_start(host, port);
-    if (fd < 0)
-        return fd;
+    if (fd < 0) return fd;
     int rc = http__wait(fd, POLLOUT, deadline, NULL);
     if (rc == 0) {
         int so_err = 0;
         socklen_t so_len = sizeof so_err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_err, &so_len) < 0)
-            so_err = errno;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_err, &so_len) < 0) so_err = errno;
         rc = -so_err;
     }
     if (rc == 0) {
         int flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
-            rc = -errno;
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) rc = -errno;
     }
     if (rc) {
         close(fd);
@@ -77,16 +69,15 @@ int ntc_tcp_connect(const char *host, int port, int timeout_ms)
 
 /* Finds header `name` (case-insensitive) in the head block; returns its
  * value (trimmed) in value/value_len, or false. */
-static bool http__header(const char *head, size_t head_len, const char *name,
-                         const char **value, size_t *value_len)
+static bool http__header(const char *head, size_t head_len, const char *name, const char **value,
+                         size_t *value_len)
 {
     size_t name_len = strlen(name);
     const char *end = head + head_len;
     const char *line = memchr(head, '\n', head_len);
     while (line && ++line < end) {
         const char *eol = memchr(line, '\n', (size_t)(end - line));
-        if (!eol)
-            eol = end;
+        if (!eol) eol = end;
         if ((size_t)(eol - line) > name_len && line[name_len] == ':' &&
             strncasecmp(line, name, name_len) == 0) {
             const char *v = line + name_len + 1, *v_end = eol;
@@ -155,30 +146,24 @@ static int http__read_response(int fd, uint64_t deadline, int *status, nt_buf *r
         }
         if (head_len) {
             size_t have = in.len - head_len;
-            if (content_length >= 0 && have >= (size_t)content_length)
-                break;
+            if (content_length >= 0 && have >= (size_t)content_length) break;
             if (eof) {
-                if (content_length >= 0)
-                    rc = -EPROTO; /* the body was cut short */
+                if (content_length >= 0) rc = -EPROTO; /* the body was cut short */
                 break;
             }
         }
         rc = http__wait(fd, POLLIN, deadline, NULL);
-        if (rc)
-            goto out;
-        if ((rc = nt_buf_reserve(&in, 16384)) != 0)
-            goto out;
+        if (rc) goto out;
+        if ((rc = nt_buf_reserve(&in, 16384)) != 0) goto out;
         ssize_t n = recv(fd, in.data + in.len, in.cap - in.len - 1, MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n < 0) {
             /* A reset after a whole answer arrived is fine (the server did
              * not read all we sent); without an answer it is the error. */
             rc = -errno;
             goto out;
         }
-        if (n == 0)
-            eof = true;
+        if (n == 0) eof = true;
         in.len += (size_t)n;
     }
     if (resp_headers) {
@@ -191,8 +176,7 @@ static int http__read_response(int fd, uint64_t deadline, int *status, nt_buf *r
             body_len = (size_t)content_length;
         nt_buf_reset(resp_body);
         rc = nt_buf_append(resp_body, in.data + head_len, body_len);
-        if (rc == 0)
-            nt_buf_cstr(resp_body);
+        if (rc == 0) nt_buf_cstr(resp_body);
     }
 out:
     nt_buf_free(&in);
@@ -215,17 +199,12 @@ static int http__send_all(int fd, const char *data, size_t len, uint64_t deadlin
     while (off < len) {
         short revents = 0;
         int rc = http__wait(fd, POLLOUT | POLLIN, deadline, &revents);
-        if (rc)
-            return rc;
-        if (revents & POLLIN)
-            return 0; /* an early answer */
-        if (revents & (POLLERR | POLLHUP))
-            return -EPIPE;
+        if (rc) return rc;
+        if (revents & POLLIN) return 0; /* an early answer */
+        if (revents & (POLLERR | POLLHUP)) return -EPIPE;
         ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n < 0)
-            return -errno;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) return -errno;
         off += (size_t)n;
     }
     return 0;
@@ -234,13 +213,11 @@ static int http__send_all(int fd, const char *data, size_t len, uint64_t deadlin
 static int http__exchange(const char *host, int port, const char *request, size_t len,
                           int timeout_ms, int *status, nt_buf *resp_headers, nt_buf *resp_body)
 {
-    if (timeout_ms <= 0)
-        timeout_ms = NTC_HTTP_TIMEOUT_MS;
+    if (timeout_ms <= 0) timeout_ms = NTC_HTTP_TIMEOUT_MS;
     uint64_t deadline = nt_mono_ns() + (uint64_t)timeout_ms * 1000000u;
     *status = 0;
     int fd = ntc_tcp_connect_start(host, port);
-    if (fd < 0)
-        return fd;
+    if (fd < 0) return fd;
     int rc = http__wait(fd, POLLOUT, deadline, NULL);
     if (rc == 0) {
         int so_err = 0;
@@ -251,8 +228,7 @@ static int http__exchange(const char *host, int port, const char *request, size_
     if (rc == 0) {
         int send_rc = http__send_all(fd, request, len, deadline);
         rc = http__read_response(fd, deadline, status, resp_headers, resp_body);
-        if (rc && send_rc && send_rc != -ETIMEDOUT)
-            rc = send_rc;
+        if (rc && send_rc && send_rc != -ETIMEDOUT) rc = send_rc;
     }
     close(fd);
     return rc;
@@ -261,8 +237,7 @@ static int http__exchange(const char *host, int port, const char *request, size_
 int ntc_http_raw(const char *host, int port, const void *request, size_t len, int timeout_ms,
                  int *status, nt_buf *resp_headers, nt_buf *resp_body)
 {
-    return http__exchange(host, port, request, len, timeout_ms, status, resp_headers,
-                          resp_body);
+    return http__exchange(host, port, request, len, timeout_ms, status, resp_headers, resp_body);
 }
 
 int ntc_http_do(const char *host, int port, const ntc_http_req *req, int *status,
@@ -270,28 +245,22 @@ int ntc_http_do(const char *host, int port, const ntc_http_req *req, int *status
 {
     nt_buf out = NT_BUF_INIT;
     size_t body_len = 0;
-    if (req->body)
-        body_len = req->body_len ? req->body_len : strlen(req->body);
-    bool wants_length = req->body || !strcmp(req->method, "POST") ||
-                        !strcmp(req->method, "PUT") || !strcmp(req->method, "PATCH");
+    if (req->body) body_len = req->body_len ? req->body_len : strlen(req->body);
+    bool wants_length = req->body || !strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
+                        !strcmp(req->method, "PATCH");
     int rc = nt_buf_appendf(&out, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n",
                             req->method, req->path, host, port);
-    if (!rc && req->bearer)
-        rc = nt_buf_appendf(&out, "Authorization: Bearer %s\r\n", req->bearer);
+    if (!rc && req->bearer) rc = nt_buf_appendf(&out, "Authorization: Bearer %s\r\n", req->bearer);
     if (!rc && req->body)
         rc = nt_buf_appendf(&out, "Content-Type: %s\r\n",
                             req->content_type ? req->content_type : "application/json");
-    if (!rc && wants_length)
-        rc = nt_buf_appendf(&out, "Content-Length: %zu\r\n", body_len);
-    if (!rc && req->extra_headers)
-        rc = nt_buf_append_str(&out, req->extra_headers);
+    if (!rc && wants_length) rc = nt_buf_appendf(&out, "Content-Length: %zu\r\n", body_len);
+    if (!rc && req->extra_headers) rc = nt_buf_append_str(&out, req->extra_headers);
+    if (!rc) rc = nt_buf_append(&out, "\r\n", 2);
+    if (!rc && body_len) rc = nt_buf_append(&out, req->body, body_len);
     if (!rc)
-        rc = nt_buf_append(&out, "\r\n", 2);
-    if (!rc && body_len)
-        rc = nt_buf_append(&out, req->body, body_len);
-    if (!rc)
-        rc = http__exchange(host, port, out.data, out.len, req->timeout_ms, status,
-                            resp_headers, resp_body);
+        rc = http__exchange(host, port, out.data, out.len, req->timeout_ms, status, resp_headers,
+                            resp_body);
     nt_buf_free(&out);
     return rc;
 }
@@ -299,8 +268,7 @@ int ntc_http_do(const char *host, int port, const ntc_http_req *req, int *status
 int ntc_http(const char *host, int port, const char *method, const char *path,
              const char *bearer_token, const char *json_body, int *status, nt_buf *resp_body)
 {
-    ntc_http_req req = {.method = method, .path = path, .bearer = bearer_token,
-                        .body = json_body};
+    ntc_http_req req = {.method = method, .path = path, .bearer = bearer_token, .body = json_body};
     return ntc_http_do(host, port, &req, status, NULL, resp_body);
 }
 
@@ -332,15 +300,14 @@ static int account__call(const char *host, int port, const char *path, const cha
     memset(out, 0, sizeof *out);
     int rc = ntc_http(host, port, "POST", path, NULL, body, &status, &resp);
     out->http_status = status;
-    if (rc)
-        goto out;
+    if (rc) goto out;
     if (status != ok_status) {
         rc = account__status_error(status);
         goto out;
     }
     if (ntc_json_int(resp.data, resp.len, "user.id", &out->user_id) != 0 ||
-        ntc_json_str(resp.data, resp.len, "user.nickname", out->nickname,
-                     sizeof out->nickname) < 0 ||
+        ntc_json_str(resp.data, resp.len, "user.nickname", out->nickname, sizeof out->nickname) <
+            0 ||
         ntc_json_str(resp.data, resp.len, "access_token", out->access_token,
                      sizeof out->access_token) <= 0 ||
         ntc_json_str(resp.data, resp.len, "refresh_token", out->refresh_token,
@@ -371,8 +338,7 @@ int ntc_register(const char *host, int port, const char *email, const char *pass
     return rc;
 }
 
-int ntc_login(const char *host, int port, const char *login, const char *password,
-              ntc_session *out)
+int ntc_login(const char *host, int port, const char *login, const char *password, ntc_session *out)
 {
     nt_buf body = NT_BUF_INIT;
     nt_jw w;

@@ -29,11 +29,9 @@ static int json__open(json_doc *d, const char *json, size_t len)
         /* A value takes at least two bytes of text (with its separator), so
          * len / 2 + 2 tokens always suffice. */
         size_t cap = len / 2 + 2;
-        if (cap > (size_t)1 << 30)
-            return -EINVAL;
+        if (cap > (size_t)1 << 30) return -EINVAL;
         d->heap = malloc(cap * sizeof *d->heap);
-        if (!d->heap)
-            return -ENOMEM;
+        if (!d->heap) return -ENOMEM;
         rc = nt_json_parse(&d->doc, json, len, d->heap, (int)cap);
     }
     return rc ? -EINVAL : 0;
@@ -53,8 +51,7 @@ static int json__find(const nt_json *doc, const char *path)
         const char *dot = strchr(seg, '.');
         size_t seg_len = dot ? (size_t)(dot - seg) : strlen(seg);
         char key[128];
-        if (seg_len >= sizeof key)
-            return -ENOENT;
+        if (seg_len >= sizeof key) return -ENOENT;
         memcpy(key, seg, seg_len);
         key[seg_len] = '\0';
         int type = nt_json_type_of(doc, tok);
@@ -63,16 +60,14 @@ static int json__find(const nt_json *doc, const char *path)
         } else if (type == NT_JSON_ARRAY) {
             char *end;
             long index = strtol(key, &end, 10);
-            if (seg_len == 0 || *end || index < 0)
-                return -ENOENT;
+            if (seg_len == 0 || *end || index < 0) return -ENOENT;
             tok = nt_json_first(doc, tok);
             while (tok >= 0 && index-- > 0)
                 tok = nt_json_next(doc, tok);
         } else {
             return -ENOENT;
         }
-        if (tok < 0)
-            return -ENOENT;
+        if (tok < 0) return -ENOENT;
         seg = dot ? dot + 1 : seg + seg_len;
     }
     return tok;

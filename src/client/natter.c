@@ -29,25 +29,25 @@
 #include "common/json.h"
 #include "net/ws.h"
 
-#define CONN_READ_CHUNK 65536      /* stack buffer for one recv */
-#define CONN_MAX_HANDSHAKE 16384   /* largest upgrade answer we accept */
-#define CONN_KEEP_BUF 16384        /* empty buffers bigger than this are freed */
+#define CONN_READ_CHUNK 65536    /* stack buffer for one recv */
+#define CONN_MAX_HANDSHAKE 16384 /* largest upgrade answer we accept */
+#define CONN_KEEP_BUF 16384      /* empty buffers bigger than this are freed */
 
 struct ntc_conn {
     int fd;
-    uint8_t state;           /* ntc_state */
-    bool write_failed;       /* the peer is gone for writing: output is dropped */
-    bool close_sent;         /* we queued a close frame: no more frames */
-    uint16_t close_code;     /* from the server's close frame, 1006 without */
+    uint8_t state;       /* ntc_state */
+    bool write_failed;   /* the peer is gone for writing: output is dropped */
+    bool close_sent;     /* we queued a close frame: no more frames */
+    uint16_t close_code; /* from the server's close frame, 1006 without */
     uint16_t local_close_code;
     uint16_t http_status;
     int err;
-    size_t hs_left;   /* bytes of the upgrade request not yet written */
-    size_t out_head;  /* bytes of `out` already written */
+    size_t hs_left;  /* bytes of the upgrade request not yet written */
+    size_t out_head; /* bytes of `out` already written */
     nt_buf out;
-    nt_buf in;        /* a partial frame (or upgrade answer) between reads */
+    nt_buf in; /* a partial frame (or upgrade answer) between reads */
     nt_ws_assembler assembler;
-    nt_buf inbox;     /* received messages: [u32 len][bytes][NUL]... */
+    nt_buf inbox; /* received messages: [u32 len][bytes][NUL]... */
     size_t inbox_head;
     size_t inbox_count;
     char ws_key[25];
@@ -57,16 +57,14 @@ struct ntc_conn {
 
 static void conn__set_err(ntc_conn *c, int err)
 {
-    if (!c->err && err < 0)
-        c->err = err;
+    if (!c->err && err < 0) c->err = err;
 }
 
 /* The connection is over for reading; keep the fd until ntc_conn_free. */
 static void conn__closed(ntc_conn *c, int err)
 {
     conn__set_err(c, err);
-    if (!c->close_code)
-        c->close_code = 1006;
+    if (!c->close_code) c->close_code = 1006;
     c->state = NTC_CLOSED;
     nt_buf_free(&c->in);
     nt_ws_assembler_free(&c->assembler);
@@ -82,8 +80,7 @@ static void conn__out_trim(ntc_conn *c)
     if (c->out_head == c->out.len) {
         c->out_head = 0;
         c->out.len = 0;
-        if (c->out.cap > CONN_KEEP_BUF)
-            nt_buf_free(&c->out);
+        if (c->out.cap > CONN_KEEP_BUF) nt_buf_free(&c->out);
     } else if (c->out_head > CONN_KEEP_BUF && c->out_head * 2 > c->out.len) {
         nt_buf_consume(&c->out, c->out_head);
         c->out_head = 0;
@@ -93,11 +90,9 @@ static void conn__out_trim(ntc_conn *c)
 /* Bytes that may be written now: before the upgrade only the request. */
 static size_t conn__writable_bytes(const ntc_conn *c)
 {
-    if (c->fd < 0 || c->write_failed || c->state == NTC_CONNECTING)
-        return 0;
+    if (c->fd < 0 || c->write_failed || c->state == NTC_CONNECTING) return 0;
     size_t pending = c->out.len - c->out_head;
-    if (c->state == NTC_HANDSHAKE && pending > c->hs_left)
-        pending = c->hs_left;
+    if (c->state == NTC_HANDSHAKE && pending > c->hs_left) pending = c->hs_left;
     return pending;
 }
 
@@ -105,11 +100,9 @@ static int conn__inbox_push(ntc_conn *c, const uint8_t *msg, size_t len)
 {
     uint32_t len32 = (uint32_t)len;
     int rc = nt_buf_reserve(&c->inbox, sizeof len32 + len + 1);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     memcpy(c->inbox.data + c->inbox.len, &len32, sizeof len32);
-    if (len)
-        memcpy(c->inbox.data + c->inbox.len + sizeof len32, msg, len);
+    if (len) memcpy(c->inbox.data + c->inbox.len + sizeof len32, msg, len);
     c->inbox.data[c->inbox.len + sizeof len32 + len] = '\0';
     c->inbox.len += sizeof len32 + len + 1;
     c->inbox_count++;
@@ -129,11 +122,10 @@ int ntc_tcp_connect_start(const char *host, int port)
 {
     char port_str[16];
     snprintf(port_str, sizeof port_str, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
-    if (getaddrinfo(host, port_str, &hints, &res) != 0 || !res)
-        return -EHOSTUNREACH;
+    if (getaddrinfo(host, port_str, &hints, &res) != 0 || !res) return -EHOSTUNREACH;
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         int err = -errno;
@@ -170,8 +162,7 @@ ntc_conn *ntc_conn_new(const char *host, int port)
                             "Sec-WebSocket-Version: 13\r\n"
                             "\r\n",
                             host, port, c->ws_key);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     c->hs_left = c->out.len;
     c->fd = ntc_tcp_connect_start(host, port);
     if (c->fd < 0) {
@@ -191,10 +182,8 @@ fail:
 
 void ntc_conn_free(ntc_conn *c)
 {
-    if (!c)
-        return;
-    if (c->fd >= 0)
-        close(c->fd);
+    if (!c) return;
+    if (c->fd >= 0) close(c->fd);
     nt_buf_free(&c->out);
     nt_buf_free(&c->in);
     nt_buf_free(&c->inbox);
@@ -251,8 +240,7 @@ static int conn__finish_connect(ntc_conn *c)
 {
     int so_err = 0;
     socklen_t so_len = sizeof so_err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &so_err, &so_len) < 0)
-        so_err = errno;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &so_err, &so_len) < 0) so_err = errno;
     if (so_err) {
         conn__closed(c, -so_err);
         return -so_err;
@@ -266,15 +254,13 @@ static int conn__finish_connect(ntc_conn *c)
 int ntc_conn_flush(ntc_conn *c)
 {
     size_t avail = conn__writable_bytes(c);
-    if (avail == 0)
-        return 0;
+    if (avail == 0) return 0;
     ssize_t n;
     do {
         n = send(c->fd, c->out.data + c->out_head, avail, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
         int err = -errno;
         /* The server left. Drop the output but keep reading: a close frame
          * it sent before leaving may still be waiting in our receive queue. */
@@ -294,16 +280,14 @@ int ntc_conn_on_writable(ntc_conn *c)
 {
     if (c->state == NTC_CONNECTING) {
         int rc = conn__finish_connect(c);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return ntc_conn_flush(c);
 }
 
 static int conn__can_send(const ntc_conn *c)
 {
-    if (c->close_sent || c->state == NTC_CLOSED)
-        return -EPIPE;
+    if (c->close_sent || c->state == NTC_CLOSED) return -EPIPE;
     return 0;
 }
 
@@ -320,31 +304,26 @@ int ntc_conn_send_text(ntc_conn *c, const char *json)
 int ntc_conn_send_frame(ntc_conn *c, uint8_t opcode, const void *payload, size_t len)
 {
     int rc = conn__can_send(c);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     return nt_ws_append_frame(&c->out, opcode, payload, len, true);
 }
 
 int ntc_conn_send_raw(ntc_conn *c, const void *bytes, size_t len)
 {
     int rc = conn__can_send(c);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     return nt_buf_append(&c->out, bytes, len);
 }
 
 int ntc_conn_send_close(ntc_conn *c, uint16_t code, const char *reason)
 {
     int rc = conn__can_send(c);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = nt_ws_append_close(&c->out, code, reason ? reason : "", true);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     c->close_sent = true;
     c->local_close_code = code;
-    if (c->state == NTC_OPEN)
-        c->state = NTC_CLOSING;
+    if (c->state == NTC_OPEN) c->state = NTC_CLOSING;
     return 0;
 }
 
@@ -369,48 +348,40 @@ static int conn__fail(ntc_conn *c, uint16_t code, int err)
 static ssize_t conn__handshake(ntc_conn *c, const char *buf, size_t len)
 {
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
-    if (!end)
-        return len > CONN_MAX_HANDSHAKE ? -EPROTO : 0;
+    if (!end) return len > CONN_MAX_HANDSHAKE ? -EPROTO : 0;
     size_t head_len = (size_t)(end - buf) + 4;
-    if (head_len > CONN_MAX_HANDSHAKE)
-        return -EPROTO;
+    if (head_len > CONN_MAX_HANDSHAKE) return -EPROTO;
     int status = 0;
-    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
-        return -EPROTO;
+    if (len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ') return -EPROTO;
     for (int i = 9; i < 12; i++) {
-        if (buf[i] < '0' || buf[i] > '9')
-            return -EPROTO;
+        if (buf[i] < '0' || buf[i] > '9') return -EPROTO;
         status = status * 10 + (buf[i] - '0');
     }
     c->http_status = (uint16_t)status;
-    if (status != 101)
-        return -EPROTO;
+    if (status != 101) return -EPROTO;
 
     char expect[29];
-    if (nt_ws_accept_key(c->ws_key, strlen(c->ws_key), expect) != 0)
-        return -EPROTO;
+    if (nt_ws_accept_key(c->ws_key, strlen(c->ws_key), expect) != 0) return -EPROTO;
     bool accepted = false;
     const char *line = memchr(buf, '\n', head_len) + 1;
     while (line < end) {
         const char *eol = memchr(line, '\n', (size_t)(end + 2 - line));
-        if (!eol)
-            break;
+        if (!eol) break;
         const char *colon = memchr(line, ':', (size_t)(eol - line));
         if (colon) {
             size_t name_len = (size_t)(colon - line);
             const char *value = colon + 1, *value_end = eol;
             while (value < value_end && (*value == ' ' || *value == '\t'))
                 value++;
-            while (value_end > value && (value_end[-1] == '\r' || value_end[-1] == ' ' ||
-                                         value_end[-1] == '\t'))
+            while (value_end > value &&
+                   (value_end[-1] == '\r' || value_end[-1] == ' ' || value_end[-1] == '\t'))
                 value_end--;
             if (name_len == 20 && strncasecmp(line, "Sec-WebSocket-Accept", 20) == 0)
                 accepted = (size_t)(value_end - value) == 28 && memcmp(value, expect, 28) == 0;
         }
         line = eol + 1;
     }
-    if (!accepted)
-        return -EPROTO;
+    if (!accepted) return -EPROTO;
     c->state = NTC_OPEN;
     return (ssize_t)head_len;
 }
@@ -418,8 +389,7 @@ static ssize_t conn__handshake(ntc_conn *c, const char *buf, size_t len)
 static int conn__on_close_frame(ntc_conn *c, const nt_ws_frame *f)
 {
     uint16_t code = 1005; /* RFC 6455: no status code was present */
-    if (f->len >= 2)
-        code = (uint16_t)(f->payload[0] << 8 | f->payload[1]);
+    if (f->len >= 2) code = (uint16_t)(f->payload[0] << 8 | f->payload[1]);
     c->close_code = code;
     if (!c->close_sent) {
         /* Echo the code, as RFC 6455 5.5.1 asks (1005 must not be sent). */
@@ -444,23 +414,20 @@ static ssize_t conn__process(ntc_conn *c, uint8_t *buf, size_t len)
             conn__closed(c, (int)n);
             return n;
         }
-        if (n == 0)
-            return 0;
+        if (n == 0) return 0;
         off = (size_t)n;
         ntc_conn_flush(c); /* frames queued before the upgrade may go now */
     }
     while (off < len && (c->state == NTC_OPEN || c->state == NTC_CLOSING)) {
         nt_ws_frame f;
         ssize_t n = nt_ws_parse(buf + off, len - off, NTC_MAX_MESSAGE, false, &f);
-        if (n == 0)
-            break;
-        if (n < 0)
-            return conn__fail(c, (uint16_t)-n, -EPROTO);
+        if (n == 0) break;
+        if (n < 0) return conn__fail(c, (uint16_t)-n, -EPROTO);
         off += (size_t)n;
         switch (f.opcode) {
         case NT_WS_OP_PING:
-            if (!c->close_sent && nt_ws_append_frame(&c->out, NT_WS_OP_PONG, f.payload, f.len,
-                                                     true) != 0)
+            if (!c->close_sent &&
+                nt_ws_append_frame(&c->out, NT_WS_OP_PONG, f.payload, f.len, true) != 0)
                 return conn__fail(c, NT_WS_CLOSE_INTERNAL, -ENOMEM);
             break;
         case NT_WS_OP_PONG:
@@ -473,8 +440,7 @@ static ssize_t conn__process(ntc_conn *c, uint8_t *buf, size_t len)
             size_t msg_len;
             uint8_t opcode;
             int rc = nt_ws_assemble(&c->assembler, &f, NTC_MAX_MESSAGE, &msg, &msg_len, &opcode);
-            if (rc < 0)
-                return conn__fail(c, (uint16_t)-rc, -EPROTO);
+            if (rc < 0) return conn__fail(c, (uint16_t)-rc, -EPROTO);
             if (rc == 1) {
                 if (opcode == NT_WS_OP_TEXT && conn__inbox_push(c, msg, msg_len) != 0)
                     return conn__fail(c, NT_WS_CLOSE_INTERNAL, -ENOMEM);
@@ -495,23 +461,18 @@ static int conn__ingest(ntc_conn *c, uint8_t *data, size_t len)
 {
     if (c->in.len == 0) {
         ssize_t n = conn__process(c, data, len);
-        if (n < 0)
-            return (int)n;
+        if (n < 0) return (int)n;
         if (c->state != NTC_CLOSED && (size_t)n < len)
             return nt_buf_append(&c->in, data + n, len - (size_t)n);
         return 0;
     }
     int rc = nt_buf_append(&c->in, data, len);
-    if (rc)
-        return conn__fail(c, NT_WS_CLOSE_INTERNAL, rc);
+    if (rc) return conn__fail(c, NT_WS_CLOSE_INTERNAL, rc);
     ssize_t n = conn__process(c, (uint8_t *)c->in.data, c->in.len);
-    if (n < 0)
-        return (int)n;
-    if (c->state == NTC_CLOSED)
-        return 0;
+    if (n < 0) return (int)n;
+    if (c->state == NTC_CLOSED) return 0;
     nt_buf_consume(&c->in, (size_t)n);
-    if (c->in.len == 0)
-        nt_buf_free(&c->in);
+    if (c->in.len == 0) nt_buf_free(&c->in);
     return 0;
 }
 
@@ -519,19 +480,15 @@ int ntc_conn_on_readable(ntc_conn *c)
 {
     if (c->state == NTC_CONNECTING) {
         int rc = conn__finish_connect(c);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
-    if (c->state == NTC_CLOSED)
-        return conn__closed_rc(c);
+    if (c->state == NTC_CLOSED) return conn__closed_rc(c);
     uint8_t chunk[CONN_READ_CHUNK];
     for (;;) {
         ssize_t n = recv(c->fd, chunk, sizeof chunk, 0);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
             int err = -errno;
             conn__closed(c, err);
             return err;
@@ -543,14 +500,11 @@ int ntc_conn_on_readable(ntc_conn *c)
             return conn__closed_rc(c);
         }
         int rc = conn__ingest(c, chunk, (size_t)n);
-        if (rc < 0)
-            return rc;
-        if (c->state == NTC_CLOSED)
-            return conn__closed_rc(c);
+        if (rc < 0) return rc;
+        if (c->state == NTC_CLOSED) return conn__closed_rc(c);
         /* A short read drained the socket; with edge-triggered polling a new
          * arrival raises a new edge, so stopping here is safe. */
-        if ((size_t)n < sizeof chunk)
-            return 0;
+        if ((size_t)n < sizeof chunk) return 0;
     }
 }
 
@@ -563,14 +517,12 @@ int ntc_conn_next(ntc_conn *c, const char **json, size_t *len)
     if (c->inbox_head == c->inbox.len) {
         c->inbox_head = 0;
         c->inbox.len = 0;
-        if (c->inbox.cap > CONN_KEEP_BUF)
-            nt_buf_free(&c->inbox);
+        if (c->inbox.cap > CONN_KEEP_BUF) nt_buf_free(&c->inbox);
     } else if (c->inbox_head > CONN_KEEP_BUF && c->inbox_head * 2 > c->inbox.len) {
         nt_buf_consume(&c->inbox, c->inbox_head);
         c->inbox_head = 0;
     }
-    if (c->inbox_head == c->inbox.len)
-        return 0;
+    if (c->inbox_head == c->inbox.len) return 0;
     size_t msg_len = conn__record_len(c, c->inbox_head);
     *json = c->inbox.data + c->inbox_head + sizeof(uint32_t);
     *len = msg_len;
@@ -584,8 +536,7 @@ size_t ntc_conn_drain(ntc_conn *c)
     size_t n = c->inbox_count;
     c->inbox_head = c->inbox.len = 0;
     c->inbox_count = 0;
-    if (c->inbox.cap > CONN_KEEP_BUF)
-        nt_buf_free(&c->inbox);
+    if (c->inbox.cap > CONN_KEEP_BUF) nt_buf_free(&c->inbox);
     return n;
 }
 
@@ -593,12 +544,10 @@ size_t ntc_conn_drain(ntc_conn *c)
  * the others, so ntc_conn_next pops it. */
 static int conn__inbox_to_front(ntc_conn *c, size_t off)
 {
-    if (off == c->inbox_head)
-        return 0;
+    if (off == c->inbox_head) return 0;
     size_t rec = sizeof(uint32_t) + conn__record_len(c, off) + 1;
     char *tmp = malloc(rec);
-    if (!tmp)
-        return -ENOMEM;
+    if (!tmp) return -ENOMEM;
     memcpy(tmp, c->inbox.data + off, rec);
     memmove(c->inbox.data + c->inbox_head + rec, c->inbox.data + c->inbox_head,
             off - c->inbox_head);
@@ -612,8 +561,7 @@ static int conn__inbox_to_front(ntc_conn *c, size_t off)
 static int conn__remaining_ms(uint64_t deadline_ns)
 {
     uint64_t now = nt_mono_ns();
-    if (now >= deadline_ns)
-        return 0;
+    if (now >= deadline_ns) return 0;
     return (int)((deadline_ns - now + 999999) / 1000000);
 }
 
@@ -627,43 +575,34 @@ static uint64_t conn__deadline(int timeout_ms)
 static int conn__step(ntc_conn *c, uint64_t deadline_ns)
 {
     int ms = conn__remaining_ms(deadline_ns);
-    if (ms == 0)
-        return -ETIMEDOUT;
+    if (ms == 0) return -ETIMEDOUT;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    if (ntc_conn_wants_write(c))
-        p.events |= POLLOUT;
+    if (ntc_conn_wants_write(c)) p.events |= POLLOUT;
     int n = poll(&p, 1, ms);
-    if (n < 0)
-        return errno == EINTR ? 0 : -errno;
-    if (n == 0)
-        return -ETIMEDOUT;
+    if (n < 0) return errno == EINTR ? 0 : -errno;
+    if (n == 0) return -ETIMEDOUT;
     if (c->state == NTC_CONNECTING) {
         int rc = ntc_conn_on_writable(c);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     } else if (p.revents & POLLOUT) {
         ntc_conn_flush(c); /* a write error leaves the read side to report */
     }
-    if (p.revents & (POLLIN | POLLHUP | POLLERR))
-        ntc_conn_on_readable(c);
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) ntc_conn_on_readable(c);
     return 0;
 }
 
 ntc_conn *ntc_conn_connect_blocking(const char *host, int port, int timeout_ms)
 {
     ntc_conn *c = ntc_conn_new(host, port);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     uint64_t deadline = conn__deadline(timeout_ms);
     int rc = 0;
     while (c->state == NTC_CONNECTING || c->state == NTC_HANDSHAKE) {
         rc = conn__step(c, deadline);
-        if (rc)
-            break;
+        if (rc) break;
     }
     if (c->state != NTC_OPEN) {
-        if (rc == 0)
-            rc = c->err ? c->err : -EPROTO;
+        if (rc == 0) rc = c->err ? c->err : -EPROTO;
         ntc_conn_free(c);
         errno = -rc;
         return NULL;
@@ -677,18 +616,13 @@ int ntc_conn_flush_blocking(ntc_conn *c, int timeout_ms)
     for (;;) {
         if (c->state != NTC_CONNECTING && c->state != NTC_HANDSHAKE) {
             int rc = ntc_conn_flush(c);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
-        if (c->write_failed)
-            return c->err ? c->err : -EPIPE;
-        if (ntc_conn_pending_output(c) == 0)
-            return 0;
-        if (c->state == NTC_CLOSED && conn__writable_bytes(c) == 0)
-            return conn__closed_rc(c);
+        if (c->write_failed) return c->err ? c->err : -EPIPE;
+        if (ntc_conn_pending_output(c) == 0) return 0;
+        if (c->state == NTC_CLOSED && conn__writable_bytes(c) == 0) return conn__closed_rc(c);
         int rc = conn__step(c, deadline);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
 }
 
@@ -703,20 +637,16 @@ int ntc_conn_wait_match(ntc_conn *c, ntc_match_fn match, void *arg, int timeout_
             const char *msg = c->inbox.data + scan + sizeof(uint32_t);
             if (!match || match(msg, msg_len, arg)) {
                 int rc = conn__inbox_to_front(c, scan);
-                if (rc)
-                    return rc;
+                if (rc) return rc;
                 return ntc_conn_next(c, json, len);
             }
             scan += sizeof(uint32_t) + msg_len + 1;
         }
-        if (c->state == NTC_CLOSED)
-            return conn__closed_rc(c);
+        if (c->state == NTC_CLOSED) return conn__closed_rc(c);
         ntc_conn_flush(c);
         int rc = conn__step(c, deadline);
-        if (rc == -ETIMEDOUT)
-            return 0;
-        if (rc)
-            return rc;
+        if (rc == -ETIMEDOUT) return 0;
+        if (rc) return rc;
     }
 }
 
@@ -751,18 +681,14 @@ int ntc_conn_auth(ntc_conn *c, const char *access_token, int timeout_ms)
     nt_jw_kstr(&w, "token", access_token);
     nt_jw_obj_end(&w);
     int rc = nt_jw_error(&w);
-    if (!rc)
-        rc = ntc_conn_send_textn(c, frame.data, frame.len);
+    if (!rc) rc = ntc_conn_send_textn(c, frame.data, frame.len);
     nt_buf_free(&frame);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     const char *json = NULL;
     size_t len = 0;
     rc = ntc_conn_wait_match(c, conn__match_auth_answer, NULL, timeout_ms, &json, &len);
-    if (rc == 0)
-        return -ETIMEDOUT;
-    if (rc < 0)
-        return c->close_code == NT_WS_CLOSE_AUTH ? -EACCES : rc;
+    if (rc == 0) return -ETIMEDOUT;
+    if (rc < 0) return c->close_code == NT_WS_CLOSE_AUTH ? -EACCES : rc;
     return ntc_json_is_type(json, len, "ready") ? 0 : -EACCES;
 }
 
@@ -773,10 +699,8 @@ int ntc_conn_wait_closed(ntc_conn *c, int timeout_ms)
         ntc_conn_drain(c);
         ntc_conn_flush(c);
         int rc = conn__step(c, deadline);
-        if (rc == -ETIMEDOUT)
-            return rc;
-        if (rc && c->state != NTC_CLOSED)
-            return rc;
+        if (rc == -ETIMEDOUT) return rc;
+        if (rc && c->state != NTC_CLOSED) return rc;
     }
     ntc_conn_drain(c);
     return c->close_code;
@@ -784,16 +708,14 @@ int ntc_conn_wait_closed(ntc_conn *c, int timeout_ms)
 
 int ntc_conn_close(ntc_conn *c, int timeout_ms)
 {
-    if (!c)
-        return 0;
+    if (!c) return 0;
     int rc;
     if (c->state == NTC_CLOSED) {
         rc = c->close_code;
     } else if (c->state != NTC_OPEN && c->state != NTC_CLOSING) {
         rc = -ENOTCONN;
     } else {
-        if (!c->close_sent)
-            ntc_conn_send_close(c, NT_WS_CLOSE_NORMAL, NULL);
+        if (!c->close_sent) ntc_conn_send_close(c, NT_WS_CLOSE_NORMAL, NULL);
         rc = ntc_conn_wait_closed(c, timeout_ms);
     }
     ntc_conn_free(c);

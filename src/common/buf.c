@@ -11,17 +11,14 @@ int nt_buf_reserve(nt_buf *b, size_t extra)
 {
     /* Room for extra bytes plus one, kept for nt_buf_cstr's NUL. Written
      * so that neither extra + 1 nor the doubling below can wrap around. */
-    if (extra < b->cap - b->len)
-        return 0;
-    if (extra > SIZE_MAX - b->len - 1)
-        return -ENOMEM;
+    if (extra < b->cap - b->len) return 0;
+    if (extra > SIZE_MAX - b->len - 1) return -ENOMEM;
     size_t need = b->len + extra + 1;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *data = realloc(b->data, cap);
-    if (!data)
-        return -ENOMEM;
+    if (!data) return -ENOMEM;
     b->data = data;
     b->cap = cap;
     return 0;
@@ -29,11 +26,9 @@ int nt_buf_reserve(nt_buf *b, size_t extra)
 
 int nt_buf_append(nt_buf *b, const void *bytes, size_t len)
 {
-    if (len == 0)
-        return 0;
+    if (len == 0) return 0;
     int rc = nt_buf_reserve(b, len);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     memcpy(b->data + b->len, bytes, len);
     b->len += len;
     return 0;
@@ -91,19 +86,16 @@ void nt_buf_free(nt_buf *b)
 
 const char *nt_buf_cstr(nt_buf *b)
 {
-    if (nt_buf_reserve(b, 0) != 0)
-        return "";
+    if (nt_buf_reserve(b, 0) != 0) return "";
     b->data[b->len] = '\0';
     return b->data;
 }
 
 nt_shared *nt_shared_alloc(size_t len)
 {
-    if (len > UINT32_MAX)
-        return NULL;
+    if (len > UINT32_MAX) return NULL;
     nt_shared *s = malloc(sizeof *s + len + 1);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s->refs = 1;
     s->len = (uint32_t)len;
     s->data[len] = '\0';
@@ -113,13 +105,11 @@ nt_shared *nt_shared_alloc(size_t len)
 nt_shared *nt_shared_new(const void *bytes, size_t len)
 {
     nt_shared *s = nt_shared_alloc(len);
-    if (s && len)
-        memcpy(s->data, bytes, len);
+    if (s && len) memcpy(s->data, bytes, len);
     return s;
 }
 
 void nt_shared_unref(nt_shared *s)
 {
-    if (s && --s->refs == 0)
-        free(s);
+    if (s && --s->refs == 0) free(s);
 }

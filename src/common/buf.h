@@ -19,7 +19,10 @@ typedef struct nt_buf {
     size_t cap;
 } nt_buf;
 
-#define NT_BUF_INIT {NULL, 0, 0}
+#define NT_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Makes room for `extra` more bytes; the content is kept. */
 int nt_buf_reserve(nt_buf *b, size_t extra);

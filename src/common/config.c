@@ -36,8 +36,8 @@ static const setting settings[] = {
     {"web", "NATTER_WEB", STR(web_dir), "./web", 0, 0, "folder of the web client served at /"},
     {"jwt-key-file", "NATTER_JWT_KEY_FILE", STR(jwt_key_file), "", 0, 0,
      "HS256 signing key file, 32 bytes (default DATA/jwt.key, created if missing)"},
-    {"log-level", "NATTER_LOG_LEVEL", SET_LEVEL, offsetof(nt_config, log_level), 16, "info", 0,
-     0, "debug, info, warn or error"},
+    {"log-level", "NATTER_LOG_LEVEL", SET_LEVEL, offsetof(nt_config, log_level), 16, "info", 0, 0,
+     "debug, info, warn or error"},
     {"roles", "NATTER_ROLES", STR(roles), "all", 0, 0,
      "services this process runs: all, or a comma list of gateway, messages, match, bot "
      "(docs/cluster.md)"},
@@ -89,8 +89,7 @@ static const setting settings[] = {
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
-static int set_value(nt_config *cfg, const setting *s, const char *value, char *err,
-                     size_t err_len)
+static int set_value(nt_config *cfg, const setting *s, const char *value, char *err, size_t err_len)
 {
     char *field = (char *)cfg + s->offset;
     switch (s->kind) {
@@ -103,8 +102,8 @@ static int set_value(nt_config *cfg, const setting *s, const char *value, char *
         }
         if (s->kind == SET_LEVEL && strcmp(value, "debug") && strcmp(value, "info") &&
             strcmp(value, "warn") && strcmp(value, "error")) {
-            snprintf(err, err_len, "--%s: '%s' is not one of debug, info, warn, error",
-                     s->flag, value);
+            snprintf(err, err_len, "--%s: '%s' is not one of debug, info, warn, error", s->flag,
+                     value);
             return -1;
         }
         strcpy(field, value);
@@ -207,8 +206,7 @@ int nt_config_load(nt_config *cfg, int argc, char **argv, FILE *out, char *err, 
             }
             value = argv[++i];
         }
-        if (set_value(cfg, s, value, err, err_len))
-            return 2;
+        if (set_value(cfg, s, value, err, err_len)) return 2;
     }
     if (!cfg->store_url[0])
         snprintf(cfg->store_url, sizeof cfg->store_url, "sqlite:%s/natter.db", cfg->data_dir);

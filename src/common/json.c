@@ -30,16 +30,15 @@
 enum { SC_PLAIN, SC_QUOTE, SC_ESCAPE, SC_CONTROL, SC_HIGH };
 
 static const uint8_t json__str_class[256] = {
-    [0x00] = SC_CONTROL, [0x01] = SC_CONTROL, [0x02] = SC_CONTROL, [0x03] = SC_CONTROL,
-    [0x04] = SC_CONTROL, [0x05] = SC_CONTROL, [0x06] = SC_CONTROL, [0x07] = SC_CONTROL,
-    [0x08] = SC_CONTROL, [0x09] = SC_CONTROL, [0x0A] = SC_CONTROL, [0x0B] = SC_CONTROL,
-    [0x0C] = SC_CONTROL, [0x0D] = SC_CONTROL, [0x0E] = SC_CONTROL, [0x0F] = SC_CONTROL,
-    [0x10] = SC_CONTROL, [0x11] = SC_CONTROL, [0x12] = SC_CONTROL, [0x13] = SC_CONTROL,
-    [0x14] = SC_CONTROL, [0x15] = SC_CONTROL, [0x16] = SC_CONTROL, [0x17] = SC_CONTROL,
-    [0x18] = SC_CONTROL, [0x19] = SC_CONTROL, [0x1A] = SC_CONTROL, [0x1B] = SC_CONTROL,
-    [0x1C] = SC_CONTROL, [0x1D] = SC_CONTROL, [0x1E] = SC_CONTROL, [0x1F] = SC_CONTROL,
-    ['"'] = SC_QUOTE,    ['\\'] = SC_ESCAPE,
-    [0x80 ... 0xFF] = SC_HIGH,
+    [0x00] = SC_CONTROL, [0x01] = SC_CONTROL, [0x02] = SC_CONTROL,       [0x03] = SC_CONTROL,
+    [0x04] = SC_CONTROL, [0x05] = SC_CONTROL, [0x06] = SC_CONTROL,       [0x07] = SC_CONTROL,
+    [0x08] = SC_CONTROL, [0x09] = SC_CONTROL, [0x0A] = SC_CONTROL,       [0x0B] = SC_CONTROL,
+    [0x0C] = SC_CONTROL, [0x0D] = SC_CONTROL, [0x0E] = SC_CONTROL,       [0x0F] = SC_CONTROL,
+    [0x10] = SC_CONTROL, [0x11] = SC_CONTROL, [0x12] = SC_CONTROL,       [0x13] = SC_CONTROL,
+    [0x14] = SC_CONTROL, [0x15] = SC_CONTROL, [0x16] = SC_CONTROL,       [0x17] = SC_CONTROL,
+    [0x18] = SC_CONTROL, [0x19] = SC_CONTROL, [0x1A] = SC_CONTROL,       [0x1B] = SC_CONTROL,
+    [0x1C] = SC_CONTROL, [0x1D] = SC_CONTROL, [0x1E] = SC_CONTROL,       [0x1F] = SC_CONTROL,
+    ['"'] = SC_QUOTE,    ['\\'] = SC_ESCAPE,  [0x80 ... 0xFF] = SC_HIGH,
 };
 
 static inline bool json__is_ws(unsigned char c)
@@ -54,11 +53,9 @@ static inline bool json__is_digit(unsigned char c)
 
 static int json__hex(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
+    if (c >= '0' && c <= '9') return c - '0';
     c |= 0x20; /* fold to lower case */
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
 }
 
@@ -68,8 +65,7 @@ static int32_t json__hex4(const unsigned char *s)
     int32_t v = 0;
     for (int i = 0; i < 4; i++) {
         int d = json__hex(s[i]);
-        if (d < 0)
-            return -1;
+        if (d < 0) return -1;
         v = v << 4 | d;
     }
     return v;
@@ -87,14 +83,12 @@ static ptrdiff_t json__scan_string(const unsigned char *s, size_t len, size_t po
         /* Hot loop: skip ordinary ASCII. */
         while (pos < len && json__str_class[s[pos]] == SC_PLAIN)
             pos++;
-        if (pos >= len)
-            return -1;
+        if (pos >= len) return -1;
         switch (json__str_class[s[pos]]) {
         case SC_QUOTE:
             /* Escapes are ASCII, so validating the raw span validates the
              * text; only strings that hold non-ASCII bytes pay for it. */
-            if (high && !nt_utf8_valid((const char *)s + begin, pos - begin))
-                return -1;
+            if (high && !nt_utf8_valid((const char *)s + begin, pos - begin)) return -1;
             return (ptrdiff_t)pos;
         case SC_HIGH:
             high = true;
@@ -103,26 +97,29 @@ static ptrdiff_t json__scan_string(const unsigned char *s, size_t len, size_t po
         case SC_CONTROL:
             return -1;
         case SC_ESCAPE:
-            if (++pos >= len)
-                return -1;
+            if (++pos >= len) return -1;
             switch (s[pos]) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
                 pos++;
                 break;
             case 'u': {
-                if (len - pos < 5)
-                    return -1;
+                if (len - pos < 5) return -1;
                 int32_t cp = json__hex4(s + pos + 1);
                 pos += 5;
                 if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
                     return -1; /* bad hex or a lone low surrogate */
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     /* A high surrogate must be followed by \u and a low one. */
-                    if (len - pos < 6 || s[pos] != '\\' || s[pos + 1] != 'u')
-                        return -1;
+                    if (len - pos < 6 || s[pos] != '\\' || s[pos + 1] != 'u') return -1;
                     int32_t lo = json__hex4(s + pos + 2);
-                    if (lo < 0xDC00 || lo > 0xDFFF)
-                        return -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) return -1;
                     pos += 6;
                 }
                 break;
@@ -138,10 +135,8 @@ static ptrdiff_t json__scan_string(const unsigned char *s, size_t len, size_t po
 /* Scans a number starting at s[pos]; returns the offset just past it or -1. */
 static ptrdiff_t json__scan_number(const unsigned char *s, size_t len, size_t pos)
 {
-    if (pos < len && s[pos] == '-')
-        pos++;
-    if (pos >= len)
-        return -1;
+    if (pos < len && s[pos] == '-') pos++;
+    if (pos >= len) return -1;
     if (s[pos] == '0') {
         pos++; /* no leading zeros: a 0 stands alone before . or e */
     } else if (s[pos] >= '1' && s[pos] <= '9') {
@@ -152,17 +147,14 @@ static ptrdiff_t json__scan_number(const unsigned char *s, size_t len, size_t po
     }
     if (pos < len && s[pos] == '.') {
         pos++;
-        if (pos >= len || !json__is_digit(s[pos]))
-            return -1;
+        if (pos >= len || !json__is_digit(s[pos])) return -1;
         while (pos < len && json__is_digit(s[pos]))
             pos++;
     }
     if (pos < len && (s[pos] == 'e' || s[pos] == 'E')) {
         pos++;
-        if (pos < len && (s[pos] == '+' || s[pos] == '-'))
-            pos++;
-        if (pos >= len || !json__is_digit(s[pos]))
-            return -1;
+        if (pos < len && (s[pos] == '+' || s[pos] == '-')) pos++;
+        if (pos >= len || !json__is_digit(s[pos])) return -1;
         while (pos < len && json__is_digit(s[pos]))
             pos++;
     }
@@ -191,8 +183,7 @@ int nt_json_parse(nt_json *doc, const char *src, size_t len, nt_json_tok *toks, 
 
 value:
     /* Here pos is at the first byte of a value (whitespace skipped). */
-    if (pos >= len)
-        goto fail;
+    if (pos >= len) goto fail;
     if (n >= cap) {
         rc = NT_JSON_ERR_TOKENS;
         goto fail;
@@ -214,18 +205,14 @@ value:
             pos++;
             while (pos < len && json__is_ws(s[pos]))
                 pos++;
-            if (pos >= len)
-                goto fail;
-            if (s[pos] == (c == '{' ? '}' : ']'))
-                goto close;
+            if (pos >= len) goto fail;
+            if (s[pos] == (c == '{' ? '}' : ']')) goto close;
             t->count = 1;
-            if (c == '{')
-                goto key;
+            if (c == '{') goto key;
             goto value;
         case '"': {
             ptrdiff_t q = json__scan_string(s, len, pos + 1);
-            if (q < 0)
-                goto fail;
+            if (q < 0) goto fail;
             t->type = NT_JSON_STRING;
             t->start = (uint32_t)(pos + 1);
             t->len = (uint32_t)((size_t)q - pos - 1);
@@ -233,30 +220,26 @@ value:
             break;
         }
         case 't':
-            if (len - pos < 4 || memcmp(s + pos, "true", 4) != 0)
-                goto fail;
+            if (len - pos < 4 || memcmp(s + pos, "true", 4) != 0) goto fail;
             t->type = NT_JSON_TRUE;
             t->len = 4;
             pos += 4;
             break;
         case 'f':
-            if (len - pos < 5 || memcmp(s + pos, "false", 5) != 0)
-                goto fail;
+            if (len - pos < 5 || memcmp(s + pos, "false", 5) != 0) goto fail;
             t->type = NT_JSON_FALSE;
             t->len = 5;
             pos += 5;
             break;
         case 'n':
-            if (len - pos < 4 || memcmp(s + pos, "null", 4) != 0)
-                goto fail;
+            if (len - pos < 4 || memcmp(s + pos, "null", 4) != 0) goto fail;
             t->type = NT_JSON_NULL;
             t->len = 4;
             pos += 4;
             break;
         default: {
             ptrdiff_t e = json__scan_number(s, len, pos);
-            if (e < 0)
-                goto fail;
+            if (e < 0) goto fail;
             t->type = NT_JSON_NUMBER;
             t->len = (uint32_t)((size_t)e - pos);
             pos = (size_t)e;
@@ -272,13 +255,11 @@ after:
     while (pos < len && json__is_ws(s[pos]))
         pos++;
     if (depth == 0) {
-        if (pos != len)
-            goto fail; /* trailing garbage */
+        if (pos != len) goto fail; /* trailing garbage */
         doc->ntoks = n;
         return 0;
     }
-    if (pos >= len)
-        goto fail;
+    if (pos >= len) goto fail;
     {
         nt_json_tok *parent = &toks[stack[depth - 1]];
         bool in_object = parent->type == NT_JSON_OBJECT;
@@ -287,12 +268,10 @@ after:
             while (pos < len && json__is_ws(s[pos]))
                 pos++;
             parent->count++;
-            if (in_object)
-                goto key;
+            if (in_object) goto key;
             goto value;
         }
-        if (s[pos] != (in_object ? '}' : ']'))
-            goto fail;
+        if (s[pos] != (in_object ? '}' : ']')) goto fail;
     }
 
 close:
@@ -307,16 +286,14 @@ close:
 
 key:
     /* pos is at an object key (whitespace skipped). */
-    if (pos >= len || s[pos] != '"')
-        goto fail;
+    if (pos >= len || s[pos] != '"') goto fail;
     if (n >= cap) {
         rc = NT_JSON_ERR_TOKENS;
         goto fail;
     }
     {
         ptrdiff_t q = json__scan_string(s, len, pos + 1);
-        if (q < 0)
-            goto fail;
+        if (q < 0) goto fail;
         nt_json_tok *t = &toks[n++];
         t->type = NT_JSON_STRING;
         t->start = (uint32_t)(pos + 1);
@@ -327,8 +304,7 @@ key:
     }
     while (pos < len && json__is_ws(s[pos]))
         pos++;
-    if (pos >= len || s[pos] != ':')
-        goto fail;
+    if (pos >= len || s[pos] != ':') goto fail;
     pos++;
     while (pos < len && json__is_ws(s[pos]))
         pos++;
@@ -361,13 +337,26 @@ static int json__decode_char(const char *raw, size_t *i, char utf8[4])
     unsigned char e = s[p + 1];
     *i = p + 2;
     switch (e) {
-    case 'b': utf8[0] = '\b'; return 1;
-    case 'f': utf8[0] = '\f'; return 1;
-    case 'n': utf8[0] = '\n'; return 1;
-    case 'r': utf8[0] = '\r'; return 1;
-    case 't': utf8[0] = '\t'; return 1;
-    case 'u': break;
-    default: utf8[0] = (char)e; return 1; /* " \ / */
+    case 'b':
+        utf8[0] = '\b';
+        return 1;
+    case 'f':
+        utf8[0] = '\f';
+        return 1;
+    case 'n':
+        utf8[0] = '\n';
+        return 1;
+    case 'r':
+        utf8[0] = '\r';
+        return 1;
+    case 't':
+        utf8[0] = '\t';
+        return 1;
+    case 'u':
+        break;
+    default:
+        utf8[0] = (char)e;
+        return 1; /* " \ / */
     }
     uint32_t cp = (uint32_t)json__hex4(s + p + 2);
     *i = p + 6;
@@ -405,16 +394,13 @@ static bool json__raw_eq(const char *raw, size_t raw_len, const char *s, size_t 
      * text matches only if the bytes do and there is no escape; a shorter
      * raw text never matches. This keeps the common lookups to a length
      * test and a memcmp. */
-    if (raw_len == slen)
-        return memcmp(raw, s, slen) == 0 && !memchr(raw, '\\', raw_len);
-    if (raw_len < slen || !memchr(raw, '\\', raw_len))
-        return false;
+    if (raw_len == slen) return memcmp(raw, s, slen) == 0 && !memchr(raw, '\\', raw_len);
+    if (raw_len < slen || !memchr(raw, '\\', raw_len)) return false;
     size_t i = 0, j = 0;
     while (i < raw_len) {
         char utf8[4];
         int k = json__decode_char(raw, &i, utf8);
-        if (slen - j < (size_t)k || memcmp(s + j, utf8, (size_t)k) != 0)
-            return false;
+        if (slen - j < (size_t)k || memcmp(s + j, utf8, (size_t)k) != 0) return false;
         j += (size_t)k;
     }
     return j == slen;
@@ -422,8 +408,7 @@ static bool json__raw_eq(const char *raw, size_t raw_len, const char *s, size_t 
 
 int nt_json_get(const nt_json *doc, int obj, const char *key)
 {
-    if (!json__valid_tok(doc, obj) || doc->toks[obj].type != NT_JSON_OBJECT)
-        return -1;
+    if (!json__valid_tok(doc, obj) || doc->toks[obj].type != NT_JSON_OBJECT) return -1;
     size_t key_len = strlen(key);
     int found = -1;
     int k = obj + 1;
@@ -438,18 +423,15 @@ int nt_json_get(const nt_json *doc, int obj, const char *key)
 
 int nt_json_first(const nt_json *doc, int container)
 {
-    if (!json__valid_tok(doc, container))
-        return -1;
+    if (!json__valid_tok(doc, container)) return -1;
     const nt_json_tok *t = &doc->toks[container];
-    if ((t->type != NT_JSON_OBJECT && t->type != NT_JSON_ARRAY) || t->count == 0)
-        return -1;
+    if ((t->type != NT_JSON_OBJECT && t->type != NT_JSON_ARRAY) || t->count == 0) return -1;
     return container + 1;
 }
 
 int nt_json_next(const nt_json *doc, int child)
 {
-    if (!json__valid_tok(doc, child))
-        return -1;
+    if (!json__valid_tok(doc, child)) return -1;
     /* For an object key the sibling comes after its value. */
     int last = child;
     const char *s = doc->src;
@@ -459,23 +441,20 @@ int nt_json_next(const nt_json *doc, int child)
         size_t p = (size_t)t->start + t->len + 1;
         while (p < doc->src_len && json__is_ws((unsigned char)s[p]))
             p++;
-        if (p < doc->src_len && s[p] == ':')
-            last = child + 1;
+        if (p < doc->src_len && s[p] == ':') last = child + 1;
     }
     t = &doc->toks[last];
     /* Past the value's text; strings also have their closing quote. */
     size_t p = (size_t)t->start + t->len + (t->type == NT_JSON_STRING);
     while (p < doc->src_len && json__is_ws((unsigned char)s[p]))
         p++;
-    if (p < doc->src_len && s[p] == ',')
-        return (int)t->end;
+    if (p < doc->src_len && s[p] == ',') return (int)t->end;
     return -1;
 }
 
 int nt_json_int(const nt_json *doc, int tok, int64_t *out)
 {
-    if (!json__valid_tok(doc, tok) || doc->toks[tok].type != NT_JSON_NUMBER)
-        return -1;
+    if (!json__valid_tok(doc, tok) || doc->toks[tok].type != NT_JSON_NUMBER) return -1;
     const unsigned char *s = (const unsigned char *)doc->src + doc->toks[tok].start;
     size_t len = doc->toks[tok].len;
     size_t i = 0;
@@ -488,11 +467,9 @@ int nt_json_int(const nt_json *doc, int tok, int64_t *out)
     uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     uint64_t v = 0;
     for (; i < len; i++) {
-        if (!json__is_digit(s[i]))
-            return -1; /* a fraction or an exponent */
+        if (!json__is_digit(s[i])) return -1; /* a fraction or an exponent */
         unsigned d = s[i] - '0';
-        if (v > (limit - d) / 10)
-            return -1;
+        if (v > (limit - d) / 10) return -1;
         v = v * 10 + d;
     }
     if (neg)
@@ -504,34 +481,28 @@ int nt_json_int(const nt_json *doc, int tok, int64_t *out)
 
 int nt_json_str(const nt_json *doc, int tok, char *out, size_t cap)
 {
-    if (!json__valid_tok(doc, tok) || doc->toks[tok].type != NT_JSON_STRING)
-        return -1;
+    if (!json__valid_tok(doc, tok) || doc->toks[tok].type != NT_JSON_STRING) return -1;
     const char *raw = doc->src + doc->toks[tok].start;
     size_t raw_len = doc->toks[tok].len;
-    if (cap == 0)
-        return -2;
+    if (cap == 0) return -2;
     size_t room = cap - 1; /* keep one byte for the NUL */
-    if (room > INT_MAX)
-        room = INT_MAX;
+    if (room > INT_MAX) room = INT_MAX;
     const char *esc = memchr(raw, '\\', raw_len);
     if (!esc) {
-        if (raw_len > room)
-            return -2;
+        if (raw_len > room) return -2;
         memcpy(out, raw, raw_len);
         out[raw_len] = '\0';
         return (int)raw_len;
     }
     /* Copy the plain prefix in one go, then decode character by character. */
     size_t i = (size_t)(esc - raw), j = i;
-    if (j > room)
-        return -2;
+    if (j > room) return -2;
     memcpy(out, raw, j);
     while (i < raw_len) {
         if (raw[i] != '\\') {
             const char *next = memchr(raw + i, '\\', raw_len - i);
             size_t chunk = (next ? (size_t)(next - raw) : raw_len) - i;
-            if (room - j < chunk)
-                return -2;
+            if (room - j < chunk) return -2;
             memcpy(out + j, raw + i, chunk);
             i += chunk;
             j += chunk;
@@ -539,10 +510,8 @@ int nt_json_str(const nt_json *doc, int tok, char *out, size_t cap)
         }
         char utf8[4];
         int k = json__decode_char(raw, &i, utf8);
-        if (k == 1 && utf8[0] == '\0')
-            return -3;
-        if (room - j < (size_t)k)
-            return -2;
+        if (k == 1 && utf8[0] == '\0') return -3;
+        if (room - j < (size_t)k) return -2;
         memcpy(out + j, utf8, (size_t)k);
         j += (size_t)k;
     }
@@ -552,8 +521,7 @@ int nt_json_str(const nt_json *doc, int tok, char *out, size_t cap)
 
 bool nt_json_str_eq(const nt_json *doc, int tok, const char *s)
 {
-    if (!json__valid_tok(doc, tok) || doc->toks[tok].type != NT_JSON_STRING)
-        return false;
+    if (!json__valid_tok(doc, tok) || doc->toks[tok].type != NT_JSON_STRING) return false;
     const nt_json_tok *t = &doc->toks[tok];
     return json__raw_eq(doc->src + t->start, t->len, s, strlen(s));
 }
@@ -570,22 +538,19 @@ bool nt_json_str_eq(const nt_json *doc, int tok, const char *s)
 static void jw__append(nt_jw *w, const char *bytes, size_t len)
 {
     int rc = nt_buf_append(w->out, bytes, len);
-    if (rc && !w->err)
-        w->err = rc;
+    if (rc && !w->err) w->err = rc;
 }
 
 /* Everything a value needs before its first byte: the comma, if any. */
 static bool jw__begin_value(nt_jw *w)
 {
-    if (w->err)
-        return false;
+    if (w->err) return false;
     if (w->after_key) {
         w->after_key = false;
         return true;
     }
     uint64_t bit = (uint64_t)1 << w->depth;
-    if (w->need_comma & bit)
-        jw__append(w, ",", 1);
+    if (w->need_comma & bit) jw__append(w, ",", 1);
     w->need_comma |= bit;
     return !w->err;
 }
@@ -601,8 +566,7 @@ void nt_jw_init(nt_jw *w, nt_buf *out)
 
 static void jw__open(nt_jw *w, char bracket)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     if (w->depth >= JW_MAX_DEPTH) {
         w->err = -EOVERFLOW;
         return;
@@ -614,8 +578,7 @@ static void jw__open(nt_jw *w, char bracket)
 
 static void jw__close(nt_jw *w, char bracket)
 {
-    if (w->err)
-        return;
+    if (w->err) return;
     if (w->depth == 0 || w->after_key) {
         w->err = -EINVAL;
         return;
@@ -664,20 +627,33 @@ static void jw__quoted(nt_jw *w, const char *s, size_t len)
     size_t run = 0; /* start of the bytes not yet copied */
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (!jw__needs_escape(c))
-            continue;
+        if (!jw__needs_escape(c)) continue;
         jw__append(w, s + run, i - run);
         run = i + 1;
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
         size_t esc_len = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';
@@ -695,8 +671,7 @@ static void jw__quoted(nt_jw *w, const char *s, size_t len)
 
 void nt_jw_key(nt_jw *w, const char *key)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     jw__quoted(w, key, strlen(key));
     jw__append(w, ":", 1);
     w->after_key = true;
@@ -704,8 +679,7 @@ void nt_jw_key(nt_jw *w, const char *key)
 
 void nt_jw_strn(nt_jw *w, const char *s, size_t len)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     jw__quoted(w, s, len);
 }
 
@@ -728,8 +702,7 @@ void nt_jw_str_or_null(nt_jw *w, const char *s)
 
 void nt_jw_int(nt_jw *w, int64_t v)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     char digits[20];
     size_t n = 0;
     /* Work on the magnitude as unsigned so INT64_MIN needs no special case. */
@@ -738,15 +711,13 @@ void nt_jw_int(nt_jw *w, int64_t v)
         digits[sizeof digits - 1 - n++] = (char)('0' + mag % 10);
         mag /= 10;
     } while (mag);
-    if (v < 0)
-        jw__append(w, "-", 1);
+    if (v < 0) jw__append(w, "-", 1);
     jw__append(w, digits + sizeof digits - n, n);
 }
 
 void nt_jw_bool(nt_jw *w, bool v)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     if (v)
         jw__append(w, "true", 4);
     else
@@ -755,15 +726,13 @@ void nt_jw_bool(nt_jw *w, bool v)
 
 void nt_jw_null(nt_jw *w)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     jw__append(w, "null", 4);
 }
 
 void nt_jw_raw(nt_jw *w, const char *json, size_t len)
 {
-    if (!jw__begin_value(w))
-        return;
+    if (!jw__begin_value(w)) return;
     jw__append(w, json, len);
 }
 

@@ -91,14 +91,14 @@ typedef struct nt_jw {
 } nt_jw;
 
 void nt_jw_init(nt_jw *w, nt_buf *out);
-void nt_jw_obj(nt_jw *w);   /* { */
+void nt_jw_obj(nt_jw *w); /* { */
 void nt_jw_obj_end(nt_jw *w);
-void nt_jw_arr(nt_jw *w);   /* [ */
+void nt_jw_arr(nt_jw *w); /* [ */
 void nt_jw_arr_end(nt_jw *w);
 void nt_jw_key(nt_jw *w, const char *key);
-void nt_jw_str(nt_jw *w, const char *s);            /* escapes as needed */
+void nt_jw_str(nt_jw *w, const char *s); /* escapes as needed */
 void nt_jw_strn(nt_jw *w, const char *s, size_t len);
-void nt_jw_str_or_null(nt_jw *w, const char *s);    /* NULL or "" -> null */
+void nt_jw_str_or_null(nt_jw *w, const char *s); /* NULL or "" -> null */
 void nt_jw_int(nt_jw *w, int64_t v);
 void nt_jw_bool(nt_jw *w, bool v);
 void nt_jw_null(nt_jw *w);

@@ -21,11 +21,9 @@ static const char *const log__names[] = {"debug", "info", "warn", "error"};
 
 int nt_log_level_parse(const char *name)
 {
-    if (!name)
-        return -1;
+    if (!name) return -1;
     for (int i = 0; i < (int)(sizeof log__names / sizeof log__names[0]); i++)
-        if (strcmp(name, log__names[i]) == 0)
-            return i;
+        if (strcmp(name, log__names[i]) == 0) return i;
     return -1;
 }
 
@@ -33,10 +31,8 @@ int nt_log_level_parse(const char *name)
 
 void nt_log(int level, const char *fmt, ...)
 {
-    if (level < nt_log_level)
-        return;
-    if (level < NT_LOG_DEBUG || level > NT_LOG_ERROR)
-        level = NT_LOG_ERROR;
+    if (level < nt_log_level) return;
+    if (level < NT_LOG_DEBUG || level > NT_LOG_ERROR) level = NT_LOG_ERROR;
     int saved_errno = errno; /* callers often log and then look at errno */
 
     char line[LOG_LINE_MAX];
@@ -47,8 +43,7 @@ void nt_log(int level, const char *fmt, ...)
     int head = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                         tm.tm_sec, now.tv_nsec / 1000000, log__names[level]);
-    if (head < 0)
-        head = 0;
+    if (head < 0) head = 0;
 
     /* Leave one byte for the newline. */
     size_t room = sizeof line - (size_t)head - 1;
@@ -66,8 +61,7 @@ void nt_log(int level, const char *fmt, ...)
         body = (size_t)n;
     }
     for (char *c = line + head; c < line + head + body; c++)
-        if ((unsigned char)*c < 0x20 && *c != '\t')
-            *c = ' ';
+        if ((unsigned char)*c < 0x20 && *c != '\t') *c = ' ';
     size_t len = (size_t)head + body;
     line[len++] = '\n';
 

@@ -29,26 +29,19 @@ bool nt_utf8_valid(const char *str, size_t len)
             need = 1;
         } else if (c >= 0xE0 && c <= 0xEF) {
             need = 2;
-            if (c == 0xE0)
-                lo = 0xA0; /* no overlongs */
-            if (c == 0xED)
-                hi = 0x9F; /* no surrogates */
+            if (c == 0xE0) lo = 0xA0; /* no overlongs */
+            if (c == 0xED) hi = 0x9F; /* no surrogates */
         } else if (c >= 0xF0 && c <= 0xF4) {
             need = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            if (c == 0xF4)
-                hi = 0x8F; /* nothing above U+10FFFF */
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F; /* nothing above U+10FFFF */
         } else {
             return false;
         }
-        if (len - i <= need)
-            return false;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return false;
+        if (len - i <= need) return false;
+        if (s[i + 1] < lo || s[i + 1] > hi) return false;
         for (size_t k = 2; k <= need; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
+            if ((s[i + k] & 0xC0) != 0x80) return false;
         i += need + 1;
     }
     return true;

@@ -24,13 +24,11 @@ static int registry_grow(nt_gateway *gw)
     gw_registry_slot *old = gw->slots;
     size_t n = old_n ? old_n * 2 : 1024;
     gw_registry_slot *slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return -1;
+    if (!slots) return -1;
     gw->slots = slots;
     gw->nslots = n;
     for (size_t i = 0; i < old_n; i++) {
-        if (!old[i].user_id)
-            continue;
+        if (!old[i].user_id) continue;
         size_t j = slot_of(gw, old[i].user_id);
         while (slots[j].user_id)
             j = (j + 1) & (n - 1);
@@ -42,13 +40,10 @@ static int registry_grow(nt_gateway *gw)
 
 static gw_registry_slot *registry_lookup(nt_gateway *gw, int64_t user_id)
 {
-    if (!gw->nslots)
-        return NULL;
+    if (!gw->nslots) return NULL;
     for (size_t i = slot_of(gw, user_id);; i = (i + 1) & (gw->nslots - 1)) {
-        if (gw->slots[i].user_id == user_id)
-            return &gw->slots[i];
-        if (!gw->slots[i].user_id)
-            return NULL;
+        if (gw->slots[i].user_id == user_id) return &gw->slots[i];
+        if (!gw->slots[i].user_id) return NULL;
     }
 }
 
@@ -63,8 +58,7 @@ void gw_registry_add(nt_gateway *gw, nt_conn *c)
     int64_t uid = c->session.user_id;
     gw_registry_slot *slot = registry_lookup(gw, uid);
     if (!slot) {
-        if ((gw->nusers + 1) * 2 > gw->nslots && registry_grow(gw) != 0)
-            return;
+        if ((gw->nusers + 1) * 2 > gw->nslots && registry_grow(gw) != 0) return;
         size_t i = slot_of(gw, uid);
         while (gw->slots[i].user_id)
             i = (i + 1) & (gw->nslots - 1);
@@ -75,8 +69,7 @@ void gw_registry_add(nt_gateway *gw, nt_conn *c)
     }
     c->session.prev_of_user = NULL;
     c->session.next_of_user = slot->head;
-    if (slot->head)
-        slot->head->session.prev_of_user = c;
+    if (slot->head) slot->head->session.prev_of_user = c;
     slot->head = c;
 }
 
@@ -103,8 +96,7 @@ static void registry_delete_slot(nt_gateway *gw, gw_registry_slot *slot)
 void gw_registry_remove(nt_gateway *gw, nt_conn *c)
 {
     gw_registry_slot *slot = registry_lookup(gw, c->session.user_id);
-    if (!slot)
-        return;
+    if (!slot) return;
     if (c->session.prev_of_user)
         c->session.prev_of_user->session.next_of_user = c->session.next_of_user;
     else
@@ -112,8 +104,7 @@ void gw_registry_remove(nt_gateway *gw, nt_conn *c)
     if (c->session.next_of_user)
         c->session.next_of_user->session.prev_of_user = c->session.prev_of_user;
     c->session.next_of_user = c->session.prev_of_user = NULL;
-    if (!slot->head)
-        registry_delete_slot(gw, slot);
+    if (!slot->head) registry_delete_slot(gw, slot);
 }
 
 /* ---- deliveries from the bus ------------------------------------------------ */
@@ -129,18 +120,14 @@ static void on_delivery(void *arg, nt_shared *payload, const int64_t *user_ids, 
         nt_conn *next;
         for (nt_conn *c = gw_registry_find(gw, user_ids[i]); c; c = next) {
             next = c->session.next_of_user; /* the send may cut c and unlink it */
-            if (c->state != NT_CONN_WS)
-                continue;
-            if (!frame && !(frame = nt_ws_frame_text(payload->data, payload->len)))
-                return;
+            if (c->state != NT_CONN_WS) continue;
+            if (!frame && !(frame = nt_ws_frame_text(payload->data, payload->len))) return;
             nt_conn_send_frame(c, frame);
             gw->metrics.deliveries++;
-            if (is_message)
-                gw->metrics.messages_out++;
+            if (is_message) gw->metrics.messages_out++;
         }
     }
-    if (frame)
-        nt_shared_unref(frame);
+    if (frame) nt_shared_unref(frame);
 }
 
 /* ---- server callbacks ---------------------------------------------------------- */
@@ -148,10 +135,8 @@ static void on_delivery(void *arg, nt_shared *payload, const int64_t *user_ids, 
 static int on_upgrade(void *arg, nt_conn *c, const nt_http_request *req)
 {
     nt_gateway *gw = arg;
-    if (strcmp(req->path, "/ws") != 0)
-        return 404;
-    if (gw->draining)
-        return 503;
+    if (strcmp(req->path, "/ws") != 0) return 404;
+    if (gw->draining) return 503;
     return 0;
 }
 
@@ -162,15 +147,12 @@ static void run_match_leave(gw_job *job)
     nt_match_disconnect(job->gw->ctx, job->caller.user_id);
 }
 
-static void after_match_leave(gw_job *job)
-{
-}
+static void after_match_leave(gw_job *job) {}
 
 static void on_close(void *arg, nt_conn *c)
 {
     nt_gateway *gw = arg;
-    if (!c->session.user_id)
-        return;
+    if (!c->session.user_id) return;
     gw_registry_remove(gw, c);
     int64_t uid = c->session.user_id;
     if (nt_bus_conn_down(gw->ctx->bus, uid) == 1 && !gw->draining) {
@@ -201,8 +183,7 @@ nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, c
     gw->done_async.data = gw;
     uv_timer_init(loop, &gw->drain_timer);
     gw->drain_timer.data = gw;
-    gw->hash_pool =
-        gw_hash_pool_new(loop, (int)cfg->hash_workers, 0, gw_job_finish, err, err_len);
+    gw->hash_pool = gw_hash_pool_new(loop, (int)cfg->hash_workers, 0, gw_job_finish, err, err_len);
     if (!gw->hash_pool) {
         nt_gateway_free(gw);
         return NULL;
@@ -271,15 +252,13 @@ static void on_drain_tick(uv_timer_t *t)
                     nt_server_connection_count(gw->server), gw->jobs_in_flight,
                     gw->sends_in_flight);
         uv_timer_stop(t);
-        if (gw->drain_done)
-            gw->drain_done(gw->drain_arg);
+        if (gw->drain_done) gw->drain_done(gw->drain_arg);
     }
 }
 
 void nt_gateway_drain(nt_gateway *gw, void (*done)(void *arg), void *arg)
 {
-    if (gw->draining)
-        return;
+    if (gw->draining) return;
     gw->draining = true;
     gw->drain_done = done;
     gw->drain_arg = arg;
@@ -290,8 +269,7 @@ void nt_gateway_drain(nt_gateway *gw, void (*done)(void *arg), void *arg)
 
 void nt_gateway_free(nt_gateway *gw)
 {
-    if (!gw)
-        return;
+    if (!gw) return;
     /* Jobs and sends call back into the gateway: let them land first. */
     while (gw->jobs_in_flight || gw->sends_in_flight)
         uv_run(gw->loop, UV_RUN_ONCE);

@@ -31,12 +31,12 @@ typedef struct gw_histogram {
 } gw_histogram;
 
 typedef struct gw_metrics {
-    uint64_t messages_in;        /* sends accepted (stored) */
-    uint64_t messages_out;       /* message frames written to connections */
-    uint64_t deliveries;         /* frames written by fan-out, all event types */
+    uint64_t messages_in;  /* sends accepted (stored) */
+    uint64_t messages_out; /* message frames written to connections */
+    uint64_t deliveries;   /* frames written by fan-out, all event types */
     uint64_t send_errors;
-    gw_histogram send_to_ack;    /* WebSocket send frame to ack, loop clock */
-    gw_histogram request_ms;     /* REST requests */
+    gw_histogram send_to_ack; /* WebSocket send frame to ack, loop clock */
+    gw_histogram request_ms;  /* REST requests */
     _Atomic uint64_t jobs_started, jobs_done;
 } gw_metrics;
 

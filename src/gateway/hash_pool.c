@@ -65,11 +65,9 @@ static void pool__push(gw_job **head, gw_job **tail, gw_job *job)
 static void pool__lower_priority(void)
 {
     struct sched_param param = {.sched_priority = 0};
-    if (sched_setscheduler(0, SCHED_IDLE, &param) == 0)
-        return;
+    if (sched_setscheduler(0, SCHED_IDLE, &param) == 0) return;
     int sched_errno = errno;
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 19) == 0)
-        return;
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 19) == 0) return;
     nt_warn("hashing thread: neither SCHED_IDLE (%s) nor nice 19 (%s) could be set; "
             "logins will compete with the loop for the CPU",
             strerror(sched_errno), strerror(errno));
@@ -83,12 +81,10 @@ static void *pool__thread(void *arg)
     for (;;) {
         while (!pool->wait_head && !pool->stopping)
             pthread_cond_wait(&pool->wake, &pool->lock);
-        if (pool->stopping)
-            break;
+        if (pool->stopping) break;
         gw_job *job = pool->wait_head;
         pool->wait_head = job->pool_next;
-        if (!pool->wait_head)
-            pool->wait_tail = NULL;
+        if (!pool->wait_head) pool->wait_tail = NULL;
         pool->nwaiting--;
         pool->nrunning++;
         pthread_mutex_unlock(&pool->lock);
@@ -128,10 +124,8 @@ static int pool__default_threads(void)
 {
     cpu_set_t set;
     int cpus = 0;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        cpus = CPU_COUNT(&set);
-    if (cpus <= 0)
-        cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+    if (cpus <= 0) cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
     /* Leave one core to the loop and the store writer; each hash also holds
      * 64 MiB while it runs, so more threads cost memory, not only CPU. */
     int n = cpus - 1;
@@ -169,13 +163,10 @@ gw_hash_pool *gw_hash_pool_new(uv_loop_t *loop, int threads, size_t max_queued,
     }
     pool->done = done;
     pool->nthreads = threads > 0 ? threads : pool__default_threads();
-    if (pool->nthreads > HASH_MAX_THREADS)
-        pool->nthreads = HASH_MAX_THREADS;
+    if (pool->nthreads > HASH_MAX_THREADS) pool->nthreads = HASH_MAX_THREADS;
     pool->max_queued = max_queued ? max_queued : (size_t)pool->nthreads * HASH_QUEUE_PER_THREAD;
-    if ((rc = pthread_mutex_init(&pool->lock, NULL)) != 0)
-        goto fail_free;
-    if ((rc = pthread_cond_init(&pool->wake, NULL)) != 0)
-        goto fail_mutex;
+    if ((rc = pthread_mutex_init(&pool->lock, NULL)) != 0) goto fail_free;
+    if ((rc = pthread_cond_init(&pool->wake, NULL)) != 0) goto fail_mutex;
     if ((rc = uv_async_init(loop, &pool->async, pool__on_async)) != 0) {
         snprintf(err, err_len, "hashing pool: %s", uv_strerror(rc));
         goto fail_cond;
@@ -188,8 +179,7 @@ gw_hash_pool *gw_hash_pool_new(uv_loop_t *loop, int threads, size_t max_queued,
     pthread_sigmask(SIG_SETMASK, &all, &old);
     for (; started < pool->nthreads; started++) {
         rc = pthread_create(&pool->threads[started], NULL, pool__thread, pool);
-        if (rc != 0)
-            break;
+        if (rc != 0) break;
         pthread_setname_np(pool->threads[started], "nt-hash");
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -248,8 +238,7 @@ int gw_hash_pool_threads(const gw_hash_pool *pool)
 
 void gw_hash_pool_free(gw_hash_pool *pool)
 {
-    if (!pool)
-        return;
+    if (!pool) return;
     pool__stop_threads(pool, pool->nthreads);
     uv_close((uv_handle_t *)&pool->async, pool__on_closed);
 }

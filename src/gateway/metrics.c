@@ -8,7 +8,7 @@
 
 #include <stdatomic.h>
 
-const double gw_latency_bounds_ms[GW_LAT_BUCKETS] = {0.1, 0.25, 0.5, 1,   2.5,  5,    10,
+const double gw_latency_bounds_ms[GW_LAT_BUCKETS] = {0.1, 0.25, 0.5, 1,   2.5, 5,    10,
                                                      25,  50,   100, 250, 500, 1000, 5000};
 
 void gw_histogram_add(gw_histogram *h, double ms)
@@ -21,8 +21,7 @@ void gw_histogram_add(gw_histogram *h, double ms)
     h->sum_ms += ms;
 }
 
-static void render_histogram(nt_buf *out, const char *name, const char *help,
-                             const gw_histogram *h)
+static void render_histogram(nt_buf *out, const char *name, const char *help, const gw_histogram *h)
 {
     nt_buf_appendf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cumulative = 0;
@@ -47,34 +46,31 @@ void gw_metrics_render(nt_gateway *gw, nt_buf *out)
 {
     const nt_server_stats *s = nt_server_get_stats(gw->server);
     const gw_metrics *m = &gw->metrics;
-    counter(out, "natter_connections_open", "gauge", "Open TCP connections.",
-            s->connections_open);
+    counter(out, "natter_connections_open", "gauge", "Open TCP connections.", s->connections_open);
     counter(out, "natter_websockets_open", "gauge", "Open WebSocket connections.",
             s->websockets_open);
     counter(out, "natter_connections_total", "counter", "Accepted TCP connections.",
             s->connections_total);
     counter(out, "natter_http_requests_total", "counter", "HTTP requests parsed.",
             s->http_requests);
-    counter(out, "natter_frames_in_total", "counter", "WebSocket frames received.",
-            s->frames_in);
+    counter(out, "natter_frames_in_total", "counter", "WebSocket frames received.", s->frames_in);
     counter(out, "natter_frames_out_total", "counter", "WebSocket frames queued for sending.",
             s->frames_out);
     counter(out, "natter_bytes_in_total", "counter", "Bytes read from sockets.", s->bytes_in);
     counter(out, "natter_bytes_out_total", "counter", "Bytes written to sockets.", s->bytes_out);
     counter(out, "natter_writev_total", "counter", "writev system calls for output.",
             s->writev_calls);
-    counter(out, "natter_slow_consumers_total", "counter",
-            "Connections cut off for unread output.", s->slow_consumers);
+    counter(out, "natter_slow_consumers_total", "counter", "Connections cut off for unread output.",
+            s->slow_consumers);
     counter(out, "natter_ws_protocol_errors_total", "counter",
             "WebSockets closed for a protocol error.", s->protocol_errors);
     counter(out, "natter_messages_in_total", "counter", "Messages stored from WebSocket sends.",
             m->messages_in);
-    counter(out, "natter_messages_out_total", "counter",
-            "Message frames written to connections.", m->messages_out);
+    counter(out, "natter_messages_out_total", "counter", "Message frames written to connections.",
+            m->messages_out);
     counter(out, "natter_deliveries_total", "counter", "Event frames written by fan-out.",
             m->deliveries);
-    counter(out, "natter_send_errors_total", "counter", "WebSocket sends refused.",
-            m->send_errors);
+    counter(out, "natter_send_errors_total", "counter", "WebSocket sends refused.", m->send_errors);
     counter(out, "natter_sends_in_flight", "gauge", "Sends waiting for their commit.",
             gw->sends_in_flight);
     counter(out, "natter_jobs_in_flight", "gauge", "Worker jobs queued or running.",
@@ -99,8 +95,6 @@ void gw_metrics_render(nt_gateway *gw, nt_buf *out)
                    (unsigned long long)st.ops, (unsigned long long)st.batches);
 
     render_histogram(out, "natter_send_to_ack_seconds",
-                     "From a WebSocket send frame to its ack, after the commit.",
-                     &m->send_to_ack);
-    render_histogram(out, "natter_http_request_seconds", "REST request latency.",
-                     &m->request_ms);
+                     "From a WebSocket send frame to its ack, after the commit.", &m->send_to_ack);
+    render_histogram(out, "natter_http_request_seconds", "REST request latency.", &m->request_ms);
 }

@@ -102,8 +102,8 @@ static const route routes[] = {
 
 static const char *method_name(nt_http_method m)
 {
-    static const char *names[] = {"OTHER", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                  "OPTIONS"};
+    static const char *names[] = {"OTHER", "GET",   "HEAD",   "POST",
+                                  "PUT",   "PATCH", "DELETE", "OPTIONS"};
     return (unsigned)m < sizeof names / sizeof names[0] ? names[m] : "OTHER";
 }
 
@@ -114,26 +114,21 @@ static bool match_pattern(const char *pattern, const char *path, int64_t ids[2],
     int nids = 0;
     const char *p = pattern, *s = path;
     while (*p && *s) {
-        if (*p != '/' || *s != '/')
-            return false;
+        if (*p != '/' || *s != '/') return false;
         p++, s++;
         const char *pe = strchrnul(p, '/'), *se = strchrnul(s, '/');
         size_t pl = (size_t)(pe - p), sl = (size_t)(se - s);
         if (pl == 4 && !memcmp(p, "{id}", 4)) {
             int64_t v = 0;
-            if (sl == 0 || sl > 18)
-                return false;
+            if (sl == 0 || sl > 18) return false;
             for (size_t i = 0; i < sl; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                    return false;
+                if (s[i] < '0' || s[i] > '9') return false;
                 v = v * 10 + (s[i] - '0');
             }
-            if (v <= 0 || nids == 2)
-                return false;
+            if (v <= 0 || nids == 2) return false;
             ids[nids++] = v;
         } else if (pl == 3 && !memcmp(p, "{s}", 3)) {
-            if (sl == 0 || sl >= arg_cap)
-                return false;
+            if (sl == 0 || sl >= arg_cap) return false;
             memcpy(arg, s, sl);
             arg[sl] = '\0';
         } else if (pl != sl || memcmp(p, s, pl) != 0) {
@@ -156,8 +151,7 @@ static void log_request(gw_job *job, int status, size_t bytes)
 static const char *bearer_token(const nt_http_request *req)
 {
     const char *h = req->authorization;
-    if (strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
+    if (strncasecmp(h, "Bearer ", 7) != 0) return NULL;
     h += 7;
     while (*h == ' ')
         h++;
@@ -189,21 +183,51 @@ static void run_route(gw_job *job)
     }
     int64_t id0 = job->ids[0], id1 = job->ids[1];
     switch (rt->id) {
-    case R_REGISTER: nt_auth_register(ctx, body, len, r); break;
-    case R_LOGIN: nt_auth_login(ctx, body, len, r); break;
-    case R_REFRESH: nt_auth_refresh(ctx, body, len, r); break;
-    case R_LOGOUT: nt_auth_logout(ctx, body, len, r, &job->revoked_session); break;
-    case R_ME: nt_users_me(ctx, c, r); break;
-    case R_ME_PATCH: nt_users_update_me(ctx, c, body, len, r); break;
-    case R_USER_GET: nt_users_get(ctx, c, id0, r); break;
-    case R_USER_BY_NICK: nt_users_by_nickname(ctx, c, job->arg, r); break;
-    case R_USER_SEARCH: nt_users_search(ctx, c, req->query, r); break;
-    case R_CHAT_CREATE: nt_chats_create(ctx, c, body, len, r); break;
-    case R_CHAT_LIST: nt_chats_list(ctx, c, req->query, r); break;
-    case R_CHAT_GET: nt_chats_get(ctx, c, id0, r); break;
-    case R_MEMBER_ADD: nt_chats_add_member(ctx, c, id0, body, len, r); break;
-    case R_MEMBER_REMOVE: nt_chats_remove_member(ctx, c, id0, id1, r); break;
-    case R_HISTORY: nt_messages_history(ctx, c, id0, req->query, r); break;
+    case R_REGISTER:
+        nt_auth_register(ctx, body, len, r);
+        break;
+    case R_LOGIN:
+        nt_auth_login(ctx, body, len, r);
+        break;
+    case R_REFRESH:
+        nt_auth_refresh(ctx, body, len, r);
+        break;
+    case R_LOGOUT:
+        nt_auth_logout(ctx, body, len, r, &job->revoked_session);
+        break;
+    case R_ME:
+        nt_users_me(ctx, c, r);
+        break;
+    case R_ME_PATCH:
+        nt_users_update_me(ctx, c, body, len, r);
+        break;
+    case R_USER_GET:
+        nt_users_get(ctx, c, id0, r);
+        break;
+    case R_USER_BY_NICK:
+        nt_users_by_nickname(ctx, c, job->arg, r);
+        break;
+    case R_USER_SEARCH:
+        nt_users_search(ctx, c, req->query, r);
+        break;
+    case R_CHAT_CREATE:
+        nt_chats_create(ctx, c, body, len, r);
+        break;
+    case R_CHAT_LIST:
+        nt_chats_list(ctx, c, req->query, r);
+        break;
+    case R_CHAT_GET:
+        nt_chats_get(ctx, c, id0, r);
+        break;
+    case R_MEMBER_ADD:
+        nt_chats_add_member(ctx, c, id0, body, len, r);
+        break;
+    case R_MEMBER_REMOVE:
+        nt_chats_remove_member(ctx, c, id0, id1, r);
+        break;
+    case R_HISTORY:
+        nt_messages_history(ctx, c, id0, req->query, r);
+        break;
     case R_POST:
         /* As the WebSocket send: with the bus down, refuse rather than store
          * a message no one online would get. */
@@ -213,23 +237,57 @@ static void run_route(gw_job *job)
         else
             nt_messages_post(ctx, c, id0, body, len, r);
         break;
-    case R_EDIT: nt_messages_edit(ctx, c, id0, id1, body, len, r); break;
-    case R_DELETE: nt_messages_delete(ctx, c, id0, id1, r); break;
-    case R_READ: nt_chats_read(ctx, c, id0, body, len, r); break;
-    case R_EXPORT: nt_messages_export(ctx, c, id0, r); break;
-    case R_FRIENDS: nt_friends_list(ctx, c, r); break;
-    case R_FRIEND_REQUEST: nt_friends_request(ctx, c, body, len, r); break;
-    case R_FRIEND_ACCEPT: nt_friends_accept(ctx, c, id0, r); break;
-    case R_FRIEND_REJECT: nt_friends_reject(ctx, c, id0, r); break;
-    case R_FRIEND_REMOVE: nt_friends_remove(ctx, c, id0, r); break;
-    case R_BLOCKS: nt_blocks_list(ctx, c, r); break;
-    case R_BLOCK_ADD: nt_blocks_add(ctx, c, id0, r); break;
-    case R_BLOCK_REMOVE: nt_blocks_remove(ctx, c, id0, r); break;
-    case R_MATCH_PREFS_GET: nt_match_prefs_get(ctx, c, r); break;
-    case R_MATCH_PREFS_PUT: nt_match_prefs_put(ctx, c, body, len, r); break;
-    case R_MATCH_JOIN: nt_match_join(ctx, c, r); break;
-    case R_MATCH_LEAVE: nt_match_leave(ctx, c, r); break;
-    case R_REVEAL: nt_match_reveal(ctx, c, id0, r); break;
+    case R_EDIT:
+        nt_messages_edit(ctx, c, id0, id1, body, len, r);
+        break;
+    case R_DELETE:
+        nt_messages_delete(ctx, c, id0, id1, r);
+        break;
+    case R_READ:
+        nt_chats_read(ctx, c, id0, body, len, r);
+        break;
+    case R_EXPORT:
+        nt_messages_export(ctx, c, id0, r);
+        break;
+    case R_FRIENDS:
+        nt_friends_list(ctx, c, r);
+        break;
+    case R_FRIEND_REQUEST:
+        nt_friends_request(ctx, c, body, len, r);
+        break;
+    case R_FRIEND_ACCEPT:
+        nt_friends_accept(ctx, c, id0, r);
+        break;
+    case R_FRIEND_REJECT:
+        nt_friends_reject(ctx, c, id0, r);
+        break;
+    case R_FRIEND_REMOVE:
+        nt_friends_remove(ctx, c, id0, r);
+        break;
+    case R_BLOCKS:
+        nt_blocks_list(ctx, c, r);
+        break;
+    case R_BLOCK_ADD:
+        nt_blocks_add(ctx, c, id0, r);
+        break;
+    case R_BLOCK_REMOVE:
+        nt_blocks_remove(ctx, c, id0, r);
+        break;
+    case R_MATCH_PREFS_GET:
+        nt_match_prefs_get(ctx, c, r);
+        break;
+    case R_MATCH_PREFS_PUT:
+        nt_match_prefs_put(ctx, c, body, len, r);
+        break;
+    case R_MATCH_JOIN:
+        nt_match_join(ctx, c, r);
+        break;
+    case R_MATCH_LEAVE:
+        nt_match_leave(ctx, c, r);
+        break;
+    case R_REVEAL:
+        nt_match_reveal(ctx, c, id0, r);
+        break;
     case R_READYZ:
         if (nt_store_ping(ctx->store) != 0 || nt_bus_ping(ctx->bus) != 0)
             nt_reply_error(r, 503, "unavailable", "storage or bus does not answer");
@@ -238,10 +296,11 @@ static void run_route(gw_job *job)
             nt_buf_append_str(&r->body, "{\"status\":\"ready\"}");
         }
         break;
-    default: nt_reply_error(r, 404, "not_found", "no such endpoint"); break;
+    default:
+        nt_reply_error(r, 404, "not_found", "no such endpoint");
+        break;
     }
-    if (!r->status)
-        nt_reply_error(r, 500, "internal", "the handler gave no answer");
+    if (!r->status) nt_reply_error(r, 500, "internal", "the handler gave no answer");
 }
 
 static void close_session_ws(void *arg, nt_conn *c)
@@ -255,8 +314,7 @@ static void close_session_ws(void *arg, nt_conn *c)
 static void after_route(gw_job *job)
 {
     nt_reply *r = &job->reply;
-    if (job->revoked_session)
-        nt_server_each_ws(job->gw->server, close_session_ws, job);
+    if (job->revoked_session) nt_server_each_ws(job->gw->server, close_session_ws, job);
     if (job->conn && job->conn->state == NT_CONN_HTTP) {
         const char *type = r->content_type ? r->content_type : "application/json";
         bool head = job->req->method == NT_HTTP_HEAD;
@@ -297,8 +355,7 @@ static void respond_error_now(nt_conn *c, nt_http_request *req, int status, cons
  */
 static void submit_hash_route(nt_gateway *gw, gw_job *job)
 {
-    if (gw_job_submit_hash(gw, job) == 0)
-        return;
+    if (gw_job_submit_hash(gw, job) == 0) return;
     unsigned retry = gw_hash_pool_retry_after(gw->hash_pool);
     nt_reply_error(&job->reply, 503, "unavailable",
                    "too many logins and registrations are waiting; retry in %u s", retry);
@@ -335,12 +392,10 @@ void gw_on_request(void *arg, nt_conn *c, nt_http_request *req)
     char arg_seg[72] = "";
     bool path_known = false;
     for (size_t i = 0; i < NROUTES; i++) {
-        if (!match_pattern(routes[i].pattern, path, ids, arg_seg, sizeof arg_seg))
-            continue;
+        if (!match_pattern(routes[i].pattern, path, ids, arg_seg, sizeof arg_seg)) continue;
         path_known = true;
         nt_http_method m = req->method == NT_HTTP_HEAD ? NT_HTTP_GET : req->method;
-        if (routes[i].method != m)
-            continue;
+        if (routes[i].method != m) continue;
         gw_job *job = calloc(1, sizeof *job);
         if (!job) {
             respond_error_now(c, req, 503, "unavailable", "out of memory");
@@ -438,8 +493,7 @@ int gw_job_submit_hash(nt_gateway *gw, gw_job *job)
     nt_conn *conn = job->conn; /* read before a pool thread owns the job */
     job_prepare(gw, job);
     int rc = gw_hash_pool_submit(gw->hash_pool, job);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     /* The job finishes on this (the loop) thread, so not before this. */
     job_account(gw, conn);
     return 0;

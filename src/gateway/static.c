@@ -32,16 +32,14 @@ static const char *content_type_of(const char *name)
     };
     const char *dot = strrchr(name, '.');
     for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
-        if (!strcmp(dot, types[i].ext))
-            return types[i].type;
+        if (!strcmp(dot, types[i].ext)) return types[i].type;
     return "application/octet-stream";
 }
 
 static int read_file(const char *path, nt_buf *out)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     char chunk[16384];
     ssize_t n;
     while ((n = read(fd, chunk, sizeof chunk)) > 0) {
@@ -57,28 +55,22 @@ static int read_file(const char *path, nt_buf *out)
 static void load_dir(nt_gateway *gw, const char *dir, const char *prefix, int depth)
 {
     DIR *d = opendir(dir);
-    if (!d)
-        return;
+    if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         char path[1024], url[512];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         snprintf(url, sizeof url, "%s/%s", prefix, e->d_name);
         struct stat st;
-        if (stat(path, &st) != 0)
-            continue;
+        if (stat(path, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
-            if (depth < 2)
-                load_dir(gw, path, url, depth + 1);
+            if (depth < 2) load_dir(gw, path, url, depth + 1);
             continue;
         }
-        if (!S_ISREG(st.st_mode))
-            continue;
+        if (!S_ISREG(st.st_mode)) continue;
         gw_static_file *files = realloc(gw->files, (gw->nfiles + 1) * sizeof *files);
-        if (!files)
-            break;
+        if (!files) break;
         gw->files = files;
         gw_static_file *f = &files[gw->nfiles];
         memset(f, 0, sizeof *f);
@@ -95,19 +87,16 @@ static void load_dir(nt_gateway *gw, const char *dir, const char *prefix, int de
 int gw_static_load(nt_gateway *gw, const char *web_dir)
 {
     struct stat st;
-    if (stat(web_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return -1;
+    if (stat(web_dir, &st) != 0 || !S_ISDIR(st.st_mode)) return -1;
     load_dir(gw, web_dir, "", 0);
     return 0;
 }
 
 const gw_static_file *gw_static_find(nt_gateway *gw, const char *path)
 {
-    if (!strcmp(path, "/"))
-        path = "/index.html";
+    if (!strcmp(path, "/")) path = "/index.html";
     for (size_t i = 0; i < gw->nfiles; i++)
-        if (!strcmp(gw->files[i].path, path))
-            return &gw->files[i];
+        if (!strcmp(gw->files[i].path, path)) return &gw->files[i];
     return NULL;
 }
 

@@ -30,8 +30,7 @@ struct gw_send {
 
 static void send_error(nt_conn *c, const char *ws_id, const char *code, const char *message)
 {
-    if (c->state != NT_CONN_WS)
-        return;
+    if (c->state != NT_CONN_WS) return;
     nt_buf out = NT_BUF_INIT;
     nt_jw w;
     nt_jw_init(&w, &out);
@@ -44,8 +43,7 @@ static void send_error(nt_conn *c, const char *ws_id, const char *code, const ch
     nt_jw_kstr(&w, "code", code);
     nt_jw_kstr(&w, "message", message);
     nt_jw_obj_end(&w);
-    if (!nt_jw_error(&w))
-        nt_conn_send_text(c, out.data, out.len);
+    if (!nt_jw_error(&w)) nt_conn_send_text(c, out.data, out.len);
     nt_buf_free(&out);
 }
 
@@ -60,8 +58,7 @@ static bool take_id(const nt_json *doc, char out[72])
 {
     out[0] = '\0';
     int tok = nt_json_get(doc, 0, "id");
-    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL)
-        return true;
+    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL) return true;
     const nt_json_tok *t = &doc->toks[tok];
     const char *start = doc->src + t->start;
     size_t len = t->len;
@@ -71,8 +68,7 @@ static bool take_id(const nt_json *doc, char out[72])
     } else if (t->type != NT_JSON_NUMBER) {
         return false;
     }
-    if (len >= 72)
-        return false;
+    if (len >= 72) return false;
     memcpy(out, start, len);
     out[len] = '\0';
     return true;
@@ -133,8 +129,7 @@ static void after_ws_job(gw_job *job)
 {
     nt_conn *c = job->conn;
     nt_gateway *gw = job->gw;
-    if (c->state != NT_CONN_WS)
-        return;
+    if (c->state != NT_CONN_WS) return;
     if (job->kind == WS_AUTH) {
         c->session.auth_pending = false;
         if (job->reply.status == 503) {
@@ -163,8 +158,7 @@ static void after_ws_job(gw_job *job)
         int n = snprintf(ans, sizeof ans, "{\"type\":\"%s\"%s%s}",
                          job->kind == WS_MATCH ? "match_queued" : "match_cancelled",
                          job->ws_id[0] ? ",\"id\":" : "", job->ws_id);
-        if (n > 0 && (size_t)n < sizeof ans)
-            nt_conn_send_text(c, ans, (size_t)n);
+        if (n > 0 && (size_t)n < sizeof ans) nt_conn_send_text(c, ans, (size_t)n);
     }
 }
 
@@ -193,8 +187,7 @@ static void after_presence(gw_job *job)
 {
     for (gw_presence_slot **p = &presence_in_flight; *p; p = &(*p)->next) {
         gw_presence_slot *slot = *p;
-        if (slot->user_id != job->caller.user_id)
-            continue;
+        if (slot->user_id != job->caller.user_id) continue;
         if (slot->pending >= 0 && (slot->pending == 1) != job->online) {
             bool online = slot->pending == 1;
             slot->pending = -1;
@@ -210,8 +203,7 @@ static void after_presence(gw_job *job)
 static void submit_presence(nt_gateway *gw, int64_t user_id, bool online)
 {
     gw_job *job = calloc(1, sizeof *job);
-    if (!job)
-        return;
+    if (!job) return;
     job->caller.user_id = user_id;
     job->online = online;
     job->run = run_presence;
@@ -228,8 +220,7 @@ void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
         }
     }
     gw_presence_slot *slot = calloc(1, sizeof *slot);
-    if (!slot)
-        return;
+    if (!slot) return;
     slot->user_id = user_id;
     slot->pending = -1;
     slot->next = presence_in_flight;
@@ -257,8 +248,7 @@ static void submit_ws_job(nt_gateway *gw, nt_conn *c, int kind, int mark, int64_
     job->run = run_ws_job;
     job->after = after_ws_job;
     gw_job_submit(gw, job);
-    if (c->session.jobs >= GW_MAX_JOBS_PER_CONN)
-        nt_conn_pause(c);
+    if (c->session.jobs >= GW_MAX_JOBS_PER_CONN) nt_conn_pause(c);
 }
 
 /* ---- the send hot path ------------------------------------------------------ */
@@ -290,8 +280,7 @@ static void finish_send(nt_gateway *gw, gw_send *s)
                              "{\"type\":\"ack\"%s%s,\"chat_id\":%lld,\"seq\":%lld,"
                              "\"message_id\":%lld,\"ts\":%lld}",
                              s->ws_id[0] ? ",\"id\":" : "", s->ws_id, (long long)op->chat_id,
-                             (long long)op->msg.seq, (long long)op->msg.id,
-                             (long long)op->msg.ts);
+                             (long long)op->msg.seq, (long long)op->msg.id, (long long)op->msg.ts);
             nt_conn_send_text(c, ack, (size_t)n);
         }
         gw_histogram_add(&gw->metrics.send_to_ack, (double)(nt_mono_ns() - s->started_ns) / 1e6);
@@ -387,8 +376,7 @@ static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const ch
     c->session.sends++;
     gw->sends_in_flight++;
     nt_store_append(gw->ctx->store, &s->op);
-    if (c->session.sends >= GW_MAX_SENDS_PER_CONN)
-        nt_conn_pause(c);
+    if (c->session.sends >= GW_MAX_SENDS_PER_CONN) nt_conn_pause(c);
 }
 
 /* ---- dispatch ------------------------------------------------------------------- */

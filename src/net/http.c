@@ -467,8 +467,7 @@ static int on_body(http_parser *hp, const char *at, size_t len)
 static int on_chunk_header(http_parser *hp)
 {
     nt_http_parser *p = hp->data;
-    if (hp->content_length > p->limits.max_body - p->req.body.len)
-        return http__fail(p, 413);
+    if (hp->content_length > p->limits.max_body - p->req.body.len) return http__fail(p, 413);
     return 0;
 }
 

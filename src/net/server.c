@@ -14,11 +14,11 @@
 #include "common/log.h"
 
 #define READ_BUFFER_SIZE (64 * 1024 + 64)
-#define FLUSH_IOVECS 1024 /* IOV_MAX: one writev takes everything queued */
-#define HTTP_IDLE_S 60       /* keep-alive connection with no request */
-#define HTTP_REQUEST_S 30    /* a whole request head and body */
-#define WS_CLOSE_WAIT_S 2    /* waiting for the peer's close frame */
-#define PRE_AUTH_FRAME 4096  /* frames before authentication are small */
+#define FLUSH_IOVECS 1024   /* IOV_MAX: one writev takes everything queued */
+#define HTTP_IDLE_S 60      /* keep-alive connection with no request */
+#define HTTP_REQUEST_S 30   /* a whole request head and body */
+#define WS_CLOSE_WAIT_S 2   /* waiting for the peer's close frame */
+#define PRE_AUTH_FRAME 4096 /* frames before authentication are small */
 
 struct nt_server {
     uv_loop_t *loop;
@@ -59,8 +59,7 @@ static uint32_t server_clock(nt_server *s)
 
 static void mark_dirty(nt_conn *c)
 {
-    if (c->dirty)
-        return;
+    if (c->dirty) return;
     c->dirty = true;
     c->dirty_next = c->server->dirty;
     c->server->dirty = c;
@@ -159,8 +158,7 @@ static void on_write_done(uv_write_t *req, int status)
  * to an uv_write that finishes it. */
 static void conn_flush(nt_conn *c)
 {
-    if (c->outq_inflight || c->handle_closed || c->state == NT_CONN_CLOSED)
-        return;
+    if (c->outq_inflight || c->handle_closed || c->state == NT_CONN_CLOSED) return;
     while (c->outq_len) {
         uv_buf_t bufs[FLUSH_IOVECS];
         unsigned n = c->outq_len < FLUSH_IOVECS ? c->outq_len : FLUSH_IOVECS;
@@ -175,8 +173,7 @@ static void conn_flush(nt_conn *c)
         if (rc > 0) {
             c->server->stats.bytes_out += (uint64_t)rc;
             outq_consume(c, (size_t)rc);
-            if ((size_t)rc == total)
-                continue;
+            if ((size_t)rc == total) continue;
             /* Partial write: hand the rest to libuv. */
             n = c->outq_len < FLUSH_IOVECS ? c->outq_len : FLUSH_IOVECS;
             total = 0;
@@ -206,8 +203,7 @@ static void conn_flush(nt_conn *c)
         }
         return;
     }
-    if (c->close_after_flush)
-        conn_close_now(c);
+    if (c->close_after_flush) conn_close_now(c);
 }
 
 /* Runs once per loop turn after I/O: flush every connection that got output. */
@@ -229,8 +225,7 @@ void nt_conn_send_frame(nt_conn *c, nt_shared *frame)
     c->server->stats.frames_out++;
     bool was_dirty = c->dirty;
     conn_queue(c, nt_shared_ref(frame));
-    if (!was_dirty && c->dirty)
-        nt_conn_ref(c); /* the dirty list holds a reference */
+    if (!was_dirty && c->dirty) nt_conn_ref(c); /* the dirty list holds a reference */
 }
 
 nt_shared *nt_ws_frame_text(const char *payload, size_t len)
@@ -238,8 +233,7 @@ nt_shared *nt_ws_frame_text(const char *payload, size_t len)
     uint8_t header[10];
     size_t hl = nt_ws_header(header, NT_WS_OP_TEXT, len);
     nt_shared *f = nt_shared_alloc(hl + len);
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     memcpy(f->data, header, hl);
     memcpy(f->data + hl, payload, len);
     return f;
@@ -255,8 +249,7 @@ static void send_ws(nt_conn *c, uint8_t opcode, const void *payload, size_t len)
         return;
     }
     memcpy(f->data, header, hl);
-    if (len)
-        memcpy(f->data + hl, payload, len);
+    if (len) memcpy(f->data + hl, payload, len);
     nt_conn_send_frame(c, f);
     nt_shared_unref(f);
 }
@@ -275,8 +268,7 @@ static void send_raw(nt_conn *c, const void *bytes, size_t len)
     }
     bool was_dirty = c->dirty;
     conn_queue(c, b);
-    if (!was_dirty && c->dirty)
-        nt_conn_ref(c);
+    if (!was_dirty && c->dirty) nt_conn_ref(c);
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -291,15 +283,13 @@ static void conn_free(nt_conn *c)
     outq_release(c);
     nt_buf_free(&c->in);
     nt_ws_assembler_free(&c->ws_msg);
-    if (c->http)
-        nt_http_parser_free(c->http);
+    if (c->http) nt_http_parser_free(c->http);
     free(c);
 }
 
 void nt_conn_unref(nt_conn *c)
 {
-    if (--c->refs == 0)
-        conn_free(c);
+    if (--c->refs == 0) conn_free(c);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -311,25 +301,21 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void conn_close_now(nt_conn *c)
 {
-    if (c->state == NT_CONN_CLOSED)
-        return;
+    if (c->state == NT_CONN_CLOSED) return;
     nt_server *s = c->server;
     bool was_ws = c->state != NT_CONN_HTTP;
     c->state = NT_CONN_CLOSED;
-    if (s->cb.on_close)
-        s->cb.on_close(s->cb.arg, c);
+    if (s->cb.on_close) s->cb.on_close(s->cb.arg, c);
     /* unlink from the list of open connections */
     if (c->prev)
         c->prev->next = c->next;
     else
         s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     s->nconns--;
     s->stats.connections_open--;
-    if (was_ws)
-        s->stats.websockets_open--;
+    if (was_ws) s->stats.websockets_open--;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
@@ -341,20 +327,18 @@ static void respond_error_and_close(nt_conn *c, int status)
     int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code,
                      nt_http_reason(status));
     nt_buf out = NT_BUF_INIT;
-    if (nt_http_append_response(&out, status, "application/json", NULL, body, (size_t)n,
-                                false) == 0)
+    if (nt_http_append_response(&out, status, "application/json", NULL, body, (size_t)n, false) ==
+        0)
         send_raw(c, out.data, out.len);
     nt_buf_free(&out);
     c->close_after_flush = true;
     nt_conn_pause(c);
-    if (c->outq_len == 0)
-        conn_close_now(c);
+    if (c->outq_len == 0) conn_close_now(c);
 }
 
 void nt_conn_close_ws(nt_conn *c, uint16_t code, const char *reason)
 {
-    if (c->state != NT_CONN_WS)
-        return;
+    if (c->state != NT_CONN_WS) return;
     nt_buf frame = NT_BUF_INIT;
     if (nt_ws_append_close(&frame, code, reason ? reason : "", false) == 0)
         send_raw(c, frame.data, frame.len);
@@ -392,8 +376,7 @@ void nt_conn_resume(nt_conn *c)
     if (c->paused && c->state != NT_CONN_CLOSED && !c->close_after_flush) {
         c->paused = false;
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-        if (!c->in_process)
-            process_stashed(c);
+        if (!c->in_process) process_stashed(c);
     }
 }
 
@@ -410,8 +393,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(s->read_buffer, sizeof s->read_buffer);
     } else {
         *buf = uv_buf_init(malloc(READ_BUFFER_SIZE), READ_BUFFER_SIZE);
-        if (!buf->base)
-            buf->len = 0;
+        if (!buf->base) buf->len = 0;
     }
 }
 
@@ -465,10 +447,8 @@ static void stash_input(nt_conn *c, const char *data, size_t len)
 {
     const nt_server_opts *o = &c->server->opts;
     size_t cap = (o->max_frame > o->max_body ? o->max_frame : o->max_body) + 2 * READ_BUFFER_SIZE;
-    if (!len)
-        return;
-    if (c->in.len + len > cap || nt_buf_append(&c->in, data, len) != 0)
-        conn_close_now(c);
+    if (!len) return;
+    if (c->in.len + len > cap || nt_buf_append(&c->in, data, len) != 0) conn_close_now(c);
 }
 
 static bool header_has_token(const char *value, const char *token)
@@ -483,8 +463,7 @@ static bool header_has_token(const char *value, const char *token)
         const char *end = p;
         while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
             end--;
-        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
-            return true;
+        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0) return true;
     }
     return false;
 }
@@ -535,8 +514,7 @@ static ssize_t process_http(nt_conn *c, char *data, size_t len)
         respond_error_and_close(c, (int)-used);
         return -1;
     }
-    if (!done)
-        return used;
+    if (!done) return used;
 
     /* Take the request over; the parser is freed so an idle keep-alive
      * connection holds none. */
@@ -589,8 +567,7 @@ static void handle_close_frame(nt_conn *c, const nt_ws_frame *f)
     if (code == 1005) /* the peer sent no status: answer without one too */
         code = NT_WS_CLOSE_NORMAL;
     nt_buf frame = NT_BUF_INIT;
-    if (nt_ws_append_close(&frame, code, "", false) == 0)
-        send_raw(c, frame.data, frame.len);
+    if (nt_ws_append_close(&frame, code, "", false) == 0) send_raw(c, frame.data, frame.len);
     nt_buf_free(&frame);
     c->state = NT_CONN_WS_CLOSING;
     c->closing_since_s = c->server->clock_s;
@@ -605,8 +582,7 @@ static ssize_t process_ws(nt_conn *c, char *data, size_t len)
     size_t max = c->session.user_id ? s->opts.max_frame : PRE_AUTH_FRAME;
     nt_ws_frame f;
     ssize_t used = nt_ws_parse((uint8_t *)data, len, max, true, &f);
-    if (used == 0)
-        return 0;
+    if (used == 0) return 0;
     if (used < 0) {
         nt_conn_close_ws(c, (uint16_t)-used, "protocol error");
         return -1;
@@ -625,8 +601,7 @@ static ssize_t process_ws(nt_conn *c, char *data, size_t len)
     default:
         break;
     }
-    if (c->state == NT_CONN_WS_CLOSING)
-        return used; /* data after our close frame is ignored */
+    if (c->state == NT_CONN_WS_CLOSING) return used; /* data after our close frame is ignored */
     const uint8_t *msg;
     size_t msg_len;
     uint8_t opcode;
@@ -683,8 +658,7 @@ static void process_input(nt_conn *c, char *data, size_t len)
 /* Continues with input that waited while a request was answered. */
 static void process_stashed(nt_conn *c)
 {
-    if (!c->in.len || c->busy || c->paused || c->state == NT_CONN_CLOSED)
-        return;
+    if (!c->in.len || c->busy || c->paused || c->state == NT_CONN_CLOSED) return;
     nt_buf tmp = c->in;
     c->in = (nt_buf)NT_BUF_INIT;
     nt_conn_ref(c);
@@ -696,12 +670,10 @@ static void process_stashed(nt_conn *c)
 void nt_conn_respond(nt_conn *c, int status, const char *content_type, const char *extra_headers,
                      const void *body, size_t len, bool close)
 {
-    if (c->state == NT_CONN_CLOSED)
-        return;
+    if (c->state == NT_CONN_CLOSED) return;
     bool keep = c->keep_alive && !close && !c->server->draining;
     nt_buf out = NT_BUF_INIT;
-    if (nt_http_append_response(&out, status, content_type, extra_headers, body, len, keep) !=
-        0) {
+    if (nt_http_append_response(&out, status, content_type, extra_headers, body, len, keep) != 0) {
         nt_buf_free(&out);
         conn_close_now(c);
         return;
@@ -715,8 +687,7 @@ void nt_conn_respond(nt_conn *c, int status, const char *content_type, const cha
     }
     bool was_dirty = c->dirty;
     conn_queue(c, block);
-    if (!was_dirty && c->dirty)
-        nt_conn_ref(c);
+    if (!was_dirty && c->dirty) nt_conn_ref(c);
     c->busy = false;
     if (!keep) {
         c->close_after_flush = true;
@@ -731,11 +702,9 @@ void nt_conn_respond(nt_conn *c, int status, const char *content_type, const cha
 static void on_connection(uv_stream_t *listener, int status)
 {
     nt_server *s = listener->data;
-    if (status < 0)
-        return;
+    if (status < 0) return;
     nt_conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return;
+    if (!c) return;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     c->server = s;
@@ -751,8 +720,7 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     c->created_s = c->last_rx_s = s->clock_s;
     c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
+    if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
     s->stats.connections_total++;
@@ -768,8 +736,7 @@ static void sweep_conn(nt_server *s, nt_conn *c)
     case NT_CONN_HTTP:
         /* A request that trickles in costs a parser, not a thread: it gets
          * HTTP_REQUEST_S for the whole request, then it is cut. */
-        if (c->busy)
-            return;
+        if (c->busy) return;
         if (c->http ? now - c->request_started_s >= HTTP_REQUEST_S
                     : now - c->last_rx_s >= HTTP_IDLE_S)
             conn_close_now(c);
@@ -790,8 +757,7 @@ static void sweep_conn(nt_server *s, nt_conn *c)
         }
         return;
     case NT_CONN_WS_CLOSING:
-        if (now - c->closing_since_s >= WS_CLOSE_WAIT_S)
-            conn_close_now(c);
+        if (now - c->closing_since_s >= WS_CLOSE_WAIT_S) conn_close_now(c);
         return;
     default:
         return;
@@ -813,12 +779,10 @@ static void on_sweep(uv_timer_t *t)
     on_flush_check(&s->flush);
 }
 
-nt_server *nt_server_new(uv_loop_t *loop, const nt_server_opts *opts,
-                         const nt_server_callbacks *cb)
+nt_server *nt_server_new(uv_loop_t *loop, const nt_server_opts *opts, const nt_server_callbacks *cb)
 {
     nt_server *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     s->loop = loop;
     s->opts = *opts;
     s->cb = *cb;
@@ -839,14 +803,10 @@ int nt_server_listen(nt_server *s)
 {
     struct sockaddr_storage addr;
     int rc = uv_ip4_addr(s->host, s->opts.port, (struct sockaddr_in *)&addr);
-    if (rc != 0)
-        rc = uv_ip6_addr(s->host, s->opts.port, (struct sockaddr_in6 *)&addr);
-    if (rc != 0)
-        return rc;
-    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0)
-        return rc;
-    if ((rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection)) != 0)
-        return rc;
+    if (rc != 0) rc = uv_ip6_addr(s->host, s->opts.port, (struct sockaddr_in6 *)&addr);
+    if (rc != 0) return rc;
+    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0) return rc;
+    if ((rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection)) != 0) return rc;
     s->listening = true;
     uv_timer_start(&s->sweep, on_sweep, 1000, 1000);
     uv_check_start(&s->flush, on_flush_check);
@@ -855,8 +815,7 @@ int nt_server_listen(nt_server *s)
 
 void nt_server_drain(nt_server *s)
 {
-    if (s->draining)
-        return;
+    if (s->draining) return;
     s->draining = true;
     if (s->listening) {
         uv_close((uv_handle_t *)&s->listener, NULL);
@@ -878,8 +837,7 @@ void nt_server_each_ws(nt_server *s, void (*fn)(void *arg, nt_conn *c), void *ar
     nt_conn *c = s->conns;
     while (c) {
         nt_conn *next = c->next;
-        if (c->state == NT_CONN_WS)
-            fn(arg, c);
+        if (c->state == NT_CONN_WS) fn(arg, c);
         c = next;
     }
 }
@@ -896,13 +854,11 @@ const nt_server_stats *nt_server_get_stats(const nt_server *s)
 
 void nt_server_free(nt_server *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     /* Remaining connections (drain timeout) are closed without ceremony. */
     while (s->conns)
         conn_close_now(s->conns);
-    if (s->listening)
-        uv_close((uv_handle_t *)&s->listener, NULL);
+    if (s->listening) uv_close((uv_handle_t *)&s->listener, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->flush, NULL);
     uv_run(s->loop, UV_RUN_NOWAIT);

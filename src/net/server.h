@@ -63,13 +63,13 @@ struct nt_conn {
     uint32_t refs;
     /* server clock, seconds */
     uint32_t created_s, last_rx_s, ping_sent_s, closing_since_s, request_started_s;
-    uint8_t state;          /* nt_conn_state */
-    bool busy;              /* an HTTP request is being answered */
-    bool in_process;        /* inside process_input (re-entrance guard) */
-    bool paused;            /* reading stopped for back-pressure */
-    bool dirty;             /* on the dirty list */
+    uint8_t state;   /* nt_conn_state */
+    bool busy;       /* an HTTP request is being answered */
+    bool in_process; /* inside process_input (re-entrance guard) */
+    bool paused;     /* reading stopped for back-pressure */
+    bool dirty;      /* on the dirty list */
     bool close_after_flush;
-    bool handle_closed;     /* libuv's close callback ran */
+    bool handle_closed; /* libuv's close callback ran */
     bool keep_alive;
     /* gateway-owned session state */
     struct {

@@ -35,7 +35,7 @@ enum {
     NT_WS_CLOSE_TOO_BIG = 1009,
     NT_WS_CLOSE_INTERNAL = 1011,
     NT_WS_CLOSE_TRY_AGAIN = 1013, /* a backing service is down */
-    NT_WS_CLOSE_AUTH = 4001, /* API.md: no or bad auth frame */
+    NT_WS_CLOSE_AUTH = 4001,      /* API.md: no or bad auth frame */
 };
 
 typedef struct nt_ws_frame {

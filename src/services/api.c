@@ -43,14 +43,12 @@ void nt_reply_error(nt_reply *r, int status, const char *code, const char *fmt, 
     nt_jw_obj_end(&w);
     /* Out of memory while writing the error: the status and code still tell
      * the gateway what happened; it sends an empty body. */
-    if (nt_jw_error(&w))
-        nt_buf_reset(&r->body);
+    if (nt_jw_error(&w)) nt_buf_reset(&r->body);
 }
 
 void nt_reply_store_error(nt_reply *r, int store_rc, const char *what)
 {
-    if (!what)
-        what = "object";
+    if (!what) what = "object";
     switch (store_rc) {
     case NT_STORE_ENOTFOUND:
         nt_reply_error(r, 404, "not_found", "%s not found", what);
@@ -63,8 +61,7 @@ void nt_reply_store_error(nt_reply *r, int store_rc, const char *what)
         break;
     case NT_STORE_EREUSED:
         /* Only refresh-token rotation returns it: the session is gone. */
-        nt_reply_error(r, 401, "unauthorized", "%s was already used; the session is revoked",
-                       what);
+        nt_reply_error(r, 401, "unauthorized", "%s was already used; the session is revoked", what);
         break;
     case NT_STORE_EINVAL:
         nt_reply_error(r, 400, "bad_request", "%s: invalid value", what);
@@ -87,23 +84,19 @@ void nt_reply_free(nt_reply *r)
 static int api__field_tok(const nt_json *doc, int obj, const char *name)
 {
     int tok = nt_json_get(doc, obj, name);
-    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL)
-        return -1;
+    if (tok < 0 || nt_json_type_of(doc, tok) == NT_JSON_NULL) return -1;
     return tok;
 }
 
 bool nt_field_str(nt_reply *r, const nt_json *doc, int obj, const char *name, bool required,
                   int min_cp, int max_cp, char *out, size_t cap, bool *present)
 {
-    if (present)
-        *present = false;
-    if (cap > 0)
-        out[0] = '\0';
+    if (present) *present = false;
+    if (cap > 0) out[0] = '\0';
 
     int tok = api__field_tok(doc, obj, name);
     if (tok < 0) {
-        if (!required)
-            return true;
+        if (!required) return true;
         nt_reply_error(r, 400, "bad_request", "%s is required", name);
         return false;
     }
@@ -118,8 +111,8 @@ bool nt_field_str(nt_reply *r, const nt_json *doc, int obj, const char *name, bo
     }
     if (n < 0) {
         if (max_cp > 0)
-            nt_reply_error(r, 400, "bad_request", "%s is too long (at most %d characters)",
-                           name, max_cp);
+            nt_reply_error(r, 400, "bad_request", "%s is too long (at most %d characters)", name,
+                           max_cp);
         else
             nt_reply_error(r, 400, "bad_request", "%s is too long", name);
         return false;
@@ -134,21 +127,18 @@ bool nt_field_str(nt_reply *r, const nt_json *doc, int obj, const char *name, bo
                            min_cp);
         return false;
     }
-    if (present)
-        *present = true;
+    if (present) *present = true;
     return true;
 }
 
 bool nt_field_int(nt_reply *r, const nt_json *doc, int obj, const char *name, bool required,
                   int64_t min, int64_t max, int64_t *out, bool *present)
 {
-    if (present)
-        *present = false;
+    if (present) *present = false;
 
     int tok = api__field_tok(doc, obj, name);
     if (tok < 0) {
-        if (!required)
-            return true;
+        if (!required) return true;
         nt_reply_error(r, 400, "bad_request", "%s is required", name);
         return false;
     }
@@ -158,13 +148,12 @@ bool nt_field_int(nt_reply *r, const nt_json *doc, int obj, const char *name, bo
         return false;
     }
     if (v < min || v > max) {
-        nt_reply_error(r, 400, "bad_request", "%s must be between %" PRId64 " and %" PRId64,
-                       name, min, max);
+        nt_reply_error(r, 400, "bad_request", "%s must be between %" PRId64 " and %" PRId64, name,
+                       min, max);
         return false;
     }
     *out = v;
-    if (present)
-        *present = true;
+    if (present) *present = true;
     return true;
 }
 

@@ -24,12 +24,12 @@
 
 /* Limits from API.md (defaults; the config may change them). */
 typedef struct nt_limits {
-    int text_max_cp;      /* 4096 code points */
-    int bio_max_cp;       /* 500 */
-    int url_max;          /* 1024 bytes */
-    int password_min;     /* 8 */
-    int password_max;     /* 1024 */
-    int title_max_cp;     /* 128 */
+    int text_max_cp;       /* 4096 code points */
+    int bio_max_cp;        /* 500 */
+    int url_max;           /* 1024 bytes */
+    int password_min;      /* 8 */
+    int password_max;      /* 1024 */
+    int title_max_cp;      /* 128 */
     int group_max_members; /* 1000 */
 } nt_limits;
 
@@ -38,16 +38,15 @@ struct nt_ctx {
     nt_store *store;
     nt_bus *bus;
     nt_limits limits;
-    uint8_t jwt_key[32];       /* HS256 signing key */
-    int access_ttl_s;          /* 900 */
-    int64_t refresh_ttl_s;     /* 30 days */
+    uint8_t jwt_key[32];           /* HS256 signing key */
+    int access_ttl_s;              /* 900 */
+    int64_t refresh_ttl_s;         /* 30 days */
     unsigned long long pwhash_ops; /* Argon2id cost (libsodium opslimit) */
     size_t pwhash_mem;             /* Argon2id memory (libsodium memlimit) */
     /* Called once for every newly stored message (not for repeats), on any
      * thread, after its fan-out: how the bot hears the chats it is in.
      * Must be quick (enqueue, never compute). NULL = nobody listens. */
-    void (*message_hook)(struct nt_ctx *ctx, const nt_message *m, const int64_t *member_ids,
-                         int n);
+    void (*message_hook)(struct nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
     void *bot; /* the bot service's state, when this process runs it */
 };
 

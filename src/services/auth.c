@@ -40,11 +40,11 @@
 #include "services/validate.h"
 #include "services/views.h"
 
-#define AUTH_TOKS 256           /* JSON tokens per request body */
-#define AUTH_PW_CAP 4097        /* password buffer: password_max is clamped to 4096 */
-#define AUTH_REFRESH_RAW 32     /* random bytes in a refresh token */
-#define AUTH_REFRESH_CHARS 43   /* their base64url length, no padding */
-#define AUTH_TOKEN_MAX 4096     /* longest access token we bother decoding */
+#define AUTH_TOKS 256         /* JSON tokens per request body */
+#define AUTH_PW_CAP 4097      /* password buffer: password_max is clamped to 4096 */
+#define AUTH_REFRESH_RAW 32   /* random bytes in a refresh token */
+#define AUTH_REFRESH_CHARS 43 /* their base64url length, no padding */
+#define AUTH_TOKEN_MAX 4096   /* longest access token we bother decoding */
 
 /* ---- validation (the rules of API.md "Limits") ---- */
 
@@ -76,8 +76,8 @@ static int auth__dummy(const nt_ctx *ctx, char out[crypto_pwhash_STRBYTES])
         auth__dummy_mem != auth__mem(ctx)) {
         uint8_t secret[32];
         randombytes_buf(secret, sizeof secret);
-        if (crypto_pwhash_str(auth__dummy_hash, (const char *)secret, sizeof secret,
-                              auth__ops(ctx), auth__mem(ctx)) != 0) {
+        if (crypto_pwhash_str(auth__dummy_hash, (const char *)secret, sizeof secret, auth__ops(ctx),
+                              auth__mem(ctx)) != 0) {
             auth__dummy_hash[0] = '\0';
             rc = -1;
         } else {
@@ -112,8 +112,7 @@ static bool auth__refresh_hash(const char *text, uint8_t hash[32])
     size_t raw_len = 0;
     const char *end = NULL;
 
-    if (strlen(text) != AUTH_REFRESH_CHARS)
-        return false;
+    if (strlen(text) != AUTH_REFRESH_CHARS) return false;
     if (sodium_base642bin(raw, sizeof raw, text, AUTH_REFRESH_CHARS, NULL, &raw_len, &end,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         raw_len != sizeof raw || end != text + AUTH_REFRESH_CHARS)
@@ -131,10 +130,10 @@ static char *auth__access_token(const nt_ctx *ctx, int64_t user_id, int64_t sess
     char sub[24];
     long now_s = (long)(nt_now_ms() / 1000);
 
-    if (jwt_new(&jwt) != 0)
-        return NULL;
+    if (jwt_new(&jwt) != 0) return NULL;
     snprintf(sub, sizeof sub, "%" PRId64, user_id);
-    if (jwt_add_grant(jwt, "sub", sub) != 0 || jwt_add_grant_int(jwt, "sid", (long)session_id) != 0 ||
+    if (jwt_add_grant(jwt, "sub", sub) != 0 ||
+        jwt_add_grant_int(jwt, "sid", (long)session_id) != 0 ||
         jwt_add_grant_int(jwt, "iat", now_s) != 0 ||
         jwt_add_grant_int(jwt, "exp", now_s + ctx->access_ttl_s) != 0 ||
         jwt_set_alg(jwt, JWT_ALG_HS256, ctx->jwt_key, (int)sizeof ctx->jwt_key) != 0)
@@ -179,8 +178,8 @@ static void auth__start_session(nt_ctx *ctx, const nt_user *u, int status, nt_re
     int64_t now = nt_now_ms();
 
     auth__new_refresh(refresh, hash);
-    int rc = nt_store_session_create(ctx->store, u->id, hash, now + ctx->refresh_ttl_s * 1000,
-                                     now, &sess);
+    int rc = nt_store_session_create(ctx->store, u->id, hash, now + ctx->refresh_ttl_s * 1000, now,
+                                     &sess);
     if (rc != 0) {
         nt_reply_store_error(r, rc, "session");
         return;
@@ -202,11 +201,9 @@ static bool auth__password_field(nt_ctx *ctx, nt_reply *r, const nt_json *doc, c
 {
     int min = ctx->limits.password_min > 0 ? ctx->limits.password_min : 8;
     int max = ctx->limits.password_max > 0 ? ctx->limits.password_max : 1024;
-    if (max > AUTH_PW_CAP - 1)
-        max = AUTH_PW_CAP - 1;
+    if (max > AUTH_PW_CAP - 1) max = AUTH_PW_CAP - 1;
 
-    if (!nt_field_str(r, doc, 0, "password", true, 0, 0, pw, AUTH_PW_CAP, NULL))
-        return false;
+    if (!nt_field_str(r, doc, 0, "password", true, 0, 0, pw, AUTH_PW_CAP, NULL)) return false;
     *len = strlen(pw);
     if (*len < (size_t)min || *len > (size_t)max) {
         nt_reply_error(r, 400, "bad_request", "password must be %d..%d bytes", min, max);
@@ -231,17 +228,14 @@ void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         nt_reply_error(r, 500, "internal", "crypto library failed to start");
         return;
     }
-    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS))
-        return;
-    if (!nt_field_str(r, &doc, 0, "email", true, 0, 0, email, sizeof email, NULL))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS)) return;
+    if (!nt_field_str(r, &doc, 0, "email", true, 0, 0, email, sizeof email, NULL)) return;
     if (!nt_valid_email(email)) {
         nt_reply_error(r, 400, "bad_request",
                        "email must be 3..254 bytes with one '@' and no spaces");
         return;
     }
-    if (!auth__password_field(ctx, r, &doc, pw, &pw_len))
-        goto out;
+    if (!auth__password_field(ctx, r, &doc, pw, &pw_len)) goto out;
     if (!nt_field_str(r, &doc, 0, "nickname", true, 3, 32, nickname, sizeof nickname, NULL))
         goto out;
     if (!nt_valid_nickname(nickname)) {
@@ -293,13 +287,12 @@ void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
      * a failure here is logged, not turned into a failed registration. */
     int64_t lobby_id;
     rc = nt_store_channel_by_title(ctx->store, "lobby", &lobby_id);
-    if (rc == 0)
-        rc = nt_store_member_add(ctx->store, lobby_id, u.id, NT_ROLE_MEMBER);
+    if (rc == 0) rc = nt_store_member_add(ctx->store, lobby_id, u.id, NT_ROLE_MEMBER);
     if (rc == 0) { /* a newcomer starts with the lobby's past read, not unread */
         int64_t delivered, read;
         bool moved;
-        rc = nt_store_mark(ctx->store, lobby_id, u.id, NT_MARK_READ, INT64_MAX, &delivered,
-                           &read, &moved);
+        rc = nt_store_mark(ctx->store, lobby_id, u.id, NT_MARK_READ, INT64_MAX, &delivered, &read,
+                           &moved);
     }
     if (rc != 0 && rc != NT_STORE_ECONFLICT)
         nt_warn("auth: user %" PRId64 " could not join the lobby (store error %d)", u.id, rc);
@@ -324,12 +317,9 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         nt_reply_error(r, 500, "internal", "crypto library failed to start");
         return;
     }
-    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS))
-        return;
-    if (!nt_field_str(r, &doc, 0, "login", true, 0, 0, login, sizeof login, NULL))
-        return;
-    if (!nt_field_str(r, &doc, 0, "password", true, 0, 0, pw, sizeof pw, NULL))
-        goto out;
+    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS)) return;
+    if (!nt_field_str(r, &doc, 0, "login", true, 0, 0, login, sizeof login, NULL)) return;
+    if (!nt_field_str(r, &doc, 0, "password", true, 0, 0, pw, sizeof pw, NULL)) goto out;
     pw_len = strlen(pw);
 
     /* Made before the lookup, so the one-time cost of creating it falls on
@@ -373,8 +363,7 @@ void nt_auth_refresh(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         nt_reply_error(r, 500, "internal", "crypto library failed to start");
         return;
     }
-    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS)) return;
     /* A string too long to be ours is simply not ours: 401, not 400. */
     int tok = nt_json_get(&doc, 0, "refresh_token");
     if (nt_json_type_of(&doc, tok) == NT_JSON_STRING &&
@@ -433,10 +422,8 @@ void nt_auth_logout(nt_ctx *ctx, const char *body, size_t len, nt_reply *r,
     uint8_t hash[32];
     nt_session sess;
 
-    if (revoked_session)
-        *revoked_session = 0;
-    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS))
-        return;
+    if (revoked_session) *revoked_session = 0;
+    if (!nt_body_object(r, body, len, &doc, toks, AUTH_TOKS)) return;
     int tok = nt_json_get(&doc, 0, "refresh_token");
     bool too_long = nt_json_type_of(&doc, tok) == NT_JSON_STRING &&
                     nt_json_str(&doc, tok, text, sizeof text) == -2;
@@ -447,8 +434,7 @@ void nt_auth_logout(nt_ctx *ctx, const char *body, size_t len, nt_reply *r,
     if (!too_long && auth__refresh_hash(text, hash)) {
         int rc = nt_store_session_revoke(ctx->store, hash, &sess);
         if (rc == 0) {
-            if (revoked_session)
-                *revoked_session = sess.id;
+            if (revoked_session) *revoked_session = sess.id;
         } else if (rc != NT_STORE_ENOTFOUND) {
             nt_reply_store_error(r, rc, "session");
             return;
@@ -461,13 +447,11 @@ void nt_auth_logout(nt_ctx *ctx, const char *body, size_t len, nt_reply *r,
 /* A positive decimal int64 with nothing around it. */
 static bool auth__parse_id(const char *s, int64_t *out)
 {
-    if (!s || *s < '1' || *s > '9')
-        return false;
+    if (!s || *s < '1' || *s > '9') return false;
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || *end != '\0' || v <= 0)
-        return false;
+    if (errno || *end != '\0' || v <= 0) return false;
     *out = v;
     return true;
 }
@@ -483,34 +467,28 @@ int nt_auth_verify(nt_ctx *ctx, const char *token, nt_caller *out)
         goto done; /* bad signature or not a JWT */
     /* libjwt takes the algorithm from the token's own header: only ours
      * is acceptable (no "none", no other family). */
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256)
-        goto done;
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) goto done;
 
     int64_t user_id;
-    if (!auth__parse_id(jwt_get_grant(jwt, "sub"), &user_id))
-        goto done;
+    if (!auth__parse_id(jwt_get_grant(jwt, "sub"), &user_id)) goto done;
     errno = 0;
     long session_id = jwt_get_grant_int(jwt, "sid");
-    if (errno != 0 || session_id <= 0)
-        goto done;
+    if (errno != 0 || session_id <= 0) goto done;
     errno = 0;
     long exp = jwt_get_grant_int(jwt, "exp");
-    if (errno != 0 || exp <= 0 || nt_now_ms() / 1000 >= exp)
-        goto done;
+    if (errno != 0 || exp <= 0 || nt_now_ms() / 1000 >= exp) goto done;
     int active = nt_store_session_active(ctx->store, session_id);
     if (active == NT_STORE_EUNAVAILABLE) {
         rc = -2; /* the token may be fine: we cannot tell right now */
         goto done;
     }
-    if (active != 0)
-        goto done;
+    if (active != 0) goto done;
 
     out->user_id = user_id;
     out->session_id = session_id;
     rc = 0;
 done:
-    if (jwt)
-        jwt_free(jwt);
+    if (jwt) jwt_free(jwt);
     return rc;
 }
 
@@ -519,8 +497,7 @@ static int auth__write_all(int fd, const uint8_t *p, size_t len)
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return -errno;
         }
         p += n;
@@ -540,17 +517,14 @@ int nt_auth_load_key(nt_ctx *ctx, const char *path)
     uint8_t key[33];
     int rc = 0;
 
-    if (sodium_init() < 0)
-        return -EIO;
+    if (sodium_init() < 0) return -EIO;
 
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
         randombytes_buf(key, 32);
         rc = auth__write_all(fd, key, 32);
-        if (rc == 0 && fsync(fd) != 0)
-            rc = -errno;
-        if (close(fd) != 0 && rc == 0)
-            rc = -errno;
+        if (rc == 0 && fsync(fd) != 0) rc = -errno;
+        if (close(fd) != 0 && rc == 0) rc = -errno;
         if (rc != 0) {
             unlink(path); /* a short key file would fail every later start */
             goto done;
@@ -558,12 +532,10 @@ int nt_auth_load_key(nt_ctx *ctx, const char *path)
         memcpy(ctx->jwt_key, key, 32);
         goto done;
     }
-    if (errno != EEXIST)
-        return -errno;
+    if (errno != EEXIST) return -errno;
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     struct stat st;
     if (fstat(fd, &st) == 0 && (st.st_mode & 077))
         nt_warn("auth: key file %s is readable by others (mode %o)", path,
@@ -571,21 +543,18 @@ int nt_auth_load_key(nt_ctx *ctx, const char *path)
     size_t got = 0;
     while (got < sizeof key) {
         ssize_t n = read(fd, key + got, sizeof key - got);
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             rc = -errno;
             break;
         }
-        if (n == 0)
-            break;
+        if (n == 0) break;
         got += (size_t)n;
     }
     close(fd);
     if (rc == 0 && got != 32)
         rc = -EINVAL; /* a key is exactly 32 bytes; anything else is not ours */
-    if (rc == 0)
-        memcpy(ctx->jwt_key, key, 32);
+    if (rc == 0) memcpy(ctx->jwt_key, key, 32);
 done:
     sodium_memzero(key, sizeof key);
     return rc;

@@ -101,8 +101,7 @@ struct nt_bot {
 
 static void bot__err(char *err, size_t err_len, const char *fmt, const char *what)
 {
-    if (err && err_len)
-        snprintf(err, err_len, fmt, what);
+    if (err && err_len) snprintf(err, err_len, fmt, what);
 }
 
 /* ---- reverse ---------------------------------------------------------------- */
@@ -121,11 +120,9 @@ static size_t bot__cp_len(const unsigned char *s, size_t avail)
         n = 4;
     else
         return 1;
-    if (n > avail)
-        return 1;
+    if (n > avail) return 1;
     for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 1;
+        if ((s[i] & 0xc0) != 0x80) return 1;
     return n;
 }
 
@@ -157,15 +154,11 @@ static int bot__post(nt_bot *bot, int64_t chat_id, const char *text, size_t len,
     op.text_len = len;
     op.extra_json = extra_json;
     op.ts = nt_now_ms();
-    if (client_id)
-        snprintf(op.client_id, sizeof op.client_id, "%s", client_id);
+    if (client_id) snprintf(op.client_id, sizeof op.client_id, "%s", client_id);
     int rc = nt_store_append_wait(bot->ctx->store, &op);
-    if (rc == 0)
-        rc = op.status;
-    if (rc == 0 && !op.duplicate)
-        nt_messages_fanout(bot->ctx, &op.msg, op.member_ids, op.nmembers);
-    if (rc != 0)
-        nt_warn("bot: posting to chat=%" PRId64 " failed rc=%d", chat_id, rc);
+    if (rc == 0) rc = op.status;
+    if (rc == 0 && !op.duplicate) nt_messages_fanout(bot->ctx, &op.msg, op.member_ids, op.nmembers);
+    if (rc != 0) nt_warn("bot: posting to chat=%" PRId64 " failed rc=%d", chat_id, rc);
     nt_append_release(&op);
     return rc;
 }
@@ -184,8 +177,7 @@ static int bot__post_proof(nt_bot *bot, int64_t chat_id, int64_t seq, const char
 {
     char extra[160], client_id[NT_CLIENT_ID_MAX];
     char *reversed = malloc(prefix_len + 1);
-    if (!reversed)
-        return -ENOMEM;
+    if (!reversed) return -ENOMEM;
     nt_bot_reverse(prefix, prefix_len, reversed);
     snprintf(extra, sizeof extra, "\"pow\":{\"nonce\":%" PRIu64 ",\"hash\":\"%s\",\"bits\":%d}",
              nonce, hash_hex, bits);
@@ -227,8 +219,7 @@ static int bot__pending_take(nt_bot *bot, int64_t user_id, int64_t chat_id, int6
             rc = 2;
             goto out;
         }
-        if (p->user_id == user_id)
-            count++;
+        if (p->user_id == user_id) count++;
     }
     if (count >= bot->opts.pow_max_pending) {
         rc = 0;
@@ -275,12 +266,10 @@ static bool bot__get_int(const nt_json *doc, const char *key, int64_t *out)
 static char *bot__get_str(const nt_json *doc, const char *key, size_t *len)
 {
     int tok = nt_json_get(doc, 0, key);
-    if (nt_json_type_of(doc, tok) != NT_JSON_STRING)
-        return NULL;
+    if (nt_json_type_of(doc, tok) != NT_JSON_STRING) return NULL;
     size_t cap = (size_t)doc->toks[tok].len + 1;
     char *s = malloc(cap);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     int n = nt_json_str(doc, tok, s, cap);
     if (n < 0) {
         free(s);
@@ -312,10 +301,8 @@ static _Atomic int64_t bot__relay_id;
 static void bot__enqueue(nt_ctx *ctx, int64_t bot_id, const nt_message *m,
                          const int64_t *member_ids, int n, const char *who)
 {
-    if (n != 2 || m->deleted || m->sender_id == bot_id || !m->text)
-        return;
-    if (member_ids[0] != bot_id && member_ids[1] != bot_id)
-        return;
+    if (n != 2 || m->deleted || m->sender_id == bot_id || !m->text) return;
+    if (member_ids[0] != bot_id && member_ids[1] != bot_id) return;
     nt_buf payload = NT_BUF_INIT;
     nt_jw w;
     nt_jw_init(&w, &payload);
@@ -327,8 +314,7 @@ static void bot__enqueue(nt_ctx *ctx, int64_t bot_id, const nt_message *m,
     nt_jw_strn(&w, m->text, m->text_len);
     nt_jw_obj_end(&w);
     int rc = nt_jw_error(&w);
-    if (rc == 0)
-        rc = nt_bus_queue_push(ctx->bus, BOT_INBOX, payload.data, payload.len);
+    if (rc == 0) rc = nt_bus_queue_push(ctx->bus, BOT_INBOX, payload.data, payload.len);
     if (rc != 0)
         nt_warn("%s: dropping message chat=%" PRId64 " seq=%" PRId64 " rc=%d", who, m->chat_id,
                 m->seq, rc);
@@ -338,8 +324,7 @@ static void bot__enqueue(nt_ctx *ctx, int64_t bot_id, const nt_message *m,
 void nt_bot_message_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
 {
     nt_bot *bot = ctx->bot;
-    if (!bot || atomic_load(&bot->stopping))
-        return;
+    if (!bot || atomic_load(&bot->stopping)) return;
     bot__enqueue(ctx, bot->bot_id, m, member_ids, n, "bot");
 }
 
@@ -347,8 +332,7 @@ int nt_bot_relay_init(nt_ctx *ctx)
 {
     nt_user user;
     int rc = nt_store_user_by_nickname(ctx->store, "bot", &user);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     atomic_store(&bot__relay_id, user.id);
     return 0;
 }
@@ -356,8 +340,7 @@ int nt_bot_relay_init(nt_ctx *ctx)
 void nt_bot_relay_hook(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n)
 {
     int64_t bot_id = atomic_load(&bot__relay_id);
-    if (!bot_id)
-        return;
+    if (!bot_id) return;
     bot__enqueue(ctx, bot_id, m, member_ids, n, "bot relay");
 }
 
@@ -388,13 +371,11 @@ static void bot__queue_pow(nt_bot *bot, int64_t chat_id, int64_t seq, int64_t us
     nt_jw_kint(&w, "bits", bot->opts.pow_bits);
     nt_jw_obj_end(&w);
     int rc = nt_jw_error(&w);
-    if (rc == 0)
-        rc = nt_bus_queue_push(bot->ctx->bus, BOT_POW_QUEUE, payload.data, payload.len);
+    if (rc == 0) rc = nt_bus_queue_push(bot->ctx->bus, BOT_POW_QUEUE, payload.data, payload.len);
     nt_buf_free(&payload);
     if (rc != 0) {
         bot__pending_release(bot, chat_id, seq);
-        bot__post_str(bot, chat_id, "proof of work could not be queued; try again", "err",
-                      seq);
+        bot__post_str(bot, chat_id, "proof of work could not be queued; try again", "err", seq);
     }
 }
 
@@ -467,8 +448,7 @@ static bool bot__is_direct(nt_bot *bot, int64_t chat_id)
 {
     nt_chat chat;
     memset(&chat, 0, sizeof chat);
-    if (nt_store_chat_get(bot->ctx->store, chat_id, bot->bot_id, &chat) != 0)
-        return false;
+    if (nt_store_chat_get(bot->ctx->store, chat_id, bot->bot_id, &chat) != 0) return false;
     bool direct = strcmp(chat.type, "direct") == 0;
     nt_chat_free(&chat);
     return direct;
@@ -489,8 +469,7 @@ static void bot__handle_inbox(nt_bot *bot, const nt_bus_job *job)
         nt_warn("bot: dropping a malformed inbox job");
         goto out;
     }
-    if (sender_id == bot->bot_id || !bot__is_direct(bot, chat_id))
-        goto out;
+    if (sender_id == bot->bot_id || !bot__is_direct(bot, chat_id)) goto out;
     if (bot__ends_with(text, len, "!pow")) {
         bot__proof_request(bot, chat_id, seq, sender_id, text, len, false);
     } else if (bot__ends_with(text, len, "!rpc")) {
@@ -498,8 +477,7 @@ static void bot__handle_inbox(nt_bot *bot, const nt_bus_job *job)
     } else {
         char *reversed = malloc(len + 1);
         char client_id[NT_CLIENT_ID_MAX];
-        if (!reversed)
-            goto out;
+        if (!reversed) goto out;
         nt_bot_reverse(text, len, reversed);
         snprintf(client_id, sizeof client_id, "bot-rev:%" PRId64 ":%" PRId64, chat_id, seq);
         bot__post(bot, chat_id, reversed, len, NULL, client_id);
@@ -514,12 +492,10 @@ static void *bot__dispatcher_main(void *arg)
     nt_bot *bot = arg;
     while (!atomic_load(&bot->stopping)) {
         nt_bus_job job;
-        int rc = nt_bus_queue_pop(bot->ctx->bus, BOT_INBOX, BOT_POLL_MS,
-                                  BOT_INBOX_VISIBILITY_MS, &job);
-        if (rc == NT_BUS_ETIMEDOUT)
-            continue;
-        if (rc == NT_BUS_ECLOSED)
-            break;
+        int rc =
+            nt_bus_queue_pop(bot->ctx->bus, BOT_INBOX, BOT_POLL_MS, BOT_INBOX_VISIBILITY_MS, &job);
+        if (rc == NT_BUS_ETIMEDOUT) continue;
+        if (rc == NT_BUS_ECLOSED) break;
         if (rc != 0) {
             usleep(BOT_POLL_MS * 1000);
             continue;
@@ -575,8 +551,10 @@ static void bot__rpc_call(nt_bot *bot, const bot_rpc_job *job)
         goto out;
     }
     if (rc != 0) {
-        snprintf(text, sizeof text, "proof of work failed: no worker could be reached (%d); "
-                 "try again", rc);
+        snprintf(text, sizeof text,
+                 "proof of work failed: no worker could be reached (%d); "
+                 "try again",
+                 rc);
         bot__post_str(bot, job->chat_id, text, "err", job->seq);
         goto out;
     }
@@ -586,20 +564,20 @@ static void bot__rpc_call(nt_bot *bot, const bot_rpc_job *job)
     int64_t nonce = -1, bits = -1;
     char hex[65], err_text[100];
     if (nt_json_parse(&doc, reply, reply_len, toks, BOT_TOKS) != 0) {
-        snprintf(text, sizeof text, "proof of work failed: a bad answer from the worker; "
+        snprintf(text, sizeof text,
+                 "proof of work failed: a bad answer from the worker; "
                  "try again");
-    } else if (nt_json_str(&doc, nt_json_get(&doc, 0, "error"), err_text, sizeof err_text) >=
-               0) {
+    } else if (nt_json_str(&doc, nt_json_get(&doc, 0, "error"), err_text, sizeof err_text) >= 0) {
         snprintf(text, sizeof text, "proof of work failed: %s; try again", err_text);
     } else if (!bot__get_int(&doc, "nonce", &nonce) || !bot__get_int(&doc, "bits", &bits) ||
                nonce < 0 || bits != bot->opts.pow_bits ||
-               !bot__proof_valid(job->prefix, job->prefix_len, (uint64_t)nonce, (int)bits,
-                                 hex)) {
-        snprintf(text, sizeof text, "proof of work failed: the worker's proof does not "
+               !bot__proof_valid(job->prefix, job->prefix_len, (uint64_t)nonce, (int)bits, hex)) {
+        snprintf(text, sizeof text,
+                 "proof of work failed: the worker's proof does not "
                  "check out; try again");
     } else {
-        bot__post_proof(bot, job->chat_id, job->seq, job->prefix, job->prefix_len,
-                        (uint64_t)nonce, hex, (int)bits);
+        bot__post_proof(bot, job->chat_id, job->seq, job->prefix, job->prefix_len, (uint64_t)nonce,
+                        hex, (int)bits);
         goto out;
     }
     bot__post_str(bot, job->chat_id, text, "err", job->seq);
@@ -620,8 +598,7 @@ static void *bot__caller_main(void *arg)
         }
         bot_rpc_job *job = bot->rpc_head;
         bot->rpc_head = job->next;
-        if (!bot->rpc_head)
-            bot->rpc_tail = NULL;
+        if (!bot->rpc_head) bot->rpc_tail = NULL;
         bot->rpc_backlog--;
         pthread_mutex_unlock(&bot->rpc_mu);
         bot__rpc_call(bot, job);
@@ -660,8 +637,7 @@ static void bot__work_job(nt_bot *bot, const nt_bus_job *job)
     }
     nt_pow_result res;
     uint64_t t0 = nt_mono_ns();
-    int rc = nt_pow_solve(prefix, len, (int)bits, bot->opts.pow_threads, &bot->stopping, 0,
-                          &res);
+    int rc = nt_pow_solve(prefix, len, (int)bits, bot->opts.pow_threads, &bot->stopping, 0, &res);
     if (rc != 1) /* stopping: the job stays on the bus for another worker */
         goto out;
     char hex[65];
@@ -673,8 +649,7 @@ static void bot__work_job(nt_bot *bot, const nt_bus_job *job)
     /* Acknowledged once the answer is stored and sent; a chat that vanished
      * or refuses the bot will never take it, so that job is done too. Only
      * a store outage leaves the job for a retry. */
-    if (rc != NT_STORE_EUNAVAILABLE)
-        nt_bus_queue_ack(bot->ctx->bus, BOT_POW_QUEUE, job->id);
+    if (rc != NT_STORE_EUNAVAILABLE) nt_bus_queue_ack(bot->ctx->bus, BOT_POW_QUEUE, job->id);
 out:
     free(prefix);
 }
@@ -687,12 +662,9 @@ static void *bot__worker_main(void *arg)
                                   : bot__pow_visibility_ms(bot->opts.pow_bits);
     while (!atomic_load(&bot->workers_stop)) {
         nt_bus_job job;
-        int rc = nt_bus_queue_pop(bot->ctx->bus, BOT_POW_QUEUE, BOT_POLL_MS, visibility_ms,
-                                  &job);
-        if (rc == NT_BUS_ETIMEDOUT)
-            continue;
-        if (rc == NT_BUS_ECLOSED)
-            break;
+        int rc = nt_bus_queue_pop(bot->ctx->bus, BOT_POW_QUEUE, BOT_POLL_MS, visibility_ms, &job);
+        if (rc == NT_BUS_ETIMEDOUT) continue;
+        if (rc == NT_BUS_ECLOSED) break;
         if (rc != 0) {
             usleep(BOT_POLL_MS * 1000);
             continue;
@@ -722,8 +694,8 @@ static void bot__serve_call(nt_bot *bot, const nt_bus_call *call)
     /* Nobody waits for an answer after the caller's timeout: stop then. */
     nt_pow_result res;
     uint64_t deadline = nt_mono_ns() + (uint64_t)timeout_ms * 1000000u;
-    int rc = nt_pow_solve(prefix, len, (int)bits, bot->opts.pow_threads, &bot->stopping,
-                          deadline, &res);
+    int rc =
+        nt_pow_solve(prefix, len, (int)bits, bot->opts.pow_threads, &bot->stopping, deadline, &res);
     if (rc == 1) {
         char hex[65];
         nt_pow_hex(res.hash, hex);
@@ -746,10 +718,8 @@ static void *bot__server_main(void *arg)
     while (!atomic_load(&bot->workers_stop)) {
         nt_bus_call call;
         int rc = nt_bus_serve(bot->ctx->bus, BOT_POW_RPC, BOT_POLL_MS, &call);
-        if (rc == NT_BUS_ETIMEDOUT)
-            continue;
-        if (rc == NT_BUS_ECLOSED)
-            break;
+        if (rc == NT_BUS_ETIMEDOUT) continue;
+        if (rc == NT_BUS_ECLOSED) break;
         if (rc != 0) {
             usleep(BOT_POLL_MS * 1000);
             continue;
@@ -777,8 +747,7 @@ static void *bot__lobby_main(void *arg)
         while (!atomic_load(&bot->stopping) &&
                pthread_cond_timedwait(&bot->lobby_cond, &bot->lobby_mu, &next) != ETIMEDOUT)
             ;
-        if (atomic_load(&bot->stopping))
-            break;
+        if (atomic_load(&bot->stopping)) break;
         pthread_mutex_unlock(&bot->lobby_mu);
         if (nt_bus_leader(bot->ctx->bus, BOT_LOBBY_LOCK, ttl_ms))
             bot__post(bot, bot->lobby_id, "Hello world!", 12, NULL, NULL);
@@ -786,8 +755,7 @@ static void *bot__lobby_main(void *arg)
         /* A slow store must not make the cron catch up in a burst. */
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > next.tv_sec + interval)
-            next = now;
+        if (now.tv_sec > next.tv_sec + interval) next = now;
     }
     pthread_mutex_unlock(&bot->lobby_mu);
     return NULL;
@@ -803,8 +771,7 @@ static int bot__online_cpus(void)
 
 void nt_bot_stop(nt_bot *bot)
 {
-    if (!bot)
-        return;
+    if (!bot) return;
     /* Phase 1: no new work; searches abort; callers finish their calls,
      * which local workers (still serving) answer at once. */
     atomic_store(&bot->stopping, 1);
@@ -814,10 +781,8 @@ void nt_bot_stop(nt_bot *bot)
     pthread_mutex_lock(&bot->rpc_mu);
     pthread_cond_broadcast(&bot->rpc_cond);
     pthread_mutex_unlock(&bot->rpc_mu);
-    if (bot->dispatcher_started)
-        pthread_join(bot->dispatcher, NULL);
-    if (bot->lobby_started)
-        pthread_join(bot->lobby, NULL);
+    if (bot->dispatcher_started) pthread_join(bot->dispatcher, NULL);
+    if (bot->lobby_started) pthread_join(bot->lobby, NULL);
     for (int i = 0; i < bot->ncallers; i++)
         pthread_join(bot->callers[i], NULL);
     /* Phase 2: the workers. */
@@ -852,12 +817,9 @@ nt_bot *nt_bot_start(nt_ctx *ctx, const nt_bot_opts *opts, char *err, size_t err
     }
     bot->ctx = ctx;
     bot->opts = *opts;
-    if (bot->opts.pow_max_pending < 1)
-        bot->opts.pow_max_pending = 1;
-    if (bot->opts.rpc_timeout_ms < 1)
-        bot->opts.rpc_timeout_ms = 1;
-    if (bot->opts.pow_bits < 0 || bot->opts.pow_bits > NT_POW_MAX_BITS)
-        bot->opts.pow_bits = 24;
+    if (bot->opts.pow_max_pending < 1) bot->opts.pow_max_pending = 1;
+    if (bot->opts.rpc_timeout_ms < 1) bot->opts.rpc_timeout_ms = 1;
+    if (bot->opts.pow_bits < 0 || bot->opts.pow_bits > NT_POW_MAX_BITS) bot->opts.pow_bits = 24;
     atomic_init(&bot->stopping, 0);
     atomic_init(&bot->workers_stop, 0);
     pthread_mutex_init(&bot->lobby_mu, NULL);
@@ -885,39 +847,33 @@ nt_bot *nt_bot_start(nt_ctx *ctx, const nt_bot_opts *opts, char *err, size_t err
         }
     } else if (rc == NT_STORE_ENOTFOUND) {
         bot->lobby_id = 0;
-        if (opts->lobby_interval_s > 0)
-            nt_warn("bot: no lobby channel; the lobby cron is off");
+        if (opts->lobby_interval_s > 0) nt_warn("bot: no lobby channel; the lobby cron is off");
     } else {
         bot__err(err, err_len, "bot: cannot look up %s", "lobby");
         goto fail;
     }
 
     int nworkers = opts->pow_workers > 0 ? opts->pow_workers : bot__online_cpus();
-    if (nworkers > BOT_MAX_THREADS)
-        nworkers = BOT_MAX_THREADS;
+    if (nworkers > BOT_MAX_THREADS) nworkers = BOT_MAX_THREADS;
     bot->workers = calloc((size_t)nworkers * 2, sizeof *bot->workers);
     if (!bot->workers) {
         bot__err(err, err_len, "bot: %s", "out of memory");
         goto fail;
     }
     for (int i = 0; i < nworkers * 2; i++) {
-        if (pthread_create(&bot->workers[i], NULL, i < nworkers ? bot__worker_main
-                                                                : bot__server_main,
-                           bot) != 0)
+        if (pthread_create(&bot->workers[i], NULL,
+                           i < nworkers ? bot__worker_main : bot__server_main, bot) != 0)
             goto fail_thread;
         bot->nworkers++;
     }
     for (int i = 0; i < BOT_RPC_CALLERS; i++) {
-        if (pthread_create(&bot->callers[i], NULL, bot__caller_main, bot) != 0)
-            goto fail_thread;
+        if (pthread_create(&bot->callers[i], NULL, bot__caller_main, bot) != 0) goto fail_thread;
         bot->ncallers++;
     }
-    if (pthread_create(&bot->dispatcher, NULL, bot__dispatcher_main, bot) != 0)
-        goto fail_thread;
+    if (pthread_create(&bot->dispatcher, NULL, bot__dispatcher_main, bot) != 0) goto fail_thread;
     bot->dispatcher_started = true;
     if (opts->lobby_interval_s > 0 && bot->lobby_id > 0) {
-        if (pthread_create(&bot->lobby, NULL, bot__lobby_main, bot) != 0)
-            goto fail_thread;
+        if (pthread_create(&bot->lobby, NULL, bot__lobby_main, bot) != 0) goto fail_thread;
         bot->lobby_started = true;
     }
     nt_info("bot: user=%" PRId64 " lobby=%" PRId64 " pow_bits=%d workers=%d max_pending=%d "

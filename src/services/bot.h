@@ -42,15 +42,15 @@
 #include "services/api.h"
 
 typedef struct nt_bot_opts {
-    int pow_bits;         /* leading zero bits of a proof (config --pow-bits) */
-    int pow_workers;      /* threads taking "pow" jobs, and as many serving
-                             "pow.rpc"; 0 = online CPUs */
-    int pow_threads;      /* threads one job is searched on; 0 = online CPUs */
-    int pow_max_pending;  /* pending !pow/!rpc jobs per user, >= 1 */
+    int pow_bits;          /* leading zero bits of a proof (config --pow-bits) */
+    int pow_workers;       /* threads taking "pow" jobs, and as many serving
+                              "pow.rpc"; 0 = online CPUs */
+    int pow_threads;       /* threads one job is searched on; 0 = online CPUs */
+    int pow_max_pending;   /* pending !pow/!rpc jobs per user, >= 1 */
     int pow_visibility_ms; /* how long a taken "pow" job stays hidden from other
                               workers; 0 = 60 s, doubled per bit above 28 */
-    int rpc_timeout_ms;   /* how long an !rpc waits for a worker */
-    int lobby_interval_s; /* seconds between "Hello world!"; 0 = no cron */
+    int rpc_timeout_ms;    /* how long an !rpc waits for a worker */
+    int lobby_interval_s;  /* seconds between "Hello world!"; 0 = no cron */
 } nt_bot_opts;
 
 typedef struct nt_bot nt_bot;

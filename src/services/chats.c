@@ -299,8 +299,7 @@ void nt_chats_list(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply 
     int n = 0;
     nt_jw w;
 
-    if (!nt_query_int(r, query, "limit", 1, CHATS_LIMIT_MAX, CHATS_LIMIT_DEFAULT, &limit))
-        return;
+    if (!nt_query_int(r, query, "limit", 1, CHATS_LIMIT_MAX, CHATS_LIMIT_DEFAULT, &limit)) return;
     int rc = nt_store_chat_list(ctx->store, c->user_id, (int)limit, &chats, &n);
     if (rc != 0) {
         nt_reply_store_error(r, rc, "chats");

@@ -144,8 +144,7 @@ out:
     nt_buf_free(&out);
 }
 
-void nt_friends_request(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                        nt_reply *r)
+void nt_friends_request(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r)
 {
     nt_json_tok toks[FRIENDS_TOKS];
     nt_json doc;
@@ -155,15 +154,14 @@ void nt_friends_request(nt_ctx *ctx, const nt_caller *c, const char *body, size_
     nt_user to, me;
 
     if (!nt_body_object(r, body, len, &doc, toks, FRIENDS_TOKS)) return;
-    if (!nt_field_str(r, &doc, 0, "nickname", false, 0, 0, nickname, sizeof nickname,
-                      &has_nick)) {
+    if (!nt_field_str(r, &doc, 0, "nickname", false, 0, 0, nickname, sizeof nickname, &has_nick)) {
         if (strstr(r->message, "too long"))
-            nt_reply_error(r, 400, "bad_request", "nickname must be 3..32 characters of "
-                                                  "A-Z a-z 0-9 _ . -");
+            nt_reply_error(r, 400, "bad_request",
+                           "nickname must be 3..32 characters of "
+                           "A-Z a-z 0-9 _ . -");
         return;
     }
-    if (!has_nick &&
-        !nt_field_int(r, &doc, 0, "user_id", false, 1, INT64_MAX, &user_id, &has_id))
+    if (!has_nick && !nt_field_int(r, &doc, 0, "user_id", false, 1, INT64_MAX, &user_id, &has_id))
         return;
     if (!has_nick && !has_id) {
         nt_reply_error(r, 400, "bad_request", "nickname is required");

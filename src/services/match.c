@@ -633,8 +633,7 @@ static bool match__read_interests(const nt_json *doc, nt_match_prefs *p, nt_repl
     return true;
 }
 
-void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                        nt_reply *r)
+void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r)
 {
     nt_json_tok toks[96];
     nt_json doc;
@@ -667,14 +666,16 @@ void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_
 /* ---- pairing -------------------------------------------------------------------------- */
 
 static const char *const match_adjectives[] = {
-    "Brave", "Calm", "Clever", "Cosy", "Curious", "Eager", "Gentle", "Happy", "Jolly", "Kind",
-    "Lively", "Lucky", "Merry", "Mighty", "Nimble", "Polite", "Quiet", "Quick", "Sunny", "Swift",
-    "Witty", "Wise", "Bold", "Bright", "Fuzzy", "Golden", "Proud", "Silver", "Sleepy", "Zesty",
+    "Brave", "Calm",   "Clever", "Cosy",   "Curious", "Eager",  "Gentle", "Happy",
+    "Jolly", "Kind",   "Lively", "Lucky",  "Merry",   "Mighty", "Nimble", "Polite",
+    "Quiet", "Quick",  "Sunny",  "Swift",  "Witty",   "Wise",   "Bold",   "Bright",
+    "Fuzzy", "Golden", "Proud",  "Silver", "Sleepy",  "Zesty",
 };
 static const char *const match_animals[] = {
-    "Otter", "Fox", "Panda", "Koala", "Falcon", "Badger", "Heron", "Lynx", "Marten", "Owl",
-    "Penguin", "Puffin", "Raven", "Seal", "Tiger", "Walrus", "Wolf", "Yak", "Zebra", "Beaver",
-    "Dolphin", "Gecko", "Hedgehog", "Lemur", "Moose", "Orca", "Quokka", "Robin", "Squirrel", "Turtle",
+    "Otter",  "Fox",  "Panda",   "Koala",  "Falcon",   "Badger", "Heron",    "Lynx",
+    "Marten", "Owl",  "Penguin", "Puffin", "Raven",    "Seal",   "Tiger",    "Walrus",
+    "Wolf",   "Yak",  "Zebra",   "Beaver", "Dolphin",  "Gecko",  "Hedgehog", "Lemur",
+    "Moose",  "Orca", "Quokka",  "Robin",  "Squirrel", "Turtle",
 };
 #define MATCH_NADJ (sizeof match_adjectives / sizeof match_adjectives[0])
 #define MATCH_NANIMAL (sizeof match_animals / sizeof match_animals[0])

@@ -69,8 +69,7 @@ static void pow__dec_add(pow_dec *x, uint64_t v)
         unsigned sum = (unsigned)(x->d[i] - '0') + (unsigned)(v % 10) + carry;
         v /= 10;
         carry = sum >= 10;
-        if (carry)
-            sum -= 10;
+        if (carry) sum -= 10;
         x->d[i] = (char)('0' + sum);
         i--;
     }
@@ -82,10 +81,8 @@ bool nt_pow_check(const uint8_t digest[32], int bits)
 {
     int full = bits / 8, rest = bits % 8;
     for (int i = 0; i < full; i++)
-        if (digest[i] != 0)
-            return false;
-    if (rest && (digest[full] >> (8 - rest)) != 0)
-        return false;
+        if (digest[i] != 0) return false;
+    if (rest && (digest[full] >> (8 - rest)) != 0) return false;
     return true;
 }
 
@@ -132,11 +129,9 @@ static void pow__base_init(pow_base *b, const void *prefix, size_t len)
 {
     size_t full = len - len % 64;
     SHA256_Init(&b->midstate);
-    if (full)
-        SHA256_Update(&b->midstate, prefix, full);
+    if (full) SHA256_Update(&b->midstate, prefix, full);
     b->rem_len = len - full;
-    if (b->rem_len)
-        memcpy(b->rem, (const uint8_t *)prefix + full, b->rem_len);
+    if (b->rem_len) memcpy(b->rem, (const uint8_t *)prefix + full, b->rem_len);
     b->prefix_len = len;
 }
 
@@ -162,8 +157,7 @@ static inline bool pow__state_ok(const SHA256_CTX *c, int bits)
 {
     int i = 0;
     for (; bits >= 32; bits -= 32, i++)
-        if (c->h[i] != 0)
-            return false;
+        if (c->h[i] != 0) return false;
     return bits == 0 || (c->h[i] >> (32 - bits)) == 0;
 }
 
@@ -204,8 +198,7 @@ static int pow__search(const pow_base *b, int bits, uint64_t start, uint64_t str
             memcpy(c.h, b->midstate.h, sizeof c.h);
             memcpy(tail + b->rem_len, dec.d + dec.start, (size_t)ndigits);
             SHA256_Transform(&c, tail);
-            if (blocks == 2)
-                SHA256_Transform(&c, tail + 64);
+            if (blocks == 2) SHA256_Transform(&c, tail + 64);
             tries++;
             if (pow__state_ok(&c, bits)) {
                 out->nonce = nonce;
@@ -252,9 +245,9 @@ typedef struct pow_solve {
     uint64_t stride;
     const atomic_int *stop;
     uint64_t deadline_ns;
-    atomic_int found;      /* set by the first thread that finds a proof */
+    atomic_int found; /* set by the first thread that finds a proof */
     atomic_uint_fast64_t hashes;
-    pthread_mutex_t mu;    /* guards result */
+    pthread_mutex_t mu; /* guards result */
     nt_pow_result result;
 } pow_solve;
 
@@ -268,8 +261,8 @@ static void pow__run(pow_solve *s, uint64_t start)
 {
     nt_pow_result r;
     memset(&r, 0, sizeof r);
-    int rc = pow__search(&s->base, s->bits, start, s->stride, s->stop, &s->found,
-                         s->deadline_ns, &r);
+    int rc =
+        pow__search(&s->base, s->bits, start, s->stride, s->stop, &s->found, s->deadline_ns, &r);
     atomic_fetch_add(&s->hashes, r.hashes);
     if (rc == 1) {
         int expected = 0;
@@ -291,17 +284,14 @@ static void *pow__thread_main(void *arg)
 int nt_pow_solve(const void *prefix, size_t len, int bits, int nthreads, const atomic_int *stop,
                  uint64_t deadline_ns, nt_pow_result *out)
 {
-    if ((!prefix && len) || bits < 0 || bits > NT_POW_MAX_BITS || !out)
-        return -EINVAL;
+    if ((!prefix && len) || bits < 0 || bits > NT_POW_MAX_BITS || !out) return -EINVAL;
     if (nthreads <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         nthreads = cpus > 0 ? (int)cpus : 1;
     }
-    if (nthreads > POW_MAX_THREADS)
-        nthreads = POW_MAX_THREADS;
+    if (nthreads > POW_MAX_THREADS) nthreads = POW_MAX_THREADS;
     /* Starting threads costs more than a few thousand tries. */
-    if (bits <= 12)
-        nthreads = 1;
+    if (bits <= 12) nthreads = 1;
     memset(out, 0, sizeof *out);
     if (nthreads == 1) {
         pow_base base;
@@ -329,8 +319,7 @@ int nt_pow_solve(const void *prefix, size_t len, int bits, int nthreads, const a
     for (int t = 1; t < nthreads; t++) {
         threads[t].solve = &s;
         threads[t].start = (uint64_t)t;
-        if (pthread_create(&threads[t].tid, NULL, pow__thread_main, &threads[t]) != 0)
-            break;
+        if (pthread_create(&threads[t].tid, NULL, pow__thread_main, &threads[t]) != 0) break;
         started++;
     }
     int rc;
@@ -339,8 +328,7 @@ int nt_pow_solve(const void *prefix, size_t len, int bits, int nthreads, const a
         for (int t = 1; t < nthreads; t++)
             pthread_join(threads[t].tid, NULL);
         rc = atomic_load(&s.found) ? 1 : 0;
-        if (rc == 1)
-            *out = s.result;
+        if (rc == 1) *out = s.result;
         out->hashes = atomic_load(&s.hashes);
     } else {
         /* Stop the helpers that did start, then do the job alone. */

@@ -32,8 +32,7 @@ int nt_auth_load_key(nt_ctx *ctx, const char *path);
 
 /* ---- users (users.c) ---- */
 void nt_users_me(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
-void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                        nt_reply *r);
+void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r);
 void nt_users_get(nt_ctx *ctx, const nt_caller *c, int64_t user_id, nt_reply *r);
 void nt_users_by_nickname(nt_ctx *ctx, const nt_caller *c, const char *nickname, nt_reply *r);
 void nt_users_search(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply *r);
@@ -46,8 +45,7 @@ void nt_users_presence(nt_ctx *ctx, int64_t user_id, bool online);
 int nt_users_ready_frame(nt_ctx *ctx, int64_t user_id, nt_buf *out);
 
 /* ---- chats (chats.c) ---- */
-void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                     nt_reply *r);
+void nt_chats_create(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r);
 void nt_chats_list(nt_ctx *ctx, const nt_caller *c, const char *query, nt_reply *r);
 void nt_chats_get(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
 void nt_chats_add_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
@@ -55,8 +53,8 @@ void nt_chats_add_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const
 void nt_chats_remove_member(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t user_id,
                             nt_reply *r);
 /* REST read marker: body {"seq"}; 204. */
-void nt_chats_read(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
-                   size_t len, nt_reply *r);
+void nt_chats_read(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body, size_t len,
+                   nt_reply *r);
 /* Moves a marker (NT_MARK_DELIVERED / NT_MARK_READ) and sends `receipt` to
  * the other members when it moved. 204 or an error. */
 void nt_chats_mark(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int kind, int64_t seq,
@@ -72,8 +70,7 @@ void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const ch
                       size_t len, nt_reply *r);
 void nt_messages_edit(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq,
                       const char *body, size_t len, nt_reply *r);
-void nt_messages_delete(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq,
-                        nt_reply *r);
+void nt_messages_delete(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq, nt_reply *r);
 /* JSON Lines, content type application/x-ndjson. Members only. */
 void nt_messages_export(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
 /* Checks a message text against API.md (1..text_max_cp code points, no
@@ -96,8 +93,7 @@ void nt_friends_list(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
  * with the same shape when nothing changed. 400 for oneself, 404 unknown
  * user, 403 when a block exists either way. Events: `friend_request` to the
  * receiver, or `friend` to both. */
-void nt_friends_request(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                        nt_reply *r);
+void nt_friends_request(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r);
 /* 200 {"status":"friends","user"}; 404 without a pending request. `friend`
  * to both. */
 void nt_friends_accept(nt_ctx *ctx, const nt_caller *c, int64_t from_id, nt_reply *r);
@@ -119,8 +115,7 @@ void nt_blocks_remove(nt_ctx *ctx, const nt_caller *c, int64_t user_id, nt_reply
 void nt_match_prefs_get(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
 /* PUT {"genders","age_min","age_max","interests"?}: 200 with the stored
  * preferences; 400 naming the field for anything out of the rules. */
-void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                        nt_reply *r);
+void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r);
 /* Joins the queue: 202 {"status":"waiting"} or {"status":"matched",
  * "chat_id"} when a partner was found at once (both get `matched`); 200
  * {"status":"waiting"} when already waiting (still one entry). 400 naming

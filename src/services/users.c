@@ -68,8 +68,7 @@ void nt_users_me(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
  * it is. "" clears bio and avatar_url; null clears gender and birth_date,
  * which have no empty value of their own.
  */
-void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len,
-                        nt_reply *r)
+void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_t len, nt_reply *r)
 {
     nt_json doc;
     nt_json_tok toks[USERS_TOKS];
@@ -80,8 +79,7 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
     int bio_max = ctx->limits.bio_max_cp > 0 ? ctx->limits.bio_max_cp : 500;
     int url_max = ctx->limits.url_max > 0 ? ctx->limits.url_max : 1024;
 
-    if (!nt_body_object(r, body, len, &doc, toks, USERS_TOKS))
-        return;
+    if (!nt_body_object(r, body, len, &doc, toks, USERS_TOKS)) return;
 
     if (!nt_field_str(r, &doc, 0, "nickname", false, 3, 32, nickname, sizeof nickname,
                       &has_nickname))
@@ -95,10 +93,8 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
         patch.nickname = nickname;
     }
 
-    if (!nt_field_str(r, &doc, 0, "bio", false, 0, bio_max, bio, sizeof bio, &has_bio))
-        return;
-    if (has_bio)
-        patch.bio = bio;
+    if (!nt_field_str(r, &doc, 0, "bio", false, 0, bio_max, bio, sizeof bio, &has_bio)) return;
+    if (has_bio) patch.bio = bio;
 
     if (!nt_field_str(r, &doc, 0, "avatar_url", false, 0, 0, avatar_url, sizeof avatar_url,
                       &has_avatar))
@@ -120,13 +116,11 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
     if (nt_json_type_of(&doc, nt_json_get(&doc, 0, "gender")) == NT_JSON_NULL) {
         patch.gender = "";
     } else {
-        if (!nt_field_str(r, &doc, 0, "gender", false, 0, 0, gender, sizeof gender,
-                          &has_gender))
+        if (!nt_field_str(r, &doc, 0, "gender", false, 0, 0, gender, sizeof gender, &has_gender))
             return;
         if (has_gender) {
             if (!nt_valid_gender(gender)) {
-                nt_reply_error(r, 400, "bad_request",
-                               "gender must be male, female, other or null");
+                nt_reply_error(r, 400, "bad_request", "gender must be male, female, other or null");
                 return;
             }
             patch.gender = gender;
@@ -135,8 +129,8 @@ void nt_users_update_me(nt_ctx *ctx, const nt_caller *c, const char *body, size_
     if (nt_json_type_of(&doc, nt_json_get(&doc, 0, "birth_date")) == NT_JSON_NULL) {
         patch.birth_date = "";
     } else {
-        if (!nt_field_str(r, &doc, 0, "birth_date", false, 0, 0, birth_date,
-                          sizeof birth_date, &has_birth_date))
+        if (!nt_field_str(r, &doc, 0, "birth_date", false, 0, 0, birth_date, sizeof birth_date,
+                          &has_birth_date))
             return;
         if (has_birth_date) {
             if (!nt_valid_birth_date(birth_date)) {
@@ -202,16 +196,14 @@ void nt_users_search(nt_ctx *ctx, const nt_caller *c, const char *query, nt_repl
     nt_user *users = NULL;
     int n = 0;
 
-    if (!query)
-        query = "";
+    if (!query) query = "";
     int qlen = nt_http_query_get(query, "q", prefix, sizeof prefix);
     if (qlen == -1) {
         nt_reply_error(r, 400, "bad_request", "q is required");
         return;
     }
     if (qlen < 0 || !nt_valid_nickname_prefix(prefix)) {
-        nt_reply_error(r, 400, "bad_request",
-                       "q must be 1..32 characters of A-Z a-z 0-9 _ . -");
+        nt_reply_error(r, 400, "bad_request", "q must be 1..32 characters of A-Z a-z 0-9 _ . -");
         return;
     }
     if (!nt_query_int(r, query, "limit", 1, USERS_LIMIT_MAX, limit, &limit) ||
@@ -287,8 +279,7 @@ void nt_users_presence(nt_ctx *ctx, int64_t user_id, bool online)
         if (len > 0 && (size_t)len < sizeof frame) {
             rc = nt_bus_deliver(ctx->bus, partners, (size_t)n, frame, (size_t)len);
             if (rc != 0)
-                nt_warn("users: presence of %" PRId64 " not delivered (bus error %d)", user_id,
-                        rc);
+                nt_warn("users: presence of %" PRId64 " not delivered (bus error %d)", user_id, rc);
         }
     }
     free(partners);
@@ -298,8 +289,7 @@ int nt_users_ready_frame(nt_ctx *ctx, int64_t user_id, nt_buf *out)
 {
     nt_user u;
     int rc = nt_store_user_get(ctx->store, user_id, &u);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
 
     size_t start = out->len;
     nt_jw w;
@@ -312,7 +302,6 @@ int nt_users_ready_frame(nt_ctx *ctx, int64_t user_id, nt_buf *out)
     nt_view_user(&w, &u, true, true);
     nt_jw_obj_end(&w);
     rc = nt_jw_error(&w);
-    if (rc)
-        out->len = start;
+    if (rc) out->len = start;
     return rc;
 }

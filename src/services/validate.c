@@ -12,8 +12,7 @@
 static bool nickname_chars(const char *s, size_t min, size_t max)
 {
     size_t len = strlen(s);
-    if (len < min || len > max)
-        return false;
+    if (len < min || len > max) return false;
     for (const char *p = s; *p; p++) {
         char ch = *p;
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -36,8 +35,7 @@ bool nt_valid_nickname_prefix(const char *prefix)
 static bool no_space_or_control(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f)
-            return false;
+        if (*p <= 0x20 || *p == 0x7f) return false;
     return true;
 }
 
@@ -58,26 +56,21 @@ bool nt_valid_gender(const char *g)
 bool nt_valid_birth_date(const char *d)
 {
     static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (strlen(d) != 10 || d[4] != '-' || d[7] != '-')
-        return false;
+    if (strlen(d) != 10 || d[4] != '-' || d[7] != '-') return false;
     for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (d[i] < '0' || d[i] > '9'))
-            return false;
+        if (i != 4 && i != 7 && (d[i] < '0' || d[i] > '9')) return false;
     int year = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
     int month = (d[5] - '0') * 10 + (d[6] - '0');
     int day = (d[8] - '0') * 10 + (d[9] - '0');
-    if (year < 1 || month < 1 || month > 12 || day < 1)
-        return false;
+    if (year < 1 || month < 1 || month > 12 || day < 1) return false;
     bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (day > mdays[month - 1] + (month == 2 && leap ? 1 : 0))
-        return false;
+    if (day > mdays[month - 1] + (month == 2 && leap ? 1 : 0)) return false;
     /* Same fixed-width format, so comparing the strings compares the days. */
     char today[32];
     struct tm tm;
     time_t now = time(NULL);
     gmtime_r(&now, &tm);
-    snprintf(today, sizeof today, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday);
+    snprintf(today, sizeof today, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
     return strcmp(d, today) <= 0;
 }
 
@@ -90,8 +83,7 @@ bool nt_valid_http_url(const char *url)
         skip = 7;
     else
         return false;
-    if (url[skip] == '\0' || url[skip] == '/')
-        return false;
+    if (url[skip] == '\0' || url[skip] == '/') return false;
     return no_space_or_control(url);
 }
 
@@ -101,8 +93,7 @@ bool nt_query_int(nt_reply *r, const char *query, const char *name, int64_t min,
     char val[24];
     int n = nt_http_query_get(query ? query : "", name, val, sizeof val);
     *out = def;
-    if (n == -1)
-        return true;
+    if (n == -1) return true;
     bool ok = n > 0 && n <= 18;
     int64_t v = 0;
     for (int i = 0; ok && i < n; i++) {

@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <string.h>
 
-
 void nt_view_user(nt_jw *w, const nt_user *u, bool online, bool with_email)
 {
     nt_jw_obj(w);
@@ -42,8 +41,7 @@ void nt_view_user(nt_jw *w, const nt_user *u, bool online, bool with_email)
         nt_jw_int(w, u->last_seen);
     else
         nt_jw_null(w);
-    if (with_email)
-        nt_jw_kstr(w, "email", u->email);
+    if (with_email) nt_jw_kstr(w, "email", u->email);
     nt_jw_obj_end(w);
 }
 
@@ -58,15 +56,13 @@ static void views__splice_members(nt_jw *w, const char *members)
     while (len > 0 && (members[len - 1] == ' ' || members[len - 1] == '\n' ||
                        members[len - 1] == '\t' || members[len - 1] == '\r'))
         len--;
-    while (len > 0 && (*members == ' ' || *members == '\n' || *members == '\t' ||
-                       *members == '\r')) {
+    while (len > 0 &&
+           (*members == ' ' || *members == '\n' || *members == '\t' || *members == '\r')) {
         members++;
         len--;
     }
-    if (len == 0 || w->err)
-        return;
-    if (nt_buf_append(w->out, ",", 1) || nt_buf_append(w->out, members, len))
-        w->err = -ENOMEM;
+    if (len == 0 || w->err) return;
+    if (nt_buf_append(w->out, ",", 1) || nt_buf_append(w->out, members, len)) w->err = -ENOMEM;
 }
 
 void nt_view_message(nt_jw *w, const nt_message *m)
@@ -99,8 +95,7 @@ void nt_view_message(nt_jw *w, const nt_message *m)
     else
         nt_jw_null(w);
     nt_jw_kbool(w, "deleted", m->deleted);
-    if (m->extra_json)
-        views__splice_members(w, m->extra_json);
+    if (m->extra_json) views__splice_members(w, m->extra_json);
     nt_jw_obj_end(w);
 }
 
@@ -155,7 +150,6 @@ int nt_view_message_event(nt_buf *out, const char *type, const nt_message *m)
     nt_view_message(&w, m);
     nt_jw_obj_end(&w);
     int rc = nt_jw_error(&w);
-    if (rc)
-        out->len = start; /* no half frame left behind */
+    if (rc) out->len = start; /* no half frame left behind */
     return rc;
 }

@@ -384,11 +384,10 @@ int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64
 
 /* ---- friends and blocks (optional in a back end) ----------------------------- */
 
-#define STORE_OPTIONAL(op) \
+#define STORE_OPTIONAL(op)                                                                         \
     if (!s->ops->op) return NT_STORE_EUNAVAILABLE
 
-int nt_store_friend_request(nt_store *s, int64_t from_id, int64_t to_id, int64_t now,
-                            int *outcome)
+int nt_store_friend_request(nt_store *s, int64_t from_id, int64_t to_id, int64_t now, int *outcome)
 {
     int unused;
     if (!outcome) outcome = &unused;
@@ -417,8 +416,7 @@ int nt_store_friend_remove(nt_store *s, int64_t user_id, int64_t other_id)
     return s->ops->friend_remove(s->be, user_id, other_id);
 }
 
-int nt_store_friend_list(nt_store *s, int64_t user_id, int kind, int limit, nt_user **out,
-                         int *n)
+int nt_store_friend_list(nt_store *s, int64_t user_id, int kind, int limit, nt_user **out, int *n)
 {
     *out = NULL;
     *n = 0;
@@ -457,8 +455,7 @@ int nt_store_match_prefs_get(nt_store *s, int64_t user_id, nt_match_prefs *out)
     return s->ops->match_prefs_get(s->be, user_id, out);
 }
 
-int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs *in,
-                             int64_t now)
+int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs *in, int64_t now)
 {
     if (!in || !(in->genders & NT_GENDER_ALL) || (in->genders & ~(unsigned)NT_GENDER_ALL) ||
         in->age_min > in->age_max || in->ninterests < 0 || in->ninterests > NT_INTERESTS_MAX)
@@ -491,8 +488,7 @@ int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *sh
     return s->ops->chat_reveal(s->be, chat_id, user_id, shown_now);
 }
 
-int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id,
-                          char alias[NT_ALIAS_MAX])
+int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX])
 {
     alias[0] = '\0';
     STORE_OPTIONAL(random_alias);

@@ -43,9 +43,9 @@ enum {
 #define NT_TITLE_MAX 513 /* 128 code points */
 #define NT_CLIENT_ID_MAX 65
 #define NT_TYPE_MAX 8
-#define NT_ALIAS_MAX 48       /* a random-chat alias, "Brave Otter" */
-#define NT_INTERESTS_MAX 10   /* interest tags per user */
-#define NT_INTEREST_MAX 33    /* one tag: 1..32 bytes */
+#define NT_ALIAS_MAX 48     /* a random-chat alias, "Brave Otter" */
+#define NT_INTERESTS_MAX 10 /* interest tags per user */
+#define NT_INTEREST_MAX 33  /* one tag: 1..32 bytes */
 
 typedef struct nt_store nt_store;
 
@@ -118,8 +118,8 @@ int nt_store_user_update(nt_store *s, int64_t id, const nt_user_patch *patch, nt
 
 /* Nickname prefix search, case-insensitive, ordered by id, ids > after_id.
  * Fills out[0..limit) and sets *n. */
-int nt_store_user_search(nt_store *s, const char *prefix, int64_t after_id, int limit,
-                         nt_user *out, int *n);
+int nt_store_user_search(nt_store *s, const char *prefix, int64_t after_id, int limit, nt_user *out,
+                         int *n);
 int nt_store_user_set_last_seen(nt_store *s, int64_t id, int64_t ts);
 
 /* ---- sessions and refresh tokens ------------------------------------- */
@@ -136,9 +136,8 @@ int nt_store_session_create(nt_store *s, int64_t user_id, const uint8_t refresh_
 /* Rotation: the token `old_hash` is marked used and `new_hash` becomes the
  * session's current token. Unknown, expired or revoked: ENOTFOUND. Already
  * used: the whole session is revoked in the same transaction, EREUSED. */
-int nt_store_session_rotate(nt_store *s, const uint8_t old_hash[32],
-                            const uint8_t new_hash[32], int64_t new_expires_at, int64_t now,
-                            nt_session *out);
+int nt_store_session_rotate(nt_store *s, const uint8_t old_hash[32], const uint8_t new_hash[32],
+                            int64_t new_expires_at, int64_t now, nt_session *out);
 /* Logout: revokes the session the token belongs to (used or not). */
 int nt_store_session_revoke(nt_store *s, const uint8_t refresh_hash[32], nt_session *out);
 /* 0 if the session exists and is not revoked, else ENOTFOUND. */
@@ -302,19 +301,18 @@ int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64
 
 /* What nt_store_friend_request did. */
 enum {
-    NT_FRIEND_REQUESTED = 1, /* a new pending request from -> to */
-    NT_FRIEND_PENDING,       /* the same request was already pending */
-    NT_FRIEND_MADE,          /* to had asked from already: now friends */
-    NT_FRIEND_ALREADY,       /* they were friends already */
-    NT_FRIEND_BLOCKED_BY_ME, /* EFORBIDDEN: from blocked to */
+    NT_FRIEND_REQUESTED = 1,   /* a new pending request from -> to */
+    NT_FRIEND_PENDING,         /* the same request was already pending */
+    NT_FRIEND_MADE,            /* to had asked from already: now friends */
+    NT_FRIEND_ALREADY,         /* they were friends already */
+    NT_FRIEND_BLOCKED_BY_ME,   /* EFORBIDDEN: from blocked to */
     NT_FRIEND_BLOCKED_BY_THEM, /* EFORBIDDEN: to blocked from */
 };
 /* A friend request from -> to, in one transaction: ENOTFOUND when either
  * user is missing, EINVAL for from == to, EFORBIDDEN when a block exists
  * either way (*outcome says which); otherwise 0 and *outcome. A request to
  * someone who had already asked makes both friends at once. */
-int nt_store_friend_request(nt_store *s, int64_t from_id, int64_t to_id, int64_t now,
-                            int *outcome);
+int nt_store_friend_request(nt_store *s, int64_t from_id, int64_t to_id, int64_t now, int *outcome);
 /* user_id accepts the pending request from from_id: both become friends.
  * ENOTFOUND when there is no such request. */
 int nt_store_friend_accept(nt_store *s, int64_t user_id, int64_t from_id, int64_t now);
@@ -328,8 +326,7 @@ enum { NT_LIST_FRIENDS = 1, NT_LIST_INCOMING, NT_LIST_OUTGOING, NT_LIST_BLOCKED 
 /* The users of one list of user_id (friends, senders of incoming requests,
  * receivers of outgoing ones, users user_id blocked), by id, at most limit.
  * *out is heap (free()). */
-int nt_store_friend_list(nt_store *s, int64_t user_id, int kind, int limit, nt_user **out,
-                         int *n);
+int nt_store_friend_list(nt_store *s, int64_t user_id, int kind, int limit, nt_user **out, int *n);
 
 /* blocker blocks blocked (idempotent): their friendship and the pending
  * requests both ways are deleted in the same transaction. ENOTFOUND when a
@@ -355,8 +352,7 @@ typedef struct nt_match_prefs {
 /* The stored preferences of user_id, or ENOTFOUND when never set. */
 int nt_store_match_prefs_get(nt_store *s, int64_t user_id, nt_match_prefs *out);
 /* Replaces them (tags must not contain ','). ENOTFOUND for a missing user. */
-int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs *in,
-                             int64_t now);
+int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs *in, int64_t now);
 
 /* A new random chat of a and b, each known by an alias until both reveal.
  * out is the chat as a sees it. */
@@ -368,7 +364,6 @@ int nt_store_chat_random(nt_store *s, int64_t a, int64_t b, const char *alias_a,
 int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *shown_now);
 /* The alias of user_id in chat_id while the chat is anonymous: 0 and alias
  * filled, or ENOTFOUND (not a random chat, not a member, or revealed). */
-int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id,
-                          char alias[NT_ALIAS_MAX]);
+int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX]);
 
 #endif

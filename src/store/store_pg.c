@@ -69,7 +69,7 @@
 /* The last column is the sender's alias while a random chat is anonymous. */
 #define PG_MSG_COLS                                                                                \
     "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json, "           \
-    "(SELECT r.alias FROM random_members r WHERE r.chat_id = messages.chat_id "                   \
+    "(SELECT r.alias FROM random_members r WHERE r.chat_id = messages.chat_id "                    \
     "AND r.user_id = messages.sender_id AND r.hidden)"
 
 #define PG_STATEMENTS(X)                                                                           \
@@ -80,7 +80,7 @@
     X(SAVEPOINT, "SAVEPOINT op")                                                                   \
     X(RELEASE, "RELEASE SAVEPOINT op")                                                             \
     X(ROLLBACK_TO, "ROLLBACK TO SAVEPOINT op")                                                     \
-    X(MIGRATE_LOCK, "SELECT pg_advisory_xact_lock(" PG_MIGRATE_KEY ")")                           \
+    X(MIGRATE_LOCK, "SELECT pg_advisory_xact_lock(" PG_MIGRATE_KEY ")")                            \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_version")                      \
     X(SCHEMA_RECORD, "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)")           \
     /* users */                                                                                    \
@@ -131,7 +131,7 @@
                  "WHERE m.user_id = $1 ORDER BY c.last_activity DESC, c.id DESC LIMIT $2")         \
     X(CHANNEL_BY_TITLE, "SELECT id FROM chats WHERE type = 'channel' AND title = $1 "              \
                         "ORDER BY id LIMIT 1")                                                     \
-    X(MEMBERS, "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, r.alias, r.revealed, "     \
+    X(MEMBERS, "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, r.alias, r.revealed, "      \
                "r.hidden FROM members m LEFT JOIN random_members r "                               \
                "ON r.chat_id = m.chat_id AND r.user_id = m.user_id "                               \
                "WHERE m.chat_id = $1 ORDER BY m.user_id")                                          \
@@ -167,7 +167,7 @@
                      "extra_json) SELECT * FROM unnest($1::bigint[], $2::bigint[], "               \
                      "$3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[]) "            \
                      "RETURNING id, chat_id, seq")                                                 \
-    /* Chats of two members (a < b): who blocked whom, and the aliases of                      \
+    /* Chats of two members (a < b): who blocked whom, and the aliases of                          \
      * an anonymous random chat. */                                                                \
     X(APPEND_PAIRS, "SELECT v.chat, "                                                              \
                     "EXISTS (SELECT 1 FROM blocks WHERE blocker_id = v.b AND blocked_id = v.a), "  \
@@ -196,7 +196,7 @@
               "WHERE chat_id = $1 AND seq > $2 AND sender_id <> $3")                               \
     /* friends and blocks */                                                                       \
     /* Locks both users (NO KEY: inserts referencing them go on) so that                           \
-     * writers in different processes handle one pair one at a time. */                           \
+     * writers in different processes handle one pair one at a time. */                            \
     X(PAIR_LOCK, "SELECT id FROM users WHERE id = $1 OR id = $2 ORDER BY id FOR NO KEY UPDATE")    \
     X(FRIEND_INSERT, "INSERT INTO friends (user_id, friend_id, created_at) "                       \
                      "VALUES ($1, $2, $3), ($2, $1, $3) ON CONFLICT DO NOTHING")                   \
@@ -465,11 +465,17 @@ static int pg__connect(pg_store *b, pg_conn *c, char *err, size_t err_len)
     /* The defaults come before dbname, so the URL's own settings win.
      * Keepalives and tcp_user_timeout turn a vanished host (no RST) into an
      * error within seconds instead of a worker blocked for good. */
-    static const char *const keys[] = {"connect_timeout",  "client_encoding",     "application_name",
-                                       "keepalives_idle",  "keepalives_interval", "keepalives_count",
-                                       "tcp_user_timeout", "dbname",              NULL};
-    const char *values[] = {PG_CONNECT_TIMEOUT_S, "UTF8", "natterd", "10", "3", "3", "10000",
-                            b->url, NULL};
+    static const char *const keys[] = {"connect_timeout",
+                                       "client_encoding",
+                                       "application_name",
+                                       "keepalives_idle",
+                                       "keepalives_interval",
+                                       "keepalives_count",
+                                       "tcp_user_timeout",
+                                       "dbname",
+                                       NULL};
+    const char *values[] = {
+        PG_CONNECT_TIMEOUT_S, "UTF8", "natterd", "10", "3", "3", "10000", b->url, NULL};
     pg__drop(c);
     c->pq = PQconnectdbParams(keys, values, 1);
     if (!c->pq || PQstatus(c->pq) != CONNECTION_OK) {
@@ -495,8 +501,7 @@ static int pg__ensure(pg_store *b, pg_conn *c)
             nt_warn("store pg unavailable msg=\"%s\"", err);
         return NT_STORE_EUNAVAILABLE;
     }
-    if (__atomic_exchange_n(&b->down, false, __ATOMIC_RELAXED))
-        nt_warn("store pg reachable again");
+    if (__atomic_exchange_n(&b->down, false, __ATOMIC_RELAXED)) nt_warn("store pg reachable again");
     return 0;
 }
 
@@ -598,8 +603,7 @@ static void pg__str(const PGresult *r, int row, int col, char *dst, size_t cap)
 }
 
 /* A heap copy of a text column; NULL -> NULL unless empty_if_null. */
-static int pg__dup(const PGresult *r, int row, int col, bool empty_if_null, char **out,
-                   size_t *len)
+static int pg__dup(const PGresult *r, int row, int col, bool empty_if_null, char **out, size_t *len)
 {
     bool null = PQgetisnull(r, row, col);
     *out = NULL;
@@ -839,8 +843,7 @@ static int pg__read_begin(pg_conn *c)
 
 static void pg__read_end(pg_conn *c)
 {
-    if (c->pq && PQtransactionStatus(c->pq) != PQTRANS_IDLE)
-        pg__run(c, PG_ROLLBACK, NULL, NULL);
+    if (c->pq && PQtransactionStatus(c->pq) != PQTRANS_IDLE) pg__run(c, PG_ROLLBACK, NULL, NULL);
 }
 
 /* ---- the writer ------------------------------------------------------------- */
@@ -1309,8 +1312,8 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
 
 out:
     PQclear(r);
-    pg_array *arrays[] = {&a_chat, &a_seq,  &a_sender, &a_text, &a_ts,
-                          &a_cid,  &a_extra, &c_id,    &c_seq,  &c_act};
+    pg_array *arrays[] = {&a_chat, &a_seq,   &a_sender, &a_text, &a_ts,
+                          &a_cid,  &a_extra, &c_id,     &c_seq,  &c_act};
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
         pa_free(arrays[i]);
     free(done);
@@ -1335,7 +1338,6 @@ static int pg__appends_saved(pg_store *b, pg_conn *w, nt_append **ops, int n)
     if (pg__run(w, PG_RELEASE, NULL, NULL) != 0) return PG_LOST;
     return rc;
 }
-
 
 /* A synchronous write other than an append (see pg_job). */
 static pg_job *pg__generic_job(const nt_append *op)
@@ -1449,8 +1451,7 @@ static void pg__run_batch(pg_store *b, nt_append *batch)
     return;
 
 lost:
-    if (w->pq && PQtransactionStatus(w->pq) != PQTRANS_IDLE)
-        pg__run(w, PG_ROLLBACK, NULL, NULL);
+    if (w->pq && PQtransactionStatus(w->pq) != PQTRANS_IDLE) pg__run(w, PG_ROLLBACK, NULL, NULL);
     /* The cache may hold members read in the rolled-back transaction. */
     pg__cache_clear(b);
     for (nt_append *op = batch; op; op = op->next)
@@ -2820,8 +2821,8 @@ static int pg__w_chat_random(pg_conn *w, void *arg)
     return pg__chat_load(w, chat_id, a->a, a->out);
 }
 
-static int pg_chat_random(void *be, int64_t a, int64_t b, const char *alias_a,
-                          const char *alias_b, int64_t now, nt_chat *out)
+static int pg_chat_random(void *be, int64_t a, int64_t b, const char *alias_a, const char *alias_b,
+                          int64_t now, nt_chat *out)
 {
     struct random_args args = {a, b, alias_a, alias_b, now, out};
     int rc = pg__write(be, pg__w_chat_random, &args);

@@ -78,7 +78,7 @@
     "created_at, last_seen"
 #define SQ_MSG_COLS                                                                                \
     "id, chat_id, seq, sender_id, text, ts, client_id, edited_at, deleted, extra_json, "           \
-    "(SELECT r.alias FROM random_members r WHERE r.chat_id = messages.chat_id "                   \
+    "(SELECT r.alias FROM random_members r WHERE r.chat_id = messages.chat_id "                    \
     "AND r.user_id = messages.sender_id AND r.hidden = 1)"
 
 #define SQ_STATEMENTS(X)                                                                           \
@@ -132,8 +132,8 @@
                  "WHERE m.user_id = ?1 ORDER BY c.last_activity DESC, c.id DESC LIMIT ?2")         \
     X(CHANNEL_BY_TITLE, "SELECT id FROM chats WHERE type = 'channel' AND title = ?1 "              \
                         "ORDER BY id LIMIT 1")                                                     \
-    X(MEMBERS, "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, r.alias, r.revealed, "     \
-               "r.hidden FROM members m LEFT JOIN random_members r "                                \
+    X(MEMBERS, "SELECT m.user_id, m.role, m.delivered_seq, m.read_seq, r.alias, r.revealed, "      \
+               "r.hidden FROM members m LEFT JOIN random_members r "                               \
                "ON r.chat_id = m.chat_id AND r.user_id = m.user_id "                               \
                "WHERE m.chat_id = ?1 ORDER BY m.user_id")                                          \
     X(MEMBER_IDS, "SELECT user_id FROM members WHERE chat_id = ?1 ORDER BY user_id")               \
@@ -175,20 +175,20 @@
     /* friends and blocks */                                                                       \
     X(FRIEND_INSERT, "INSERT OR IGNORE INTO friends (user_id, friend_id, created_at) "             \
                      "VALUES (?1, ?2, ?3), (?2, ?1, ?3)")                                          \
-    X(FRIEND_DELETE, "DELETE FROM friends WHERE (user_id = ?1 AND friend_id = ?2) "               \
+    X(FRIEND_DELETE, "DELETE FROM friends WHERE (user_id = ?1 AND friend_id = ?2) "                \
                      "OR (user_id = ?2 AND friend_id = ?1)")                                       \
-    X(FRIEND_EXISTS, "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")               \
-    X(REQ_EXISTS, "SELECT 1 FROM friend_requests WHERE from_id = ?1 AND to_id = ?2")              \
+    X(FRIEND_EXISTS, "SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")                \
+    X(REQ_EXISTS, "SELECT 1 FROM friend_requests WHERE from_id = ?1 AND to_id = ?2")               \
     X(REQ_INSERT, "INSERT OR IGNORE INTO friend_requests (from_id, to_id, created_at) "            \
                   "VALUES (?1, ?2, ?3)")                                                           \
-    X(REQ_DELETE, "DELETE FROM friend_requests WHERE from_id = ?1 AND to_id = ?2")                \
-    X(REQ_DELETE_PAIR, "DELETE FROM friend_requests WHERE (from_id = ?1 AND to_id = ?2) "         \
+    X(REQ_DELETE, "DELETE FROM friend_requests WHERE from_id = ?1 AND to_id = ?2")                 \
+    X(REQ_DELETE_PAIR, "DELETE FROM friend_requests WHERE (from_id = ?1 AND to_id = ?2) "          \
                        "OR (from_id = ?2 AND to_id = ?1)")                                         \
-    X(BLOCK_PAIR, "SELECT blocker_id FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2) "    \
+    X(BLOCK_PAIR, "SELECT blocker_id FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2) "     \
                   "OR (blocker_id = ?2 AND blocked_id = ?1)")                                      \
     X(BLOCK_INSERT, "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_at) "           \
                     "VALUES (?1, ?2, ?3)")                                                         \
-    X(BLOCK_DELETE, "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")               \
+    X(BLOCK_DELETE, "DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")                \
     X(BLOCK_PEERS, "SELECT blocked_id FROM blocks WHERE blocker_id = ?1 "                          \
                    "UNION SELECT blocker_id FROM blocks WHERE blocked_id = ?1 ORDER BY 1")         \
     X(LIST_FRIENDS, "SELECT " SQ_USER_COLS " FROM users WHERE id IN "                              \
@@ -260,7 +260,7 @@ typedef struct sq_chat_entry {
      * block_epoch when pair_blocked was read (0: never); a block or unblock
      * bumps the epoch, so every cached answer goes stale at once. */
     uint64_t pair_epoch;
-    uint8_t pair_blocked; /* bit i: members[i] was blocked by the other member */
+    uint8_t pair_blocked;          /* bit i: members[i] was blocked by the other member */
     char (*aliases)[NT_ALIAS_MAX]; /* heap [2] while the random chat is anonymous */
 } sq_chat_entry;
 
@@ -297,7 +297,7 @@ struct sq_store {
     int cache_used;
     sq_chat_entry **dirty;
     int ndirty, dirty_cap;
-    bool batch_broken; /* the counters could not be written: lose the batch */
+    bool batch_broken;    /* the counters could not be written: lose the batch */
     uint64_t block_epoch; /* bumped by every block change (see sq_chat_entry) */
 
     /* The checkpointer thread, its connection and what the writer's WAL
@@ -875,8 +875,10 @@ static int sq__pair_load(sq_store *b, sq_conn *w, sq_chat_entry *e)
     uint8_t blocked = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         blocked |= sqlite3_column_int64(st, 0) == e->members[0] ? 2 : 1;
-    if (rc != SQLITE_DONE) rc = sq__fail(w, rc, "block pair");
-    else rc = 0;
+    if (rc != SQLITE_DONE)
+        rc = sq__fail(w, rc, "block pair");
+    else
+        rc = 0;
     sq__reset(st);
     if (rc) return rc;
 
@@ -896,8 +898,10 @@ static int sq__pair_load(sq_store *b, sq_conn *w, sq_chat_entry *e)
             }
             sq__col_str(st, 1, e->aliases[idx], sizeof(e->aliases[idx]));
         }
-        if (rc != SQLITE_DONE) rc = sq__fail(w, rc, "random aliases");
-        else rc = 0;
+        if (rc != SQLITE_DONE)
+            rc = sq__fail(w, rc, "random aliases");
+        else
+            rc = 0;
         sq__reset(st);
         if (rc) return rc;
     }
@@ -1207,7 +1211,7 @@ static void sq__deadline(struct timespec *ts, int ms)
 static void *sq__ckpt_main(void *arg)
 {
     sq_store *b = arg;
-    uint64_t seen = 0;                 /* wal_commits at the last checkpoint */
+    uint64_t seen = 0;                  /* wal_commits at the last checkpoint */
     uint64_t truncated_at = UINT64_MAX; /* wal_commits at the last TRUNCATE */
     pthread_setname_np(pthread_self(), "nt-store-ckpt");
     pthread_mutex_lock(&b->ckpt_lock);
@@ -1379,8 +1383,9 @@ static void *sq_open(const char *where, char *err, size_t err_len)
     if (sqlite3_exec(b->writer.db,
                      "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
                      "PRAGMA journal_size_limit = 67108864; PRAGMA wal_autocheckpoint = 0;"
-                     "PRAGMA cache_size = -" SQ_STR(SQ_WRITER_CACHE_KIB) ";"
-                     "PRAGMA mmap_size = " SQ_STR(SQ_WRITER_MMAP_BYTES),
+                     "PRAGMA cache_size = -" SQ_STR(
+                         SQ_WRITER_CACHE_KIB) ";"
+                                              "PRAGMA mmap_size = " SQ_STR(SQ_WRITER_MMAP_BYTES),
                      NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, err_len, "cannot configure %s: %s", b->path, sqlite3_errmsg(b->writer.db));
         goto fail;
@@ -2558,8 +2563,8 @@ static int sq__w_chat_random(sq_conn *w, void *arg)
     return sq__chat_load(w, chat_id, a->a, a->out);
 }
 
-static int sq_chat_random(void *be, int64_t a, int64_t b, const char *alias_a,
-                          const char *alias_b, int64_t now, nt_chat *out)
+static int sq_chat_random(void *be, int64_t a, int64_t b, const char *alias_a, const char *alias_b,
+                          int64_t now, nt_chat *out)
 {
     struct random_args args = {a, b, alias_a, alias_b, now, out};
     int rc = sq__write(be, sq__w_chat_random, &args);

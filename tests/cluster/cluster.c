@@ -34,14 +34,12 @@ static bool nct__on_path(const char *prog)
     const char *extra[] = {"/usr/sbin", "/sbin"};
     for (size_t i = 0; i < 2; i++) {
         snprintf(buf, sizeof buf, "%s/%s", extra[i], prog);
-        if (access(buf, X_OK) == 0)
-            return true;
+        if (access(buf, X_OK) == 0) return true;
     }
     while (path && *path) {
         size_t n = strcspn(path, ":");
         snprintf(buf, sizeof buf, "%.*s/%s", (int)n, path, prog);
-        if (access(buf, X_OK) == 0)
-            return true;
+        if (access(buf, X_OK) == 0) return true;
         path += n + (path[n] == ':');
     }
     return false;
@@ -51,8 +49,7 @@ static bool nct__on_path(const char *prog)
 static int nct__run(const char *const argv[], const char *log_path)
 {
     pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    if (pid < 0) return -1;
     if (pid == 0) {
         FILE *log = fopen(log_path, "a");
         if (log) {
@@ -73,10 +70,8 @@ static pid_t nct__read_pid(const char *path)
 {
     FILE *f = fopen(path, "r");
     long pid = 0;
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld", &pid) != 1) pid = 0;
     fclose(f);
     return (pid_t)pid;
 }
@@ -84,13 +79,11 @@ static pid_t nct__read_pid(const char *path)
 /* SIGTERM to pid (not our child: daemonized), waits until it is gone. */
 static void nct__stop_pid(pid_t pid)
 {
-    if (pid <= 0)
-        return;
+    if (pid <= 0) return;
     kill(pid, SIGTERM);
     for (int i = 0; i < 1000 && kill(pid, 0) == 0; i++)
         nct__sleep_ms(10);
-    if (kill(pid, 0) == 0)
-        kill(pid, SIGKILL);
+    if (kill(pid, 0) == 0) kill(pid, SIGKILL);
 }
 
 static int nct__free_port(void)
@@ -105,14 +98,12 @@ int nct_redis_start(nct_cluster *c)
     char log[700];
     snprintf(log, sizeof log, "%s/redis.out", c->dir);
     const char *argv[] = {"redis-server", c->redis_conf, NULL};
-    if (nct__run(argv, log) != 0)
-        return -1;
+    if (nct__run(argv, log) != 0) return -1;
     char port[16];
     snprintf(port, sizeof port, "%d", c->redis_port);
     for (int i = 0; i < 300; i++) {
         const char *ping[] = {"redis-cli", "-p", port, "ping", NULL};
-        if (nct__read_pid(c->redis_pidfile) > 0 && nct__run(ping, log) == 0)
-            return 0;
+        if (nct__read_pid(c->redis_pidfile) > 0 && nct__run(ping, log) == 0) return 0;
         nct__sleep_ms(10);
     }
     return -1;
@@ -121,8 +112,7 @@ int nct_redis_start(nct_cluster *c)
 int nct_redis_stop(nct_cluster *c)
 {
     pid_t pid = nct__read_pid(c->redis_pidfile);
-    if (pid <= 0)
-        return -1;
+    if (pid <= 0) return -1;
     nct__stop_pid(pid);
     unlink(c->redis_pidfile);
     return 0;
@@ -169,8 +159,7 @@ static int nct__nginx_conf(nct_cluster *c)
 
     snprintf(path, sizeof path, "%s/nginx.conf", c->nginx_dir);
     out = fopen(path, "w");
-    if (!out)
-        return -1;
+    if (!out) return -1;
     fprintf(out,
             "%s"
             "worker_processes 1;\n"
@@ -203,8 +192,7 @@ static int nct__nginx_start(nct_cluster *c)
         return -1;
     }
     for (int i = 0; i < 300; i++) {
-        if (nth_healthy(&c->front))
-            return 0;
+        if (nth_healthy(&c->front)) return 0;
         nct__sleep_ms(10);
     }
     fprintf(stderr, "cluster: nginx does not answer /healthz\n");
@@ -221,8 +209,7 @@ static int nct__rm(const char *path, const struct stat *st, int flag, struct FTW
 
 static void nct__atexit(void)
 {
-    if (cluster_live)
-        nct_stop(cluster_live, false);
+    if (cluster_live) nct_stop(cluster_live, false);
 }
 
 nt_server *nct_front(nct_cluster *c)
@@ -240,11 +227,9 @@ int nct_start(nct_cluster *c, int ngateways)
             return NCT_SKIP;
         }
     }
-    if (ngateways < 1 || ngateways > NCT_MAX_GATEWAYS)
-        return -1;
+    if (ngateways < 1 || ngateways > NCT_MAX_GATEWAYS) return -1;
     const char *base = getenv("NT_TEST_TMP");
-    if (!base || !*base)
-        base = "/tmp";
+    if (!base || !*base) base = "/tmp";
     mkdir(base, 0755);
     snprintf(c->dir, sizeof c->dir, "%s/cluster-XXXXXX", base);
     if (!mkdtemp(c->dir)) {
@@ -264,8 +249,7 @@ int nct_start(nct_cluster *c, int ngateways)
     snprintf(c->redis_conf, sizeof c->redis_conf, "%s/redis.conf", c->dir);
     snprintf(c->redis_pidfile, sizeof c->redis_pidfile, "%s/redis.pid", c->dir);
     FILE *f = fopen(c->redis_conf, "w");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     fprintf(f,
             "bind 127.0.0.1\nport %d\ndaemonize yes\npidfile %s\nsave \"\"\nappendonly no\n"
             "dir %s\nlogfile %s/redis.log\n",
@@ -282,8 +266,7 @@ int nct_start(nct_cluster *c, int ngateways)
         printf("SKIP: PostgreSQL is not installed (scripts/setup installs it)\n");
         return NCT_SKIP;
     }
-    if (rc != 0)
-        return -1;
+    if (rc != 0) return -1;
     snprintf(c->pg_url, sizeof c->pg_url, "%s", cluster_pg.url);
 
     /* Gateways, one after the other: the first creates the shared signing
@@ -309,8 +292,7 @@ int nct_start(nct_cluster *c, int ngateways)
     c->nginx_port = nct__free_port();
     snprintf(c->front.host, sizeof c->front.host, "127.0.0.1");
     c->front.port = c->nginx_port;
-    if (nct__nginx_conf(c) != 0 || nct__nginx_start(c) != 0)
-        return -1;
+    if (nct__nginx_conf(c) != 0 || nct__nginx_start(c) != 0) return -1;
     printf("cluster: redis :%d, postgres %s, %d gateways, nginx :%d in %s\n", c->redis_port,
            c->pg_url, c->ngateways, c->nginx_port, c->dir);
     fflush(stdout);
@@ -319,16 +301,14 @@ int nct_start(nct_cluster *c, int ngateways)
 
 void nct_stop(nct_cluster *c, bool remove_dir)
 {
-    if (!c->dir[0])
-        return;
+    if (!c->dir[0]) return;
     if (c->nginx_dir[0]) {
         char pidfile[700];
         snprintf(pidfile, sizeof pidfile, "%s/nginx.pid", c->nginx_dir);
         nct__stop_pid(nct__read_pid(pidfile));
     }
     for (int i = 0; i < c->ngateways; i++) {
-        if (c->gateways[i] && c->gateways[i]->pid > 0)
-            nth_stop(c->gateways[i]);
+        if (c->gateways[i] && c->gateways[i]->pid > 0) nth_stop(c->gateways[i]);
         nth_free(c->gateways[i], remove_dir);
         c->gateways[i] = NULL;
     }
@@ -340,8 +320,7 @@ void nct_stop(nct_cluster *c, bool remove_dir)
     else
         fprintf(stderr, "cluster: kept %s for inspection\n", c->dir);
     c->dir[0] = '\0';
-    if (cluster_live == c)
-        cluster_live = NULL;
+    if (cluster_live == c) cluster_live = NULL;
 }
 
 int nct_readyz(const nt_server *node)

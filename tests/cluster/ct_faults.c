@@ -48,8 +48,7 @@ static int send_batch(ntc_conn *from, int n, int64_t *seqs)
         snprintf(id, sizeof id, "r%d", k);
         snprintf(text, sizeof text, "message %d", k);
         snprintf(client_id, sizeof client_id, "ct-%d-%d", (int)getpid(), k);
-        if (nth_send(from, id, chat_id, text, client_id) != 0)
-            continue;
+        if (nth_send(from, id, chat_id, text, client_id) != 0) continue;
         int64_t seq = -1;
         char code[32] = "";
         int rc = nth_wait_ack(from, id, NTH_WAIT_MS, &seq, NULL, code, sizeof code);
@@ -63,8 +62,8 @@ static int send_batch(ntc_conn *from, int n, int64_t *seqs)
 
 /* Reads the chat's messages after after_seq through `node`; their seqs in
  * order into seqs (room for cap). The count, or -1. */
-static int history_seqs(const nt_server *node, const nth_user *u, int64_t after_seq,
-                        int64_t *seqs, int cap)
+static int history_seqs(const nt_server *node, const nth_user *u, int64_t after_seq, int64_t *seqs,
+                        int cap)
 {
     char path[128];
     snprintf(path, sizeof path, "/api/v1/chats/%lld/messages?after_seq=%lld&limit=200",
@@ -142,8 +141,7 @@ static void case_cross_node(nct_cluster *c)
 static bool all_ready(nct_cluster *c, int want_status)
 {
     for (int i = 0; i < c->ngateways; i++)
-        if (nct_readyz(c->gateways[i]) != want_status)
-            return false;
+        if (nct_readyz(c->gateways[i]) != want_status) return false;
     return true;
 }
 
@@ -204,8 +202,7 @@ static void case_redis_restart(nct_cluster *c)
 static int bobs_node(nct_cluster *c)
 {
     for (int i = 1; i < c->ngateways; i++)
-        if (nct_metric(c->gateways[i], "natter_websockets_open") == 1)
-            return i;
+        if (nct_metric(c->gateways[i], "natter_websockets_open") == 1) return i;
     return -1;
 }
 
@@ -218,8 +215,7 @@ static void case_gateway_killed(nct_cluster *c)
     ntc_conn *b = NULL;
     int victim = -1;
     for (int attempt = 0; attempt < 6 && victim < 0; attempt++) {
-        if (b)
-            ntc_conn_free(b);
+        if (b) ntc_conn_free(b);
         b = nth_connect(nct_front(c), &bob);
         REQUIRE(b);
         sleep_ms(100);
@@ -266,14 +262,12 @@ int main(void)
 {
     alarm(280);
     int rc = nct_start(&cluster, 3);
-    if (rc == NCT_SKIP)
-        return 77;
+    if (rc == NCT_SKIP) return 77;
     if (rc != 0) {
         nct_stop(&cluster, false);
         return 1;
     }
-    NTH_CASE("a message across gateway nodes arrives in order, once", case_cross_node,
-             &cluster);
+    NTH_CASE("a message across gateway nodes arrives in order, once", case_cross_node, &cluster);
     NTH_CASE("Redis restarted: not ready, sends unavailable, then everything works",
              case_redis_restart, &cluster);
     NTH_CASE("a gateway SIGKILLed: reconnect through nginx, after_seq has every message once",

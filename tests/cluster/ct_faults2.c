@@ -64,11 +64,9 @@ static void sleep_ms(int ms)
  * first output line in out. 0 if it exited 0. */
 static int run_line(const char *cmd, char *out, size_t cap)
 {
-    if (out && cap)
-        out[0] = '\0';
+    if (out && cap) out[0] = '\0';
     FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
+    if (!p) return -1;
     char line[512];
     bool first = true;
     while (fgets(line, sizeof line, p)) {
@@ -88,19 +86,15 @@ static int redis_cmd(nct_cluster *c, const char *args, char *out, size_t cap)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "redis-cli -p %d %s 2>/dev/null", c->redis_port, args);
     FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
+    if (!p) return -1;
     size_t n = 0;
-    if (cap)
-        out[0] = '\0';
+    if (cap) out[0] = '\0';
     while (n + 1 < cap) {
         size_t got = fread(out + n, 1, cap - 1 - n, p);
-        if (got == 0)
-            break;
+        if (got == 0) break;
         n += got;
     }
-    if (cap)
-        out[n] = '\0';
+    if (cap) out[n] = '\0';
     char sink[256];
     while (fread(sink, 1, sizeof sink, p) > 0)
         ;
@@ -111,8 +105,7 @@ static int redis_cmd(nct_cluster *c, const char *args, char *out, size_t cap)
 static long long redis_int(nct_cluster *c, const char *args)
 {
     char out[64];
-    if (redis_cmd(c, args, out, sizeof out) != 0)
-        return -1;
+    if (redis_cmd(c, args, out, sizeof out) != 0) return -1;
     return strtoll(out, NULL, 10);
 }
 
@@ -139,20 +132,17 @@ static int pg_run(const char *action_args)
 static int pg_find(nct_cluster *c)
 {
     const char *p = strstr(c->pg_url, "@127.0.0.1:");
-    if (!p)
-        return -1;
+    if (!p) return -1;
     pg.port = atoi(p + strlen("@127.0.0.1:"));
     char cmd[512];
     snprintf(cmd, sizeof cmd,
              "%s/psql -X -A -t -h 127.0.0.1 -p %d -U postgres -d natter "
              "-c 'SHOW data_directory' 2>/dev/null",
              PG_BIN, pg.port);
-    if (run_line(cmd, pg.data, sizeof pg.data) != 0 || pg.data[0] != '/')
-        return -1;
+    if (run_line(cmd, pg.data, sizeof pg.data) != 0 || pg.data[0] != '/') return -1;
     snprintf(pg.dir, sizeof pg.dir, "%s", pg.data);
     char *slash = strrchr(pg.dir, '/');
-    if (!slash || slash == pg.dir)
-        return -1;
+    if (!slash || slash == pg.dir) return -1;
     *slash = '\0';
     return 0;
 }
@@ -160,8 +150,7 @@ static int pg_find(nct_cluster *c)
 static int pg_stop(void)
 {
     int rc = pg_run("-m fast -w -t 30 stop");
-    if (rc == 0)
-        pg.stopped = true;
+    if (rc == 0) pg.stopped = true;
     return rc;
 }
 
@@ -174,8 +163,7 @@ static int pg_start(void)
              "-c max_connections=200\" start",
              pg.port, pg.dir);
     int rc = pg_run(args);
-    if (rc == 0)
-        pg.stopped = false;
+    if (rc == 0) pg.stopped = false;
     return rc;
 }
 
@@ -183,7 +171,7 @@ static int pg_start(void)
 
 typedef struct bot_proc {
     char name[16];
-    pid_t pid; /* 0 when not running */
+    pid_t pid;       /* 0 when not running */
     nt_server admin; /* host and admin port, for nth_api */
     char log[700];
 } bot_proc;
@@ -200,16 +188,14 @@ static int free_port(void)
     if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
         getsockname(fd, (struct sockaddr *)&a, &len) == 0)
         port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     return port;
 }
 
 /* SIGTERM and wait (10 s), else SIGKILL. */
 static void bot_stop(bot_proc *b)
 {
-    if (b->pid <= 0)
-        return;
+    if (b->pid <= 0) return;
     kill(b->pid, SIGTERM);
     for (int i = 0; i < 1000; i++) {
         if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
@@ -226,8 +212,7 @@ static void bot_stop(bot_proc *b)
 
 static void bot_kill(bot_proc *b)
 {
-    if (b->pid <= 0)
-        return;
+    if (b->pid <= 0) return;
     kill(b->pid, SIGKILL);
     waitpid(b->pid, NULL, 0);
     b->pid = 0;
@@ -278,14 +263,12 @@ static int bot_start(nct_cluster *c, bot_proc *b, const char *name, const char *
     argv[argc++] = "--data";
     argv[argc++] = data;
     char *save = NULL;
-    for (char *tok = strtok_r(args, " ", &save); tok && argc < 46;
-         tok = strtok_r(NULL, " ", &save))
+    for (char *tok = strtok_r(args, " ", &save); tok && argc < 46; tok = strtok_r(NULL, " ", &save))
         argv[argc++] = tok;
     argv[argc] = NULL;
 
     int log_fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0)
-        return -1;
+    if (log_fd < 0) return -1;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -294,8 +277,7 @@ static int bot_start(nct_cluster *c, bot_proc *b, const char *name, const char *
     }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
+        if (getppid() != parent) _exit(127);
         dup2(log_fd, STDOUT_FILENO);
         dup2(log_fd, STDERR_FILENO);
         execv(natterd, argv);
@@ -308,8 +290,7 @@ static int bot_start(nct_cluster *c, bot_proc *b, const char *name, const char *
             b->pid = 0;
             break;
         }
-        if (nth_api(&b->admin, "GET", "/healthz", NULL, NULL, NULL) == 200)
-            return 0;
+        if (nth_api(&b->admin, "GET", "/healthz", NULL, NULL, NULL) == 200) return 0;
         sleep_ms(20);
     }
     fprintf(stderr, "%s did not come up (log %s)\n", name, b->log);
@@ -356,29 +337,25 @@ static int history(const nt_server *node, const nth_user *u, int64_t chat, int64
         int arr = nt_json_get(&doc, 0, "messages");
         for (int m = arr >= 0 ? nt_json_first(&doc, arr) : -1; m >= 0; m = nt_json_next(&doc, m)) {
             page++;
-            if (n >= cap)
-                continue;
+            if (n >= cap) continue;
             hist_msg *h = &out[n++];
             memset(h, 0, sizeof *h);
             nt_json_int(&doc, nt_json_get(&doc, m, "seq"), &h->seq);
             nt_json_int(&doc, nt_json_get(&doc, m, "sender_id"), &h->sender_id);
             nt_json_int(&doc, nt_json_get(&doc, m, "ts"), &h->ts);
             nt_json_str(&doc, nt_json_get(&doc, m, "text"), h->text, sizeof h->text);
-            nt_json_str(&doc, nt_json_get(&doc, m, "client_id"), h->client_id,
-                        sizeof h->client_id);
+            nt_json_str(&doc, nt_json_get(&doc, m, "client_id"), h->client_id, sizeof h->client_id);
             int pow = nt_json_get(&doc, m, "pow");
             if (pow >= 0 && nt_json_type_of(&doc, pow) == NT_JSON_OBJECT) {
                 h->has_pow = true;
                 nt_json_int(&doc, nt_json_get(&doc, pow, "nonce"), &h->pow_nonce);
                 nt_json_int(&doc, nt_json_get(&doc, pow, "bits"), &h->pow_bits);
-                nt_json_str(&doc, nt_json_get(&doc, pow, "hash"), h->pow_hash,
-                            sizeof h->pow_hash);
+                nt_json_str(&doc, nt_json_get(&doc, pow, "hash"), h->pow_hash, sizeof h->pow_hash);
             }
             after_seq = h->seq;
         }
         nt_buf_free(&body);
-        if (page < 200)
-            return n;
+        if (page < 200) return n;
     }
 }
 
@@ -393,8 +370,7 @@ static bool all_alive(nct_cluster *c)
 static bool all_ready(nct_cluster *c, int want_status)
 {
     for (int i = 0; i < c->ngateways; i++)
-        if (nct_readyz(c->gateways[i]) != want_status)
-            return false;
+        if (nct_readyz(c->gateways[i]) != want_status) return false;
     return true;
 }
 
@@ -436,8 +412,7 @@ static void *sender_main(void *arg)
         } else {
             sender.other++;
             snprintf(sender.last_other, sizeof sender.last_other, "%d/%s", rc, code);
-            if (rc < 0)
-                break;
+            if (rc < 0) break;
         }
         sleep_ms(15);
     }
@@ -486,9 +461,9 @@ static void case_pg_stopped(nct_cluster *c)
     char path[96];
     snprintf(path, sizeof path, "/api/v1/chats/%lld/messages", (long long)chat_id);
     nt_buf resp = NT_BUF_INIT;
-    int rest = nth_api(c->gateways[1], "POST", path, alice.s.access_token,
-                       "{\"text\":\"posted during the outage\",\"client_id\":\"ct2-outage-rest\"}",
-                       &resp);
+    int rest =
+        nth_api(c->gateways[1], "POST", path, alice.s.access_token,
+                "{\"text\":\"posted during the outage\",\"client_id\":\"ct2-outage-rest\"}", &resp);
     /* A valid token during an outage is `unavailable`, never `unauthorized`:
      * the session check could not be made. */
     CHECK_EQ_INT(rest, 503);
@@ -505,9 +480,8 @@ static void case_pg_stopped(nct_cluster *c)
     sleep_ms(1500);
     atomic_store(&sender.stop, 1);
     pthread_join(th, NULL);
-    printf("sender: %d sent, %d acked, %d unavailable, %d unanswered, %d other (%s)\n",
-           sender.sent, sender.acked, sender.refused, sender.silent, sender.other,
-           sender.last_other);
+    printf("sender: %d sent, %d acked, %d unavailable, %d unanswered, %d other (%s)\n", sender.sent,
+           sender.acked, sender.refused, sender.silent, sender.other, sender.last_other);
     CHECK(sender.refused > 0);      /* it did run into the outage */
     CHECK(sender.acked > 0);        /* and got through before or after it */
     CHECK_EQ_INT(sender.silent, 0); /* never a silent drop */
@@ -540,10 +514,8 @@ static void case_pg_stopped(nct_cluster *c)
     int gapless = 0, matching = 0, refused_stored = 0;
     for (int i = 0; i < n && i < HIST_CAP; i++) {
         gapless += hist[i].seq == base + 1 + i;
-        if (i < nwant && hist[i].seq == want[i])
-            matching++;
-        if (strstr(hist[i].client_id, "outage"))
-            refused_stored++;
+        if (i < nwant && hist[i].seq == want[i]) matching++;
+        if (strstr(hist[i].client_id, "outage")) refused_stored++;
     }
     CHECK_EQ_INT(gapless, n);
     CHECK_EQ_INT(matching, nwant);
@@ -575,18 +547,15 @@ static int64_t bot_user_id(nct_cluster *c)
 static bot_proc *pow_holder(nct_cluster *c, int nbots)
 {
     char out[1024];
-    if (redis_cmd(c, "XPENDING natter:q:pow workers - + 10", out, sizeof out) != 0)
-        return NULL;
+    if (redis_cmd(c, "XPENDING natter:q:pow workers - + 10", out, sizeof out) != 0) return NULL;
     /* One entry: id, consumer, idle ms, deliveries, a line each. */
     char *save = NULL;
     char *id = strtok_r(out, "\n", &save);
     char *consumer = id ? strtok_r(NULL, "\n", &save) : NULL;
-    if (!consumer || strtok_r(NULL, "\n", &save) == NULL)
-        return NULL;
+    if (!consumer || strtok_r(NULL, "\n", &save) == NULL) return NULL;
     for (int i = 0; i < nbots; i++) {
         size_t len = strlen(bots[i].name);
-        if (strncmp(consumer, bots[i].name, len) == 0 && consumer[len] == '-')
-            return &bots[i];
+        if (strncmp(consumer, bots[i].name, len) == 0 && consumer[len] == '-') return &bots[i];
     }
     return NULL;
 }
@@ -596,8 +565,7 @@ static bool proof_valid(const char *prefix, size_t len, int64_t nonce, int bits,
 {
     char buf[256];
     int n = snprintf(buf, sizeof buf, "%.*s%lld", (int)len, prefix, (long long)nonce);
-    if (n <= 0 || (size_t)n >= sizeof buf)
-        return false;
+    if (n <= 0 || (size_t)n >= sizeof buf) return false;
     unsigned char digest[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)buf, (size_t)n, digest);
     char hex[65];
@@ -608,8 +576,7 @@ static bool proof_valid(const char *prefix, size_t len, int64_t nonce, int bits,
         return false;
     }
     for (int i = 0; i < bits; i++)
-        if (digest[i / 8] & (0x80 >> (i % 8)))
-            return false;
+        if (digest[i / 8] & (0x80 >> (i % 8))) return false;
     return true;
 }
 
@@ -726,13 +693,12 @@ static int64_t lobby_id(nct_cluster *c, int64_t *last_seq)
 
 /* The bots' "Hello world!" posts in the lobby after seq `after`, their ts
  * into ts (room for cap). The count, or -1. */
-static int lobby_posts(nct_cluster *c, int64_t lobby, int64_t bot_id, int64_t after,
-                       int64_t *ts, int cap)
+static int lobby_posts(nct_cluster *c, int64_t lobby, int64_t bot_id, int64_t after, int64_t *ts,
+                       int cap)
 {
     static hist_msg hist[HIST_CAP];
     int n = history(nct_front(c), &alice, lobby, after, hist, HIST_CAP);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     int k = 0;
     for (int i = 0; i < n && i < HIST_CAP; i++)
         if (hist[i].sender_id == bot_id && strcmp(hist[i].text, "Hello world!") == 0 && k < cap)
@@ -747,10 +713,8 @@ static void check_once_per_interval(const int64_t *ts, int n, int64_t from_ms, i
     int in = 0, close_pairs = 0;
     int64_t prev = 0;
     for (int i = 0; i < n; i++) {
-        if (ts[i] < from_ms || ts[i] > to_ms)
-            continue;
-        if (in > 0 && ts[i] - prev < 500)
-            close_pairs++;
+        if (ts[i] < from_ms || ts[i] > to_ms) continue;
+        if (in > 0 && ts[i] - prev < 500) close_pairs++;
         prev = ts[i];
         in++;
     }
@@ -765,8 +729,7 @@ static void check_once_per_interval(const int64_t *ts, int n, int64_t from_ms, i
 static unsigned long socket_inode(int port)
 {
     FILE *f = fopen("/proc/net/tcp", "r");
-    if (!f)
-        return 0;
+    if (!f) return 0;
     char line[512], want[32];
     snprintf(want, sizeof want, "0100007F:%04X", port);
     unsigned long inode = 0;
@@ -791,11 +754,9 @@ static bool pid_has_socket(pid_t pid, unsigned long inode)
         char path[96], target[96];
         snprintf(path, sizeof path, "%s/%d", dir, fd);
         ssize_t n = readlink(path, target, sizeof target - 1);
-        if (n <= 0)
-            continue;
+        if (n <= 0) continue;
         target[n] = '\0';
-        if (strcmp(target, want) == 0)
-            return true;
+        if (strcmp(target, want) == 0) return true;
     }
     return false;
 }
@@ -810,35 +771,30 @@ static bool pid_has_socket(pid_t pid, unsigned long inode)
 static bot_proc *lobby_leader(nct_cluster *c, int nbots, bool verbose)
 {
     char token[128];
-    if (redis_cmd(c, "GET natter:leader:lobby.cron", token, sizeof token) != 0)
-        return NULL;
+    if (redis_cmd(c, "GET natter:leader:lobby.cron", token, sizeof token) != 0) return NULL;
     token[strcspn(token, "\r\n")] = '\0';
     if (!token[0]) {
-        if (verbose)
-            fprintf(stderr, "lobby: nobody holds natter:leader:lobby.cron\n");
+        if (verbose) fprintf(stderr, "lobby: nobody holds natter:leader:lobby.cron\n");
         return NULL;
     }
     char cmd[128], needle[200], line[1024];
     snprintf(cmd, sizeof cmd, "timeout 2.5 redis-cli -p %d MONITOR 2>/dev/null", c->redis_port);
     snprintf(needle, sizeof needle, "\"natter:leader:lobby.cron\" \"%s\"", token);
     FILE *p = popen(cmd, "r");
-    if (!p)
-        return NULL;
+    if (!p) return NULL;
     int port = 0;
     while (fgets(line, sizeof line, p)) {
         /* 1700000000.123456 [0 127.0.0.1:54321] "EVALSHA" "..." "1" "natter:leader:..." */
         const char *addr = strstr(line, " 127.0.0.1:");
-        if (!port && addr && strstr(line, needle))
-            port = atoi(addr + strlen(" 127.0.0.1:"));
+        if (!port && addr && strstr(line, needle)) port = atoi(addr + strlen(" 127.0.0.1:"));
     }
     pclose(p);
     unsigned long inode = port > 0 ? socket_inode(port) : 0;
     for (int i = 0; inode && i < nbots; i++)
-        if (bots[i].pid > 0 && pid_has_socket(bots[i].pid, inode))
-            return &bots[i];
+        if (bots[i].pid > 0 && pid_has_socket(bots[i].pid, inode)) return &bots[i];
     if (verbose)
-        fprintf(stderr, "lobby: token %s, client port %d, inode %lu: no live bot owns it\n",
-                token, port, inode);
+        fprintf(stderr, "lobby: token %s, client port %d, inode %lu: no live bot owns it\n", token,
+                port, inode);
     return NULL;
 }
 
@@ -903,8 +859,7 @@ int main(void)
 {
     alarm(280);
     int rc = nct_start(&cluster, 3);
-    if (rc == NCT_SKIP)
-        return 77;
+    if (rc == NCT_SKIP) return 77;
     if (rc != 0) {
         nct_stop(&cluster, false);
         return 1;
@@ -914,8 +869,7 @@ int main(void)
     atexit(bots_atexit);
     NTH_CASE("PostgreSQL stopped: sends unavailable, nothing half-written, then sending works",
              case_pg_stopped, &cluster);
-    if (pg.stopped && pg_start() != 0)
-        fprintf(stderr, "PostgreSQL did not start again\n");
+    if (pg.stopped && pg_start() != 0) fprintf(stderr, "PostgreSQL did not start again\n");
     NTH_CASE("a pow worker SIGKILLed mid-job: the other finishes it, once", case_pow_worker_killed,
              &cluster);
     NTH_CASE("the lobby cron: once per interval with three bots, again after the leader dies",

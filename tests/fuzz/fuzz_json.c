@@ -24,12 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_TOKS 512
 
-#define REQUIRE(cond)                                                               \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
-            fprintf(stderr, "%s:%d: broken promise: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                \
-        }                                                                           \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: broken promise: %s\n", __FILE__, __LINE__, #cond);             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* Re-encodes a decoded string and checks it parses back to the same bytes. */
@@ -64,8 +64,7 @@ static void check_token(const nt_json *doc, int i, char *scratch, size_t scratch
 
     int64_t v;
     int rc = nt_json_int(doc, i, &v);
-    if (t->type != NT_JSON_NUMBER)
-        REQUIRE(rc < 0);
+    if (t->type != NT_JSON_NUMBER) REQUIRE(rc < 0);
     if (rc == 0) {
         /* The writer must print the same integer back (modulo "-0"). */
         nt_buf b = NT_BUF_INIT;
@@ -94,8 +93,7 @@ static void check_token(const nt_json *doc, int i, char *scratch, size_t scratch
             REQUIRE(nt_json_str_eq(doc, i, scratch));
             check_reencode(scratch, (size_t)len);
             /* A buffer one byte short must be refused, not overrun. */
-            if (len > 0)
-                REQUIRE(nt_json_str(doc, i, scratch, (size_t)len) == -2);
+            if (len > 0) REQUIRE(nt_json_str(doc, i, scratch, (size_t)len) == -2);
         }
     }
 

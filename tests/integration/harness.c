@@ -34,8 +34,7 @@ static bool harness_hooked;
 static void harness__kill_all(void)
 {
     for (int i = 0; i < HARNESS_MAX_SERVERS; i++)
-        if (harness_live[i] && harness_live[i]->pid > 0)
-            nth_kill(harness_live[i]);
+        if (harness_live[i] && harness_live[i]->pid > 0) nth_kill(harness_live[i]);
 }
 
 static void harness__track(nt_server *srv, bool add)
@@ -72,8 +71,7 @@ static int harness__free_port(void)
     if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
         getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
         port = ntohs(addr.sin_port);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     return port;
 }
 
@@ -82,8 +80,7 @@ static bool harness__web_dir(char *out, size_t cap)
 {
     const char *me = __FILE__;
     const char *tail = strstr(me, "tests/integration/harness.c");
-    if (!tail || me[0] != '/')
-        return false;
+    if (!tail || me[0] != '/') return false;
     snprintf(out, cap, "%.*sweb", (int)(tail - me), me);
     struct stat st;
     return stat(out, &st) == 0 && S_ISDIR(st.st_mode);
@@ -122,8 +119,7 @@ static int harness__spawn(nt_server *srv)
     argv[argc] = NULL;
 
     int log_fd = open(srv->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0)
-        return -errno;
+    if (log_fd < 0) return -errno;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -134,13 +130,11 @@ static int harness__spawn(nt_server *srv)
     if (pid == 0) {
         /* If the test dies without its exit hook, the kernel kills us. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
+        if (getppid() != parent) _exit(127);
         dup2(log_fd, STDOUT_FILENO);
         dup2(log_fd, STDERR_FILENO);
         int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd >= 0)
-            dup2(null_fd, STDIN_FILENO);
+        if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
         setenv("NATTER_ARGON2_FAST", "1", 1);
         execv(natterd, argv);
         fprintf(stderr, "harness: exec %s: %s\n", natterd, strerror(errno));
@@ -176,11 +170,9 @@ static int harness__wait_ready(nt_server *srv)
 nt_server *nth_start(const char *extra_args)
 {
     nt_server *srv = calloc(1, sizeof *srv);
-    if (!srv)
-        return NULL;
+    if (!srv) return NULL;
     const char *base = getenv("NT_TEST_TMP");
-    if (!base || !*base)
-        base = "/tmp";
+    if (!base || !*base) base = "/tmp";
     mkdir(base, 0755);
     snprintf(srv->dir, sizeof srv->dir, "%s/natterd-XXXXXX", base);
     if (!mkdtemp(srv->dir)) {
@@ -200,10 +192,8 @@ nt_server *nth_start(const char *extra_args)
     for (int attempt = 0; attempt < 3; attempt++) {
         srv->port = harness__free_port();
         if (srv->port > 0 && harness__spawn(srv) == 0) {
-            if (harness__wait_ready(srv) == 0)
-                return srv;
-            if (srv->pid > 0)
-                nth_kill(srv);
+            if (harness__wait_ready(srv) == 0) return srv;
+            if (srv->pid > 0) nth_kill(srv);
         }
     }
     fprintf(stderr, "harness: could not start natterd; its log (%s):\n", srv->log_path);
@@ -214,15 +204,13 @@ nt_server *nth_start(const char *extra_args)
 
 int nth_stop(nt_server *srv)
 {
-    if (srv->pid <= 0)
-        return -ESRCH;
+    if (srv->pid <= 0) return -ESRCH;
     kill(srv->pid, SIGTERM);
     uint64_t deadline = nt_mono_ns() + (uint64_t)HARNESS_STOP_MS * 1000000u;
     int wstatus = 0;
     for (;;) {
         pid_t done = waitpid(srv->pid, &wstatus, WNOHANG);
-        if (done == srv->pid)
-            break;
+        if (done == srv->pid) break;
         if (done < 0 && errno != EINTR) {
             srv->pid = 0;
             return -1;
@@ -236,10 +224,8 @@ int nth_stop(nt_server *srv)
         harness__sleep_ms(10);
     }
     srv->pid = 0;
-    if (WIFEXITED(wstatus))
-        return WEXITSTATUS(wstatus);
-    if (WIFSIGNALED(wstatus))
-        return 128 + WTERMSIG(wstatus);
+    if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+    if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
     return -1;
 }
 
@@ -247,14 +233,12 @@ int nth_restart(nt_server *srv)
 {
     if (srv->pid > 0) {
         int status = nth_stop(srv);
-        if (status != 0)
-            return status;
+        if (status != 0) return status;
     }
     if (harness__spawn(srv) != 0 || harness__wait_ready(srv) != 0) {
         fprintf(stderr, "harness: natterd did not come back; its log (%s):\n", srv->log_path);
         nth_dump_log(srv, 4000);
-        if (srv->pid > 0)
-            nth_kill(srv);
+        if (srv->pid > 0) nth_kill(srv);
         return -1;
     }
     return 0;
@@ -262,8 +246,7 @@ int nth_restart(nt_server *srv)
 
 void nth_kill(nt_server *srv)
 {
-    if (srv->pid <= 0)
-        return;
+    if (srv->pid <= 0) return;
     kill(srv->pid, SIGKILL);
     while (waitpid(srv->pid, NULL, 0) < 0 && errno == EINTR)
         ;
@@ -278,8 +261,7 @@ static int harness__rm(const char *path, const struct stat *st, int flag, struct
 
 void nth_free(nt_server *srv, bool remove_dir)
 {
-    if (!srv)
-        return;
+    if (!srv) return;
     nth_kill(srv);
     harness__track(srv, false);
     if (remove_dir && srv->dir[0])
@@ -292,8 +274,7 @@ void nth_free(nt_server *srv, bool remove_dir)
 void nth_dump_log(const nt_server *srv, size_t bytes)
 {
     FILE *f = fopen(srv->log_path, "r");
-    if (!f)
-        return;
+    if (!f) return;
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     if (size > (long)bytes)
@@ -322,8 +303,7 @@ int nth_api(const nt_server *srv, const char *method, const char *path, const ch
     int status = 0;
     ntc_http_req req = {.method = method, .path = path, .bearer = token, .body = body};
     int rc = ntc_http_do(srv->host, srv->port, &req, &status, NULL, resp);
-    if (resp)
-        nt_buf_cstr(resp);
+    if (resp) nt_buf_cstr(resp);
     return rc ? rc : status;
 }
 
@@ -363,8 +343,7 @@ ntc_conn *nth_connect(const nt_server *srv, const nth_user *u)
 int64_t nth_direct_chat(const nt_server *srv, const nth_user *a, const nth_user *b)
 {
     char body[96];
-    snprintf(body, sizeof body, "{\"type\":\"direct\",\"user_id\":%lld}",
-             (long long)b->s.user_id);
+    snprintf(body, sizeof body, "{\"type\":\"direct\",\"user_id\":%lld}", (long long)b->s.user_id);
     nt_buf resp = NT_BUF_INIT;
     int status = nth_api(srv, "POST", "/api/v1/chats", a->s.access_token, body, &resp);
     int64_t id = -1;
@@ -387,16 +366,13 @@ int nth_send(ntc_conn *c, const char *req_id, int64_t chat_id, const char *text,
     nt_jw_init(&w, &frame);
     nt_jw_obj(&w);
     nt_jw_kstr(&w, "type", "send");
-    if (req_id)
-        nt_jw_kstr(&w, "id", req_id);
+    if (req_id) nt_jw_kstr(&w, "id", req_id);
     nt_jw_kint(&w, "chat_id", chat_id);
     nt_jw_kstr(&w, "text", text);
-    if (client_id)
-        nt_jw_kstr(&w, "client_id", client_id);
+    if (client_id) nt_jw_kstr(&w, "client_id", client_id);
     nt_jw_obj_end(&w);
     int rc = nt_jw_error(&w);
-    if (rc == 0)
-        rc = ntc_conn_send_textn(c, frame.data, frame.len);
+    if (rc == 0) rc = ntc_conn_send_textn(c, frame.data, frame.len);
     nt_buf_free(&frame);
     return rc;
 }
@@ -404,17 +380,14 @@ int nth_send(ntc_conn *c, const char *req_id, int64_t chat_id, const char *text,
 bool nth_filter_match(const char *json, size_t len, void *arg)
 {
     const nth_filter *f = arg;
-    if (f->type && !ntc_json_is_type(json, len, f->type))
-        return false;
+    if (f->type && !ntc_json_is_type(json, len, f->type)) return false;
     if (f->int_path) {
         int64_t v;
-        if (ntc_json_int(json, len, f->int_path, &v) != 0 || v != f->int_value)
-            return false;
+        if (ntc_json_int(json, len, f->int_path, &v) != 0 || v != f->int_value) return false;
     }
     if (f->int_path2) {
         int64_t v;
-        if (ntc_json_int(json, len, f->int_path2, &v) != 0 || v != f->int_value2)
-            return false;
+        if (ntc_json_int(json, len, f->int_path2, &v) != 0 || v != f->int_value2) return false;
     }
     if (f->str_path) {
         char s[256];
@@ -424,8 +397,7 @@ bool nth_filter_match(const char *json, size_t len, void *arg)
     return true;
 }
 
-int nth_wait_for(ntc_conn *c, const nth_filter *f, int timeout_ms, const char **json,
-                 size_t *len)
+int nth_wait_for(ntc_conn *c, const nth_filter *f, int timeout_ms, const char **json, size_t *len)
 {
     return ntc_conn_wait_match(c, nth_filter_match, (void *)f, timeout_ms, json, len);
 }
@@ -434,33 +406,29 @@ int nth_wait_for(ntc_conn *c, const nth_filter *f, int timeout_ms, const char **
 static bool harness__is_answer(const char *json, size_t len, void *arg)
 {
     char id[128];
-    if (!ntc_json_is_type(json, len, "ack") && !ntc_json_is_type(json, len, "error"))
-        return false;
+    if (!ntc_json_is_type(json, len, "ack") && !ntc_json_is_type(json, len, "error")) return false;
     return ntc_json_str(json, len, "id", id, sizeof id) >= 0 && strcmp(id, arg) == 0;
 }
 
-int nth_wait_ack(ntc_conn *c, const char *req_id, int timeout_ms, int64_t *seq,
-                 int64_t *message_id, char *err_code, size_t err_cap)
+int nth_wait_ack(ntc_conn *c, const char *req_id, int timeout_ms, int64_t *seq, int64_t *message_id,
+                 char *err_code, size_t err_cap)
 {
     const char *json;
     size_t len;
     int rc = ntc_conn_wait_match(c, harness__is_answer, (void *)req_id, timeout_ms, &json, &len);
-    if (rc <= 0)
-        return rc;
+    if (rc <= 0) return rc;
     if (ntc_json_is_type(json, len, "error")) {
         if (err_code && ntc_json_str(json, len, "code", err_code, err_cap) < 0 && err_cap)
             err_code[0] = '\0';
         return 2;
     }
-    if (seq && ntc_json_int(json, len, "seq", seq) != 0)
-        *seq = -1;
-    if (message_id && ntc_json_int(json, len, "message_id", message_id) != 0)
-        *message_id = -1;
+    if (seq && ntc_json_int(json, len, "seq", seq) != 0) *seq = -1;
+    if (message_id && ntc_json_int(json, len, "message_id", message_id) != 0) *message_id = -1;
     return 1;
 }
 
-int nth_wait_message(ntc_conn *c, int64_t chat_id, int64_t want_seq, int timeout_ms,
-                     int64_t *seq, char *text, size_t text_cap)
+int nth_wait_message(ntc_conn *c, int64_t chat_id, int64_t want_seq, int timeout_ms, int64_t *seq,
+                     char *text, size_t text_cap)
 {
     nth_filter f = {.type = "message", .int_path = "message.chat_id", .int_value = chat_id};
     if (want_seq > 0) {
@@ -470,10 +438,8 @@ int nth_wait_message(ntc_conn *c, int64_t chat_id, int64_t want_seq, int timeout
     const char *json;
     size_t len;
     int rc = nth_wait_for(c, &f, timeout_ms, &json, &len);
-    if (rc <= 0)
-        return rc;
-    if (seq && ntc_json_int(json, len, "message.seq", seq) != 0)
-        *seq = -1;
+    if (rc <= 0) return rc;
+    if (seq && ntc_json_int(json, len, "message.seq", seq) != 0) *seq = -1;
     if (text && ntc_json_str(json, len, "message.text", text, text_cap) < 0 && text_cap)
         text[0] = '\0';
     return 1;

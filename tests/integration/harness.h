@@ -26,8 +26,8 @@
 typedef struct nt_server {
     char host[64];
     int port;
-    pid_t pid;           /* 0 when not running */
-    char dir[512];       /* the server's temp folder: data/ and natterd.log */
+    pid_t pid;     /* 0 when not running */
+    char dir[512]; /* the server's temp folder: data/ and natterd.log */
     char data_dir[600];
     char log_path[600];
     char extra_args[1024];
@@ -112,20 +112,19 @@ bool nth_filter_match(const char *json, size_t len, void *filter);
 
 /* Waits for the first frame that matches; others stay queued (see
  * ntc_conn_wait_match). 1, 0 on timeout, or a negative errno. */
-int nth_wait_for(ntc_conn *c, const nth_filter *f, int timeout_ms, const char **json,
-                 size_t *len);
+int nth_wait_for(ntc_conn *c, const nth_filter *f, int timeout_ms, const char **json, size_t *len);
 
 /* Waits for the ack (or error) answering request req_id. Returns 1 for an
  * ack (seq and message_id filled when not NULL), 2 for an error frame (its
  * code copied to err_code when not NULL), 0 on timeout, <0 if closed. */
-int nth_wait_ack(ntc_conn *c, const char *req_id, int timeout_ms, int64_t *seq,
-                 int64_t *message_id, char *err_code, size_t err_cap);
+int nth_wait_ack(ntc_conn *c, const char *req_id, int timeout_ms, int64_t *seq, int64_t *message_id,
+                 char *err_code, size_t err_cap);
 
 /* Waits for a "message" event of chat_id (with seq want_seq, or any seq if
  * want_seq is 0); fills seq (and text when not NULL). 1, 0 on timeout, <0
  * if closed. */
-int nth_wait_message(ntc_conn *c, int64_t chat_id, int64_t want_seq, int timeout_ms,
-                     int64_t *seq, char *text, size_t text_cap);
+int nth_wait_message(ntc_conn *c, int64_t chat_id, int64_t want_seq, int timeout_ms, int64_t *seq,
+                     char *text, size_t text_cap);
 
 /* ---- test structure -------------------------------------------------------------- */
 
@@ -134,14 +133,14 @@ int nth_wait_message(ntc_conn *c, int64_t chat_id, int64_t want_seq, int timeout
 
 /* Like CHECK, but returns from the (void) calling function when it fails:
  * for steps the rest of a case depends on. */
-#define REQUIRE(cond)                                                                   \
-    do {                                                                                \
-        check_count++;                                                                  \
-        if (!(cond)) {                                                                  \
-            check_failures++;                                                           \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); \
-            return;                                                                     \
-        }                                                                               \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(cond)) {                                                                             \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* Marks the start and the end of a named case; the end prints PASS or FAIL
@@ -166,11 +165,11 @@ static inline bool nth_case_end(void)
 }
 
 /* Runs `fn(srv)` as a named case. */
-#define NTH_CASE(name, fn, srv)    \
-    do {                           \
-        nth_case_begin(name);      \
-        fn(srv);                   \
-        nth_case_end();            \
+#define NTH_CASE(name, fn, srv)                                                                    \
+    do {                                                                                           \
+        nth_case_begin(name);                                                                      \
+        fn(srv);                                                                                   \
+        nth_case_end();                                                                            \
     } while (0)
 
 #endif

@@ -48,8 +48,8 @@ static char messages_path[96]; /* /api/v1/chats/{chat_id}/messages */
 /* One REST call; checks the status, and for errors the code word and that
  * the message names `field` (when given). */
 static void expect_http(nt_server *srv, const char *what, const char *method, const char *path,
-                        const char *token, const char *body, int want_status,
-                        const char *want_code, const char *field)
+                        const char *token, const char *body, int want_status, const char *want_code,
+                        const char *field)
 {
     nt_buf resp = NT_BUF_INIT;
     int status = nth_api(srv, method, path, token, body, &resp);
@@ -72,8 +72,8 @@ static void expect_http(nt_server *srv, const char *what, const char *method, co
         check_count++;
         if (field && !strstr(message, field)) {
             check_failures++;
-            fprintf(stderr, "  FAILED %s: error.message '%s' does not name '%s'\n", what,
-                    message, field);
+            fprintf(stderr, "  FAILED %s: error.message '%s' does not name '%s'\n", what, message,
+                    field);
         }
     }
     nt_buf_free(&resp);
@@ -105,8 +105,7 @@ static void expect_raw(nt_server *srv, const char *what, const void *request, si
     check_count++;
     if (rc != 0 || status != want_status) {
         check_failures++;
-        fprintf(stderr, "  FAILED %s: rc %d, status %d, want %d\n", what, rc, status,
-                want_status);
+        fprintf(stderr, "  FAILED %s: rc %d, status %d, want %d\n", what, rc, status, want_status);
     }
     nt_buf_free(&body);
 }
@@ -156,8 +155,8 @@ static void expect_ws_alive(ntc_conn *c, const char *what)
     check_count++;
     if (rc != 1) {
         check_failures++;
-        fprintf(stderr, "  FAILED %s: connection not usable afterwards (rc %d, close %d)\n",
-                what, rc, ntc_conn_close_code(c));
+        fprintf(stderr, "  FAILED %s: connection not usable afterwards (rc %d, close %d)\n", what,
+                rc, ntc_conn_close_code(c));
     }
 }
 
@@ -223,8 +222,8 @@ static void case_malformed_json(nt_server *srv)
                 400, "bad_request", NULL);
     expect_http(srv, "invalid UTF-8 inside a string", "POST", messages_path, tok,
                 "{\"text\":\"\xff\xfe\"}", 400, "bad_request", NULL);
-    expect_http(srv, "lone surrogate escape", "POST", messages_path, tok,
-                "{\"text\":\"\\ud800\"}", 400, "bad_request", NULL);
+    expect_http(srv, "lone surrogate escape", "POST", messages_path, tok, "{\"text\":\"\\ud800\"}",
+                400, "bad_request", NULL);
 }
 
 static void case_wrong_types(nt_server *srv)
@@ -258,10 +257,10 @@ static void case_missing_fields(nt_server *srv)
     expect_http(srv, "register without password", "POST", "/api/v1/auth/register", NULL,
                 "{\"email\":\"nopw@example.test\",\"nickname\":\"nopw1\"}", 400, "bad_request",
                 "password");
-    expect_http(srv, "message without text", "POST", messages_path, tok, "{}", 400,
-                "bad_request", "text");
-    expect_http(srv, "chat without type", "POST", "/api/v1/chats", tok, "{}", 400,
-                "bad_request", "type");
+    expect_http(srv, "message without text", "POST", messages_path, tok, "{}", 400, "bad_request",
+                "text");
+    expect_http(srv, "chat without type", "POST", "/api/v1/chats", tok, "{}", 400, "bad_request",
+                "type");
     expect_http(srv, "direct chat without user_id", "POST", "/api/v1/chats", tok,
                 "{\"type\":\"direct\"}", 400, "bad_request", "user_id");
     expect_http(srv, "login without password", "POST", "/api/v1/auth/login", NULL,
@@ -285,9 +284,10 @@ static void case_out_of_range(nt_server *srv)
                 "{\"email\":\"space@example.test\",\"password\":\"long enough pw\","
                 "\"nickname\":\"bad name\"}",
                 400, "bad_request", "nickname");
-    expect_http(srv, "password of 7 bytes", "POST", "/api/v1/auth/register", NULL,
-                "{\"email\":\"pw7@example.test\",\"password\":\"1234567\",\"nickname\":\"pw7user\"}",
-                400, "bad_request", "password");
+    expect_http(
+        srv, "password of 7 bytes", "POST", "/api/v1/auth/register", NULL,
+        "{\"email\":\"pw7@example.test\",\"password\":\"1234567\",\"nickname\":\"pw7user\"}", 400,
+        "bad_request", "password");
     expect_http(srv, "empty text", "POST", messages_path, tok, "{\"text\":\"\"}", 400,
                 "bad_request", "text");
     expect_http(srv, "text with NUL", "POST", messages_path, tok, "{\"text\":\"a\\u0000b\"}", 400,
@@ -314,8 +314,8 @@ static void case_out_of_range(nt_server *srv)
     for (int i = 0; i < 501; i++)
         nt_buf_append_str(&body, "b");
     nt_buf_append_str(&body, "\"}");
-    expect_http(srv, "bio of 501 code points", "PATCH", "/api/v1/users/me", tok,
-                nt_buf_cstr(&body), 400, "bad_request", "bio");
+    expect_http(srv, "bio of 501 code points", "PATCH", "/api/v1/users/me", tok, nt_buf_cstr(&body),
+                400, "bad_request", "bio");
     nt_buf_free(&body);
     expect_http(srv, "birth_date 2020-13-45", "PATCH", "/api/v1/users/me", tok,
                 "{\"birth_date\":\"2020-13-45\"}", 400, "bad_request", "birth_date");
@@ -349,8 +349,8 @@ static void case_oversize_body(nt_server *srv)
     expect_http(srv, "body of 64 KiB + 1", "POST", messages_path, alice.s.access_token, body, 413,
                 "payload_too_large", NULL);
     /* Also without authentication: the cap holds before the token check. */
-    expect_http(srv, "body of 64 KiB + 1 on register", "POST", "/api/v1/auth/register", NULL,
-                body, 413, "payload_too_large", NULL);
+    expect_http(srv, "body of 64 KiB + 1 on register", "POST", "/api/v1/auth/register", NULL, body,
+                413, "payload_too_large", NULL);
     free(body);
     /* A huge Content-Length and no body: refused at once, not awaited. */
     const char *req = "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
@@ -366,8 +366,10 @@ static void case_oversize_body(nt_server *srv)
     check_count++;
     if (rc != 0 || (status != 413 && status != 400 && status != 411 && status != 501)) {
         check_failures++;
-        fprintf(stderr, "  FAILED chunked body announcing a 4 GiB chunk, no data: rc %d, "
-                        "status %d, want 413 at once\n", rc, status);
+        fprintf(stderr,
+                "  FAILED chunked body announcing a 4 GiB chunk, no data: rc %d, "
+                "status %d, want 413 at once\n",
+                rc, status);
     }
     /* 64 KiB + 1 sent in chunks. */
     nt_buf req_chunks = NT_BUF_INIT;
@@ -404,8 +406,8 @@ static void case_oversize_headers(nt_server *srv)
         nt_buf_append(&req, "q", 1);
     nt_buf_append_str(&req, " HTTP/1.1\r\nHost: x\r\n\r\n");
     int status = 0;
-    int rc = ntc_http_raw(srv->host, srv->port, req.data, req.len, NTH_WAIT_MS, &status, NULL,
-                          NULL);
+    int rc =
+        ntc_http_raw(srv->host, srv->port, req.data, req.len, NTH_WAIT_MS, &status, NULL, NULL);
     CHECK_EQ_INT(rc, 0);
     CHECK(status == 414 || status == 431 || status == 400);
     nt_buf_free(&req);
@@ -423,8 +425,8 @@ static void case_malformed_requests(nt_server *srv)
     const char *two_cl = "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
                          "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}";
     expect_raw(srv, "two different Content-Lengths", two_cl, strlen(two_cl), 400);
-    expect_http(srv, "unknown endpoint", "GET", "/api/v1/no-such-thing", alice.s.access_token,
-                NULL, 404, "not_found", NULL);
+    expect_http(srv, "unknown endpoint", "GET", "/api/v1/no-such-thing", alice.s.access_token, NULL,
+                404, "not_found", NULL);
     /* An upgrade without a key is not a WebSocket. */
     const char *no_key = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -436,8 +438,8 @@ static void case_malformed_requests(nt_server *srv)
     const char *bad_key = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                           "Connection: Upgrade\r\nSec-WebSocket-Key: short\r\n"
                           "Sec-WebSocket-Version: 13\r\n\r\n";
-    CHECK_EQ_INT(ntc_http_raw(srv->host, srv->port, bad_key, strlen(bad_key), NTH_WAIT_MS,
-                              &status, NULL, NULL),
+    CHECK_EQ_INT(ntc_http_raw(srv->host, srv->port, bad_key, strlen(bad_key), NTH_WAIT_MS, &status,
+                              NULL, NULL),
                  0);
     CHECK(status >= 400 && status < 500);
 }
@@ -448,8 +450,7 @@ static void ws_auth_expect_4001(nt_server *srv, const char *what, const char *fi
 {
     ntc_conn *c = ntc_conn_connect_blocking(srv->host, srv->port, NTH_WAIT_MS);
     CHECK(c != NULL);
-    if (!c)
-        return;
+    if (!c) return;
     CHECK_EQ_INT(ntc_conn_send_text(c, first_frame), 0);
     const char *json;
     size_t len;
@@ -467,8 +468,7 @@ static void case_tokens(nt_server *srv)
 {
     expect_http(srv, "garbage bearer", "GET", "/api/v1/users/me", "garbage", NULL, 401,
                 "unauthorized", NULL);
-    expect_http(srv, "no token", "GET", "/api/v1/users/me", NULL, NULL, 401, "unauthorized",
-                NULL);
+    expect_http(srv, "no token", "GET", "/api/v1/users/me", NULL, NULL, 401, "unauthorized", NULL);
     expect_http(srv, "three dots", "GET", "/api/v1/chats", "a.b.c", NULL, 401, "unauthorized",
                 NULL);
     /* alice's token with its signature altered. */
@@ -481,8 +481,7 @@ static void case_tokens(nt_server *srv)
     /* alice's token with an altered payload (still signed for the old). */
     snprintf(forged, sizeof forged, "%s", alice.s.access_token);
     char *dot = strchr(forged, '.');
-    if (dot && dot[1])
-        dot[2] = dot[2] == 'x' ? 'y' : 'x';
+    if (dot && dot[1]) dot[2] = dot[2] == 'x' ? 'y' : 'x';
     expect_http(srv, "altered payload", "GET", "/api/v1/users/me", forged, NULL, 401,
                 "unauthorized", NULL);
     /* A refresh token is not an access token. */
@@ -503,10 +502,9 @@ static void case_tokens(nt_server *srv)
     /* Expired: eve's token from the 10-second server. */
     if (short_srv) {
         uint64_t age_ms = (nt_mono_ns() - eve_registered_ns) / 1000000u;
-        if (age_ms < 12000)
-            sleep_ms((int)(12000 - age_ms));
-        expect_http(short_srv, "expired token", "GET", "/api/v1/users/me", eve.s.access_token,
-                    NULL, 401, "unauthorized", NULL);
+        if (age_ms < 12000) sleep_ms((int)(12000 - age_ms));
+        expect_http(short_srv, "expired token", "GET", "/api/v1/users/me", eve.s.access_token, NULL,
+                    401, "unauthorized", NULL);
         snprintf(frame, sizeof frame, "{\"type\":\"auth\",\"token\":\"%s\"}", eve.s.access_token);
         ws_auth_expect_4001(short_srv, "ws: expired token", frame);
         /* The refresh token still gives a fresh access token. */
@@ -567,14 +565,14 @@ static void case_not_a_member(nt_server *srv)
 static void case_unknown_ids(nt_server *srv)
 {
     const char *tok = alice.s.access_token;
-    expect_http(srv, "unknown chat", "GET", "/api/v1/chats/999999999", tok, NULL, 404,
-                "not_found", NULL);
+    expect_http(srv, "unknown chat", "GET", "/api/v1/chats/999999999", tok, NULL, 404, "not_found",
+                NULL);
     expect_http(srv, "unknown chat's messages", "GET", "/api/v1/chats/999999999/messages", tok,
                 NULL, 404, "not_found", NULL);
     expect_http(srv, "post to an unknown chat", "POST", "/api/v1/chats/999999999/messages", tok,
                 "{\"text\":\"hi\"}", 404, "not_found", NULL);
-    expect_http(srv, "unknown user", "GET", "/api/v1/users/999999999", tok, NULL, 404,
-                "not_found", NULL);
+    expect_http(srv, "unknown user", "GET", "/api/v1/users/999999999", tok, NULL, 404, "not_found",
+                NULL);
     expect_http(srv, "unknown nickname", "GET", "/api/v1/users/by-nickname/nobody_here_xyz", tok,
                 NULL, 404, "not_found", NULL);
     expect_http(srv, "direct chat with an unknown user", "POST", "/api/v1/chats", tok,
@@ -595,7 +593,8 @@ static void case_unknown_ids(nt_server *srv)
     ntc_conn *c = alice_ws(srv);
     CHECK(c != NULL);
     if (c) {
-        const char *frame = "{\"type\":\"send\",\"id\":\"u1\",\"chat_id\":999999999,\"text\":\"x\"}";
+        const char *frame =
+            "{\"type\":\"send\",\"id\":\"u1\",\"chat_id\":999999999,\"text\":\"x\"}";
         expect_ws_error(c, "ws: send to an unknown chat", frame, strlen(frame), "u1", "not_found");
         expect_ws_alive(c, "after an unknown chat");
         ntc_conn_close(c, NTH_WAIT_MS);
@@ -624,7 +623,8 @@ static void case_ws_bad_frames(nt_server *srv)
     expect_ws_error(c, "ws: send without text", frame, strlen(frame), "t3", "bad_request");
     f = "{\"type\":\"send\",\"id\":\"t4\",\"text\":\"hi\"}";
     expect_ws_error(c, "ws: send without chat_id", f, strlen(f), "t4", "bad_request");
-    snprintf(frame, sizeof frame, "{\"type\":\"send\",\"id\":\"t5\",\"chat_id\":%lld,\"text\":\"\"}",
+    snprintf(frame, sizeof frame,
+             "{\"type\":\"send\",\"id\":\"t5\",\"chat_id\":%lld,\"text\":\"\"}",
              (long long)chat_id);
     expect_ws_error(c, "ws: empty text", frame, strlen(frame), "t5", "bad_request");
     f = "{\"type\":\"send\",\"id\":\"t6\",\"chat_id\":-3,\"text\":\"hi\"}";
@@ -641,10 +641,10 @@ static void case_ws_bad_frames(nt_server *srv)
     expect_ws_error(c, "ws: unknown type", f, strlen(f), "t8", NULL);
     f = "{\"id\":\"t9\"}";
     expect_ws_error(c, "ws: no type", f, strlen(f), "t9", "bad_request");
-    snprintf(frame, sizeof frame, "{\"type\":\"read\",\"id\":\"t10\",\"chat_id\":%lld,\"seq\":\"x\"}",
+    snprintf(frame, sizeof frame,
+             "{\"type\":\"read\",\"id\":\"t10\",\"chat_id\":%lld,\"seq\":\"x\"}",
              (long long)chat_id);
-    expect_ws_error(c, "ws: read with seq as a string", frame, strlen(frame), "t10",
-                    "bad_request");
+    expect_ws_error(c, "ws: read with seq as a string", frame, strlen(frame), "t10", "bad_request");
     f = "{\"type\":\"auth\",\"id\":\"t11\",\"token\":\"again\"}";
     expect_ws_error(c, "ws: a second auth", f, strlen(f), "t11", NULL);
     expect_ws_alive(c, "after bad frames");
@@ -661,8 +661,7 @@ static void ws_expect_protocol_close(nt_server *srv, const char *what, const voi
 {
     ntc_conn *c = alice_ws(srv);
     CHECK(c != NULL);
-    if (!c)
-        return;
+    if (!c) return;
     CHECK_EQ_INT(ntc_conn_send_raw(c, raw, raw_len), 0);
     expect_ws_close(c, what, want);
     ntc_conn_free(c);
@@ -690,8 +689,7 @@ static void case_oversize_frame(nt_server *srv)
         /* nt_ws_append_frame writes final frames only: clear FIN by hand. */
         size_t at = raw.len;
         nt_ws_append_frame(&raw, opcode, payload + off, n, true);
-        if (!fin)
-            raw.data[at] &= 0x7f;
+        if (!fin) raw.data[at] &= 0x7f;
         off += n;
     }
     ws_expect_protocol_close(srv, "ws: 64 KiB + 1 in fragments", raw.data, raw.len, 1009);
@@ -828,11 +826,9 @@ static void case_never_reads(nt_server *srv)
             }
         }
         sent += acked;
-        ntc_conn_drain(a); /* alice's own copies of the events */
-        if (acked < batch)
-            sleep_ms(200); /* rate limited: slow down */
-        if ((sent / batch) % 20 == 0)
-            CHECK(nth_healthy(srv));
+        ntc_conn_drain(a);                /* alice's own copies of the events */
+        if (acked < batch) sleep_ms(200); /* rate limited: slow down */
+        if ((sent / batch) % 20 == 0) CHECK(nth_healthy(srv));
     }
 flood_done:
     printf("  flooded %d messages of 4000 bytes (%d rate-limited sends)\n", sent, rate_limited);
@@ -847,13 +843,11 @@ flood_done:
     uint64_t read_deadline = nt_mono_ns() + 60ull * 1000000000u;
     while (ntc_conn_state(slow) != NTC_CLOSED && nt_mono_ns() < read_deadline) {
         int rc = ntc_conn_wait(slow, 5000, &json, &len);
-        if (rc == 1 && ntc_json_is_type(json, len, "message"))
-            got++;
-        if (rc == 0)
-            break; /* nothing more for 5 s and still open */
+        if (rc == 1 && ntc_json_is_type(json, len, "message")) got++;
+        if (rc == 0) break; /* nothing more for 5 s and still open */
     }
-    printf("  the slow connection received %d of %d messages, then: state %d, close code %d\n",
-           got, sent, ntc_conn_state(slow), ntc_conn_close_code(slow));
+    printf("  the slow connection received %d of %d messages, then: state %d, close code %d\n", got,
+           sent, ntc_conn_state(slow), ntc_conn_close_code(slow));
     CHECK_EQ_INT(ntc_conn_state(slow), NTC_CLOSED);
     CHECK(got < sent);
     int code = ntc_conn_close_code(slow);
@@ -892,11 +886,9 @@ int main(void)
 {
     nt_server *srv = nth_start(NULL);
     CHECK(srv != NULL);
-    if (!srv)
-        return check_exit();
+    if (!srv) return check_exit();
     short_srv = nth_start("--access-ttl 10");
-    if (short_srv && nth_register(short_srv, "eve", &eve) == 0)
-        eve_registered_ns = nt_mono_ns();
+    if (short_srv && nth_register(short_srv, "eve", &eve) == 0) eve_registered_ns = nt_mono_ns();
     CHECK_EQ_INT(nth_register(srv, "alice", &alice), 0);
     CHECK_EQ_INT(nth_register(srv, "bob", &bob), 0);
     CHECK_EQ_INT(nth_register(srv, "carol", &carol), 0);
@@ -910,8 +902,7 @@ int main(void)
         nth_case_begin(cases[i].name);
         cases[i].run(srv);
         server_still_fine(srv);
-        if (!nth_case_end())
-            failed_cases++;
+        if (!nth_case_end()) failed_cases++;
         if (srv->pid > 0 && kill(srv->pid, 0) != 0) {
             fprintf(stderr, "natterd died\n");
             break;
@@ -921,8 +912,7 @@ int main(void)
 
     nth_case_begin("clean shutdown (SIGTERM, exit 0)");
     CHECK_EQ_INT(nth_stop(srv), 0);
-    if (short_srv)
-        CHECK_EQ_INT(nth_stop(short_srv), 0);
+    if (short_srv) CHECK_EQ_INT(nth_stop(short_srv), 0);
     nth_case_end();
     if (check_failures) {
         fprintf(stderr, "--- end of natterd's log:\n");

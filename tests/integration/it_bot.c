@@ -45,16 +45,14 @@ static bool setup(nt_server *srv)
 {
     memset(&alice, 0, sizeof alice);
     memset(&bot, 0, sizeof bot);
-    if (nth_register(srv, "alice", &alice) != 0)
-        return false;
+    if (nth_register(srv, "alice", &alice) != 0) return false;
     nt_buf resp = NT_BUF_INIT;
-    int status = nth_api(srv, "GET", "/api/v1/users/by-nickname/bot", alice.s.access_token,
-                         NULL, &resp);
+    int status =
+        nth_api(srv, "GET", "/api/v1/users/by-nickname/bot", alice.s.access_token, NULL, &resp);
     CHECK_EQ_INT(status, 200);
     bool ok = status == 200 && ntc_json_int(resp.data, resp.len, "id", &bot.s.user_id) == 0;
     nt_buf_free(&resp);
-    if (!ok)
-        return false;
+    if (!ok) return false;
     chat_id = nth_direct_chat(srv, &alice, &bot);
     return chat_id > 0;
 }
@@ -70,8 +68,7 @@ static char *wait_bot(ntc_conn *c, int64_t in_chat, int timeout_ms)
                     .int_value2 = bot.s.user_id};
     const char *json;
     size_t len;
-    if (nth_wait_for(c, &f, timeout_ms, &json, &len) != 1)
-        return NULL;
+    if (nth_wait_for(c, &f, timeout_ms, &json, &len) != 1) return NULL;
     return strndup(json, len);
 }
 
@@ -131,8 +128,8 @@ static void check_proof(const char *ev, const char *prefix, const char *reversed
     CHECK(zeros >= bits);
 }
 
-static void expect_proof(ntc_conn *c, const char *text, const char *prefix,
-                         const char *reversed, int bits, int timeout_ms)
+static void expect_proof(ntc_conn *c, const char *text, const char *prefix, const char *reversed,
+                         int bits, int timeout_ms)
 {
     send_text(c, text);
     double t0 = now_s();
@@ -197,8 +194,7 @@ static void case_lobby_on(nt_server *srv)
         char path[64], title[64];
         snprintf(path, sizeof path, "chats.%d.title", i);
         int rc = ntc_json_str(resp.data, resp.len, path, title, sizeof title);
-        if (rc == -ENOENT)
-            break;
+        if (rc == -ENOENT) break;
         if (rc >= 0 && strcmp(title, "lobby") == 0) {
             snprintf(path, sizeof path, "chats.%d.id", i);
             ntc_json_int(resp.data, resp.len, path, &lobby_chat);
@@ -272,8 +268,7 @@ static void case_pending_limit(nt_server *srv)
         char got[512];
         CHECK(ntc_json_str(ev, strlen(ev), "message.text", got, sizeof got) >= 0);
         CHECK(strncmp(got, "too many proof-of-work jobs pending: at most 1 per user", 55) == 0);
-        if (strncmp(got, "too many", 8) != 0)
-            fprintf(stderr, "  got '%s'\n", got);
+        if (strncmp(got, "too many", 8) != 0) fprintf(stderr, "  got '%s'\n", got);
         free(ev);
     }
     ntc_conn_free(c);
@@ -290,8 +285,7 @@ static nt_server *start(const char *args)
 {
     nt_server *srv = nth_start(args);
     CHECK(srv != NULL);
-    if (!srv)
-        return NULL;
+    if (!srv) return NULL;
     bool ok = setup(srv);
     CHECK(ok);
     if (!ok) {
@@ -303,12 +297,9 @@ static nt_server *start(const char *args)
 
 static void finish(nt_server *srv)
 {
-    if (!srv)
-        return;
-    if (srv->pid)
-        CHECK_EQ_INT(nth_stop(srv), 0);
-    if (check_failures)
-        nth_dump_log(srv, 3000);
+    if (!srv) return;
+    if (srv->pid) CHECK_EQ_INT(nth_stop(srv), 0);
+    if (check_failures) nth_dump_log(srv, 3000);
     nth_free(srv, check_failures == 0);
 }
 
@@ -334,8 +325,8 @@ int main(void)
 
     srv = start("--pow-bits 28 --pow-max-pending 1 --rpc-timeout 10 --lobby-interval 0");
     if (srv) {
-        NTH_CASE("!rpc that no worker finishes in time gets the timeout message",
-                 case_rpc_timeout, srv);
+        NTH_CASE("!rpc that no worker finishes in time gets the timeout message", case_rpc_timeout,
+                 srv);
         NTH_CASE("a second !pow past --pow-max-pending is refused; SIGTERM does not wait for "
                  "a search",
                  case_pending_limit, srv);

@@ -41,15 +41,12 @@ static int64_t send_checked(ntc_conn *c, const char *text, int64_t *message_id)
     CHECK_EQ_INT(nth_send(c, req_id, chat_id, text, fresh_client_id()), 0);
     int rc = nth_wait_ack(c, req_id, NTH_WAIT_MS, &seq, &mid, code, sizeof code);
     CHECK_EQ_INT(rc, 1);
-    if (rc == 2)
-        fprintf(stderr, "  send '%s' answered error %s\n", text, code);
-    if (rc != 1)
-        return -1;
+    if (rc == 2) fprintf(stderr, "  send '%s' answered error %s\n", text, code);
+    if (rc != 1) return -1;
     CHECK_EQ_INT(seq, last_seq + 1);
     CHECK(mid > 0);
     last_seq = seq;
-    if (message_id)
-        *message_id = mid;
+    if (message_id) *message_id = mid;
     return seq;
 }
 
@@ -57,8 +54,11 @@ static int64_t send_checked(ntc_conn *c, const char *text, int64_t *message_id)
 static void expect_message(ntc_conn *c, int64_t seq, const char *text, const nth_user *sender,
                            int64_t message_id)
 {
-    nth_filter f = {.type = "message", .int_path = "message.chat_id", .int_value = chat_id,
-                    .int_path2 = "message.seq", .int_value2 = seq};
+    nth_filter f = {.type = "message",
+                    .int_path = "message.chat_id",
+                    .int_value = chat_id,
+                    .int_path2 = "message.seq",
+                    .int_value2 = seq};
     const char *json;
     size_t len;
     int rc = nth_wait_for(c, &f, NTH_WAIT_MS, &json, &len);
@@ -91,8 +91,7 @@ static void case_two_users(nt_server *srv)
         snprintf(text, sizeof text, "%s says %d", from_alice ? "alice" : "bob", i);
         int64_t mid = 0;
         int64_t seq = send_checked(sender, text, &mid);
-        if (seq < 0)
-            break;
+        if (seq < 0) break;
         expect_message(receiver, seq, text, from_alice ? &alice : &bob, mid);
     }
     /* Several sends in flight at once: acks and deliveries in seq order.
@@ -130,7 +129,10 @@ static void case_two_users(nt_server *srv)
 static void expect_event(ntc_conn *c, const char *type, const char *path, int64_t value,
                          const char *path2, int64_t value2, const char *who)
 {
-    nth_filter f = {.type = type, .int_path = path, .int_value = value, .int_path2 = path2,
+    nth_filter f = {.type = type,
+                    .int_path = path,
+                    .int_value = value,
+                    .int_path2 = path2,
                     .int_value2 = value2};
     const char *json;
     size_t len;
@@ -343,8 +345,7 @@ static void case_restart(nt_server *srv)
     /* Login works after the restart and the chat goes on at the next seq. */
     ntc_session s;
     CHECK_EQ_INT(ntc_login(srv->host, srv->port, bob.s.nickname, bob.password, &s), 0);
-    if (s.access_token[0])
-        bob.s = s;
+    if (s.access_token[0]) bob.s = s;
     ntc_conn *a = nth_connect(srv, &alice);
     ntc_conn *b = nth_connect(srv, &bob);
     REQUIRE(a && b);
@@ -361,8 +362,7 @@ int main(void)
 {
     nt_server *srv = nth_start(NULL);
     CHECK(srv != NULL);
-    if (!srv)
-        return check_exit();
+    if (!srv) return check_exit();
     CHECK_EQ_INT(nth_register(srv, "alice", &alice), 0);
     CHECK_EQ_INT(nth_register(srv, "bob", &bob), 0);
     chat_id = nth_direct_chat(srv, &alice, &bob);
@@ -370,8 +370,7 @@ int main(void)
     if (chat_id > 0) {
         NTH_CASE("two users chat both ways", case_two_users, srv);
         NTH_CASE("one user on three connections gets every event", case_three_devices, srv);
-        NTH_CASE("a retried send with the same client_id is stored once", case_retried_send,
-                 srv);
+        NTH_CASE("a retried send with the same client_id is stored once", case_retried_send, srv);
         NTH_CASE("a reconnecting client catches up with after_seq", case_catch_up, srv);
         NTH_CASE("history survives a restart", case_restart, srv);
     }
@@ -384,8 +383,7 @@ int main(void)
         ntc_conn_free(open_ws);
     }
     nth_case_end();
-    if (check_failures)
-        nth_dump_log(srv, 3000);
+    if (check_failures) nth_dump_log(srv, 3000);
     nth_free(srv, check_failures == 0);
     return check_exit();
 }

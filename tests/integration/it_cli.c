@@ -29,11 +29,11 @@
 #include "integration/harness.h"
 
 static char natter_bin[1024];
-static char base_dir[512];   /* temp folder for config dirs */
-static char cfg_alice[600];  /* XDG_CONFIG_HOME of alice's natter */
-static char cfg_empty[600];  /* one with no session */
+static char base_dir[512];  /* temp folder for config dirs */
+static char cfg_alice[600]; /* XDG_CONFIG_HOME of alice's natter */
+static char cfg_empty[600]; /* one with no session */
 static char server_url[128];
-static nth_user bob;         /* the other side, driven over libnatter */
+static nth_user bob; /* the other side, driven over libnatter */
 static char alice_nick[40], alice_pass[40] = "alice-secret-pw";
 
 static void sleep_ms(int ms)
@@ -67,16 +67,12 @@ static pid_t spawn_natter(const char *cfg, const char *const *args, int *out_fd,
         return -1;
     pid_t parent = getpid();
     pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    if (pid < 0) return -1;
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        if (out_fd)
-            dup2(out_pipe[1], STDOUT_FILENO);
-        if (err_fd)
-            dup2(err_pipe[1], STDERR_FILENO);
+        if (getppid() != parent) _exit(127);
+        if (out_fd) dup2(out_pipe[1], STDOUT_FILENO);
+        if (err_fd) dup2(err_pipe[1], STDERR_FILENO);
         if (in_fd) {
             dup2(in_pipe[0], STDIN_FILENO);
         } else {
@@ -117,8 +113,7 @@ static run_result run_natter(const char *cfg, const char *input, const char *con
     run_result r = {.code = -1, .out = NT_BUF_INIT, .err = NT_BUF_INIT};
     int out_fd = -1, err_fd = -1, in_fd = -1;
     pid_t pid = spawn_natter(cfg, args, &out_fd, &err_fd, input ? &in_fd : NULL);
-    if (pid < 0)
-        return r;
+    if (pid < 0) return r;
     if (input) {
         ssize_t w = write(in_fd, input, strlen(input));
         (void)w;
@@ -128,11 +123,9 @@ static run_result run_natter(const char *cfg, const char *input, const char *con
     int open_fds = 2;
     while (open_fds > 0 && nt_mono_ns() < deadline) {
         struct pollfd p[2] = {{.fd = out_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
-        if (poll(p, 2, 200) <= 0)
-            continue;
+        if (poll(p, 2, 200) <= 0) continue;
         for (int i = 0; i < 2; i++) {
-            if (p[i].fd < 0 || !p[i].revents)
-                continue;
+            if (p[i].fd < 0 || !p[i].revents) continue;
             char chunk[4096];
             ssize_t n = read(p[i].fd, chunk, sizeof chunk);
             if (n > 0) {
@@ -147,16 +140,12 @@ static run_result run_natter(const char *cfg, const char *input, const char *con
             }
         }
     }
-    if (out_fd >= 0)
-        close(out_fd);
-    if (err_fd >= 0)
-        close(err_fd);
+    if (out_fd >= 0) close(out_fd);
+    if (err_fd >= 0) close(err_fd);
     int status = 0;
-    if (open_fds > 0)
-        kill(pid, SIGKILL);
+    if (open_fds > 0) kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-    if (WIFEXITED(status) && open_fds == 0)
-        r.code = WEXITSTATUS(status);
+    if (WIFEXITED(status) && open_fds == 0) r.code = WEXITSTATUS(status);
     nt_buf_cstr(&r.out);
     nt_buf_cstr(&r.err);
     if (r.code != 0 && getenv("NT_TEST_VERBOSE"))
@@ -178,15 +167,12 @@ static int read_line(int fd, nt_buf *pending, char *line, size_t cap, int timeou
             return 1;
         }
         uint64_t now = nt_mono_ns();
-        if (now >= deadline)
-            return 0;
+        if (now >= deadline) return 0;
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, (int)((deadline - now) / 1000000u) + 1) <= 0)
-            continue;
+        if (poll(&p, 1, (int)((deadline - now) / 1000000u) + 1) <= 0) continue;
         char chunk[4096];
         ssize_t n = read(fd, chunk, sizeof chunk);
-        if (n <= 0)
-            return -1;
+        if (n <= 0) return -1;
         nt_buf_append(pending, chunk, (size_t)n);
     }
 }
@@ -195,8 +181,7 @@ static void stop_child(pid_t pid, int *status)
 {
     kill(pid, SIGTERM);
     for (int i = 0; i < 100; i++) {
-        if (waitpid(pid, status, WNOHANG) == pid)
-            return;
+        if (waitpid(pid, status, WNOHANG) == pid) return;
         sleep_ms(50);
     }
     kill(pid, SIGKILL);
@@ -210,8 +195,14 @@ static int64_t alice_id, chat_id;
 
 static void case_register_login(nt_server *srv)
 {
-    const char *reg[] = {"--server", server_url, "register", "--nickname", alice_nick, "--email",
-                         "alice-cli@example.test", NULL};
+    const char *reg[] = {"--server",
+                         server_url,
+                         "register",
+                         "--nickname",
+                         alice_nick,
+                         "--email",
+                         "alice-cli@example.test",
+                         NULL};
     char input[64];
     snprintf(input, sizeof input, "%s\n", alice_pass); /* the password from stdin */
     run_result r = run_natter(cfg_alice, input, reg);
@@ -239,16 +230,16 @@ static void case_register_login(nt_server *srv)
     CHECK(strstr(text, server_url) != NULL);
 
     /* Login again with flags: a new session replaces the file. */
-    const char *login[] = {"--server", server_url, "login", "--login", alice_nick, "--password",
-                           alice_pass, NULL};
+    const char *login[] = {"--server", server_url,   "login",    "--login",
+                           alice_nick, "--password", alice_pass, NULL};
     r = run_natter(cfg_alice, NULL, login);
     CHECK_EQ_INT(r.code, 0);
     run_free(&r);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 
     /* A wrong password: exit 3 and one line on stderr. */
-    const char *bad[] = {"--server", server_url, "login", "--login", alice_nick, "--password",
-                         "not-the-password", NULL};
+    const char *bad[] = {"--server",   server_url,         "login", "--login", alice_nick,
+                         "--password", "not-the-password", NULL};
     r = run_natter(cfg_empty, NULL, bad);
     CHECK_EQ_INT(r.code, 3);
     CHECK(strstr(r.err.data, "natter: login rejected") != NULL);
@@ -268,8 +259,7 @@ static void case_send_history(nt_server *srv)
         int64_t seq = 0;
         CHECK(ntc_json_int(r.out.data, r.out.len, "seq", &seq) == 0);
         CHECK_EQ_INT(seq, i);
-        if (i == 1)
-            ntc_json_int(r.out.data, r.out.len, "chat_id", &chat_id);
+        if (i == 1) ntc_json_int(r.out.data, r.out.len, "chat_id", &chat_id);
         run_free(&r);
     }
     REQUIRE(chat_id > 0);
@@ -310,8 +300,7 @@ static void case_send_history(nt_server *srv)
     CHECK_EQ_INT(r.code, 0);
     CHECK(strstr(r.out.data, bob.s.nickname) != NULL);
     run_free(&r);
-    const char *users_json[] = {"--server", server_url, "users", "search", prefix, "--json",
-                                NULL};
+    const char *users_json[] = {"--server", server_url, "users", "search", prefix, "--json", NULL};
     r = run_natter(cfg_alice, NULL, users_json);
     CHECK_EQ_INT(r.code, 0);
     CHECK(r.out.data[0] == '{' && strstr(r.out.data, "\"nickname\""));
@@ -394,8 +383,8 @@ static void case_tail(nt_server *srv)
     nt_buf_free(&pending);
 
     /* tail --count with --after reads from the history and stops. */
-    const char *count[] = {"--server", server_url, "tail", id_arg, "--after", "1", "--count", "2",
-                           NULL};
+    const char *count[] = {"--server", server_url, "tail", id_arg, "--after",
+                           "1",        "--count",  "2",    NULL};
     run_result r = run_natter(cfg_alice, NULL, count);
     CHECK_EQ_INT(r.code, 0);
     CHECK(strstr(r.out.data, "\"seq\":2") && strstr(r.out.data, "\"seq\":3") &&
@@ -494,11 +483,10 @@ static void case_exit_codes(nt_server *srv)
     r = run_natter(cfg_alice, NULL, chats);
     CHECK_EQ_INT(r.code, 1);
     CHECK(strstr(r.err.data, expect) != NULL);
-    if (!strstr(r.err.data, expect))
-        fprintf(stderr, "  got: %s\n", r.err.data);
+    if (!strstr(r.err.data, expect)) fprintf(stderr, "  got: %s\n", r.err.data);
     run_free(&r);
-    const char *login[] = {"--server", server_url, "login", "--login", "x", "--password",
-                           "whatever-pw", NULL};
+    const char *login[] = {"--server", server_url,   "login",       "--login",
+                           "x",        "--password", "whatever-pw", NULL};
     r = run_natter(cfg_empty, NULL, login);
     CHECK_EQ_INT(r.code, 1);
     CHECK(strstr(r.err.data, "cannot connect") != NULL);
@@ -515,11 +503,9 @@ static char tmux_socket[64], tmux_session[64];
 static int tmux(nt_buf *out, const char *const *args)
 {
     int out_pipe[2];
-    if (pipe2(out_pipe, O_CLOEXEC) != 0)
-        return -1;
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) return -1;
     pid_t pid = fork();
-    if (pid < 0)
-        return -1;
+    if (pid < 0) return -1;
     if (pid == 0) {
         dup2(out_pipe[1], STDOUT_FILENO);
         int null_fd = open("/dev/null", O_RDWR);
@@ -541,13 +527,11 @@ static int tmux(nt_buf *out, const char *const *args)
     char chunk[4096];
     ssize_t n;
     while ((n = read(out_pipe[0], chunk, sizeof chunk)) > 0)
-        if (out)
-            nt_buf_append(out, chunk, (size_t)n);
+        if (out) nt_buf_append(out, chunk, (size_t)n);
     close(out_pipe[0]);
     int status = 0;
     waitpid(pid, &status, 0);
-    if (out)
-        nt_buf_cstr(out);
+    if (out) nt_buf_cstr(out);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -568,8 +552,7 @@ static bool tmux_wait_screen(const char *text, int timeout_ms, nt_buf *screen)
     do {
         nt_buf_reset(screen);
         const char *args[] = {"capture-pane", "-p", "-t", tmux_session, NULL};
-        if (tmux(screen, args) == 0 && screen->data && strstr(screen->data, text))
-            return true;
+        if (tmux(screen, args) == 0 && screen->data && strstr(screen->data, text)) return true;
         sleep_ms(100);
     } while (nt_mono_ns() < deadline);
     fprintf(stderr, "  the screen never showed '%s'; it shows:\n%s\n", text,
@@ -600,15 +583,14 @@ static void case_tui(nt_server *srv)
              "env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=screen XDG_CONFIG_HOME='%s' HOME='%s' "
              "NATTER_SERVER='%s' '%s'; sleep 10",
              cfg, base_dir, server_url, natter_bin);
-    const char *start[] = {"new-session", "-d", "-s", tmux_session, "-x", "120", "-y", "30",
-                           command, NULL};
+    const char *start[] = {"new-session", "-d", "-s", tmux_session, "-x",
+                           "120",         "-y", "30", command,      NULL};
     REQUIRE(tmux(NULL, start) == 0);
     atexit(tmux_kill);
 
     ntc_conn *bob_ws = nth_connect(srv, &bob);
     nt_buf screen = NT_BUF_INIT;
-    if (!bob_ws)
-        goto out;
+    if (!bob_ws) goto out;
 
     CHECK(tmux_wait_screen("sign in (i) or sign up (u)?", NTH_WAIT_MS, &screen));
     tmux_keys("i", true);
@@ -641,8 +623,11 @@ static void case_tui(nt_server *srv)
     CHECK(tmux_wait_screen(shown, NTH_WAIT_MS, &screen));
 
     /* Alice's client marks it read: bob gets the receipt. */
-    nth_filter f = {.type = "receipt", .int_path = "chat_id", .int_value = chat_id,
-                    .int_path2 = "user_id", .int_value2 = alice_id};
+    nth_filter f = {.type = "receipt",
+                    .int_path = "chat_id",
+                    .int_value = chat_id,
+                    .int_path2 = "user_id",
+                    .int_value2 = alice_id};
     const char *json;
     size_t len;
     CHECK_EQ_INT(nth_wait_for(bob_ws, &f, NTH_WAIT_MS, &json, &len), 1);
@@ -678,8 +663,7 @@ int main(void)
         return 1;
     }
     const char *tmp = getenv("NT_TEST_TMP");
-    if (!tmp || !*tmp)
-        tmp = "/tmp";
+    if (!tmp || !*tmp) tmp = "/tmp";
     mkdir(tmp, 0755);
     snprintf(base_dir, sizeof base_dir, "%s/it_cli-XXXXXX", tmp);
     if (!mkdtemp(base_dir)) {
@@ -691,8 +675,7 @@ int main(void)
     snprintf(alice_nick, sizeof alice_nick, "alice%d", (int)getpid() % 100000);
 
     nt_server *srv = nth_start(NULL);
-    if (!srv)
-        return 1;
+    if (!srv) return 1;
     snprintf(server_url, sizeof server_url, "http://%s:%d", srv->host, srv->port);
     if (nth_register(srv, "bob", &bob) != 0) {
         nth_free(srv, false);
@@ -708,7 +691,6 @@ int main(void)
 
     bool ok = check_failures == 0;
     nth_free(srv, ok);
-    if (ok)
-        nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (ok) nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return check_exit();
 }

@@ -17,8 +17,8 @@ extern char **environ;
 
 /* Runs natterd with args (NULL-terminated) and an optional extra
  * environment entry; captures stdout and stderr. Returns the exit code. */
-static int run(const char *const *args, const char *env_entry, char *out, size_t out_cap,
-               char *err, size_t err_cap)
+static int run(const char *const *args, const char *env_entry, char *out, size_t out_cap, char *err,
+               size_t err_cap)
 {
     char tmpl_out[] = "/tmp/natter-flags-outXXXXXX", tmpl_err[] = "/tmp/natter-flags-errXXXXXX";
     int fo = mkstemp(tmpl_out), fe = mkstemp(tmpl_err);
@@ -37,12 +37,10 @@ static int run(const char *const *args, const char *env_entry, char *out, size_t
         nenv++;
     char **envp = calloc(nenv + 2, sizeof *envp);
     memcpy(envp, environ, nenv * sizeof *envp);
-    if (env_entry)
-        envp[nenv++] = (char *)env_entry;
+    if (env_entry) envp[nenv++] = (char *)env_entry;
     pid_t pid;
     int status = -1;
-    if (posix_spawn(&pid, argv[0], &fa, NULL, (char **)argv, envp) == 0)
-        waitpid(pid, &status, 0);
+    if (posix_spawn(&pid, argv[0], &fa, NULL, (char **)argv, envp) == 0) waitpid(pid, &status, 0);
     posix_spawn_file_actions_destroy(&fa);
     free(envp);
     ssize_t k = pread(fo, out, out_cap - 1, 0);
@@ -74,12 +72,12 @@ int main(void)
 
     const char *help[] = {"--help", NULL};
     CHECK_EQ_INT(run(help, NULL, out, sizeof out, err, sizeof err), 0);
-    static const char *flags[] = {"--listen", "--data", "--log-level", "--store", "--bus",
-                                  "--web", "--jwt-key-file", "--max-frame", "--max-body",
-                                  "NATTER_LISTEN", "NATTER_DATA", "NATTER_LOG_LEVEL"};
+    static const char *flags[] = {"--listen",       "--data",      "--log-level",
+                                  "--store",        "--bus",       "--web",
+                                  "--jwt-key-file", "--max-frame", "--max-body",
+                                  "NATTER_LISTEN",  "NATTER_DATA", "NATTER_LOG_LEVEL"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
-        if (!strstr(out, flags[i]))
-            fprintf(stderr, "--help does not mention %s\n", flags[i]);
+        if (!strstr(out, flags[i])) fprintf(stderr, "--help does not mention %s\n", flags[i]);
         CHECK(strstr(out, flags[i]) != NULL);
     }
 
@@ -95,10 +93,8 @@ int main(void)
         FILE *f = fopen(path, "r");
         size_t n = f ? fread(doc, 1, sizeof doc - 1, f) : 0;
         doc[n] = '\0';
-        if (f)
-            fclose(f);
-        if (!strstr(doc, out))
-            fprintf(stderr, "docs/configuration.md is stale: run make docs\n");
+        if (f) fclose(f);
+        if (!strstr(doc, out)) fprintf(stderr, "docs/configuration.md is stale: run make docs\n");
         CHECK(strstr(doc, out) != NULL);
     }
 

@@ -33,8 +33,9 @@ static void expect(nt_server *srv, const char *method, const char *path, const n
     nt_buf resp = NT_BUF_INIT;
     int got = api(srv, method, path, u, body, &resp);
     CHECK_EQ_INT(got, status);
-    if (got != status) fprintf(stderr, "  %s %s %s -> %d %s\n", method, path, body ? body : "",
-                               got, resp.data ? resp.data : "");
+    if (got != status)
+        fprintf(stderr, "  %s %s %s -> %d %s\n", method, path, body ? body : "", got,
+                resp.data ? resp.data : "");
     if (code) {
         char c[64] = "";
         ntc_json_str(resp.data ? resp.data : "", resp.len, "error.code", c, sizeof c);
@@ -86,8 +87,7 @@ static void case_bad_input(nt_server *srv)
 {
     char path[96], js[96];
     expect(srv, "GET", "/api/v1/friends", NULL, NULL, 401, "unauthorized", NULL);
-    expect(srv, "POST", "/api/v1/friends/requests", NULL, "{\"nickname\":\"x\"}", 401, NULL,
-           NULL);
+    expect(srv, "POST", "/api/v1/friends/requests", NULL, "{\"nickname\":\"x\"}", 401, NULL, NULL);
     expect(srv, "POST", "/api/v1/friends/requests", &ann, "{", 400, "bad_request", NULL);
     expect(srv, "POST", "/api/v1/friends/requests", &ann, "{}", 400, "bad_request", "nickname");
     expect(srv, "POST", "/api/v1/friends/requests", &ann, "{\"nickname\":7}", 400, "bad_request",
@@ -228,8 +228,8 @@ static void case_presence(nt_server *srv)
 
     ntc_conn *first = nth_connect(srv, &cat);
     REQUIRE(first);
-    nth_filter on = {.type = "presence", .int_path = "user_id", .int_value = cat.s.user_id,
-                     .str_path = NULL};
+    nth_filter on = {
+        .type = "presence", .int_path = "user_id", .int_value = cat.s.user_id, .str_path = NULL};
     const char *json;
     size_t len;
     CHECK_EQ_INT(nth_wait_for(watcher, &on, NTH_WAIT_MS, &json, &len), 1);

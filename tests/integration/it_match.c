@@ -112,7 +112,8 @@ static bool get_leaks(nt_server *srv, const char *path, const nth_user *as, cons
     int st = api(srv, "GET", path, as, NULL, &resp);
     CHECK_EQ_INT(st, 200);
     bool leaked = leaks(resp.data, who);
-    if (leaked) fprintf(stderr, "  %s leaks user %" PRId64 ": %s\n", path, who->s.user_id, resp.data);
+    if (leaked)
+        fprintf(stderr, "  %s leaks user %" PRId64 ": %s\n", path, who->s.user_id, resp.data);
     nt_buf_free(&resp);
     return leaked;
 }

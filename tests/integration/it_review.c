@@ -34,10 +34,8 @@ static int64_t now_ms(void)
 static int raw_connect(const nt_server *srv, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -errno;
-    if (rcvbuf > 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (fd < 0) return -errno;
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv->port)};
     inet_pton(AF_INET, srv->host, &addr.sin_addr);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
@@ -53,10 +51,8 @@ static bool raw_write_all(int fd, const void *bytes, size_t len)
     const char *p = bytes;
     while (len) {
         ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
         p += n;
         len -= (size_t)n;
     }
@@ -69,20 +65,15 @@ static int raw_read_until(int fd, nt_buf *acc, const char *needle, int timeout_m
 {
     int64_t deadline = now_ms() + timeout_ms;
     for (;;) {
-        if (acc->len && memmem(acc->data, acc->len, needle, strlen(needle)))
-            return 1;
+        if (acc->len && memmem(acc->data, acc->len, needle, strlen(needle))) return 1;
         int left = (int)(deadline - now_ms());
-        if (left <= 0)
-            return 0;
+        if (left <= 0) return 0;
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, left) <= 0)
-            continue;
+        if (poll(&p, 1, left) <= 0) continue;
         char tmp[4096];
         ssize_t n = read(fd, tmp, sizeof tmp);
-        if (n <= 0)
-            return -1;
-        if (nt_buf_append(acc, tmp, (size_t)n) != 0)
-            return -1;
+        if (n <= 0) return -1;
+        if (nt_buf_append(acc, tmp, (size_t)n) != 0) return -1;
     }
 }
 
@@ -90,13 +81,12 @@ static int raw_read_until(int fd, nt_buf *acc, const char *needle, int timeout_m
  * head stay in acc. */
 static bool raw_ws_upgrade(int fd, nt_buf *acc)
 {
-    static const char req[] = "GET /ws HTTP/1.1\r\nHost: review\r\nUpgrade: websocket\r\n"
-                              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                              "Sec-WebSocket-Version: 13\r\n\r\n";
-    if (!raw_write_all(fd, req, sizeof req - 1))
-        return false;
-    if (raw_read_until(fd, acc, "\r\n\r\n", NTH_WAIT_MS) != 1)
-        return false;
+    static const char req[] =
+        "GET /ws HTTP/1.1\r\nHost: review\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    if (!raw_write_all(fd, req, sizeof req - 1)) return false;
+    if (raw_read_until(fd, acc, "\r\n\r\n", NTH_WAIT_MS) != 1) return false;
     return acc->len > 12 && memcmp(acc->data, "HTTP/1.1 101", 12) == 0;
 }
 
@@ -124,8 +114,7 @@ static bool raw_ws_text(int fd, const char *text)
 __attribute__((unused)) static bool log_contains(const nt_server *srv, const char *needle)
 {
     FILE *f = fopen(srv->log_path, "r");
-    if (!f)
-        return false;
+    if (!f) return false;
     char line[1024];
     bool found = false;
     while (!found && fgets(line, sizeof line, f))
@@ -136,8 +125,8 @@ __attribute__((unused)) static bool log_contains(const nt_server *srv, const cha
 
 /* Takes every "message" event of chat_id queued or arriving within
  * timeout_ms on c and marks its seq in seen[]. */
-__attribute__((unused)) static void collect_messages(ntc_conn *c, int64_t chat_id, bool *seen, int64_t max_seq,
-                             int timeout_ms)
+__attribute__((unused)) static void collect_messages(ntc_conn *c, int64_t chat_id, bool *seen,
+                                                     int64_t max_seq, int timeout_ms)
 {
     const char *json;
     size_t len;
@@ -149,8 +138,7 @@ __attribute__((unused)) static void collect_messages(ntc_conn *c, int64_t chat_i
         if (ntc_json_int(json, len, "message.chat_id", &cid) || cid != chat_id ||
             ntc_json_int(json, len, "message.seq", &seq))
             continue;
-        if (seq > 0 && seq <= max_seq)
-            seen[seq] = true;
+        if (seq > 0 && seq <= max_seq) seen[seq] = true;
     }
 }
 
@@ -184,8 +172,7 @@ static void case_pipelined_http(nt_server *srv)
     int answers = 0;
     while (answers < 3 && now_ms() < deadline) {
         /* no such needle: reads whatever comes for 100 ms */
-        if (raw_read_until(fd, &acc, "\x01\x02", 100) < 0)
-            break;
+        if (raw_read_until(fd, &acc, "\x01\x02", 100) < 0) break;
         answers = count_of(&acc, "HTTP/1.1 200");
     }
     CHECK_EQ_INT(answers, 3);
@@ -234,7 +221,6 @@ static void case_raw_ws_control(nt_server *srv, const nth_user *u)
 }
 
 /* ---- cases that show defects (see the review report) ------------------------ */
-
 
 /*
  * Defect: gateway.c on_delivery walks the user's connection chain with
@@ -292,10 +278,8 @@ static void case_slow_sibling_hides_message(void)
             int64_t seq = 0;
             int rc = nth_wait_ack(sender, ids[k], NTH_WAIT_MS, &seq, NULL, NULL, 0);
             CHECK_EQ_INT(rc, 1);
-            if (rc != 1)
-                goto out;
-            if (seq > last_seq)
-                last_seq = seq;
+            if (rc != 1) goto out;
+            if (seq > last_seq) last_seq = seq;
         }
         ntc_conn_drain(sender);
         collect_messages(good, chat, seen, MAX_MSGS, 1);
@@ -304,11 +288,12 @@ static void case_slow_sibling_hides_message(void)
     CHECK(cut);
     if (getenv("REVIEW_DEBUG")) {
         char cmd[128];
-        snprintf(cmd, sizeof cmd, "ss -tnmi '( sport = :%d or dport = :%d )' >&2", srv->port, srv->port);
-        if (system(cmd)) {}
+        snprintf(cmd, sizeof cmd, "ss -tnmi '( sport = :%d or dport = :%d )' >&2", srv->port,
+                 srv->port);
+        if (system(cmd)) {
+        }
     }
-    if (!cut)
-        fprintf(stderr, "  the silent connection was never cut; the case proves nothing\n");
+    if (!cut) fprintf(stderr, "  the silent connection was never cut; the case proves nothing\n");
     /* Let the reading connection catch up. */
     int64_t deadline = now_ms() + NTH_WAIT_MS;
     while (!seen[last_seq] && now_ms() < deadline)
@@ -390,12 +375,10 @@ static void case_auth_deadline_from_upgrade(void)
     nth_free(srv, check_failures == 0);
 }
 
-
 int main(void)
 {
     nt_server *srv = nth_start(NULL);
-    if (!srv)
-        return 1;
+    if (!srv) return 1;
     nth_user u;
     if (nth_register(srv, "review", &u) != 0) {
         nth_free(srv, false);
@@ -412,8 +395,7 @@ int main(void)
     case_auth_pipelined(srv, &u);
     nth_case_end();
     CHECK_EQ_INT(nth_stop(srv), 0);
-    if (check_failures)
-        nth_dump_log(srv, 4000);
+    if (check_failures) nth_dump_log(srv, 4000);
     nth_free(srv, check_failures == 0);
 
     nth_case_begin("slow consumer cut during fan-out hides the message from siblings");

@@ -62,8 +62,7 @@ static inline void *popper_thread(void *arg)
     uint64_t start = nt_mono_ns();
     p->rc = nt_bus_queue_pop(p->bus, "redo", p->timeout_ms, p->visibility_ms, &p->job);
     p->waited_ms = elapsed_ms(start);
-    if (p->rc == 0 && p->ack)
-        p->rc = nt_bus_queue_ack(p->bus, "redo", p->job.id);
+    if (p->rc == 0 && p->ack) p->rc = nt_bus_queue_ack(p->bus, "redo", p->job.id);
     return NULL;
 }
 
@@ -88,8 +87,7 @@ static inline void queue_redelivery_cases(nt_bus *worker2)
 
     /* Another worker blocks with nothing waiting and gets it back once the
      * visibility timeout runs out. */
-    struct popper live = {
-        .bus = worker2, .timeout_ms = 5000, .visibility_ms = 10000, .ack = true};
+    struct popper live = {.bus = worker2, .timeout_ms = 5000, .visibility_ms = 10000, .ack = true};
     pthread_create(&t, NULL, popper_thread, &live);
     pthread_join(t, NULL);
     CHECK_EQ_INT(live.rc, 0);
@@ -138,18 +136,15 @@ static inline void *server_thread(void *arg)
     struct server *s = arg;
     while (s->served < s->to_serve) {
         nt_bus_call call;
-        if (nt_bus_serve(s->bus, s->service, 5000, &call) != 0)
-            break;
+        if (nt_bus_serve(s->bus, s->service, 5000, &call) != 0) break;
         if (!call.payload || call.correlation_id[0] == '\0' || call.reply_to[0] == '\0' ||
             call.payload[call.len] != '\0')
             s->bad_calls++;
-        if (s->delay_ms)
-            sleep_ms(s->delay_ms);
+        if (s->delay_ms) sleep_ms(s->delay_ms);
         char reply[64];
         int len = snprintf(reply, sizeof reply, "re:%s", call.payload ? call.payload : "");
         int rc = nt_bus_reply(s->bus, &call, reply, (size_t)len);
-        if (rc != 0)
-            s->reply_rc = rc;
+        if (rc != 0) s->reply_rc = rc;
         nt_bus_call_free(&call);
         s->served++;
     }
@@ -201,8 +196,7 @@ static inline void request_timeout_case(nt_bus *server_bus)
     char *reply = (char *)"untouched";
     size_t reply_len = 7;
     uint64_t start = nt_mono_ns();
-    CHECK_EQ_INT(nt_bus_request(bus, "nobody", "x", 1, 50, &reply, &reply_len),
-                 NT_BUS_ETIMEDOUT);
+    CHECK_EQ_INT(nt_bus_request(bus, "nobody", "x", 1, 50, &reply, &reply_len), NT_BUS_ETIMEDOUT);
     CHECK(elapsed_ms(start) >= 45);
     CHECK(reply == NULL);
     CHECK_EQ_INT(reply_len, 0);
@@ -236,8 +230,7 @@ static inline void leader_cases(const char *other_url)
     char err[160];
     nt_bus *other = nt_bus_open(other_url, &loop, err, sizeof err);
     CHECK(other != NULL);
-    if (!other)
-        return;
+    if (!other) return;
     CHECK(nt_bus_leader(bus, "cron", 200));
     CHECK(!nt_bus_leader(other, "cron", 200));
     CHECK(nt_bus_leader(bus, "cron", 200)); /* renew */
@@ -275,13 +268,11 @@ static inline void *blocked_thread(void *arg)
     if (b->kind == BLOCK_POP) {
         nt_bus_job job;
         b->rc = nt_bus_queue_pop(closing_bus, "q", -1, 1000, &job);
-        if (b->rc == 0)
-            nt_bus_job_free(&job);
+        if (b->rc == 0) nt_bus_job_free(&job);
     } else if (b->kind == BLOCK_SERVE) {
         nt_bus_call call;
         b->rc = nt_bus_serve(closing_bus, "svc", -1, &call);
-        if (b->rc == 0)
-            nt_bus_call_free(&call);
+        if (b->rc == 0) nt_bus_call_free(&call);
     } else {
         char *reply = NULL;
         b->rc = nt_bus_request(closing_bus, "unserved", "hi", 2, -1, &reply, NULL);

@@ -25,44 +25,43 @@ static int check_failures;
 static int check_count;
 
 /* Fails if cond is false. Evaluates cond once. */
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        check_count++;                                                                 \
-        if (!(cond)) {                                                                 \
-            check_failures++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                              \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(cond)) {                                                                             \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
 /* Fails if the two integers differ; prints both values. Evaluates each once. */
-#define CHECK_EQ_INT(a, b)                                                                   \
-    do {                                                                                     \
-        long long check_a_ = (long long)(a), check_b_ = (long long)(b);                      \
-        check_count++;                                                                       \
-        if (check_a_ != check_b_) {                                                          \
-            check_failures++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK_EQ_INT failed: %s == %s (%lld != %lld)\n", __FILE__, \
-                    __LINE__, #a, #b, check_a_, check_b_);                                   \
-        }                                                                                    \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long check_a_ = (long long)(a), check_b_ = (long long)(b);                            \
+        check_count++;                                                                             \
+        if (check_a_ != check_b_) {                                                                \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK_EQ_INT failed: %s == %s (%lld != %lld)\n", __FILE__,     \
+                    __LINE__, #a, #b, check_a_, check_b_);                                         \
+        }                                                                                          \
     } while (0)
 
 /* Fails if the two C strings differ (NULL equals only NULL); prints both. */
-#define CHECK_STR_EQ(a, b)                                                                \
-    do {                                                                                  \
-        const char *check_a_ = (a), *check_b_ = (b);                                      \
-        check_count++;                                                                    \
-        if (!check_str_same_(check_a_, check_b_)) {                                       \
-            check_failures++;                                                             \
-            fprintf(stderr, "%s:%d: CHECK_STR_EQ failed: %s == %s (\"%s\" != \"%s\")\n",  \
-                    __FILE__, __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",           \
-                    check_b_ ? check_b_ : "(null)");                                      \
-        }                                                                                 \
+#define CHECK_STR_EQ(a, b)                                                                         \
+    do {                                                                                           \
+        const char *check_a_ = (a), *check_b_ = (b);                                               \
+        check_count++;                                                                             \
+        if (!check_str_same_(check_a_, check_b_)) {                                                \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK_STR_EQ failed: %s == %s (\"%s\" != \"%s\")\n", __FILE__, \
+                    __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",                              \
+                    check_b_ ? check_b_ : "(null)");                                               \
+        }                                                                                          \
     } while (0)
 
 static inline int check_str_same_(const char *a, const char *b)
 {
-    if (!a || !b)
-        return a == b;
+    if (!a || !b) return a == b;
     return strcmp(a, b) == 0;
 }
 

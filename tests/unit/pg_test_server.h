@@ -35,12 +35,12 @@
 #define PGT_SKIP 77 /* CTest's SKIP_RETURN_CODE for these tests */
 
 typedef struct pg_test_server {
-    char dir[128];  /* the temporary folder; data in dir/data, log in dir/log */
+    char dir[128]; /* the temporary folder; data in dir/data, log in dir/log */
     char data[160];
     int port;
-    bool durable;   /* fsync on */
+    bool durable; /* fsync on */
     bool running;
-    char url[256];  /* postgres://postgres@127.0.0.1:PORT/natter */
+    char url[256]; /* postgres://postgres@127.0.0.1:PORT/natter */
 } pg_test_server;
 
 static pg_test_server *pgt_live; /* for the atexit hook */
@@ -185,8 +185,8 @@ static int pgt_start(pg_test_server *pg, bool durable)
         }
     }
     snprintf(pg->data, sizeof(pg->data), "%s/data", pg->dir);
-    const char *initdb[] = {"initdb", "-D", pg->data, "-U", "postgres", "-A", "trust",
-                            "-E", "UTF8", "--no-sync", "--locale=C", NULL};
+    const char *initdb[] = {"initdb", "-D", pg->data, "-U",        "postgres",   "-A",
+                            "trust",  "-E", "UTF8",   "--no-sync", "--locale=C", NULL};
     if (pgt_run(pg, initdb) != 0) {
         fprintf(stderr, "pg_test_server: initdb failed (see %s/log)\n", pg->dir);
         return -1;
@@ -194,8 +194,8 @@ static int pgt_start(pg_test_server *pg, bool durable)
     if ((pg->port = pgt_free_port()) <= 0 || pgt_resume(pg) != 0) return -1;
     char port[16];
     snprintf(port, sizeof(port), "%d", pg->port);
-    const char *createdb[] = {"createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres",
-                              "natter", NULL};
+    const char *createdb[] = {"createdb", "-h",       "127.0.0.1", "-p", port,
+                              "-U",       "postgres", "natter",    NULL};
     if (pgt_run(pg, createdb) != 0) {
         fprintf(stderr, "pg_test_server: createdb failed (see %s/log)\n", pg->dir);
         return -1;

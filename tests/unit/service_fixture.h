@@ -65,8 +65,8 @@ static uv_async_t keep_alive;
 static nt_ctx ctx;
 static nt_reply R;
 
-static char sf_db_path[700];  /* the SQLite file, removed by close_ctx */
-static pg_test_server sf_pg;  /* started only with NT_TEST_STORE=postgres */
+static char sf_db_path[700]; /* the SQLite file, removed by close_ctx */
+static pg_test_server sf_pg; /* started only with NT_TEST_STORE=postgres */
 
 static void on_delivery(void *arg, nt_shared *frame, const int64_t *user_ids, size_t n)
 {
@@ -219,7 +219,7 @@ static inline const char *frame_for(int64_t user, const char *type)
         CHECK_EQ_INT(R.status, 400);                                                               \
         CHECK_STR_EQ(R.code, "bad_request");                                                       \
         CHECK(strstr(R.message, field) != NULL);                                                   \
-        if (!strstr(R.message, field)) fprintf(stderr, "  message: %s\n", R.message);             \
+        if (!strstr(R.message, field)) fprintf(stderr, "  message: %s\n", R.message);              \
     } while (0)
 /* Expects this status and error code in R. */
 #define CHECK_ERR(st, cd)                                                                          \

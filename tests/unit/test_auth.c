@@ -62,16 +62,13 @@ static answer logout(nt_ctx *ctx, const char *body, int64_t *revoked)
 }
 
 /* A string member of the answer, by path "key" or "obj.key", into out. */
-static bool json_get_str(const char *text, const char *obj, const char *key, char *out,
-                         size_t cap)
+static bool json_get_str(const char *text, const char *obj, const char *key, char *out, size_t cap)
 {
     nt_json doc;
     nt_json_tok toks[128];
-    if (nt_json_parse(&doc, text, strlen(text), toks, 128) != 0)
-        return false;
+    if (nt_json_parse(&doc, text, strlen(text), toks, 128) != 0) return false;
     int at = 0;
-    if (obj && (at = nt_json_get(&doc, 0, obj)) < 0)
-        return false;
+    if (obj && (at = nt_json_get(&doc, 0, obj)) < 0) return false;
     return nt_json_str(&doc, nt_json_get(&doc, at, key), out, cap) >= 0;
 }
 
@@ -80,13 +77,10 @@ static int64_t json_get_int(const char *text, const char *obj, const char *key)
     nt_json doc;
     nt_json_tok toks[128];
     int64_t v = -1;
-    if (nt_json_parse(&doc, text, strlen(text), toks, 128) != 0)
-        return -1;
+    if (nt_json_parse(&doc, text, strlen(text), toks, 128) != 0) return -1;
     int at = 0;
-    if (obj && (at = nt_json_get(&doc, 0, obj)) < 0)
-        return -1;
-    if (nt_json_int(&doc, nt_json_get(&doc, at, key), &v) != 0)
-        return -1;
+    if (obj && (at = nt_json_get(&doc, 0, obj)) < 0) return -1;
+    if (nt_json_int(&doc, nt_json_get(&doc, at, key), &v) != 0) return -1;
     return v;
 }
 
@@ -117,9 +111,12 @@ static void test_api_helpers(void)
         int rc, status;
         const char *code;
     } map[] = {
-        {NT_STORE_ENOTFOUND, 404, "not_found"},   {NT_STORE_ECONFLICT, 409, "conflict"},
-        {NT_STORE_EFORBIDDEN, 403, "forbidden"},  {NT_STORE_EUNAVAILABLE, 503, "unavailable"},
-        {NT_STORE_EREUSED, 401, "unauthorized"},  {NT_STORE_EINVAL, 400, "bad_request"},
+        {NT_STORE_ENOTFOUND, 404, "not_found"},
+        {NT_STORE_ECONFLICT, 409, "conflict"},
+        {NT_STORE_EFORBIDDEN, 403, "forbidden"},
+        {NT_STORE_EUNAVAILABLE, 503, "unavailable"},
+        {NT_STORE_EREUSED, 401, "unauthorized"},
+        {NT_STORE_EINVAL, 400, "bad_request"},
         {-999, 500, "internal"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
@@ -226,8 +223,7 @@ static void test_register(nt_ctx *ctx)
     CHECK(json_get_str(a.body, "user", "email", s, sizeof s) &&
           strcmp(s, "Alice@Example.com") == 0);
     CHECK(json_get_str(a.body, "user", "gender", s, sizeof s) && strcmp(s, "female") == 0);
-    CHECK(json_get_str(a.body, "user", "birth_date", s, sizeof s) &&
-          strcmp(s, "2000-02-29") == 0);
+    CHECK(json_get_str(a.body, "user", "birth_date", s, sizeof s) && strcmp(s, "2000-02-29") == 0);
     CHECK(json_get_str(a.body, NULL, "access_token", s, sizeof s) && strlen(s) > 20);
     CHECK(json_get_str(a.body, NULL, "refresh_token", s, sizeof s) && strlen(s) == 43);
     CHECK_EQ_INT(json_get_int(a.body, NULL, "expires_in"), 900);
@@ -277,7 +273,8 @@ static void test_register(nt_ctx *ctx)
         {"{\"email\":\"carol@x.io\",\"password\":\"1234567\",\"nickname\":\"carol\"}", "password"},
         {"{\"email\":\"carol@x.io\",\"password\":\"12345678\"}", "nickname"},
         {"{\"email\":\"carol@x.io\",\"password\":\"12345678\",\"nickname\":\"ca\"}", "nickname"},
-        {"{\"email\":\"carol@x.io\",\"password\":\"12345678\",\"nickname\":\"car ol\"}", "nickname"},
+        {"{\"email\":\"carol@x.io\",\"password\":\"12345678\",\"nickname\":\"car ol\"}",
+         "nickname"},
         {"{\"email\":\"carol@x.io\",\"password\":\"12345678\",\"nickname\":\"car\xc3\xa9l\"}",
          "nickname"},
         {"{\"email\":\"carol@x.io\",\"password\":\"12345678\",\"nickname\":"
@@ -359,8 +356,7 @@ static bool login_as(nt_ctx *ctx, const char *login, const char *password, sessi
     char body[512];
     snprintf(body, sizeof body, "{\"login\":\"%s\",\"password\":\"%s\"}", login, password);
     answer a = call(ctx, nt_auth_login, body);
-    if (a.status != 200)
-        return false;
+    if (a.status != 200) return false;
     t->user_id = json_get_int(a.body, "user", "id");
     return json_get_str(a.body, NULL, "access_token", t->access, sizeof t->access) &&
            json_get_str(a.body, NULL, "refresh_token", t->refresh, sizeof t->refresh);
@@ -719,9 +715,15 @@ static void test_users(nt_ctx *ctx)
     a = search(ctx, &bob, "q=zzzz");
     CHECK_STR_EQ(a.body, "{\"users\":[]}");
     static const char *bad_queries[][2] = {
-        {"", "q"},           {"limit=5", "q"},          {"q=", "q"},
-        {"q=a%20b", "q"},    {"q=al&limit=0", "limit"}, {"q=al&limit=201", "limit"},
-        {"q=al&limit=x", "limit"}, {"q=al&limit=5x", "limit"}, {"q=al&after_id=-1", "after_id"},
+        {"", "q"},
+        {"limit=5", "q"},
+        {"q=", "q"},
+        {"q=a%20b", "q"},
+        {"q=al&limit=0", "limit"},
+        {"q=al&limit=201", "limit"},
+        {"q=al&limit=x", "limit"},
+        {"q=al&limit=5x", "limit"},
+        {"q=al&after_id=-1", "after_id"},
         {"q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "q"},
     };
     for (size_t i = 0; i < sizeof bad_queries / sizeof bad_queries[0]; i++) {
@@ -734,8 +736,8 @@ static void test_users(nt_ctx *ctx)
     /* Presence goes to direct-chat partners; going offline stores last_seen. */
     nt_chat direct;
     bool created = false;
-    CHECK_EQ_INT(nt_store_chat_direct(ctx->store, alice.user_id, bob.user_id, 1, &direct,
-                                      &created), 0);
+    CHECK_EQ_INT(nt_store_chat_direct(ctx->store, alice.user_id, bob.user_id, 1, &direct, &created),
+                 0);
     nt_chat_free(&direct);
     nt_bus_set_delivery_handler(ctx->bus, on_delivery, NULL);
     nt_bus_conn_up(ctx->bus, bob.user_id);
@@ -784,8 +786,7 @@ int main(void)
     char url[300];
     nt_ctx ctx;
 
-    if (sodium_init() < 0)
-        return 1;
+    if (sodium_init() < 0) return 1;
     test_api_helpers();
 
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/nt_test_auth_XXXXXX");
@@ -805,8 +806,12 @@ int main(void)
     }
 
     memset(&ctx, 0, sizeof ctx);
-    ctx.limits = (nt_limits){.text_max_cp = 4096, .bio_max_cp = 500, .url_max = 1024,
-                             .password_min = 8, .password_max = 1024, .title_max_cp = 128,
+    ctx.limits = (nt_limits){.text_max_cp = 4096,
+                             .bio_max_cp = 500,
+                             .url_max = 1024,
+                             .password_min = 8,
+                             .password_max = 1024,
+                             .title_max_cp = 128,
                              .group_max_members = 1000};
     ctx.access_ttl_s = 900;
     ctx.refresh_ttl_s = 30 * 24 * 3600;
@@ -833,8 +838,7 @@ int main(void)
     nt_store_close(ctx.store);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
     pgt_destroy(&pg);
     return check_exit();
 }

@@ -52,8 +52,9 @@ int main(void)
                                 "b",
                                 3, out),
                  3);
-    CHECK(memcmp(out, "b\x80"
-                      "a",
+    CHECK(memcmp(out,
+                 "b\x80"
+                 "a",
                  4) == 0);
     CHECK_EQ_INT(nt_bot_reverse("\xe6\x97", 2, out), 2);
     CHECK(memcmp(out, "\x97\xe6", 3) == 0);

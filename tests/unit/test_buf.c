@@ -127,8 +127,7 @@ static void test_shared(void)
 {
     nt_shared *s = nt_shared_new("frame", 5);
     CHECK(s != NULL);
-    if (!s)
-        return;
+    if (!s) return;
     CHECK_EQ_INT(s->refs, 1);
     CHECK_EQ_INT(s->len, 5);
     CHECK(memcmp(s->data, "frame", 5) == 0);
@@ -216,10 +215,14 @@ static void test_utf8(void)
     CHECK(!valid("\xf0\x9f\x98"));
     CHECK(!valid("\xf0\x9f"));
     CHECK(!valid("\xf0"));
-    CHECK(!valid("\xc3" "a"));
-    CHECK(!valid("\xe2\x82" "a"));
-    CHECK(!valid("\xf0\x9f\x98" "a"));
-    CHECK(!valid("\xe2" "ab"));
+    CHECK(!valid("\xc3"
+                 "a"));
+    CHECK(!valid("\xe2\x82"
+                 "a"));
+    CHECK(!valid("\xf0\x9f\x98"
+                 "a"));
+    CHECK(!valid("\xe2"
+                 "ab"));
     /* bad continuation in the 3rd and 4th position */
     CHECK(!valid("\xe2\x82\x2c"));
     CHECK(!valid("\xf0\x9f\x98\x20"));

@@ -44,8 +44,7 @@ static struct {
 static void on_delivery(void *arg, nt_shared *frame, const int64_t *ids, size_t n)
 {
     uv_thread_t self = uv_thread_self();
-    if (!uv_thread_equal(&self, &rx.loop_thread))
-        rx.wrong_thread++;
+    if (!uv_thread_equal(&self, &rx.loop_thread)) rx.wrong_thread++;
     rx.calls++;
     size_t len = frame->len < sizeof rx.last_frame - 1 ? frame->len : sizeof rx.last_frame - 1;
     memcpy(rx.last_frame, frame->data, len);
@@ -57,11 +56,9 @@ static void on_delivery(void *arg, nt_shared *frame, const int64_t *ids, size_t 
     int k, seq;
     if (sscanf(rx.last_frame, "T%d:%d", &k, &seq) == 2 && k >= 0 && k < SENDERS) {
         rx.threaded++;
-        if (seq != rx.next_seq[k])
-            rx.out_of_order++;
+        if (seq != rx.next_seq[k]) rx.out_of_order++;
         rx.next_seq[k] = seq + 1;
-        if (n != 1 || ids[0] != ONLINE_BASE + k)
-            rx.bad_recipients++;
+        if (n != 1 || ids[0] != ONLINE_BASE + k) rx.bad_recipients++;
     } else if (rx.last_frame[0] == 'X') {
         rx.offline_seen++;
     } else if (strcmp(rx.last_frame, "keep") == 0) {
@@ -117,8 +114,7 @@ static void *check_online_thread(void *arg)
 {
     (void)arg;
     for (int i = 0; i < MANY_USERS; i++) {
-        if (!nt_bus_online(bus, many_id(i)))
-            atomic_fetch_add(&online_misses, 1);
+        if (!nt_bus_online(bus, many_id(i))) atomic_fetch_add(&online_misses, 1);
         if (nt_bus_online(bus, many_id(i) + 1)) /* never connected */
             atomic_fetch_add(&online_misses, 1);
     }
@@ -240,12 +236,10 @@ static void *sender_thread(void *arg)
     char frame[32];
     for (int i = 0; i < FRAMES_PER_SENDER; i++) {
         int len = snprintf(frame, sizeof frame, "T%d:%d", k, i);
-        if (nt_bus_deliver(bus, ids, 2, frame, (size_t)len) != 0)
-            atomic_fetch_add(&send_errors, 1);
+        if (nt_bus_deliver(bus, ids, 2, frame, (size_t)len) != 0) atomic_fetch_add(&send_errors, 1);
         if (i % 10 == 0 && nt_bus_deliver(bus, offline_only, 1, "X", 1) != 0)
             atomic_fetch_add(&send_errors, 1);
-        if (i % 500 == 0)
-            sleep_ms(1); /* let the loop drain part way through */
+        if (i % 500 == 0) sleep_ms(1); /* let the loop drain part way through */
     }
     return NULL;
 }
@@ -344,8 +338,7 @@ static void test_close_wakes(void)
     char err[128];
     closing_bus = nt_bus_open("local", &loop, err, sizeof err);
     CHECK(closing_bus != NULL);
-    if (!closing_bus)
-        return;
+    if (!closing_bus) return;
     CHECK_EQ_INT(nt_bus_queue_push(closing_bus, "left", "over", 4), 0);
     close_wakes_blocked(100);
 }
@@ -353,8 +346,7 @@ static void test_close_wakes(void)
 int main(void)
 {
     alarm(120); /* a hang (a caller close failed to wake) fails the test */
-    if (uv_loop_init(&loop) != 0)
-        return 1;
+    if (uv_loop_init(&loop) != 0) return 1;
     rx.loop_thread = uv_thread_self();
 
     test_open();

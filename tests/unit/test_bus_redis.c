@@ -53,13 +53,11 @@ static bool have_redis_server(void)
 {
     const char *path = getenv("PATH");
     char buf[1024];
-    if (!path)
-        return false;
+    if (!path) return false;
     while (*path) {
         size_t n = strcspn(path, ":");
         snprintf(buf, sizeof buf, "%.*s/redis-server", (int)n, path);
-        if (access(buf, X_OK) == 0)
-            return true;
+        if (access(buf, X_OK) == 0) return true;
         path += n + (path[n] == ':');
     }
     return false;
@@ -74,8 +72,7 @@ static int free_port(void)
     if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
         getsockname(fd, (struct sockaddr *)&a, &len) == 0)
         port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     return port;
 }
 
@@ -94,10 +91,8 @@ static pid_t redis_pid(void)
 {
     FILE *f = fopen(redis.pidfile, "r");
     long pid = 0;
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld", &pid) != 1) pid = 0;
     fclose(f);
     return (pid_t)pid;
 }
@@ -118,8 +113,7 @@ static int redis_start(void)
         redisContext *c = raw_connect();
         if (c) {
             redisFree(c);
-            if (redis_pid() > 0)
-                return 0;
+            if (redis_pid() > 0) return 0;
         }
         sleep_ms(10);
     }
@@ -130,31 +124,26 @@ static int redis_start(void)
 static void redis_stop(void)
 {
     pid_t pid = redis_pid();
-    if (pid <= 0)
-        return;
+    if (pid <= 0) return;
     kill(pid, SIGTERM);
     for (int i = 0; i < 500 && kill(pid, 0) == 0; i++)
         sleep_ms(10);
-    if (kill(pid, 0) == 0)
-        kill(pid, SIGKILL);
+    if (kill(pid, 0) == 0) kill(pid, SIGKILL);
     unlink(redis.pidfile);
 }
 
 static int redis_setup(void)
 {
     const char *tmp = getenv("NT_TEST_TMP");
-    if (!tmp || !*tmp)
-        tmp = "/tmp";
+    if (!tmp || !*tmp) tmp = "/tmp";
     mkdir(tmp, 0700);
     snprintf(redis.dir, sizeof redis.dir, "%s/bus_redis.XXXXXX", tmp);
-    if (!mkdtemp(redis.dir))
-        return -1;
+    if (!mkdtemp(redis.dir)) return -1;
     redis.port = free_port();
     snprintf(redis.conf, sizeof redis.conf, "%s/redis.conf", redis.dir);
     snprintf(redis.pidfile, sizeof redis.pidfile, "%s/redis.pid", redis.dir);
     FILE *f = fopen(redis.conf, "w");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     fprintf(f,
             "bind 127.0.0.1\nport %d\ndaemonize yes\npidfile %s\nsave \"\"\nappendonly no\n"
             "dir %s\nlogfile %s/redis.log\n",
@@ -181,8 +170,7 @@ static long long raw_int(const char *cmd)
 {
     redisContext *c = raw_connect();
     long long v = -1;
-    if (!c)
-        return v;
+    if (!c) return v;
     redisReply *r = redisCommand(c, cmd);
     if (r && r->type == REDIS_REPLY_INTEGER)
         v = r->integer;
@@ -190,8 +178,7 @@ static long long raw_int(const char *cmd)
         v = strtoll(r->str, NULL, 10);
     else if (r && r->type == REDIS_REPLY_ARRAY)
         v = (long long)r->elements;
-    if (r)
-        freeReplyObject(r);
+    if (r) freeReplyObject(r);
     redisFree(c);
     return v;
 }
@@ -199,11 +186,9 @@ static long long raw_int(const char *cmd)
 static void raw_cmd(const char *cmd)
 {
     redisContext *c = raw_connect();
-    if (!c)
-        return;
+    if (!c) return;
     redisReply *r = redisCommand(c, cmd);
-    if (r)
-        freeReplyObject(r);
+    if (r) freeReplyObject(r);
     redisFree(c);
 }
 
@@ -253,8 +238,7 @@ static void on_delivery(void *arg, nt_shared *frame, const int64_t *ids, size_t 
     struct rx *rx = arg;
     nt_bus *self = rx == &rx_a ? bus : bus2;
     uv_thread_t me = uv_thread_self();
-    if (!uv_thread_equal(&me, &rx->loop_thread))
-        rx->wrong_thread++;
+    if (!uv_thread_equal(&me, &rx->loop_thread)) rx->wrong_thread++;
     rx->calls++;
     size_t len = frame->len < sizeof rx->last_frame - 1 ? frame->len : sizeof rx->last_frame - 1;
     memcpy(rx->last_frame, frame->data, len);
@@ -266,15 +250,12 @@ static void on_delivery(void *arg, nt_shared *frame, const int64_t *ids, size_t 
     int k, seq;
     if (sscanf(rx->last_frame, "T%d:%d", &k, &seq) == 2 && k >= 0 && k < SENDERS) {
         rx->threaded++;
-        if (seq != rx->next_seq[k])
-            rx->out_of_order++;
+        if (seq != rx->next_seq[k]) rx->out_of_order++;
         rx->next_seq[k] = seq + 1;
-        if (n != 1 || ids[0] != ONLINE_BASE + k)
-            rx->bad_recipients++;
+        if (n != 1 || ids[0] != ONLINE_BASE + k) rx->bad_recipients++;
     } else if (sscanf(rx->last_frame, "C%d", &seq) == 1) {
         rx->cross++;
-        if (seq != rx->cross_next)
-            rx->cross_out_of_order++;
+        if (seq != rx->cross_next) rx->cross_out_of_order++;
         rx->cross_next = seq + 1;
     } else if (rx->last_frame[0] == 'X') {
         rx->offline_seen++;
@@ -332,10 +313,8 @@ static void *check_online_thread(void *arg)
 {
     nt_bus *b = arg; /* the other node: every answer comes from Redis */
     for (int i = 0; i < MANY_USERS; i++) {
-        if (!nt_bus_online(b, many_id(i)))
-            atomic_fetch_add(&online_misses, 1);
-        if (nt_bus_online(b, many_id(i) + 1))
-            atomic_fetch_add(&online_misses, 1);
+        if (!nt_bus_online(b, many_id(i))) atomic_fetch_add(&online_misses, 1);
+        if (nt_bus_online(b, many_id(i) + 1)) atomic_fetch_add(&online_misses, 1);
     }
     return NULL;
 }
@@ -438,8 +417,7 @@ static int (*wait_done)(void);
 
 static void wait_tick(uv_timer_t *timer)
 {
-    if (wait_done() || elapsed_ms(wait_started) > 20000)
-        uv_stop(timer->loop);
+    if (wait_done() || elapsed_ms(wait_started) > 20000) uv_stop(timer->loop);
 }
 
 static void run_until(int (*done)(void))
@@ -493,8 +471,7 @@ static void *sender_thread(void *arg)
     for (int i = 0; i < FRAMES_PER_SENDER; i++) {
         int len = snprintf(frame, sizeof frame, "T%d:%d", k, i);
         /* Senders 0 and 1 reach their user on node a, 2 and 3 on node b. */
-        if (nt_bus_deliver(bus, ids, 2, frame, (size_t)len) != 0)
-            atomic_fetch_add(&send_errors, 1);
+        if (nt_bus_deliver(bus, ids, 2, frame, (size_t)len) != 0) atomic_fetch_add(&send_errors, 1);
         if (i % 10 == 0 && nt_bus_deliver(bus, offline_only, 1, "X", 1) != 0)
             atomic_fetch_add(&send_errors, 1);
     }
@@ -715,8 +692,7 @@ static void test_close_wakes(void)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d?node=closing", redis.port);
     closing_bus = nt_bus_open(url, &loop, err, sizeof err);
     CHECK(closing_bus != NULL);
-    if (!closing_bus)
-        return;
+    if (!closing_bus) return;
     int64_t took = close_wakes_blocked(300);
     CHECK(took < 500); /* woken, not waiting out a slice */
     /* The request withdrew its call. */
@@ -735,8 +711,7 @@ int main(void)
         redis_stop();
         return 1;
     }
-    if (uv_loop_init(&loop) != 0)
-        return 1;
+    if (uv_loop_init(&loop) != 0) return 1;
 
     test_open();
     test_presence();

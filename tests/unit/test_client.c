@@ -52,13 +52,10 @@ static int accept_one(int lfd)
 static int srv_read_more(int fd, nt_buf *acc, int ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, ms) != 1)
-        return -1;
-    if (nt_buf_reserve(acc, 65536))
-        return -1;
+    if (poll(&p, 1, ms) != 1) return -1;
+    if (nt_buf_reserve(acc, 65536)) return -1;
     ssize_t n = recv(fd, acc->data + acc->len, 65536, MSG_DONTWAIT);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     acc->len += (size_t)n;
     return (int)n;
 }
@@ -150,11 +147,9 @@ static int srv_read_frame(int fd, nt_buf *acc, got_frame *g)
                 return 0;
             }
             nt_buf_free(&copy);
-            if (n < 0)
-                return -1;
+            if (n < 0) return -1;
         }
-        if (srv_read_more(fd, acc, 2000) <= 0)
-            return -1;
+        if (srv_read_more(fd, acc, 2000) <= 0) return -1;
     }
 }
 
@@ -163,12 +158,10 @@ static int srv_read_upgrade(int fd, nt_buf *acc, char key[25])
 {
     char *end;
     while (!(end = acc->len ? memmem(acc->data, acc->len, "\r\n\r\n", 4) : NULL))
-        if (srv_read_more(fd, acc, 2000) <= 0)
-            return -1;
+        if (srv_read_more(fd, acc, 2000) <= 0) return -1;
     nt_buf_cstr(acc);
     const char *k = strcasestr(acc->data, "Sec-WebSocket-Key: ");
-    if (!k || k > end)
-        return -1;
+    if (!k || k > end) return -1;
     memcpy(key, k + 19, 24);
     key[24] = '\0';
     return (int)(end + 4 - acc->data);
@@ -195,14 +188,10 @@ static void srv_accept_upgrade(int fd, const char *key, const char *accept_overr
 static void pump(ntc_conn *c, int ms)
 {
     struct pollfd p = {.fd = ntc_conn_fd(c), .events = POLLIN};
-    if (ntc_conn_wants_write(c))
-        p.events |= POLLOUT;
-    if (poll(&p, 1, ms) != 1)
-        return;
-    if (p.revents & POLLOUT || ntc_conn_state(c) == NTC_CONNECTING)
-        ntc_conn_on_writable(c);
-    if (p.revents & (POLLIN | POLLHUP | POLLERR))
-        ntc_conn_on_readable(c);
+    if (ntc_conn_wants_write(c)) p.events |= POLLOUT;
+    if (poll(&p, 1, ms) != 1) return;
+    if (p.revents & POLLOUT || ntc_conn_state(c) == NTC_CONNECTING) ntc_conn_on_writable(c);
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) ntc_conn_on_readable(c);
 }
 
 /* Connects a client to the fake server and completes the upgrade; the
@@ -211,8 +200,7 @@ static ntc_conn *open_pair(int lfd, int port, int *sfd, nt_buf *acc)
 {
     ntc_conn *c = ntc_conn_new("127.0.0.1", port);
     CHECK(c != NULL);
-    if (!c)
-        exit(1);
+    if (!c) exit(1);
     *sfd = accept_one(lfd);
     char key[25];
     while (ntc_conn_state(c) == NTC_CONNECTING)
@@ -323,8 +311,7 @@ static void test_handshake_and_frames(int lfd, int port)
     fcntl(s, F_SETFL, O_NONBLOCK);
     while (sent < frames.len - 300 - 3) {
         ssize_t n = send(s, frames.data + sent, frames.len - 300 - 3 - sent, MSG_NOSIGNAL);
-        if (n > 0)
-            sent += (size_t)n;
+        if (n > 0) sent += (size_t)n;
         pump(c, 10);
     }
     fcntl(s, F_SETFL, 0);
@@ -544,12 +531,10 @@ static void *fake_ws_main(void *arg)
         nt_buf acc = NT_BUF_INIT;
         char key[25];
         int head = srv_read_upgrade(s, &acc, key);
-        if (head < 0)
-            goto next;
+        if (head < 0) goto next;
         nt_buf_consume(&acc, (size_t)head);
         srv_accept_upgrade(s, key, NULL, NULL, 0);
-        if (srv_read_frame(s, &acc, g) != 0)
-            goto next;
+        if (srv_read_frame(s, &acc, g) != 0) goto next;
         if (!strstr(g->payload, "\"token\":\"good\"")) {
             srv_send_frame(s, NT_WS_OP_CLOSE, true, "\x0f\xa1", 2);
             goto next;
@@ -628,14 +613,12 @@ static void *fake_http_main(void *arg)
     nt_buf acc = NT_BUF_INIT;
     char *end;
     while (!(end = acc.len ? memmem(acc.data, acc.len, "\r\n\r\n", 4) : NULL))
-        if (srv_read_more(s, &acc, 2000) <= 0)
-            goto out;
+        if (srv_read_more(s, &acc, 2000) <= 0) goto out;
     nt_buf_cstr(&acc);
     const char *cl = strcasestr(acc.data, "Content-Length: ");
     size_t want = (size_t)(end + 4 - acc.data) + (cl ? strtoul(cl + 16, NULL, 10) : 0);
     while (acc.len < want)
-        if (srv_read_more(s, &acc, 2000) <= 0)
-            goto out;
+        if (srv_read_more(s, &acc, 2000) <= 0) goto out;
     f->request_len = acc.len < sizeof f->request - 1 ? acc.len : sizeof f->request - 1;
     memcpy(f->request, acc.data, f->request_len);
     f->request[f->request_len] = '\0';
@@ -661,9 +644,9 @@ static void http_client_post(int port, fake_http *f)
 {
     int status = 0;
     nt_buf body = NT_BUF_INIT;
-    CHECK_EQ_INT(ntc_http("127.0.0.1", port, "POST", "/api/v1/x?y=1", "tok", "{\"a\":1}", &status,
-                          &body),
-                 0);
+    CHECK_EQ_INT(
+        ntc_http("127.0.0.1", port, "POST", "/api/v1/x?y=1", "tok", "{\"a\":1}", &status, &body),
+        0);
     CHECK_EQ_INT(status, 201);
     CHECK_STR_EQ(nt_buf_cstr(&body), "{\"ok\":true}");
     nt_buf_free(&body);
@@ -710,8 +693,9 @@ static void test_http(void)
     CHECK(strstr(f->request, "\r\nContent-Length: 7\r\n") != NULL);
     CHECK(strstr(f->request, "\r\n\r\n{\"a\":1}") != NULL);
 
-    const char *reg_body = "{\"user\":{\"id\":42,\"nickname\":\"alice\"},"
-                           "\"access_token\":\"AT.x.y\",\"refresh_token\":\"RT\",\"expires_in\":900}";
+    const char *reg_body =
+        "{\"user\":{\"id\":42,\"nickname\":\"alice\"},"
+        "\"access_token\":\"AT.x.y\",\"refresh_token\":\"RT\",\"expires_in\":900}";
     char reg_answer[512];
     snprintf(reg_answer, sizeof reg_answer, "HTTP/1.1 201 Created\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(reg_body), reg_body);
@@ -719,7 +703,8 @@ static void test_http(void)
     http_exchange(f, port, http_client_register);
     CHECK(strstr(f->request, "POST /api/v1/auth/register HTTP/1.1\r\n") == f->request);
     CHECK(strstr(f->request,
-                 "{\"email\":\"a@b.c\",\"password\":\"password1\",\"nickname\":\"alice\"}") != NULL);
+                 "{\"email\":\"a@b.c\",\"password\":\"password1\",\"nickname\":\"alice\"}") !=
+          NULL);
 
     f->answer = "HTTP/1.1 409 Conflict\r\nContent-Length: 47\r\n\r\n"
                 "{\"error\":{\"code\":\"conflict\",\"message\":\"taken\"}}";

@@ -73,10 +73,25 @@ static void test_numbers(void)
     nt_json doc;
     int64_t v = 7;
     static const char *const valid[] = {
-        "0", "-0", "1", "-1", "10", "0.5", "-0.5", "1.25", "1e5", "1E5", "1e+5", "1e-5",
-        "0e0", "-0.0e-0", "123.456e789", "1.0E+2",
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "10",
+        "0.5",
+        "-0.5",
+        "1.25",
+        "1e5",
+        "1E5",
+        "1e+5",
+        "1e-5",
+        "0e0",
+        "-0.0e-0",
+        "123.456e789",
+        "1.0E+2",
         /* syntactically fine however large: range is nt_json_int's business */
-        "123456789012345678901234567890", "1e999999",
+        "123456789012345678901234567890",
+        "1e999999",
     };
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         int rc = parse(&doc, valid[i]);
@@ -87,9 +102,9 @@ static void test_numbers(void)
             CHECK_EQ_INT(nt_json_type_of(&doc, 0), NT_JSON_NUMBER);
     }
     static const char *const invalid[] = {
-        "01", "-01", "00", "+1", "-", "1.", ".5", "-.5", "1e", "1e+", "1E-", "1.e5", "0x10",
-        "NaN", "nan", "Infinity", "-Infinity", "inf", "1 2", "1,", "- 1", "1_000", "1.5.5",
-        "1e5e5", "--1", "0.", "٣",
+        "01",  "-01", "00",   "+1",    "-",     "1.",    ".5",       "-.5",       "1e",
+        "1e+", "1E-", "1.e5", "0x10",  "NaN",   "nan",   "Infinity", "-Infinity", "inf",
+        "1 2", "1,",  "- 1",  "1_000", "1.5.5", "1e5e5", "--1",      "0.",        "٣",
     };
     for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
         int rc = parse(&doc, invalid[i]);
@@ -186,12 +201,11 @@ static void test_containers(void)
     /* Array iteration sees exactly the six elements, in order. */
     int list = nt_json_get(&doc, 0, "list");
     CHECK_EQ_INT(doc.toks[list].count, 6);
-    static const int want[] = {NT_JSON_NUMBER, NT_JSON_ARRAY,  NT_JSON_OBJECT,
-                               NT_JSON_STRING, NT_JSON_TRUE, NT_JSON_FALSE};
+    static const int want[] = {NT_JSON_NUMBER, NT_JSON_ARRAY, NT_JSON_OBJECT,
+                               NT_JSON_STRING, NT_JSON_TRUE,  NT_JSON_FALSE};
     int n = 0;
     for (int e = nt_json_first(&doc, list); e >= 0; e = nt_json_next(&doc, e)) {
-        if (n < 6)
-            CHECK_EQ_INT(nt_json_type_of(&doc, e), want[n]);
+        if (n < 6) CHECK_EQ_INT(nt_json_type_of(&doc, e), want[n]);
         n++;
     }
     CHECK_EQ_INT(n, 6);
@@ -327,29 +341,103 @@ static void test_malformed(void)
 {
     nt_json doc;
     static const char *const bad[] = {
-        "", " ", "\n", "tru", "truee", "True", "nul", "nulll", "fals", "falsey", "undefined",
-        "'a'", "\"abc", "\"abc\\\"", "\"\\", "\"\\x\"", "\"\\a\"", "\"\\U0041\"", "\"\\u\"",
-        "\"\\u12\"", "\"\\u123\"", "\"\\u12G4\"", "\"\\u-123\"", "\"\\ \"", "\"\\0\"",
+        "",
+        " ",
+        "\n",
+        "tru",
+        "truee",
+        "True",
+        "nul",
+        "nulll",
+        "fals",
+        "falsey",
+        "undefined",
+        "'a'",
+        "\"abc",
+        "\"abc\\\"",
+        "\"\\",
+        "\"\\x\"",
+        "\"\\a\"",
+        "\"\\U0041\"",
+        "\"\\u\"",
+        "\"\\u12\"",
+        "\"\\u123\"",
+        "\"\\u12G4\"",
+        "\"\\u-123\"",
+        "\"\\ \"",
+        "\"\\0\"",
         /* lone and misordered surrogates */
-        "\"\\uD800\"", "\"\\uDBFF\"", "\"\\uDC00\"", "\"\\uDFFF\"", "\"\\uD800x\"",
-        "\"\\uD800\\n\"", "\"\\uD800\\u0041\"", "\"\\uD800\\uD800\"", "\"\\uDC00\\uD800\"",
-        "\"\\uD800\\u\"", "\"\\uD800\\uDC0\"", "\"\\uD800\\\"", "\"\\uD83D\\uDE0G\"",
+        "\"\\uD800\"",
+        "\"\\uDBFF\"",
+        "\"\\uDC00\"",
+        "\"\\uDFFF\"",
+        "\"\\uD800x\"",
+        "\"\\uD800\\n\"",
+        "\"\\uD800\\u0041\"",
+        "\"\\uD800\\uD800\"",
+        "\"\\uDC00\\uD800\"",
+        "\"\\uD800\\u\"",
+        "\"\\uD800\\uDC0\"",
+        "\"\\uD800\\\"",
+        "\"\\uD83D\\uDE0G\"",
         /* raw control characters */
-        "\"a\nb\"", "\"a\tb\"", "\"\x01\"", "\"\x1f\"", "\"\r\"",
+        "\"a\nb\"",
+        "\"a\tb\"",
+        "\"\x01\"",
+        "\"\x1f\"",
+        "\"\r\"",
         /* containers */
-        "{", "}", "[", "]", "[1", "[1,", "[1,]", "[,1]", "[1 2]", "[,]", "{,}", "{\"a\"}",
-        "{\"a\":}", "{\"a\" 1}", "{\"a\":1,}", "{,\"a\":1}", "{\"a\":1 \"b\":2}", "{a:1}",
-        "{1:1}", "{null:1}", "{\"a\"::1}", "{\"a\":1]", "[1}", "[}", "{]", "[[]", "[]]",
-        "{\"a\":1}}", "{\"a\":{}", "[\"a\":1]", "{\"a\",1}", "[1;2]",
+        "{",
+        "}",
+        "[",
+        "]",
+        "[1",
+        "[1,",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "[,]",
+        "{,}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\" 1}",
+        "{\"a\":1,}",
+        "{,\"a\":1}",
+        "{\"a\":1 \"b\":2}",
+        "{a:1}",
+        "{1:1}",
+        "{null:1}",
+        "{\"a\"::1}",
+        "{\"a\":1]",
+        "[1}",
+        "[}",
+        "{]",
+        "[[]",
+        "[]]",
+        "{\"a\":1}}",
+        "{\"a\":{}",
+        "[\"a\":1]",
+        "{\"a\",1}",
+        "[1;2]",
         /* trailing garbage and several values */
-        "1 2", "{} {}", "[]x", "true false", "\"a\"\"b\"", "null,", "0 0", "[] ]",
-        "1\x0b", "\xef\xbb\xbf{}", "/*c*/{}", "{}//", "\x0c[]",
+        "1 2",
+        "{} {}",
+        "[]x",
+        "true false",
+        "\"a\"\"b\"",
+        "null,",
+        "0 0",
+        "[] ]",
+        "1\x0b",
+        "\xef\xbb\xbf{}",
+        "/*c*/{}",
+        "{}//",
+        "\x0c[]",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = parse(&doc, bad[i]);
         CHECK_EQ_INT(rc, NT_JSON_ERR_SYNTAX);
-        if (rc != NT_JSON_ERR_SYNTAX)
-            fprintf(stderr, "  accepted: [%s]\n", bad[i]);
+        if (rc != NT_JSON_ERR_SYNTAX) fprintf(stderr, "  accepted: [%s]\n", bad[i]);
         CHECK_EQ_INT(doc.ntoks, 0);
     }
     /* An embedded NUL where the length says there is more text */
@@ -378,7 +466,8 @@ static void test_malformed(void)
         "\"\xf4\x90\x80\x80\"",     /* U+110000 */
         "\"\xf5\x80\x80\x80\"",     /* lead byte past the range */
         "\"\xf8\x88\x80\x80\x80\"", /* 5-byte form */
-        "\"\xfe\"", "\"\xff\"",
+        "\"\xfe\"",
+        "\"\xff\"",
         "\"\xc3\"",         /* truncated by the quote */
         "\"\xe2\x82\"",     /* truncated 3-byte */
         "\"\xf0\x9f\x98\"", /* truncated 4-byte */
@@ -390,20 +479,19 @@ static void test_malformed(void)
     for (size_t i = 0; i < sizeof bad_utf8 / sizeof bad_utf8[0]; i++) {
         int rc = parse(&doc, bad_utf8[i]);
         CHECK_EQ_INT(rc, NT_JSON_ERR_SYNTAX);
-        if (rc != NT_JSON_ERR_SYNTAX)
-            fprintf(stderr, "  invalid UTF-8 accepted: case %zu\n", i);
+        if (rc != NT_JSON_ERR_SYNTAX) fprintf(stderr, "  invalid UTF-8 accepted: case %zu\n", i);
     }
     /* Just inside each UTF-8 boundary is fine. */
     static const char *const good_utf8[] = {
-        "\"\xc2\x80\"", "\"\xdf\xbf\"", "\"\xe0\xa0\x80\"", "\"\xed\x9f\xbf\"",
-        "\"\xee\x80\x80\"", "\"\xf0\x90\x80\x80\"", "\"\xf4\x8f\xbf\xbf\"",
-        "{\"\xc3\xa9\":[\"\xe2\x82\xac\"]}",
+        "\"\xc2\x80\"",         "\"\xdf\xbf\"",
+        "\"\xe0\xa0\x80\"",     "\"\xed\x9f\xbf\"",
+        "\"\xee\x80\x80\"",     "\"\xf0\x90\x80\x80\"",
+        "\"\xf4\x8f\xbf\xbf\"", "{\"\xc3\xa9\":[\"\xe2\x82\xac\"]}",
     };
     for (size_t i = 0; i < sizeof good_utf8 / sizeof good_utf8[0]; i++) {
         int rc = parse(&doc, good_utf8[i]);
         CHECK_EQ_INT(rc, 0);
-        if (rc)
-            fprintf(stderr, "  valid UTF-8 rejected: case %zu\n", i);
+        if (rc) fprintf(stderr, "  valid UTF-8 rejected: case %zu\n", i);
     }
 }
 
@@ -542,8 +630,7 @@ static void test_writer(void)
     nt_jw_int(&w, INT64_MAX);
     nt_jw_int(&w, INT64_MIN);
     nt_jw_arr_end(&w);
-    CHECK_STR_EQ(written(&b, &w),
-                 "[0,0,9,10,9223372036854775807,-9223372036854775808]");
+    CHECK_STR_EQ(written(&b, &w), "[0,0,9,10,9223372036854775807,-9223372036854775808]");
 
     /* Escaping: quote, backslash, every control character, nothing else. */
     nt_buf_reset(&b);

@@ -61,7 +61,10 @@ static void test_queue_big(void)
     static int64_t blocks[BIG + 1];
     static unsigned char paired[BIG + 1];
     nt_matcher *m = nt_matcher_new(0);
-    if (!(m != NULL)) { CHECK(m != NULL); return; }
+    if (!(m != NULL)) {
+        CHECK(m != NULL);
+        return;
+    }
     int pairs = 0, bad = 0;
     uint64_t max_step = 0, prev = 0;
     struct timespec t0, t1;
@@ -126,7 +129,10 @@ static void test_queue_rules(void)
 {
     nt_matcher *m = nt_matcher_new(0);
     nt_match_ticket p;
-    if (!(m != NULL)) { CHECK(m != NULL); return; }
+    if (!(m != NULL)) {
+        CHECK(m != NULL);
+        return;
+    }
 
     /* Interests first, then the longest wait. */
     nt_match_ticket a = ticket(1, NT_GENDER_MALE, 30, NT_GENDER_ALL, 13, 120);
@@ -350,7 +356,7 @@ static int64_t test_pair(void)
     CHECK_STR_EQ(BSTR("status"), "waiting");
     join(&CMO);
     CHECK_EQ_INT(R.status, 200); /* still one entry */
-    join(&CXM); /* male 40, wants men: incompatible with mo, waits */
+    join(&CXM);                  /* male 40, wants men: incompatible with mo, waits */
     CHECK_EQ_INT(R.status, 202);
     CHECK_EQ_INT(nframes, 0);
 

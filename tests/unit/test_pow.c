@@ -67,8 +67,8 @@ static void check_proof(const char *prefix, size_t len, int bits, const nt_pow_r
             uint8_t d[32];
             reference_hash(prefix, len, n, d);
             if (leading_zero_bits(d) >= bits) {
-                fprintf(stderr, "nonce %" PRIu64 " < %" PRIu64 " also works (len %zu bits %d)\n",
-                        n, r->nonce, len, bits);
+                fprintf(stderr, "nonce %" PRIu64 " < %" PRIu64 " also works (len %zu bits %d)\n", n,
+                        r->nonce, len, bits);
                 CHECK(0);
                 break;
             }
@@ -117,8 +117,7 @@ static void test_bits_and_lengths(void)
             nt_pow_result r;
             int rc = nt_pow_search(prefix, lens[li], bits, 0, 1, NULL, 0, &r);
             CHECK_EQ_INT(rc, 1);
-            if (rc != 1)
-                continue;
+            if (rc != 1) continue;
             check_proof(prefix, lens[li], bits, &r, true);
             CHECK(r.hashes == r.nonce + 1);
         }

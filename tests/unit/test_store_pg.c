@@ -320,9 +320,8 @@ static void test_throughput(nt_store *s)
     int64_t chats[CHATS];
     for (int i = 0; i < CHATS; i++) {
         nt_chat c;
-        CHECK_EQ_INT(nt_store_chat_create(s, "group", "bench", users[0], users + 1, SENDERS - 1, 1,
-                                          &c),
-                     0);
+        CHECK_EQ_INT(
+            nt_store_chat_create(s, "group", "bench", users[0], users + 1, SENDERS - 1, 1, &c), 0);
         chats[i] = c.id;
         nt_chat_free(&c);
     }

@@ -113,10 +113,9 @@ static void test_message(void)
     m.text_len = strlen(text);
     m.ts = 1700000000000;
 
-    CHECK_STR_EQ(message_json(&m),
-                 "{\"id\":1001,\"chat_id\":3,\"seq\":17,\"sender_id\":42,"
-                 "\"text\":\"he said \\\"</script>\\\"\\n\",\"ts\":1700000000000,"
-                 "\"client_id\":null,\"edited_at\":null,\"deleted\":false}");
+    CHECK_STR_EQ(message_json(&m), "{\"id\":1001,\"chat_id\":3,\"seq\":17,\"sender_id\":42,"
+                                   "\"text\":\"he said \\\"</script>\\\"\\n\",\"ts\":1700000000000,"
+                                   "\"client_id\":null,\"edited_at\":null,\"deleted\":false}");
     CHECK(parses(view_text));
 
     /* client_id and edited_at set; text_len is what counts, not the NUL. */
