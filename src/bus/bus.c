@@ -146,3 +146,16 @@ bool nt_bus_leader(nt_bus *b, const char *name, int ttl_ms)
 {
     return b->ops->leader(b, name, ttl_ms);
 }
+
+int nt_bus_match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
+                      nt_bus_match_entry *partner)
+{
+    if (!b->ops->match_join) return NT_BUS_ENOTSUP;
+    return b->ops->match_join(b, me, scan_cap, partner);
+}
+
+int nt_bus_match_leave(nt_bus *b, int64_t user_id)
+{
+    if (!b->ops->match_leave) return NT_BUS_ENOTSUP;
+    return b->ops->match_leave(b, user_id);
+}

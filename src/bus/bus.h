@@ -41,6 +41,7 @@ enum {
     NT_BUS_EUNAVAILABLE = -111, /* the bus is down: caller answers 503 */
     NT_BUS_ENOMEM = -12,
     NT_BUS_ECLOSED = -32,
+    NT_BUS_ENOTSUP = -95, /* the back end does not offer this (match queue) */
 };
 
 /* "local" (in-process). `loop` is the loop thread that runs deliveries and
@@ -117,6 +118,41 @@ void nt_bus_call_free(nt_bus_call *call);
 /* Takes or renews the lock `name` for ttl_ms. True if this process holds it
  * now. A holder that stops renewing loses it after ttl_ms. */
 bool nt_bus_leader(nt_bus *b, const char *name, int ttl_ms);
+
+/* ---- shared match queue ---------------------------------------------------- */
+
+/* A user waiting for a random chat, as the shared queue keeps it. gender is
+ * one bit (1 male, 2 female, 4 other), genders the set wanted, ages within
+ * 13..120. blocks: the users this one blocked or was blocked by (read at
+ * join time, so both directions are covered); not kept in the queue. */
+typedef struct nt_bus_match_entry {
+    int64_t user_id;
+    unsigned gender;
+    int age;
+    unsigned genders;
+    int age_min, age_max;
+    const int64_t *blocks;
+    int nblocks;
+} nt_bus_match_entry;
+
+enum { NT_BUS_MATCH_WAITING = 0, NT_BUS_MATCH_ALREADY = 1, NT_BUS_MATCH_PAIRED = 2 };
+
+/*
+ * The match queue shared by every node (Redis). In one atomic step: if
+ * me->user_id already waits, NT_BUS_MATCH_ALREADY; else the oldest
+ * compatible waiting user (each inside the other's genders and age range,
+ * not in me->blocks; at most scan_cap looked at per bucket) leaves the queue
+ * and its user_id, gender and age go into *partner: NT_BUS_MATCH_PAIRED;
+ * else me waits: NT_BUS_MATCH_WAITING. scan_cap 0 only queues me (puts back
+ * a partner whose chat could not be stored). NT_BUS_ENOTSUP from the
+ * in-process back end (the caller keeps its own queue), NT_BUS_EUNAVAILABLE
+ * if Redis does not answer. Any thread.
+ */
+int nt_bus_match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
+                      nt_bus_match_entry *partner);
+/* Takes user_id out of the shared queue: 1 if it was waiting, 0 if not,
+ * NT_BUS_ENOTSUP or NT_BUS_EUNAVAILABLE. Any thread. */
+int nt_bus_match_leave(nt_bus *b, int64_t user_id);
 
 /* ---- notes on use (added with the first back end) ------------------------ */
 

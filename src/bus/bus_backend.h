@@ -53,6 +53,11 @@ struct nt_bus_ops {
     int (*reply)(nt_bus *b, const nt_bus_call *call, const void *payload, size_t len);
 
     bool (*leader)(nt_bus *b, const char *name, int ttl_ms);
+
+    /* Optional (NULL: NT_BUS_ENOTSUP). */
+    int (*match_join)(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
+                      nt_bus_match_entry *partner);
+    int (*match_leave)(nt_bus *b, int64_t user_id);
 };
 
 /* The in-process back end (bus_local.c), URL "local". */

@@ -117,6 +117,8 @@ enum {
     S_REPLY,
     S_LEADER,
     S_RESIGN,
+    S_MQ_JOIN,
+    S_MQ_LEAVE,
     S_COUNT
 };
 
@@ -258,6 +260,68 @@ static const char *const rb_scripts[S_COUNT] = {
                  "  return redis.call('DEL', KEYS[1])\n"
                  "end\n"
                  "return 0\n",
+    /* The shared match queue. natter:mq:e:USER is a waiting user's hash
+     * (g gender bit, a age, lo/hi age range, k its bucket); a bucket
+     * natter:mq:b:GENDER:AGE:WANTED is a sorted set of users by arrival.
+     * ARGV: user, gender, age, genders, age_min, age_max, scan cap, blocked
+     * users... Returns {1} already waiting, {2, partner, gender, age}, or
+     * {0} now waiting. The search, the partner's removal and the insertion
+     * are one script, so two nodes can never take the same partner. */
+    [S_MQ_JOIN] =
+        "local P = 'natter:mq:'\n"
+        "local me = ARGV[1]\n"
+        "if redis.call('EXISTS', P .. 'e:' .. me) == 1 then return {1} end\n"
+        "local g, age, gs = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+        "local lo, hi, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+        "local blocked = {}\n"
+        "for i = 8, #ARGV do blocked[ARGV[i]] = true end\n"
+        "local best, best_seq, best_key\n"
+        "if cap > 0 then\n"
+        "  for _, cg in ipairs({1, 2, 4}) do\n"
+        "    if bit.band(gs, cg) ~= 0 then\n"
+        "      for a = lo, hi do\n"
+        "        for mask = 1, 7 do\n"
+        "          if bit.band(mask, g) ~= 0 then\n"
+        "            local key = P .. 'b:' .. cg .. ':' .. a .. ':' .. mask\n"
+        "            local c = redis.call('ZRANGE', key, 0, cap - 1, 'WITHSCORES')\n"
+        "            for j = 1, #c, 2 do\n"
+        "              local id = c[j]\n"
+        "              if id ~= me and not blocked[id] then\n"
+        "                local r = redis.call('HMGET', P .. 'e:' .. id, 'lo', 'hi')\n"
+        "                if r[1] and age >= tonumber(r[1]) and age <= tonumber(r[2]) then\n"
+        "                  local seq = tonumber(c[j + 1])\n"
+        "                  if not best or seq < best_seq then\n"
+        "                    best, best_seq, best_key = id, seq, key\n"
+        "                  end\n"
+        "                  break\n"
+        "                elseif not r[1] then\n"
+        "                  redis.call('ZREM', key, id)\n"
+        "                end\n"
+        "              end\n"
+        "            end\n"
+        "          end\n"
+        "        end\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "if best then\n"
+        "  local r = redis.call('HMGET', P .. 'e:' .. best, 'g', 'a')\n"
+        "  redis.call('ZREM', best_key, best)\n"
+        "  redis.call('DEL', P .. 'e:' .. best)\n"
+        "  return {2, best, r[1], r[2]}\n"
+        "end\n"
+        "local key = P .. 'b:' .. g .. ':' .. age .. ':' .. gs\n"
+        "redis.call('HSET', P .. 'e:' .. me, 'g', g, 'a', age, 'lo', lo, 'hi', hi, 'k', key)\n"
+        "redis.call('ZADD', key, redis.call('INCR', P .. 'seq'), me)\n"
+        "return {0}\n",
+    /* ARGV: user. 1 if it was waiting. */
+    [S_MQ_LEAVE] = "local P = 'natter:mq:'\n"
+                   "local key = redis.call('HGET', P .. 'e:' .. ARGV[1], 'k')\n"
+                   "if not key then return 0 end\n"
+                   "redis.call('ZREM', key, ARGV[1])\n"
+                   "redis.call('DEL', P .. 'e:' .. ARGV[1])\n"
+                   "return 1\n",
 };
 
 /* ---- state -------------------------------------------------------------------- */
@@ -1555,6 +1619,71 @@ static bool rb__leader(nt_bus *b, const char *name, int ttl_ms)
     return held;
 }
 
+/* ---- shared match queue ---------------------------------------------------------- */
+
+static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
+                          nt_bus_match_entry *partner)
+{
+    struct redis_bus *rb = rb__of(b);
+    if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
+    if (me->nblocks < 0 || scan_cap < 0) return -EINVAL;
+    int argc = 7 + me->nblocks;
+    char(*nums)[24] = calloc((size_t)argc, sizeof *nums);
+    const char **argv = calloc((size_t)argc, sizeof *argv);
+    size_t *lens = calloc((size_t)argc, sizeof *lens);
+    int rc = NT_BUS_ENOMEM;
+    if (!nums || !argv || !lens) goto out;
+    int64_t head[7] = {me->user_id, me->gender,  me->age, me->genders,
+                       me->age_min, me->age_max, scan_cap};
+    for (int i = 0; i < argc; i++) {
+        int64_t v = i < 7 ? head[i] : me->blocks[i - 7];
+        lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRId64, v);
+        argv[i] = nums[i];
+    }
+    rc = NT_BUS_EUNAVAILABLE;
+    struct rb_conn *conn = rb__conn(rb);
+    redisReply *reply = conn ? rb__eval(rb, conn, S_MQ_JOIN, 0, argc, argv, lens) : NULL;
+    rb__log_error("match join", reply);
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER) {
+        rc = (int)reply->element[0]->integer;
+        if (rc == NT_BUS_MATCH_PAIRED) {
+            memset(partner, 0, sizeof *partner);
+            if (reply->elements == 4 && reply->element[1]->type == REDIS_REPLY_STRING &&
+                reply->element[2]->type == REDIS_REPLY_STRING &&
+                reply->element[3]->type == REDIS_REPLY_STRING) {
+                partner->user_id = strtoll(reply->element[1]->str, NULL, 10);
+                partner->gender = (unsigned)strtoul(reply->element[2]->str, NULL, 10);
+                partner->age = (int)strtol(reply->element[3]->str, NULL, 10);
+            } else {
+                rc = NT_BUS_EUNAVAILABLE;
+            }
+        }
+    }
+    if (reply) freeReplyObject(reply);
+out:
+    free(nums);
+    free(argv);
+    free(lens);
+    return rc;
+}
+
+static int rb__match_leave(nt_bus *b, int64_t user_id)
+{
+    struct redis_bus *rb = rb__of(b);
+    if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
+    char uid[24];
+    const char *argv[1] = {uid};
+    size_t lens[1] = {(size_t)snprintf(uid, sizeof uid, "%" PRId64, user_id)};
+    struct rb_conn *conn = rb__conn(rb);
+    redisReply *reply = conn ? rb__eval(rb, conn, S_MQ_LEAVE, 0, 1, argv, lens) : NULL;
+    int rc = NT_BUS_EUNAVAILABLE;
+    if (reply && reply->type == REDIS_REPLY_INTEGER) rc = reply->integer == 1;
+    rb__log_error("match leave", reply);
+    if (reply) freeReplyObject(reply);
+    return rc;
+}
+
 /* ---- open / close / ping ----------------------------------------------------------- */
 
 static int rb__parse_url(struct redis_bus *rb, const char *url, char *err, size_t err_len)
@@ -1846,4 +1975,6 @@ const nt_bus_ops nt_bus_redis_ops = {
     .serve = rb__serve,
     .reply = rb__reply,
     .leader = rb__leader,
+    .match_join = rb__match_join,
+    .match_leave = rb__match_leave,
 };

@@ -768,8 +768,39 @@ static void match__send_matched(nt_ctx *ctx, int64_t user, const nt_buf *chat_js
     nt_buf_free(&frame);
 }
 
-/* The pair is out of the queue: make their chat and tell them. On failure
- * the partner goes back to its place and the caller gets the error. */
+/* A ticket as the shared (bus) queue takes it. */
+static void match__entry(const nt_match_ticket *t, nt_bus_match_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    e->user_id = t->user_id;
+    e->gender = t->gender;
+    e->age = t->age;
+    e->genders = t->genders;
+    e->age_min = t->age_min;
+    e->age_max = t->age_max;
+    e->blocks = t->blocks;
+    e->nblocks = t->nblocks;
+}
+
+/* Through the bus's shared queue (Redis: any node's waiting users):
+ * NT_MATCH_* with *partner's user_id, gender and age set when paired, or
+ * NT_BUS_ENOTSUP (in-process bus: use the local queue) or another error. */
+static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_ticket *partner)
+{
+    nt_bus_match_entry me, other;
+    match__entry(t, &me);
+    int rc = nt_bus_match_join(ctx->bus, &me, MQ_SCAN_CAP_DEFAULT, &other);
+    if (rc != NT_BUS_MATCH_PAIRED) return rc;
+    memset(partner, 0, sizeof *partner);
+    partner->user_id = other.user_id;
+    partner->gender = other.gender;
+    partner->age = other.age;
+    return NT_MATCH_PAIRED;
+}
+
+/* The pair is out of the queue (q, or the bus's shared one when q is
+ * NULL): make their chat and tell them. On failure the partner goes back
+ * and the caller gets the error. */
 static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
                         const nt_match_ticket *partner, nt_reply *r)
 {
@@ -790,7 +821,13 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
         if (nt_store_block_peers(ctx->store, partner->user_id, &blocks, &n) == 0) {
             back.blocks = blocks;
             back.nblocks = n;
-            nt_matcher_requeue(q, &back);
+            if (q) {
+                nt_matcher_requeue(q, &back);
+            } else {
+                nt_bus_match_entry e;
+                match__entry(&back, &e);
+                nt_bus_match_join(ctx->bus, &e, 0, &e);
+            }
         }
         free(blocks);
         nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
@@ -821,16 +858,16 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
     nt_match_ticket t, partner;
     int64_t *blocks = NULL;
 
-    nt_matcher *q = match__queue(ctx, true);
-    if (!q) {
-        nt_reply_error(r, 503, "unavailable", "the match queue is unavailable");
-        return;
-    }
     if (!match__ticket(ctx, c->user_id, &t, &blocks, r)) return;
-    int rc = nt_matcher_offer(q, &t, &partner);
+    nt_matcher *q = NULL;
+    int rc = match__offer_shared(ctx, &t, &partner);
+    if (rc == NT_BUS_ENOTSUP) {
+        q = match__queue(ctx, true);
+        rc = q ? nt_matcher_offer(q, &t, &partner) : -ENOMEM;
+    }
     free(blocks);
     if (rc < 0) {
-        nt_reply_error(r, 503, "unavailable", "out of memory in the match queue");
+        nt_reply_error(r, 503, "unavailable", "the match queue is unavailable");
         return;
     }
     if (rc == NT_MATCH_PAIRED) {
@@ -845,13 +882,13 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
 
 void nt_match_leave(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
 {
-    nt_matcher *q = match__queue(ctx, false);
-    if (q) nt_matcher_leave(q, c->user_id);
+    nt_match_disconnect(ctx, c->user_id);
     match__reply_empty(r, 204);
 }
 
 void nt_match_disconnect(nt_ctx *ctx, int64_t user_id)
 {
+    if (nt_bus_match_leave(ctx->bus, user_id) != NT_BUS_ENOTSUP) return;
     nt_matcher *q = match__queue(ctx, false);
     if (q) nt_matcher_leave(q, user_id);
 }
