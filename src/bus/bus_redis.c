@@ -261,20 +261,28 @@ static const char *const rb_scripts[S_COUNT] = {
                  "end\n"
                  "return 0\n",
     /* The shared match queue. natter:mq:e:USER is a waiting user's hash
-     * (g gender bit, a age, lo/hi age range, k its bucket); a bucket
-     * natter:mq:b:GENDER:AGE:WANTED is a sorted set of users by arrival.
-     * ARGV: user, gender, age, genders, age_min, age_max, scan cap, blocked
+     * (g gender bit, a age, lo/hi age range, k its bucket, n its node); a
+     * bucket natter:mq:b:GENDER:AGE:WANTED is a sorted set of users by
+     * arrival. A candidate whose node is no longer alive is dropped. ARGV:
+     * user, gender, age, genders, age_min, age_max, scan cap, node, blocked
      * users... Returns {1} already waiting, {2, partner, gender, age}, or
      * {0} now waiting. The search, the partner's removal and the insertion
      * are one script, so two nodes can never take the same partner. */
     [S_MQ_JOIN] =
         "local P = 'natter:mq:'\n"
         "local me = ARGV[1]\n"
-        "if redis.call('EXISTS', P .. 'e:' .. me) == 1 then return {1} end\n"
+        "local mine = redis.call('HMGET', P .. 'e:' .. me, 'k', 'n')\n"
+        "if mine[1] then\n"
+        "  if not mine[2] or redis.call('EXISTS', 'natter:alive:' .. mine[2]) == 1 then\n"
+        "    return {1}\n"
+        "  end\n"
+        "  redis.call('ZREM', mine[1], me)\n"
+        "  redis.call('DEL', P .. 'e:' .. me)\n"
+        "end\n"
         "local g, age, gs = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
         "local lo, hi, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
         "local blocked = {}\n"
-        "for i = 8, #ARGV do blocked[ARGV[i]] = true end\n"
+        "for i = 9, #ARGV do blocked[ARGV[i]] = true end\n"
         "local best, best_seq, best_key\n"
         "if cap > 0 then\n"
         "  for _, cg in ipairs({1, 2, 4}) do\n"
@@ -287,7 +295,12 @@ static const char *const rb_scripts[S_COUNT] = {
         "            for j = 1, #c, 2 do\n"
         "              local id = c[j]\n"
         "              if id ~= me and not blocked[id] then\n"
-        "                local r = redis.call('HMGET', P .. 'e:' .. id, 'lo', 'hi')\n"
+        "                local r = redis.call('HMGET', P .. 'e:' .. id, 'lo', 'hi', 'n')\n"
+        "                if r[1] and r[3] and\n"
+        "                   redis.call('EXISTS', 'natter:alive:' .. r[3]) == 0 then\n"
+        "                  redis.call('DEL', P .. 'e:' .. id)\n"
+        "                  r[1] = false\n"
+        "                end\n"
         "                if r[1] and age >= tonumber(r[1]) and age <= tonumber(r[2]) then\n"
         "                  local seq = tonumber(c[j + 1])\n"
         "                  if not best or seq < best_seq then\n"
@@ -312,7 +325,8 @@ static const char *const rb_scripts[S_COUNT] = {
         "  return {2, best, r[1], r[2]}\n"
         "end\n"
         "local key = P .. 'b:' .. g .. ':' .. age .. ':' .. gs\n"
-        "redis.call('HSET', P .. 'e:' .. me, 'g', g, 'a', age, 'lo', lo, 'hi', hi, 'k', key)\n"
+        "redis.call('HSET', P .. 'e:' .. me, 'g', g, 'a', age, 'lo', lo, 'hi', hi, 'k', key,\n"
+        "           'n', ARGV[8])\n"
         "redis.call('ZADD', key, redis.call('INCR', P .. 'seq'), me)\n"
         "return {0}\n",
     /* ARGV: user. 1 if it was waiting. */
@@ -1627,7 +1641,7 @@ static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
     struct redis_bus *rb = rb__of(b);
     if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
     if (me->nblocks < 0 || scan_cap < 0) return -EINVAL;
-    int argc = 7 + me->nblocks;
+    int argc = 8 + me->nblocks;
     char(*nums)[24] = calloc((size_t)argc, sizeof *nums);
     const char **argv = calloc((size_t)argc, sizeof *argv);
     size_t *lens = calloc((size_t)argc, sizeof *lens);
@@ -1636,7 +1650,12 @@ static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
     int64_t head[7] = {me->user_id, me->gender,  me->age, me->genders,
                        me->age_min, me->age_max, scan_cap};
     for (int i = 0; i < argc; i++) {
-        int64_t v = i < 7 ? head[i] : me->blocks[i - 7];
+        if (i == 7) {
+            argv[i] = rb->node;
+            lens[i] = strlen(rb->node);
+            continue;
+        }
+        int64_t v = i < 7 ? head[i] : me->blocks[i - 8];
         lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRId64, v);
         argv[i] = nums[i];
     }

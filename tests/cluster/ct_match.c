@@ -9,6 +9,8 @@
  *  2. A user who left the queue through another node is not paired; an
  *     incompatible user (outside the other's genders) waits; a compatible
  *     one on a third node takes the first one still waiting.
+ *  3. A user waiting through a gateway node that is then SIGKILLed is not
+ *     given to anyone once the node's heartbeat has run out.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -134,6 +136,26 @@ static void case_leave_and_compatibility(nct_cluster *c)
     ntc_conn_free(cf);
 }
 
+/* ---- 3. a dead node's waiting user ----------------------------------------------- */
+
+static void case_dead_node(nct_cluster *c)
+{
+    nth_user gus, hal;
+    char st[32];
+
+    REQUIRE(make(c->gateways[2], &gus, "gus", "male", 33, NULL));
+    REQUIRE(make(c->gateways[0], &hal, "hal", "male", 34, NULL));
+    CHECK_EQ_INT(join(c->gateways[2], &gus, st, sizeof st), 202);
+    nth_kill(c->gateways[2]);
+    /* The node's liveness key lasts 5 s after its last heartbeat. */
+    struct timespec ts = {7, 0};
+    nanosleep(&ts, NULL);
+    CHECK_EQ_INT(join(c->gateways[0], &hal, st, sizeof st), 202);
+    CHECK(strcmp(st, "waiting") == 0);
+    CHECK_EQ_INT(nth_api(c->gateways[1], "DELETE", "/api/v1/match", hal.s.access_token, NULL, NULL),
+                 204);
+}
+
 int main(void)
 {
     alarm(280);
@@ -147,6 +169,7 @@ int main(void)
              &cluster);
     NTH_CASE("leave through another node, incompatible users wait, the oldest fit is taken",
              case_leave_and_compatibility, &cluster);
+    NTH_CASE("a user waiting on a gateway that died is not paired", case_dead_node, &cluster);
     nct_stop(&cluster, check_failures == 0);
     return check_exit();
 }
