@@ -732,14 +732,18 @@ struct async_state {
 static void async_done(nt_append *op)
 {
     struct async_state *st = op->user;
+    int status = op->status;
+    int64_t seq = op->msg.seq;
+    /* Release before telling the waiter: once remaining hits 0 it frees the
+     * ops (and the lock). */
+    nt_append_release(op);
     pthread_mutex_lock(&st->lock);
-    if (op->status != 0) st->failures++;
-    if (op->msg.seq <= st->last_seq) st->out_of_order = true;
-    st->last_seq = op->msg.seq;
+    if (status != 0) st->failures++;
+    if (seq <= st->last_seq) st->out_of_order = true;
+    st->last_seq = seq;
     st->remaining--;
     pthread_cond_signal(&st->cond);
     pthread_mutex_unlock(&st->lock);
-    nt_append_release(op);
 }
 
 static void test_concurrency(nt_store *s)
