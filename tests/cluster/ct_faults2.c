@@ -820,7 +820,7 @@ static void case_lobby_leader(nct_cluster *c)
 
     /* Kill the leader; another takes over once the lock expires. */
     bot_proc *leader = NULL;
-    for (int i = 0; i < 3 && !(leader = lobby_leader(c, 3, i == 2)); i++)
+    for (int i = 0; i < 6 && !(leader = lobby_leader(c, 3, i == 5)); i++)
         sleep_ms(100);
     REQUIRE(leader);
     printf("lobby: the leader is %s (pid %d): SIGKILL\n", leader->name, (int)leader->pid);
@@ -841,7 +841,7 @@ static void case_lobby_leader(nct_cluster *c)
     /* The lock's TTL plus one interval, plus a little for the store. */
     CHECK(first_after - killed <= LOBBY_TTL_MS + 1000 + 1000);
     bot_proc *next = NULL;
-    for (int i = 0; i < 3 && !(next = lobby_leader(c, 3, i == 2)); i++)
+    for (int i = 0; i < 6 && !(next = lobby_leader(c, 3, i == 5)); i++)
         sleep_ms(100);
     CHECK(next && next != leader);
 
