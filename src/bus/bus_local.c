@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "bus/bus_backend.h"
+#include "bus/conn_counts.h"
 #include "common/clock.h"
 
 /* Bytes of deliveries queued from other threads that the loop has not
@@ -47,7 +48,6 @@
 #define LOCAL_QUEUE_MAX ((size_t)1 << 20)
 /* Used when nt_bus_queue_pop gets visibility_ms <= 0. */
 #define LOCAL_DEFAULT_VISIBILITY_MS 30000
-#define LOCAL_REGISTRY_MIN_CAP 64
 #define LOCAL_NEVER UINT64_MAX
 
 /* A job, or a call waiting for a server. Calls need no more than their id:
@@ -88,11 +88,6 @@ struct local_delivery {
     int64_t ids[];
 };
 
-struct local_reg_slot {
-    int64_t user_id;
-    uint32_t conns; /* 0: the slot is empty */
-};
-
 struct local_bus {
     nt_bus base;
     uint64_t token; /* this bus among others (leader locks, reply address) */
@@ -110,9 +105,7 @@ struct local_bus {
     struct local_waiter *waiters;
 
     pthread_rwlock_t reg_lock;
-    struct local_reg_slot *reg;
-    size_t reg_cap; /* power of two */
-    size_t reg_used;
+    nt_conn_counts reg; /* connections per user on this node */
 
     pthread_mutex_t dq_mu;
     struct local_delivery *dq_head, *dq_tail;
@@ -174,114 +167,29 @@ static void local__wait_until(pthread_cond_t *cond, pthread_mutex_t *mu, uint64_
 
 /* ---- registry ------------------------------------------------------------- */
 
-static size_t local__hash(int64_t user_id)
-{
-    uint64_t x = (uint64_t)user_id;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (size_t)x;
-}
-
-/* The slot holding user_id, or the empty slot where it would go. */
-static size_t local__reg_find(const struct local_bus *lb, int64_t user_id)
-{
-    size_t mask = lb->reg_cap - 1;
-    size_t i = local__hash(user_id) & mask;
-    while (lb->reg[i].conns && lb->reg[i].user_id != user_id)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static uint32_t local__reg_count(const struct local_bus *lb, int64_t user_id)
-{
-    return lb->reg[local__reg_find(lb, user_id)].conns;
-}
-
-static int local__reg_grow(struct local_bus *lb)
-{
-    size_t cap = lb->reg_cap * 2;
-    struct local_reg_slot *slots = calloc(cap, sizeof *slots);
-    if (!slots) return NT_BUS_ENOMEM;
-    struct local_reg_slot *old = lb->reg;
-    size_t old_cap = lb->reg_cap;
-    lb->reg = slots;
-    lb->reg_cap = cap;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].conns) lb->reg[local__reg_find(lb, old[i].user_id)] = old[i];
-    }
-    free(old);
-    return 0;
-}
-
-/* Empties slot i and shifts later members of its probe run back, so lookups
- * never need tombstones. */
-static void local__reg_remove(struct local_bus *lb, size_t i)
-{
-    size_t mask = lb->reg_cap - 1;
-    for (;;) {
-        lb->reg[i].conns = 0;
-        size_t j = i;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (!lb->reg[j].conns) return;
-            size_t home = local__hash(lb->reg[j].user_id) & mask;
-            /* Slot j may stay unless its home lies cyclically in (i, j]. */
-            bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (!stays) break;
-        }
-        lb->reg[i] = lb->reg[j];
-        i = j;
-    }
-}
-
 static int local__conn_up(nt_bus *b, int64_t user_id)
 {
     struct local_bus *lb = local__of(b);
-    int rc = 0;
     pthread_rwlock_wrlock(&lb->reg_lock);
-    size_t i = local__reg_find(lb, user_id);
-    if (lb->reg[i].conns) {
-        if (lb->reg[i].conns < UINT32_MAX) lb->reg[i].conns++;
-        goto out;
-    }
-    /* Keep the load under 3/4 so probe runs stay short. */
-    if ((lb->reg_used + 1) * 4 > lb->reg_cap * 3) {
-        rc = local__reg_grow(lb);
-        if (rc) goto out;
-        i = local__reg_find(lb, user_id);
-    }
-    lb->reg[i].user_id = user_id;
-    lb->reg[i].conns = 1;
-    lb->reg_used++;
-    rc = 1;
-out:
+    int64_t before = nt_conn_counts_add(&lb->reg, user_id, +1);
     pthread_rwlock_unlock(&lb->reg_lock);
-    return rc;
+    return before < 0 ? NT_BUS_ENOMEM : before == 0;
 }
 
 static int local__conn_down(nt_bus *b, int64_t user_id)
 {
     struct local_bus *lb = local__of(b);
-    int rc = 0;
     pthread_rwlock_wrlock(&lb->reg_lock);
-    size_t i = local__reg_find(lb, user_id);
-    if (lb->reg[i].conns && --lb->reg[i].conns == 0) {
-        local__reg_remove(lb, i);
-        lb->reg_used--;
-        rc = 1;
-    }
+    int64_t before = nt_conn_counts_add(&lb->reg, user_id, -1);
     pthread_rwlock_unlock(&lb->reg_lock);
-    return rc;
+    return before == 1;
 }
 
 static bool local__online(nt_bus *b, int64_t user_id)
 {
     struct local_bus *lb = local__of(b);
     pthread_rwlock_rdlock(&lb->reg_lock);
-    bool online = local__reg_count(lb, user_id) > 0;
+    bool online = nt_conn_counts_get(&lb->reg, user_id) > 0;
     pthread_rwlock_unlock(&lb->reg_lock);
     return online;
 }
@@ -314,7 +222,7 @@ static int local__deliver_now(struct local_bus *lb, const int64_t *user_ids, siz
     size_t m = 0;
     pthread_rwlock_rdlock(&lb->reg_lock);
     for (size_t i = 0; i < n; i++) {
-        if (local__reg_count(lb, user_ids[i]) > 0) recipients[m++] = user_ids[i];
+        if (nt_conn_counts_get(&lb->reg, user_ids[i]) > 0) recipients[m++] = user_ids[i];
     }
     pthread_rwlock_unlock(&lb->reg_lock);
 
@@ -918,9 +826,7 @@ static nt_bus *local__open(const char *url, uv_loop_t *loop, char *err, size_t e
     lb->token = local__random_token();
     snprintf(lb->reply_to, sizeof lb->reply_to, "local:%016" PRIx64, lb->token);
 
-    lb->reg_cap = LOCAL_REGISTRY_MIN_CAP;
-    lb->reg = calloc(lb->reg_cap, sizeof *lb->reg);
-    if (!lb->reg) goto fail_reg;
+    if (nt_conn_counts_init(&lb->reg) != 0) goto fail_reg;
     if (pthread_mutex_init(&lb->mu, NULL)) goto fail_mu;
     if (local__cond_init(&lb->idle)) goto fail_idle;
     if (pthread_rwlock_init(&lb->reg_lock, NULL)) goto fail_rwlock;
@@ -945,7 +851,7 @@ fail_rwlock:
 fail_idle:
     pthread_mutex_destroy(&lb->mu);
 fail_mu:
-    free(lb->reg);
+    nt_conn_counts_free(&lb->reg);
 fail_reg:
     free(lb);
 fail_alloc:
@@ -1006,7 +912,7 @@ static void local__close(nt_bus *b)
     local__free_queues(lb->queues);
     local__free_queues(lb->services);
     free(lb->recipients);
-    free(lb->reg);
+    nt_conn_counts_free(&lb->reg);
     pthread_mutex_destroy(&lb->dq_mu);
     pthread_rwlock_destroy(&lb->reg_lock);
     pthread_cond_destroy(&lb->idle);

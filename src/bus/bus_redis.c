@@ -66,6 +66,7 @@
 #include <openssl/evp.h>
 
 #include "bus/bus_backend.h"
+#include "bus/conn_counts.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -82,7 +83,6 @@
 #define RB_REPLY_TTL_MS 60000 /* a reply nobody read disappears after this */
 #define RB_DELIVERY_QUEUE_MAX ((size_t)256 << 20)
 #define RB_MAX_LEADER_NAMES 16
-#define RB_REGISTRY_MIN_CAP 64
 #define RB_NEVER UINT64_MAX
 
 /* ---- Lua scripts ------------------------------------------------------------ */
@@ -375,11 +375,6 @@ struct rb_delivery {
     int64_t ids[];
 };
 
-struct rb_reg_slot {
-    int64_t user_id;
-    uint32_t conns; /* 0: empty */
-};
-
 struct redis_bus {
     nt_bus base;
     char host[256];
@@ -411,9 +406,7 @@ struct redis_bus {
     bool need_sync;
 
     pthread_rwlock_t reg_lock;
-    struct rb_reg_slot *reg;
-    size_t reg_cap;
-    size_t reg_used;
+    nt_conn_counts reg; /* connections per user on this node */
 
     pthread_mutex_t dq_mu;
     struct rb_delivery *dq_head, *dq_tail;
@@ -456,98 +449,14 @@ static struct timeval rb__tv(int ms)
 
 /* ---- local registry (a copy of this node's own counts) ----------------------- */
 
-static size_t rb__hash(int64_t user_id)
-{
-    uint64_t x = (uint64_t)user_id;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (size_t)x;
-}
-
-static size_t rb__reg_find(const struct redis_bus *rb, int64_t user_id)
-{
-    size_t mask = rb->reg_cap - 1;
-    size_t i = rb__hash(user_id) & mask;
-    while (rb->reg[i].conns && rb->reg[i].user_id != user_id)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static uint32_t rb__reg_count(const struct redis_bus *rb, int64_t user_id)
-{
-    return rb->reg[rb__reg_find(rb, user_id)].conns;
-}
-
-static int rb__reg_grow(struct redis_bus *rb)
-{
-    size_t cap = rb->reg_cap * 2;
-    struct rb_reg_slot *slots = calloc(cap, sizeof *slots);
-    if (!slots) return NT_BUS_ENOMEM;
-    struct rb_reg_slot *old = rb->reg;
-    size_t old_cap = rb->reg_cap;
-    rb->reg = slots;
-    rb->reg_cap = cap;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].conns) rb->reg[rb__reg_find(rb, old[i].user_id)] = old[i];
-    }
-    free(old);
-    return 0;
-}
-
-/* Backward-shift deletion: no tombstones. */
-static void rb__reg_remove(struct redis_bus *rb, size_t i)
-{
-    size_t mask = rb->reg_cap - 1;
-    for (;;) {
-        rb->reg[i].conns = 0;
-        size_t j = i;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (!rb->reg[j].conns) return;
-            size_t home = rb__hash(rb->reg[j].user_id) & mask;
-            bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (!stays) break;
-        }
-        rb->reg[i] = rb->reg[j];
-        i = j;
-    }
-}
-
 /* Adds delta (+1 or -1) to the user's local count; returns the count before,
  * or a negative error. A -1 for a user with no connection is ignored. */
 static int64_t rb__reg_add(struct redis_bus *rb, int64_t user_id, int delta)
 {
-    int64_t before = 0;
     pthread_rwlock_wrlock(&rb->reg_lock);
-    size_t i = rb__reg_find(rb, user_id);
-    before = rb->reg[i].conns;
-    if (delta > 0) {
-        if (before) {
-            if (rb->reg[i].conns < UINT32_MAX) rb->reg[i].conns++;
-            goto out;
-        }
-        if ((rb->reg_used + 1) * 4 > rb->reg_cap * 3) {
-            if (rb__reg_grow(rb)) {
-                before = NT_BUS_ENOMEM;
-                goto out;
-            }
-            i = rb__reg_find(rb, user_id);
-        }
-        rb->reg[i].user_id = user_id;
-        rb->reg[i].conns = 1;
-        rb->reg_used++;
-    } else if (before) {
-        if (--rb->reg[i].conns == 0) {
-            rb__reg_remove(rb, i);
-            rb->reg_used--;
-        }
-    }
-out:
+    int64_t before = nt_conn_counts_add(&rb->reg, user_id, delta);
     pthread_rwlock_unlock(&rb->reg_lock);
-    return before;
+    return before < 0 ? NT_BUS_ENOMEM : before;
 }
 
 /* ---- synchronous connections --------------------------------------------------- */
@@ -861,7 +770,7 @@ static int rb__deliver_local(struct redis_bus *rb, const int64_t *user_ids, size
     size_t m = 0;
     pthread_rwlock_rdlock(&rb->reg_lock);
     for (size_t i = 0; i < n; i++) {
-        if (rb__reg_count(rb, user_ids[i]) > 0) recipients[m++] = user_ids[i];
+        if (nt_conn_counts_get(&rb->reg, user_ids[i]) > 0) recipients[m++] = user_ids[i];
     }
     pthread_rwlock_unlock(&rb->reg_lock);
     int rc = 0;
@@ -1105,7 +1014,7 @@ static void rb__async_connect(struct rb_async *a)
 static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
 {
     pthread_rwlock_rdlock(&rb->reg_lock);
-    size_t n = rb->reg_used;
+    size_t n = rb->reg.used;
     size_t argc = 2 + 2 * n;
     const char **argv = malloc(argc * sizeof *argv);
     size_t *lens = malloc(argc * sizeof *lens);
@@ -1124,13 +1033,14 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
     lens[1] = (size_t)snprintf(ttl, sizeof ttl, "%d", RB_ALIVE_TTL_MS);
     char *p = buf;
     size_t k = 2;
-    for (size_t i = 0; i < rb->reg_cap; i++) {
-        if (!rb->reg[i].conns) continue;
-        int w = sprintf(p, "%" PRId64, rb->reg[i].user_id);
+    for (size_t i = 0; i < rb->reg.cap; i++) {
+        const nt_conn_count_slot *slot = &rb->reg.slots[i];
+        if (!slot->conns) continue;
+        int w = sprintf(p, "%" PRId64, slot->user_id);
         argv[k] = p;
         lens[k++] = (size_t)w;
         p += w + 1;
-        w = sprintf(p, "%" PRIu32, rb->reg[i].conns);
+        w = sprintf(p, "%" PRIu32, slot->conns);
         argv[k] = p;
         lens[k++] = (size_t)w;
         p += w + 1;
@@ -1196,7 +1106,7 @@ static bool rb__online(nt_bus *b, int64_t user_id)
 {
     struct redis_bus *rb = rb__of(b);
     pthread_rwlock_rdlock(&rb->reg_lock);
-    bool here = rb__reg_count(rb, user_id) > 0;
+    bool here = nt_conn_counts_get(&rb->reg, user_id) > 0;
     pthread_rwlock_unlock(&rb->reg_lock);
     if (here) return true;
     if (rb__on_loop(rb) && !atomic_load(&rb->loop_ok)) return false;
@@ -1792,7 +1702,7 @@ static void rb__free(struct redis_bus *rb)
         free(d);
         d = next;
     }
-    free(rb->reg);
+    nt_conn_counts_free(&rb->reg);
     pthread_mutex_destroy(&rb->dq_mu);
     pthread_rwlock_destroy(&rb->reg_lock);
     pthread_cond_destroy(&rb->wake);
@@ -1830,7 +1740,6 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
     snprintf(rb->channel, sizeof rb->channel, RB_PREFIX "deliver:%s", rb->node);
     rb->sub.rb = rb->pub.rb = rb;
     rb->sub.is_subscriber = true;
-    rb->reg_cap = RB_REGISTRY_MIN_CAP;
 
     /* Each step either succeeds or leaves rb for rb__free (which copes with
      * zeroed members). */
@@ -1839,8 +1748,7 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
     rb__cond_init(&rb->wake);
     pthread_rwlock_init(&rb->reg_lock, NULL);
     pthread_mutex_init(&rb->dq_mu, NULL);
-    rb->reg = calloc(rb->reg_cap, sizeof *rb->reg);
-    if (!rb->reg || rb__script_shas(rb) != 0) {
+    if (nt_conn_counts_init(&rb->reg) != 0 || rb__script_shas(rb) != 0) {
         snprintf(err, err_len, "bus: out of memory");
         goto fail;
     }
