@@ -53,6 +53,8 @@ typedef struct gw_registry_slot {
 } gw_registry_slot;
 
 typedef struct gw_send gw_send;
+/* A user whose presence change is being told (ws_session.c). */
+typedef struct gw_presence_slot gw_presence_slot;
 
 struct nt_gateway {
     uv_loop_t *loop;
@@ -78,7 +80,8 @@ struct nt_gateway {
     uint64_t drain_deadline;
     void (*drain_done)(void *arg);
     void *drain_arg;
-    size_t jobs_in_flight; /* libuv's pool and the hashing pool together */
+    size_t jobs_in_flight;                /* libuv's pool and the hashing pool together */
+    gw_presence_slot *presence_in_flight; /* one presence job per user at a time */
     /* register and login: Argon2id on threads of their own (hash_pool.h) */
     gw_hash_pool *hash_pool;
 };

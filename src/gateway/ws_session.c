@@ -168,13 +168,11 @@ static void after_ws_job(gw_job *job)
  * waits in `pending` (only the latest state matters) and runs after it.
  * Otherwise a quick offline-online pair could reach partners reversed.
  */
-typedef struct gw_presence_slot {
+struct gw_presence_slot {
     struct gw_presence_slot *next;
     int64_t user_id;
     int pending; /* -1 none, 0 offline, 1 online */
-} gw_presence_slot;
-
-static gw_presence_slot *presence_in_flight;
+};
 
 static void submit_presence(nt_gateway *gw, int64_t user_id, bool online);
 
@@ -185,7 +183,7 @@ static void run_presence(gw_job *job)
 
 static void after_presence(gw_job *job)
 {
-    for (gw_presence_slot **p = &presence_in_flight; *p; p = &(*p)->next) {
+    for (gw_presence_slot **p = &job->gw->presence_in_flight; *p; p = &(*p)->next) {
         gw_presence_slot *slot = *p;
         if (slot->user_id != job->caller.user_id) continue;
         if (slot->pending >= 0 && (slot->pending == 1) != job->online) {
@@ -213,7 +211,7 @@ static void submit_presence(nt_gateway *gw, int64_t user_id, bool online)
 
 void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
 {
-    for (gw_presence_slot *slot = presence_in_flight; slot; slot = slot->next) {
+    for (gw_presence_slot *slot = gw->presence_in_flight; slot; slot = slot->next) {
         if (slot->user_id == user_id) {
             slot->pending = online;
             return;
@@ -223,8 +221,8 @@ void gw_presence(nt_gateway *gw, int64_t user_id, bool online)
     if (!slot) return;
     slot->user_id = user_id;
     slot->pending = -1;
-    slot->next = presence_in_flight;
-    presence_in_flight = slot;
+    slot->next = gw->presence_in_flight;
+    gw->presence_in_flight = slot;
     submit_presence(gw, user_id, online);
 }
 
