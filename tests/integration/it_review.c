@@ -375,6 +375,60 @@ static void case_auth_deadline_from_upgrade(void)
     nth_free(srv, check_failures == 0);
 }
 
+/*
+ * Keepalive and the auth deadline (DESIGN.md timers): a WebSocket that
+ * never authenticates is closed with 4001; an authenticated one that stops
+ * answering is pinged, then dropped; one that answers pings (libnatter does)
+ * stays open.
+ */
+static void case_keepalive(void)
+{
+    nt_server *srv = nth_start("--ping-interval 1 --auth-timeout 2");
+    REQUIRE(srv);
+    nth_user u;
+    REQUIRE(nth_register(srv, "keep", &u) == 0);
+
+    /* No auth frame: close 4001 (0x0FA1) within the deadline plus a sweep. */
+    int quiet = raw_connect(srv, 0);
+    REQUIRE(quiet >= 0);
+    nt_buf acc = NT_BUF_INIT;
+    REQUIRE(raw_ws_upgrade(quiet, &acc));
+    CHECK_EQ_INT(raw_read_until(quiet, &acc,
+                                "\x0f\xa1"
+                                "auth timeout",
+                                6000),
+                 1);
+    close(quiet);
+
+    /* Authenticated, then silent: pinged (0x89), then closed by the server. */
+    int dead = raw_connect(srv, 0);
+    REQUIRE(dead >= 0);
+    nt_buf_reset(&acc);
+    REQUIRE(raw_ws_upgrade(dead, &acc));
+    char auth[2048];
+    snprintf(auth, sizeof auth, "{\"type\":\"auth\",\"token\":\"%s\"}", u.s.access_token);
+    CHECK(raw_ws_text(dead, auth));
+    CHECK_EQ_INT(raw_read_until(dead, &acc, "\"ready\"", NTH_WAIT_MS), 1);
+    CHECK_EQ_INT(raw_read_until(dead, &acc, "\x89\x00", 4000), 1);
+    CHECK_EQ_INT(raw_read_until(dead, &acc, "never-sent", 6000), -1); /* dropped */
+    close(dead);
+
+    /* A client that answers pings is kept past several intervals. */
+    ntc_conn *alive = nth_connect(srv, &u);
+    REQUIRE(alive);
+    const char *json;
+    size_t len;
+    for (int64_t until = now_ms() + 4000; now_ms() < until;)
+        ntc_conn_wait(alive, 200, &json, &len); /* pings are answered while waiting */
+    CHECK(ntc_conn_state(alive) == NTC_OPEN);
+    CHECK(ntc_conn_send_text(alive, "{\"type\":\"ping\",\"id\":1}") == 0);
+    CHECK_EQ_INT(ntc_conn_wait_type(alive, "pong", NTH_WAIT_MS, &json, &len), 1);
+    ntc_conn_free(alive);
+    nt_buf_free(&acc);
+    CHECK_EQ_INT(nth_stop(srv), 0);
+    nth_free(srv, check_failures == 0);
+}
+
 int main(void)
 {
     nt_server *srv = nth_start(NULL);
@@ -403,6 +457,9 @@ int main(void)
     nth_case_end();
     nth_case_begin("auth deadline counts from the upgrade");
     case_auth_deadline_from_upgrade();
+    nth_case_end();
+    nth_case_begin("keepalive: no auth closes 4001, a silent peer is pinged and dropped");
+    case_keepalive();
     nth_case_end();
     return check_exit();
 }
