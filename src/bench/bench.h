@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "client/natter.h"
@@ -45,7 +46,10 @@ typedef struct nb_opts {
     int login_threads;   /* login storm concurrency */
     double max_p99_ms;   /* ingest: p99 send-to-ack bound */
     int tick_us;         /* send scheduler tick */
-    int match_users;     /* match */
+    int match_waiting;   /* match: users waiting in the queue (joined over REST) */
+    int match_arrivals;  /* match: WebSocket connections that join at the rate */
+    double match_wait_s; /* match: a queued arrival is cancelled after this */
+    const char *rates;   /* match: comma-separated list of rates, or NULL */
     bool quiet;          /* JSON line only */
     int argc;            /* arguments left for a pass-through scenario (pow) */
     char **argv;
@@ -136,6 +140,32 @@ int nb_api(const nb_opts *o, const nb_user *u, const char *method, const char *p
  * Returns the chat id and its last seq in *last_seq, or a negative errno
  * after printing why. */
 int64_t nb_make_chat(const nb_opts *o, nb_user *users, int n, bool direct, int64_t *last_seq);
+
+/* ---- many REST calls over keep-alive connections (rest.c) ------------------------- */
+
+/* One request of a batch: method (default POST), path and JSON body ("" for none). */
+typedef struct nb_rest_req {
+    const char *method;
+    char path[96];
+    char body[320];
+} nb_rest_req;
+
+/* Fills request i of a batch (called from several threads at once). */
+typedef void (*nb_rest_fill)(void *arg, int i, nb_rest_req *req);
+
+/* Makes n calls, call i as users[i], over `threads` keep-alive connections;
+ * status[i] (if not NULL) receives the HTTP status or a negative errno. A
+ * 503 or a broken connection is retried a few times. Returns the number of
+ * 2xx answers; prints the first failure. */
+long nb_rest_batch(const nb_opts *o, const nb_user *users, int n, int threads, nb_rest_fill fill,
+                   void *arg, int *status);
+
+/* ---- scenarios outside main.c -------------------------------------------------------- */
+
+/* The JSON line's opening fields every scenario prints. */
+void nb_print_header(FILE *f, const nb_opts *o, const char *scenario);
+/* The match scenario (match.c); the process exit code. */
+int nb_scenario_match(const nb_opts *o);
 
 /* ---- the load driver -------------------------------------------------------------- */
 

@@ -35,7 +35,9 @@ static void usage(FILE *f)
             "  group      --groups G of --members M, --rate R msgs/s in total\n"
             "  ingest     --senders S (one chat each): highest rate with p99 ack < --max-p99\n"
             "  login      a direct load; a login storm runs in the second half\n"
-            "  match      random-chat matching, if the server offers it\n"
+            "  match      --waiting W users queued over REST, --arrivals A WebSockets join at\n"
+            "             --rate R/s (or each of --rates R1,R2,..., or a search): pairs/s and\n"
+            "             time to match (p99 bound --max-p99)\n"
             "  pow        runs natter-pow-bench (next to natter-bench) with the args\n"
             "\n"
             "options:\n"
@@ -50,7 +52,13 @@ static void usage(FILE *f)
             "  --pairs P             direct/login pairs (default 100)\n"
             "  --groups G --members M  group shape (default 100 x 100)\n"
             "  --senders S           ingest senders (default 200)\n"
-            "  --max-p99 MS          ingest bound on p99 send-to-ack (default 50)\n"
+            "  --max-p99 MS          ingest: bound on p99 send-to-ack; match: on p99 time to\n"
+            "                        match (default 50)\n"
+            "  --waiting W           match: users waiting in the queue (default 100000)\n"
+            "  --arrivals A          match: arrival connections, at most 19000 (default 2000)\n"
+            "  --match-wait S        match: a queued arrival is cancelled (not matched) after\n"
+            "                        S seconds (default 1)\n"
+            "  --rates R1,R2,...     match: measure each rate in turn\n"
             "  --procs N             load processes (default 1)\n"
             "  --share K             idle: connections per user (default 1)\n"
             "  --hold S              idle: seconds to hold before reading the RSS (default 2)\n"
@@ -75,7 +83,9 @@ static nb_opts opts = {
     .login_threads = 8,
     .max_p99_ms = 50,
     .tick_us = 250,
-    .match_users = 1000,
+    .match_waiting = 100000,
+    .match_arrivals = 2000,
+    .match_wait_s = 1,
 };
 static int share = 1;
 static double idle_hold_s = 2;
@@ -390,13 +400,18 @@ static int run_load(nb_user *users, nb_chat *chats, int nchats, double rate, dou
 
 /* ---- scenarios ----------------------------------------------------------------- */
 
-static void print_header(FILE *f, const char *scenario)
+void nb_print_header(FILE *f, const nb_opts *o, const char *scenario)
 {
     fprintf(f,
             "{\"scenario\":\"%s\",\"proto\":\"%s\",\"host\":\"%s\",\"port\":%d,\"procs\":%d,"
             "\"size\":%d,\"time\":%lld",
-            scenario, opts.proto == NB_MQTT ? "mqtt" : "natter", opts.host, opts.port, opts.procs,
-            opts.size, (long long)time(NULL));
+            scenario, o->proto == NB_MQTT ? "mqtt" : "natter", o->host, o->port, o->procs, o->size,
+            (long long)time(NULL));
+}
+
+static void print_header(FILE *f, const char *scenario)
+{
+    nb_print_header(f, &opts, scenario);
 }
 
 /* Spawns load processes holding idle connections users[from..to), split
@@ -755,31 +770,10 @@ static int scenario_login(void)
     return rc == 0 && fig.res.lost == 0 && fig.res.duplicated == 0 ? 0 : 1;
 }
 
+/* Random-chat matching: see match.c. */
 static int scenario_match(void)
 {
-    nb_user *users = nb_users_get(&opts, 1, 1);
-    if (!users) return 1;
-    nt_buf body = NT_BUF_INIT;
-    int status = nb_api(&opts, users, "POST", "/api/v1/match", NULL, &body);
-    bool available = status == 202 || status == 400 || status == 200;
-    if (available) nb_api(&opts, users, "DELETE", "/api/v1/match", NULL, &body);
-    print_header(stdout, "match");
-    printf(",\"available\":false,\"status\":%d}\n", status);
-    if (!opts.quiet) {
-        if (available)
-            fprintf(stderr,
-                    "match: the server answers POST /api/v1/match (%d), but this "
-                    "natter-bench does not drive matching yet\n",
-                    status);
-        else
-            fprintf(stderr,
-                    "match: not available on this server (POST /api/v1/match answered "
-                    "%d)\n",
-                    status);
-    }
-    nt_buf_free(&body);
-    free(users);
-    return 0;
+    return nb_scenario_match(&opts);
 }
 
 static int scenario_pow(int argc, char **argv)
@@ -859,6 +853,11 @@ int main(int argc, char **argv)
             i++;
             continue;
         }
+        if (!strcmp(f, "--rates") && v) {
+            opts.rates = v;
+            i++;
+            continue;
+        }
         if (!strcmp(f, "--prefix") && v) {
             opts.prefix = v;
             i++;
@@ -892,6 +891,9 @@ int main(int argc, char **argv)
         NUM("--hold", 0, 86400, idle_hold_s)
         NUM("--login-threads", 1, 64, opts.login_threads)
         NUM("--tick-us", 20, 1e6, opts.tick_us)
+        NUM("--waiting", 0, 1e7, opts.match_waiting)
+        NUM("--arrivals", 1, 19000, opts.match_arrivals)
+        NUM("--match-wait", 0.01, 600, opts.match_wait_s)
 #undef NUM
         fprintf(stderr, "natter-bench: unknown option %s\n", f);
         usage(stderr);
