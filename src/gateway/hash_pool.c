@@ -3,6 +3,21 @@
  * waiting jobs, a condition variable the threads sleep on, and a second
  * FIFO of finished jobs that the loop thread empties when the uv_async
  * fires (the same hand-off as the WebSocket send path in ws_session.c).
+ *
+ * The Argon2id hashes themselves do not run in this process: each pool
+ * thread owns a helper process, forked at start, that does nothing but
+ * hash and verify at SCHED_IDLE, one request at a time over a socketpair.
+ * The pool threads run at normal priority and do the rest of a login or
+ * registration (parsing, store reads and writes, signing) themselves,
+ * blocked on the socket while their helper hashes. Why a process and not a
+ * thread at idle priority (docs/decisions.md, "Password hashing"): libsodium
+ * maps each hash's 64 MiB with MAP_POPULATE and unmaps it after, and both
+ * hold the process's mmap lock while they fault in or free 16,384 pages;
+ * a thread at idle priority preempted there kept the store writer (glibc
+ * growing a heap with mprotect, SQLite growing its map with mremap) waiting
+ * up to 23 ms. And an idle-priority thread preempted inside uv_async_send
+ * made the loop spin in sched_yield until it ran again. A process of its
+ * own has its own memory map and never touches the loop's handles.
  */
 #include "gateway/hash_pool.h"
 
@@ -10,24 +25,59 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sodium.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "gateway/gateway_internal.h"
+#include "services/auth.h"
 
 #define HASH_QUEUE_PER_THREAD 16
 #define HASH_MAX_THREADS 64
+#define HASH_PW_MAX 4096 /* auth.c never passes a longer password */
+
+/* One request to a helper, sent as one SOCK_SEQPACKET message of its used
+ * length (the header, str, and pw_len bytes of pw). */
+enum { HASH_OP_STR = 1, HASH_OP_VERIFY = 2 };
+typedef struct hash_req {
+    uint32_t op;
+    uint32_t pw_len;
+    uint64_t ops, mem;            /* HASH_OP_STR: the cost */
+    char str[NT_PWHASH_STRBYTES]; /* HASH_OP_VERIFY: the stored string */
+    char pw[HASH_PW_MAX];
+} hash_req;
+
+/* The answer: libsodium's return value and, for HASH_OP_STR, the string. */
+typedef struct hash_res {
+    int32_t rc;
+    char str[NT_PWHASH_STRBYTES];
+} hash_res;
+
+/* A pool thread's helper process; touched only by that thread once the
+ * pool runs (and by the loop thread before and after). */
+typedef struct pool_helper {
+    gw_hash_pool *pool;
+    pid_t pid; /* 0: none running */
+    int fd;    /* our end of the socketpair, -1 if none */
+} pool_helper;
 
 struct gw_hash_pool {
     uv_async_t async; /* first: the close callback gets the pool from it */
     gw_hash_done_fn done;
     pthread_t threads[HASH_MAX_THREADS];
+    pool_helper helpers[HASH_MAX_THREADS]; /* helpers[i] is threads[i]'s */
     int nthreads;
     size_t max_queued;
 
@@ -51,32 +101,188 @@ static void pool__push(gw_job **head, gw_job **tail, gw_job *job)
     *tail = job;
 }
 
+/* ---- the helper process ---- */
+
 /*
- * Lowest priority for the calling thread. SCHED_IDLE (Linux) gives the
- * thread the smallest CFS weight there is and lets any normal thread that
- * wakes on its CPU preempt it, so the loop thread and the store writer run
- * as if the hash were not there, and the hash takes only the idle time of
- * the cores. An unprivileged process may always lower itself to it. If the
- * kernel or a sandbox refuses (not Linux, a seccomp filter), nice 19 is the
- * next best: on Linux nice is per thread when given the thread id, and it
- * still leaves the hash about 1.5 % of a core against a nice-0 thread. If
- * both fail the pool still works, only without the protection: say so once.
+ * Lowest priority for the calling process (the helper has one thread).
+ * SCHED_IDLE (Linux) gives it the smallest CFS weight there is and lets
+ * any normal thread that wakes on its CPU preempt it, so the loop, the
+ * store writer and the pool threads run as if the hash were not there,
+ * and the hash takes only the idle time of the cores. An unprivileged
+ * process may always lower itself to it. If the kernel or a sandbox
+ * refuses, nice 19 is the next best (about 1.5 % of a core against a
+ * nice-0 thread). The helper cannot log (see pool__helper_main): if both
+ * fail it hashes at normal priority.
  */
 static void pool__lower_priority(void)
 {
     struct sched_param param = {.sched_priority = 0};
     if (sched_setscheduler(0, SCHED_IDLE, &param) == 0) return;
-    int sched_errno = errno;
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 19) == 0) return;
-    nt_warn("hashing thread: neither SCHED_IDLE (%s) nor nice 19 (%s) could be set; "
-            "logins will compete with the loop for the CPU",
-            strerror(sched_errno), strerror(errno));
+    (void)setpriority(PRIO_PROCESS, 0, 19);
 }
+
+/*
+ * The helper's whole life, in the child of fork(): answer requests until
+ * the socket closes, then _exit. It was forked from a multithreaded
+ * process, so it keeps to what is safe there: system calls, libsodium
+ * (initialised before the fork; Argon2id takes no locks) and malloc, which
+ * glibc makes usable in the child of a fork. Never the log (its lock may
+ * have been held by another thread at the fork), never exit() (the
+ * parent's atexit handlers are not the helper's).
+ */
+static void pool__helper_main(int fd, pid_t parent) __attribute__((noreturn));
+static void pool__helper_main(int fd, pid_t parent)
+{
+    /* Die with the parent (the thread that forked it, to be exact: the
+     * loop thread at start, or the pool thread that respawned it). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(0);
+    /* Keep nothing of the parent's but stdio and the socket: no listening
+     * socket or database file stays open in a helper. */
+    if (fd != 3) {
+        if (dup2(fd, 3) < 0) _exit(1);
+        fd = 3;
+    }
+    close_range(4, ~0U, 0);
+    pool__lower_priority();
+
+    static hash_req req;
+    static hash_res res;
+    for (;;) {
+        ssize_t n = recv(fd, &req, sizeof req, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) _exit(0);
+        memset(&res, 0, sizeof res);
+        size_t head = offsetof(hash_req, pw);
+        if ((size_t)n < head || req.pw_len > HASH_PW_MAX || (size_t)n != head + req.pw_len) {
+            res.rc = -1;
+        } else if (req.op == HASH_OP_STR) {
+            res.rc = crypto_pwhash_str(res.str, req.pw, req.pw_len, req.ops, (size_t)req.mem);
+        } else if (req.op == HASH_OP_VERIFY) {
+            req.str[sizeof req.str - 1] = '\0';
+            res.rc = crypto_pwhash_str_verify(req.str, req.pw, req.pw_len);
+        } else {
+            res.rc = -1;
+        }
+        sodium_memzero(&req, sizeof req);
+        if (send(fd, &res, sizeof res, MSG_NOSIGNAL) != (ssize_t)sizeof res) _exit(0);
+    }
+}
+
+/* Starts h's helper process. 0 or -errno. Any thread; all signals are
+ * blocked across the fork, so the child runs no handler of the parent's. */
+static int pool__spawn(pool_helper *h)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        pool__helper_main(sv[1], parent);
+    }
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return -fork_errno;
+    }
+    h->pid = pid;
+    h->fd = sv[0];
+    return 0;
+}
+
+/* Ends h's helper, if any, and reaps it. */
+static void pool__reap(pool_helper *h)
+{
+    if (h->fd >= 0) close(h->fd);
+    h->fd = -1;
+    if (h->pid > 0) {
+        kill(h->pid, SIGKILL);
+        while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    h->pid = 0;
+}
+
+/* ---- the hasher auth.c calls (services/auth.h) ---- */
+
+/* The helper of the pool thread this runs on; NULL on any other thread. */
+static __thread pool_helper *pool__self;
+
+/* Sends req (of len bytes) to this thread's helper and waits for the
+ * answer; a helper that died (killed, out of memory) is replaced once.
+ * 0 with res filled, -1 if no helper answered, -ENOSYS off the pool. */
+static int pool__ask(const hash_req *req, size_t len, hash_res *res)
+{
+    pool_helper *h = pool__self;
+    if (!h) return -ENOSYS;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (h->fd < 0) {
+            int rc = pool__spawn(h);
+            if (rc != 0) {
+                nt_warn("hashing pool: cannot start a helper process: %s", strerror(-rc));
+                return -1;
+            }
+        }
+        ssize_t n;
+        do
+            n = send(h->fd, req, len, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)len) {
+            do
+                n = recv(h->fd, res, sizeof *res, 0);
+            while (n < 0 && errno == EINTR);
+            if (n == (ssize_t)sizeof *res) return 0;
+        }
+        nt_warn("hashing pool: helper process %d is gone; starting another", (int)h->pid);
+        pool__reap(h);
+    }
+    return -1;
+}
+
+static int pool__str(char out[NT_PWHASH_STRBYTES], const char *pw, size_t pw_len,
+                     unsigned long long ops, size_t mem)
+{
+    if (!pool__self) return -ENOSYS;
+    if (pw_len > HASH_PW_MAX) return -1;
+    hash_req req = {.op = HASH_OP_STR, .pw_len = (uint32_t)pw_len, .ops = ops, .mem = mem};
+    hash_res res;
+    memcpy(req.pw, pw, pw_len);
+    int rc = pool__ask(&req, offsetof(hash_req, pw) + pw_len, &res);
+    sodium_memzero(&req, sizeof req);
+    if (rc != 0) return -1;
+    if (res.rc == 0) memcpy(out, res.str, NT_PWHASH_STRBYTES);
+    return res.rc == 0 ? 0 : -1;
+}
+
+static int pool__verify(const char str[NT_PWHASH_STRBYTES], const char *pw, size_t pw_len)
+{
+    if (!pool__self) return -ENOSYS;
+    if (pw_len > HASH_PW_MAX) return -1;
+    hash_req req = {.op = HASH_OP_VERIFY, .pw_len = (uint32_t)pw_len};
+    hash_res res;
+    memcpy(req.str, str, NT_PWHASH_STRBYTES);
+    memcpy(req.pw, pw, pw_len);
+    int rc = pool__ask(&req, offsetof(hash_req, pw) + pw_len, &res);
+    sodium_memzero(&req, sizeof req);
+    if (rc != 0) return -1;
+    return res.rc == 0 ? 0 : -1;
+}
+
+static const nt_pwhasher pool__hasher = {.str = pool__str, .verify = pool__verify};
+
+/* ---- the pool ---- */
 
 static void *pool__thread(void *arg)
 {
-    gw_hash_pool *pool = arg;
-    pool__lower_priority();
+    pool_helper *self = arg;
+    gw_hash_pool *pool = self->pool;
+    pool__self = self;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (!pool->wait_head && !pool->stopping)
@@ -102,6 +308,7 @@ static void *pool__thread(void *arg)
         pthread_mutex_lock(&pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
+    pool__self = NULL;
     return NULL;
 }
 
@@ -127,7 +334,8 @@ static int pool__default_threads(void)
     if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
     if (cpus <= 0) cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
     /* Leave one core to the loop and the store writer; each hash also holds
-     * 64 MiB while it runs, so more threads cost memory, not only CPU. */
+     * 64 MiB in its helper while it runs, so more threads cost memory, not
+     * only CPU. */
     int n = cpus - 1;
     return n < 1 ? 1 : n > HASH_MAX_THREADS ? HASH_MAX_THREADS : n;
 }
@@ -141,6 +349,13 @@ static void pool__stop_threads(gw_hash_pool *pool, int started)
     pthread_mutex_unlock(&pool->lock);
     for (int i = 0; i < started; i++)
         pthread_join(pool->threads[i], NULL);
+}
+
+/* Ends every helper; their threads have stopped (or never started). */
+static void pool__reap_all(gw_hash_pool *pool)
+{
+    for (int i = 0; i < pool->nthreads; i++)
+        pool__reap(&pool->helpers[i]);
 }
 
 /* The async handle is closed: nothing refers to the pool any more. */
@@ -173,12 +388,30 @@ gw_hash_pool *gw_hash_pool_new(uv_loop_t *loop, int threads, size_t max_queued,
     }
     pool->async.data = pool;
 
+    /* The helpers hash with libsodium, which must be set up before the
+     * fork (sodium_init takes a lock). Fork them now, while the process is
+     * small: a fork copies the page tables of everything mapped. */
+    for (int i = 0; i < pool->nthreads; i++)
+        pool->helpers[i] = (pool_helper){.pool = pool, .fd = -1};
+    if (sodium_init() < 0) {
+        snprintf(err, err_len, "hashing pool: libsodium failed to start");
+        goto fail_async;
+    }
+    for (int i = 0; i < pool->nthreads; i++) {
+        if ((rc = pool__spawn(&pool->helpers[i])) != 0) {
+            snprintf(err, err_len, "hashing pool: helper process %d of %d: %s", i + 1,
+                     pool->nthreads, strerror(-rc));
+            goto fail_async;
+        }
+    }
+    nt_auth_set_hasher(&pool__hasher);
+
     /* The threads take no signals: those are the loop's (uv_signal). */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     for (; started < pool->nthreads; started++) {
-        rc = pthread_create(&pool->threads[started], NULL, pool__thread, pool);
+        rc = pthread_create(&pool->threads[started], NULL, pool__thread, &pool->helpers[started]);
         if (rc != 0) break;
         pthread_setname_np(pool->threads[started], "nt-hash");
     }
@@ -187,6 +420,7 @@ gw_hash_pool *gw_hash_pool_new(uv_loop_t *loop, int threads, size_t max_queued,
         snprintf(err, err_len, "hashing pool: thread %d of %d: %s", started + 1, pool->nthreads,
                  strerror(rc));
         pool__stop_threads(pool, started);
+        pool__reap_all(pool);
         /* The handle belongs to the loop now: the memory goes when it has
          * closed it. */
         uv_close((uv_handle_t *)&pool->async, pool__on_closed);
@@ -194,6 +428,10 @@ gw_hash_pool *gw_hash_pool_new(uv_loop_t *loop, int threads, size_t max_queued,
     }
     return pool;
 
+fail_async:
+    pool__reap_all(pool);
+    uv_close((uv_handle_t *)&pool->async, pool__on_closed);
+    return NULL;
 fail_cond:
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->lock);
@@ -240,5 +478,6 @@ void gw_hash_pool_free(gw_hash_pool *pool)
 {
     if (!pool) return;
     pool__stop_threads(pool, pool->nthreads);
+    pool__reap_all(pool);
     uv_close((uv_handle_t *)&pool->async, pool__on_closed);
 }

@@ -19,6 +19,9 @@
  * logout ends its access tokens at once rather than at expiry.
  *
  * Everything here blocks (Argon2id, the store): worker threads only.
+ * Argon2id itself runs where the installed hasher says (auth.h; the
+ * gateway's hashing pool sends it to processes of their own), or in the
+ * calling thread when there is none.
  */
 #include "services/services.h"
 
@@ -28,6 +31,7 @@
 #include <jwt.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "services/auth.h"
 #include "services/validate.h"
 #include "services/views.h"
 
@@ -60,6 +65,39 @@ static size_t auth__mem(const nt_ctx *ctx)
     return ctx->pwhash_mem ? ctx->pwhash_mem : crypto_pwhash_MEMLIMIT_INTERACTIVE;
 }
 
+_Static_assert(NT_PWHASH_STRBYTES == crypto_pwhash_STRBYTES,
+               "auth.h's string length is libsodium's");
+
+static _Atomic(const nt_pwhasher *) auth__hasher;
+
+void nt_auth_set_hasher(const nt_pwhasher *hasher)
+{
+    atomic_store(&auth__hasher, hasher);
+}
+
+/* crypto_pwhash_str through the installed hasher, or here. */
+static int auth__hash_str(char out[crypto_pwhash_STRBYTES], const char *pw, size_t pw_len,
+                          unsigned long long ops, size_t mem)
+{
+    const nt_pwhasher *h = atomic_load(&auth__hasher);
+    if (h) {
+        int rc = h->str(out, pw, pw_len, ops, mem);
+        if (rc != -ENOSYS) return rc;
+    }
+    return crypto_pwhash_str(out, pw, pw_len, ops, mem);
+}
+
+/* crypto_pwhash_str_verify through the installed hasher, or here. */
+static int auth__hash_verify(const char str[crypto_pwhash_STRBYTES], const char *pw, size_t pw_len)
+{
+    const nt_pwhasher *h = atomic_load(&auth__hasher);
+    if (h) {
+        int rc = h->verify(str, pw, pw_len);
+        if (rc != -ENOSYS) return rc;
+    }
+    return crypto_pwhash_str_verify(str, pw, pw_len);
+}
+
 static pthread_mutex_t auth__dummy_lock = PTHREAD_MUTEX_INITIALIZER;
 static char auth__dummy_hash[crypto_pwhash_STRBYTES];
 static unsigned long long auth__dummy_ops;
@@ -76,8 +114,8 @@ static int auth__dummy(const nt_ctx *ctx, char out[crypto_pwhash_STRBYTES])
         auth__dummy_mem != auth__mem(ctx)) {
         uint8_t secret[32];
         randombytes_buf(secret, sizeof secret);
-        if (crypto_pwhash_str(auth__dummy_hash, (const char *)secret, sizeof secret, auth__ops(ctx),
-                              auth__mem(ctx)) != 0) {
+        if (auth__hash_str(auth__dummy_hash, (const char *)secret, sizeof secret, auth__ops(ctx),
+                           auth__mem(ctx)) != 0) {
             auth__dummy_hash[0] = '\0';
             rc = -1;
         } else {
@@ -258,7 +296,7 @@ void nt_auth_register(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         goto out;
     }
 
-    if (crypto_pwhash_str(pw_hash, pw, pw_len, auth__ops(ctx), auth__mem(ctx)) != 0) {
+    if (auth__hash_str(pw_hash, pw, pw_len, auth__ops(ctx), auth__mem(ctx)) != 0) {
         nt_reply_error(r, 500, "internal", "password hashing failed");
         goto out;
     }
@@ -332,7 +370,7 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
     int rc = nt_store_user_for_login(ctx->store, login, &u, pw_hash, sizeof pw_hash);
     if (rc == NT_STORE_ENOTFOUND) {
         /* Spend what a real check costs, then fail the same way. */
-        if (crypto_pwhash_str_verify(dummy, pw, pw_len) == 0)
+        if (auth__hash_verify(dummy, pw, pw_len) == 0)
             nt_warn("auth: the dummy hash matched a password");
         nt_reply_error(r, 401, "unauthorized", "wrong login or password");
         goto out;
@@ -341,7 +379,7 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         nt_reply_store_error(r, rc, "user");
         goto out;
     }
-    if (crypto_pwhash_str_verify(pw_hash, pw, pw_len) != 0) {
+    if (auth__hash_verify(pw_hash, pw, pw_len) != 0) {
         nt_reply_error(r, 401, "unauthorized", "wrong login or password");
         goto out;
     }
