@@ -125,6 +125,19 @@ static void outq_consume(nt_conn *c, size_t bytes)
     }
 }
 
+/* An empty queue keeps its (small) array between flushes so that a busy
+ * connection does not allocate per frame; the sweep gives it back once a
+ * second, so a connection that went idle owns no output memory (about 80
+ * bytes of each idle connection's share otherwise). */
+static void outq_trim(nt_conn *c)
+{
+    if (c->outq && c->outq_len == 0 && !c->outq_inflight) {
+        free(c->outq);
+        c->outq = NULL;
+        c->outq_cap = 0;
+    }
+}
+
 static void outq_release(nt_conn *c)
 {
     for (uint32_t i = 0; i < c->outq_len; i++)
@@ -771,6 +784,7 @@ static void on_sweep(uv_timer_t *t)
     nt_conn *c = s->conns;
     while (c) {
         nt_conn *next = c->next; /* sweep_conn may unlink c */
+        outq_trim(c);
         sweep_conn(s, c);
         c = next;
     }
