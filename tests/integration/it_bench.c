@@ -1,9 +1,11 @@
 /*
  * natter-bench runs: the direct, group and idle scenarios for about two
  * seconds each at a low rate against a harness-started natterd, and each
- * prints a JSON line that parses, with nothing lost or duplicated. No timing
- * is asserted: benchmarks report, tests do not judge speed. natter-bench is
- * looked up next to the natterd named by NATTERD.
+ * prints a JSON line that parses, with nothing lost or duplicated; the match
+ * scenario at a tiny size (a few dozen waiting users, two rates) pairs
+ * arrivals with waiting users and counts them. No timing is asserted:
+ * benchmarks report, tests do not judge speed. natter-bench is looked up
+ * next to the natterd named by NATTERD.
  */
 #include <errno.h>
 #include <limits.h>
@@ -113,6 +115,42 @@ static void case_idle(nt_server *srv)
     nt_buf_free(&out);
 }
 
+/* Tiny match runs: 60 users wait, 8 arrival connections join at 10 and 20
+ * per second. Every arrival of the distribution is compatible with some of
+ * the waiting users except the unmatchable ones by design (every 20th:
+ * none of the 8 here), and 60 outlast the ~40 pairs of the two steps. */
+static void case_match(nt_server *srv)
+{
+    const char *args[] = {bench_path,   "--port",     port_arg,   "--server-pid", pid_arg,
+                          "--duration", "1.5",        "--warmup", "0.3",          "--waiting",
+                          "60",         "--arrivals", "8",        "--match-wait", "0.5",
+                          "--rates",    "10,20",      "--quiet",  "match",        NULL};
+    nt_buf out = NT_BUF_INIT;
+    int status = run_bench(args, &out);
+    printf("%s", out.data ? out.data : "(no output)\n");
+    CHECK_EQ_INT(status, 0);
+    REQUIRE(out.len > 0);
+    REQUIRE(ntc_json_count(out.data, out.len, "") > 0);
+    CHECK_EQ_INT(json_int(&out, "waiting"), 60);
+    CHECK_EQ_INT(ntc_json_count(out.data, out.len, "steps"), 2);
+    for (int i = 0; i < 2; i++) {
+        char k[64];
+#define STEP(field) (snprintf(k, sizeof k, "steps.%d.%s", i, field), k)
+        CHECK(json_int(&out, STEP("joins")) > 0);
+        CHECK(json_int(&out, STEP("matched")) > 0);
+        CHECK(json_int(&out, STEP("matched")) + json_int(&out, STEP("unmatched")) <=
+              json_int(&out, STEP("joins")));
+        CHECK_EQ_INT(json_int(&out, STEP("errors")), 0);
+        CHECK_EQ_INT(json_int(&out, STEP("unanswered")), 0);
+        CHECK_EQ_INT(json_int(&out, STEP("waiting_start")), 60);
+        CHECK(json_int(&out, STEP("pairs_total")) <= 60);
+        CHECK(ntc_json_has(out.data, out.len, STEP("ttm_ms.p99")));
+        CHECK(ntc_json_has(out.data, out.len, STEP("server_cpu_s")));
+#undef STEP
+    }
+    nt_buf_free(&out);
+}
+
 int main(void)
 {
     const char *natterd = getenv("NATTERD");
@@ -128,13 +166,15 @@ int main(void)
         fprintf(stderr, "%s not found next to natterd\n", bench_path);
         return 1;
     }
-    nt_server *srv = nth_start("--lobby-interval 0");
+    /* --argon2-fast: the match case registers 68 users */
+    nt_server *srv = nth_start("--lobby-interval 0 --argon2-fast");
     if (!srv) return 1;
     snprintf(port_arg, sizeof port_arg, "%d", srv->port);
     snprintf(pid_arg, sizeof pid_arg, "%d", (int)srv->pid);
     NTH_CASE("bench direct", case_direct, srv);
     NTH_CASE("bench group", case_group, srv);
     NTH_CASE("bench idle", case_idle, srv);
+    NTH_CASE("bench match", case_match, srv);
     CHECK(nth_healthy(srv));
     nth_free(srv, check_failures == 0);
     return check_exit();
