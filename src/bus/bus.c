@@ -3,7 +3,7 @@
  * nt_bus_open and forwards every call through its nt_bus_ops table
  * (bus_backend.h). Adding a back end (Redis) means one more row in
  * bus__backends and one more .c file; no service changes. The few things
- * that do not depend on the back end (the delivery handler slot, freeing
+ * that do not depend on the back end (the delivery and presence handler slots, freeing
  * jobs and calls) live here.
  */
 #include "bus/bus.h"
@@ -68,6 +68,12 @@ int nt_bus_deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *fra
     return b->ops->deliver(b, user_ids, n, frame, len);
 }
 
+void nt_bus_set_presence_handler(nt_bus *b, nt_bus_presence_fn fn, void *arg)
+{
+    b->presence_fn = fn;
+    b->presence_arg = arg;
+}
+
 int nt_bus_conn_up(nt_bus *b, int64_t user_id)
 {
     return b->ops->conn_up(b, user_id);
@@ -76,6 +82,11 @@ int nt_bus_conn_up(nt_bus *b, int64_t user_id)
 int nt_bus_conn_down(nt_bus *b, int64_t user_id)
 {
     return b->ops->conn_down(b, user_id);
+}
+
+int nt_bus_registry_flush(nt_bus *b, void (*fn)(void *arg), void *arg)
+{
+    return b->ops->registry_flush(b, fn, arg);
 }
 
 bool nt_bus_online(nt_bus *b, int64_t user_id)

@@ -1,6 +1,6 @@
 /*
  * The bus: everything that crosses services or processes. Back ends: the
- * in-process one (bus_local.c, default) and later Redis. Services use only
+ * in-process one (bus_local.c, default) and Redis (bus_redis.c). Services use only
  * this header and never know which back end runs.
  *
  * Concepts:
@@ -19,8 +19,9 @@
  *
  * Threads: nt_bus_deliver, the queue, request/reply and leader functions are
  * safe from any thread; the blocking ones (pop, request, serve) must not be
- * called on a loop thread. Presence functions and the delivery handler run
- * on the loop thread the bus was attached to.
+ * called on a loop thread. Registry functions, the presence handler and the
+ * delivery handler run on the loop thread the bus was attached to, and none
+ * of them waits for Redis.
  */
 #ifndef NT_BUS_H
 #define NT_BUS_H
@@ -67,12 +68,47 @@ int nt_bus_deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *fra
 
 /* ---- registry and presence (loop thread) -------------------------------- */
 
-/* A connection of user_id was authenticated on this node. Returns 1 if it is
- * the user's first connection anywhere (the user came online), else 0. */
+/*
+ * The loop thread never waits for the registry. nt_bus_conn_up/down count
+ * the change on this node at once (local deliveries and nt_bus_online see
+ * it before they return) and queue it for the registry the nodes share;
+ * whether it made the user come online (first connection anywhere) or go
+ * offline (last one gone) is decided there and told later to the presence
+ * handler, on the loop thread.
+ *
+ * The presence handler is called once per transition, for each user in the
+ * order the changes were made (online, offline, online...), never for a
+ * change that was not a transition. With the Redis back end the node whose
+ * change made the transition is told. Changes made while Redis does not
+ * answer are told once it answers again and the node's registry is back in
+ * it: a user whose connections on this node went from none to some (or
+ * back) during the outage comes online (goes offline) if no other live
+ * node holds it. The in-process back end calls the handler before
+ * nt_bus_conn_up/down returns. It must not close the bus.
+ */
+typedef void (*nt_bus_presence_fn)(void *arg, int64_t user_id, bool online);
+void nt_bus_set_presence_handler(nt_bus *b, nt_bus_presence_fn fn, void *arg);
+
+/* A connection of user_id was authenticated on this node. 0, or
+ * NT_BUS_ENOMEM (nothing was counted). */
 int nt_bus_conn_up(nt_bus *b, int64_t user_id);
-/* A connection closed. Returns 1 if it was the user's last (went offline). */
+/* A connection closed. 0; a down without a matching up is ignored. */
 int nt_bus_conn_down(nt_bus *b, int64_t user_id);
-/* True if the user has a connection on any node. Any thread. */
+/*
+ * Calls fn(arg) on the loop thread once every registry change made on this
+ * node before this call is in the shared registry, after the presence
+ * handler calls of those changes: from then on deliveries made on any node
+ * reach this node's users (the gateway sends `ready` then). If Redis does
+ * not answer (a command of the registry thread timed out after 1 s or the
+ * connection is down), fn is called without waiting for it and those
+ * changes are written when Redis is back. The in-process back end calls fn
+ * before returning. 0, or NT_BUS_ENOMEM (fn will not be called). A bus
+ * closed first never calls fn: wait for it before closing.
+ */
+int nt_bus_registry_flush(nt_bus *b, void (*fn)(void *arg), void *arg);
+/* True if the user has a connection on any node. Any thread; on the loop
+ * thread (which must not wait) the Redis back end answers from this node's
+ * connections only. */
 bool nt_bus_online(nt_bus *b, int64_t user_id);
 
 /* ---- work queues --------------------------------------------------------- */
@@ -174,6 +210,8 @@ int nt_bus_match_leave(nt_bus *b, int64_t user_id);
  * - nt_bus_deliver returns NT_BUS_EUNAVAILABLE if too much is queued for a
  *   loop that does not drain it, -EMSGSIZE for a frame over 4 GiB.
  * - nt_bus_conn_up returns NT_BUS_ENOMEM if the registry cannot grow.
+ * - Clear the presence handler (NULL) before freeing what its arg points
+ *   to; transitions decided after that are dropped.
  * - "local": leader locks are shared by every local bus of the process, so
  *   two buses opened in one process compete like two nodes.
  */

@@ -21,6 +21,8 @@ struct nt_bus {
     uv_loop_t *loop;
     nt_bus_delivery_fn delivery_fn; /* read on the loop thread only */
     void *delivery_arg;
+    nt_bus_presence_fn presence_fn; /* read on the loop thread only */
+    void *presence_arg;
 };
 
 /*
@@ -39,6 +41,7 @@ struct nt_bus_ops {
 
     int (*conn_up)(nt_bus *b, int64_t user_id);
     int (*conn_down)(nt_bus *b, int64_t user_id);
+    int (*registry_flush)(nt_bus *b, void (*fn)(void *arg), void *arg);
     bool (*online)(nt_bus *b, int64_t user_id);
 
     int (*queue_push)(nt_bus *b, const char *queue, const void *payload, size_t len);

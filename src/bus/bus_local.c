@@ -7,9 +7,11 @@
  *    online. From any other thread the frame and ids are copied into a queue
  *    entry and the loop is woken with a uv_async; the async callback drains
  *    the queue on the loop, in the order the entries were queued.
- *  - Registry: an open-addressing hash map user_id -> connection count
- *    (linear probing, backward-shift deletion), behind a rwlock because
- *    nt_bus_online is called from any thread.
+ *  - Registry: connections per user (conn_counts.h), behind a rwlock
+ *    because nt_bus_online is called from any thread. A count going from
+ *    or to zero is the presence transition, told to the presence handler
+ *    at once; nothing is ever pending, so a registry flush calls back at
+ *    once too.
  *  - Work queues: named FIFOs created on first use. A popped job moves to an
  *    in-flight list with a deadline; a job not acknowledged by then goes back
  *    to the front of its queue, which is how a worker that died mid-job is
@@ -167,13 +169,17 @@ static void local__wait_until(pthread_cond_t *cond, pthread_mutex_t *mu, uint64_
 
 /* ---- registry ------------------------------------------------------------- */
 
+/* The process is the whole cluster: a change of the local count from or to
+ * zero is the transition, told at once (the loop thread is the caller). */
 static int local__conn_up(nt_bus *b, int64_t user_id)
 {
     struct local_bus *lb = local__of(b);
     pthread_rwlock_wrlock(&lb->reg_lock);
     int64_t before = nt_conn_counts_add(&lb->reg, user_id, +1);
     pthread_rwlock_unlock(&lb->reg_lock);
-    return before < 0 ? NT_BUS_ENOMEM : before == 0;
+    if (before < 0) return NT_BUS_ENOMEM;
+    if (before == 0 && b->presence_fn) b->presence_fn(b->presence_arg, user_id, true);
+    return 0;
 }
 
 static int local__conn_down(nt_bus *b, int64_t user_id)
@@ -182,7 +188,15 @@ static int local__conn_down(nt_bus *b, int64_t user_id)
     pthread_rwlock_wrlock(&lb->reg_lock);
     int64_t before = nt_conn_counts_add(&lb->reg, user_id, -1);
     pthread_rwlock_unlock(&lb->reg_lock);
-    return before == 1;
+    if (before == 1 && b->presence_fn) b->presence_fn(b->presence_arg, user_id, false);
+    return 0;
+}
+
+/* Nothing is ever pending: the registry is this process's memory. */
+static int local__registry_flush(nt_bus *b, void (*fn)(void *arg), void *arg)
+{
+    fn(arg);
+    return 0;
 }
 
 static bool local__online(nt_bus *b, int64_t user_id)
@@ -937,6 +951,7 @@ const nt_bus_ops nt_bus_local_ops = {
     .deliver = local__deliver,
     .conn_up = local__conn_up,
     .conn_down = local__conn_down,
+    .registry_flush = local__registry_flush,
     .online = local__online,
     .queue_push = local__queue_push,
     .queue_pop = local__queue_pop,

@@ -8,14 +8,18 @@
  *  - Registry and presence: `natter:u:<user>` is a hash node -> number of
  *    that user's connections on that node; `natter:nu:<node>` the set of
  *    users a node holds; `natter:alive:<node>` a heartbeat key with a TTL
- *    (RB_ALIVE_TTL_MS), renewed every second by the node's timer;
- *    `natter:nodes` the set of nodes. Counts of a node whose heartbeat key
- *    expired (a crashed or frozen node) are ignored at once and removed by
- *    the next heartbeat of any live node. A node whose own heartbeat key is
- *    gone (Redis restarted, or it was frozen longer than the TTL) rewrites
- *    its whole registry from the local copy it keeps. Each node also keeps
- *    its own counts in memory: local deliveries and nt_bus_online for local
- *    users never wait for Redis.
+ *    (RB_ALIVE_TTL_MS), renewed every second; `natter:nodes` the set of
+ *    nodes. Counts of a node whose heartbeat key expired (a crashed or
+ *    frozen node) are ignored at once and removed by the next heartbeat of
+ *    any live node. A node whose own heartbeat key is gone (Redis
+ *    restarted, or it was frozen longer than the TTL) rewrites its whole
+ *    registry from the local copy it keeps. Each node keeps its own counts
+ *    in memory: local deliveries and nt_bus_online for local users never
+ *    wait for Redis. The loop thread only counts a change and queues it;
+ *    the registry thread sends the queue to Redis in order (one script per
+ *    batch, which also answers each user's live total), and tells the
+ *    loop which changes were a first connection anywhere or a last one
+ *    gone (the presence handler) and which flushes were reached.
  *  - Deliveries: one pub/sub channel per node, `natter:deliver:<node>`. On
  *    a delivery, local recipients are handed to the handler at once (on the
  *    loop thread) or through the loop's queue (other threads); for the rest
@@ -36,18 +40,23 @@
  *  - Leader lock: `natter:leader:<name>` = this bus's token, SET NX PX, and
  *    renewed by a script only while the value is still ours.
  *
- * Connections: two asynchronous ones on the loop (the subscriber, and one
- * for what the loop sends without waiting: deliveries and queue pushes),
- * and one synchronous connection per calling thread (thread-specific data),
- * the loop thread's included, for everything that needs an answer. The
- * loop thread waits for Redis only in conn_up/conn_down (one round trip,
- * bounded by RB_LOOP_TIMEOUT_MS) and in its one-second heartbeat. Blocking
- * calls (pop, serve, request) never block inside Redis for more than a
- * second at a time, and nt_bus_close shuts their sockets down to wake them.
+ * Threads and connections: two asynchronous connections on the loop (the
+ * subscriber, and one for what the loop sends without waiting: deliveries
+ * and queue pushes); the registry thread's own synchronous connection
+ * (registry changes, heartbeat, registry rewrites, leaving at close); and
+ * one synchronous connection per other calling thread (thread-specific
+ * data) for everything that needs an answer. The loop thread never waits
+ * for Redis: its timer only starts reconnects of its asynchronous
+ * connections, and nt_bus_online on the loop answers from local counts.
+ * Blocking calls (pop, serve, request) never block inside Redis for more
+ * than a second at a time, and nt_bus_close shuts their sockets down to
+ * wake them.
  *
  * Redis down: calls answer NT_BUS_EUNAVAILABLE (waiting calls retry until
  * their timeout first), nt_bus_ping fails (/readyz answers 503), and the
- * timer reconnects every second; nothing needs a restart.
+ * connections are tried again every second; nothing needs a restart.
+ * Registry changes of that time are kept; once the registry is written
+ * back, their presence transitions are decided and told (rb__reg_decide).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -74,8 +83,9 @@
 #define RB_GROUP "workers"
 #define RB_ALIVE_TTL_MS 5000
 #define RB_TICK_MS 1000
-#define RB_LOOP_TIMEOUT_MS 500 /* a command on the loop thread */
-#define RB_CMD_TIMEOUT_MS 3000 /* a command on any other thread */
+#define RB_REG_TIMEOUT_MS 1000 /* a command of the registry thread */
+#define RB_CMD_TIMEOUT_MS 3000 /* a command of any other thread */
+#define RB_REG_BATCH 256       /* registry changes sent in one script call */
 #define RB_CONNECT_TIMEOUT_MS 500
 #define RB_RETRY_MS 200        /* between connection attempts of one thread */
 #define RB_BLOCK_SLICE_MS 1000 /* longest single wait inside Redis */
@@ -104,8 +114,8 @@
 
 enum {
     S_DELIVER,
-    S_UP,
-    S_DOWN,
+    S_REG,
+    S_OTHERS,
     S_ONLINE,
     S_BEAT,
     S_SYNC,
@@ -145,16 +155,43 @@ static const char *const rb_scripts[S_COUNT] = {
                   "  end\n"
                   "end\n"
                   "return sent\n",
-    /* ARGV: node, user -> the user's live connections after the change */
-    [S_UP] = RB_LUA_LIVE "redis.call('HINCRBY', P .. 'u:' .. ARGV[2], ARGV[1], 1)\n"
-                         "redis.call('SADD', P .. 'nu:' .. ARGV[1], ARGV[2])\n"
-                         "return live(ARGV[2], ARGV[1])\n",
-    [S_DOWN] = RB_LUA_LIVE "local c = redis.call('HINCRBY', P .. 'u:' .. ARGV[2], ARGV[1], -1)\n"
-                           "if c <= 0 then\n"
-                           "  redis.call('HDEL', P .. 'u:' .. ARGV[2], ARGV[1])\n"
-                           "  redis.call('SREM', P .. 'nu:' .. ARGV[1], ARGV[2])\n"
-                           "end\n"
-                           "return live(ARGV[2], ARGV[1])\n",
+    /* ARGV: node, epoch token, epoch counter, then delta (1 or -1), user
+     * for each change, in the order they were made -> each user's live
+     * connections after its change; 0 (nothing done) if the node's epoch in
+     * Redis is another one: a call that timed out and reached Redis after
+     * the node had rewritten its registry must not count twice. */
+    [S_REG] = RB_LUA_LIVE "local node = ARGV[1]\n"
+                          "local ep = redis.call('HMGET', P .. 'ep:' .. node, 't', 'c')\n"
+                          "if ep[1] ~= ARGV[2] or ep[2] ~= ARGV[3] then return 0 end\n"
+                          "local out = {}\n"
+                          "for i = 4, #ARGV, 2 do\n"
+                          "  local uid = ARGV[i + 1]\n"
+                          "  local c = redis.call('HINCRBY', P .. 'u:' .. uid, node, ARGV[i])\n"
+                          "  if c > 0 then\n"
+                          "    redis.call('SADD', P .. 'nu:' .. node, uid)\n"
+                          "  else\n"
+                          "    redis.call('HDEL', P .. 'u:' .. uid, node)\n"
+                          "    redis.call('SREM', P .. 'nu:' .. node, uid)\n"
+                          "  end\n"
+                          "  out[#out + 1] = live(uid, node)\n"
+                          "end\n"
+                          "return out\n",
+    /* ARGV: node, users... -> each user's connections on other live nodes. */
+    [S_OTHERS] =
+        "local P = 'natter:'\n"
+        "local out = {}\n"
+        "for i = 2, #ARGV do\n"
+        "  local h = redis.call('HGETALL', P .. 'u:' .. ARGV[i])\n"
+        "  local t = 0\n"
+        "  for j = 1, #h, 2 do\n"
+        "    if h[j] ~= ARGV[1] and redis.call('EXISTS', P .. 'alive:' .. h[j]) == 1 then\n"
+        "      t = t + tonumber(h[j + 1])\n"
+        "    end\n"
+        "  end\n"
+        "  out[#out + 1] = t\n"
+        "end\n"
+        "return out\n",
+    /* ARGV: node, user */
     [S_ONLINE] = RB_LUA_LIVE "return live(ARGV[2], ARGV[1])\n",
     /* ARGV: node, ttl. Renews the heartbeat (0 if it had expired: the caller
      * rewrites its registry) and removes the counts of dead nodes. */
@@ -166,20 +203,26 @@ static const char *const rb_scripts[S_COUNT] = {
                "    for _, u in ipairs(redis.call('SMEMBERS', P .. 'nu:' .. n)) do\n"
                "      redis.call('HDEL', P .. 'u:' .. u, n)\n"
                "    end\n"
-               "    redis.call('DEL', P .. 'nu:' .. n)\n"
+               "    redis.call('DEL', P .. 'nu:' .. n, P .. 'ep:' .. n)\n"
                "    redis.call('SREM', P .. 'nodes', n)\n"
                "  end\n"
                "end\n"
                "if ok then return 1 end\n"
                "return 0\n",
-    /* ARGV: node, ttl, user, count, user, count... */
+    /* ARGV: node, ttl, epoch token, epoch counter, user, count, user,
+     * count... Replaces the node's registry and makes the epoch current;
+     * 0 (nothing done) for an older epoch of the same process (a rewrite
+     * that timed out and reached Redis after a newer one). */
     [S_SYNC] = "local P = 'natter:'\n"
                "local node = ARGV[1]\n"
+               "local ep = redis.call('HMGET', P .. 'ep:' .. node, 't', 'c')\n"
+               "if ep[1] == ARGV[3] and tonumber(ep[2]) >= tonumber(ARGV[4]) then return 0 end\n"
+               "redis.call('HSET', P .. 'ep:' .. node, 't', ARGV[3], 'c', ARGV[4])\n"
                "for _, u in ipairs(redis.call('SMEMBERS', P .. 'nu:' .. node)) do\n"
                "  redis.call('HDEL', P .. 'u:' .. u, node)\n"
                "end\n"
                "redis.call('DEL', P .. 'nu:' .. node)\n"
-               "for i = 3, #ARGV, 2 do\n"
+               "for i = 5, #ARGV, 2 do\n"
                "  redis.call('HSET', P .. 'u:' .. ARGV[i], node, ARGV[i + 1])\n"
                "  redis.call('SADD', P .. 'nu:' .. node, ARGV[i])\n"
                "end\n"
@@ -191,7 +234,8 @@ static const char *const rb_scripts[S_COUNT] = {
                 "for _, u in ipairs(redis.call('SMEMBERS', P .. 'nu:' .. ARGV[1])) do\n"
                 "  redis.call('HDEL', P .. 'u:' .. u, ARGV[1])\n"
                 "end\n"
-                "redis.call('DEL', P .. 'nu:' .. ARGV[1], P .. 'alive:' .. ARGV[1])\n"
+                "redis.call('DEL', P .. 'nu:' .. ARGV[1], P .. 'alive:' .. ARGV[1],\n"
+                "            P .. 'ep:' .. ARGV[1])\n"
                 "redis.call('SREM', P .. 'nodes', ARGV[1])\n"
                 "return 1\n",
     /* KEYS: stream, visibility set. ARGV: group, consumer, visibility ms.
@@ -350,7 +394,8 @@ struct rb_conn {
     redisContext *ctx; /* NULL while down */
     uint64_t retry_after_ns;
     bool in_use;
-    bool blocked; /* inside a blocking command: close may shut its socket */
+    bool blocked;  /* inside a blocking command: close may shut its socket */
+    bool registry; /* the registry thread's own (shorter timeouts) */
 };
 
 /* One asynchronous connection on the loop. */
@@ -367,6 +412,27 @@ struct rb_ev {
     redisAsyncContext *ac;
     int events;
 };
+
+/* A registry change queued by the loop thread for the registry thread. */
+struct rb_reg_op {
+    int64_t user_id;
+    uint64_t seq;          /* order among absorbed changes (rb__absorb) */
+    int delta;             /* +1 up, -1 down, 0 a flush marker */
+    bool local_edge;       /* this node's count went from or to zero */
+    void (*flush)(void *); /* delta 0 */
+    void *flush_arg;
+};
+
+/* What the registry thread tells the loop: a presence transition or a
+ * flush reached. */
+struct rb_event {
+    int64_t user_id;
+    int kind; /* RB_EV_* */
+    void (*flush)(void *);
+    void *flush_arg;
+};
+
+enum { RB_EV_OFFLINE = 0, RB_EV_ONLINE = 1, RB_EV_FLUSH = 2 };
 
 struct rb_delivery {
     struct rb_delivery *next;
@@ -400,17 +466,44 @@ struct redis_bus {
     uv_timer_t *tick;
     uv_async_t *async;
 
-    /* Loop thread's view of Redis: the last registry command worked and the
-     * registry in Redis matches the local one. */
-    atomic_bool loop_ok;
-    bool need_sync;
+    /* The registry thread (rb__reg_main) and its own connection. reg_ok:
+     * its last command worked and Redis holds this node's registry (for
+     * /readyz); need_sync: Redis may not hold it, rewrite it whole. */
+    uv_thread_t reg_thread;
+    bool reg_started;
+    struct rb_conn reg_conn;
+    atomic_bool reg_ok;
+    atomic_bool need_sync;
 
+    /* reg_lock guards reg; rq_mu the changes queued for the registry
+     * thread (taken inside reg_lock, never the other way round). */
     pthread_rwlock_t reg_lock;
     nt_conn_counts reg; /* connections per user on this node */
+    pthread_mutex_t rq_mu;
+    pthread_cond_t rq_cond; /* a change was queued, or rq_stop */
+    bool rq_stop;
+    struct rb_reg_op *rq; /* queued by the loop, in order */
+    size_t rq_n, rq_cap;
+    struct rb_reg_op *rq_work; /* the registry thread's batch (swapped with rq) */
+    size_t rq_work_n, rq_work_cap;
+    /* Registry thread only: the epoch of the registry it last wrote
+     * (S_SYNC), and the changes made while Redis did not answer, whose
+     * presence is decided once it does (rb__reg_decide). */
+    uint64_t epoch;
+    char epoch_str[24];
+    struct rb_reg_op *absorbed;
+    size_t absorbed_n, absorbed_cap;
+    uint64_t absorbed_seq;
 
+    /* The loop's inbox (dq_mu): deliveries from other threads, and presence
+     * and flush events from the registry thread, in order. */
     pthread_mutex_t dq_mu;
     struct rb_delivery *dq_head, *dq_tail;
     size_t dq_bytes;
+    struct rb_event *ev; /* filled by the registry thread */
+    size_t ev_n, ev_cap;
+    struct rb_event *ev_loop; /* being run by the loop (swapped with ev) */
+    size_t ev_loop_cap;
 };
 
 static struct redis_bus *rb__of(nt_bus *b)
@@ -445,18 +538,6 @@ static struct timeval rb__tv(int ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
     return tv;
-}
-
-/* ---- local registry (a copy of this node's own counts) ----------------------- */
-
-/* Adds delta (+1 or -1) to the user's local count; returns the count before,
- * or a negative error. A -1 for a user with no connection is ignored. */
-static int64_t rb__reg_add(struct redis_bus *rb, int64_t user_id, int delta)
-{
-    pthread_rwlock_wrlock(&rb->reg_lock);
-    int64_t before = nt_conn_counts_add(&rb->reg, user_id, delta);
-    pthread_rwlock_unlock(&rb->reg_lock);
-    return before < 0 ? NT_BUS_ENOMEM : before;
 }
 
 /* ---- synchronous connections --------------------------------------------------- */
@@ -505,15 +586,13 @@ static redisContext *rb__ctx(struct redis_bus *rb, struct rb_conn *conn)
     if (conn->ctx) return conn->ctx;
     uint64_t now = nt_mono_ns();
     if (now < conn->retry_after_ns) return NULL;
-    bool loop = rb__on_loop(rb);
-    redisContext *c = redisConnectWithTimeout(
-        rb->host, rb->port, rb__tv(loop ? RB_LOOP_TIMEOUT_MS / 2 : RB_CONNECT_TIMEOUT_MS));
+    redisContext *c = redisConnectWithTimeout(rb->host, rb->port, rb__tv(RB_CONNECT_TIMEOUT_MS));
     if (!c || c->err) {
         if (c) redisFree(c);
         conn->retry_after_ns = now + (uint64_t)RB_RETRY_MS * 1000000u;
         return NULL;
     }
-    redisSetTimeout(c, rb__tv(loop ? RB_LOOP_TIMEOUT_MS : RB_CMD_TIMEOUT_MS));
+    redisSetTimeout(c, rb__tv(conn->registry ? RB_REG_TIMEOUT_MS : RB_CMD_TIMEOUT_MS));
     redisEnableKeepAlive(c);
     conn->ctx = c;
     return c;
@@ -802,6 +881,24 @@ static void rb__drain(uv_async_t *handle)
         free(d);
         d = next;
     }
+
+    /* Then the registry thread's events, in the order it posted them. */
+    pthread_mutex_lock(&rb->dq_mu);
+    struct rb_event *evs = rb->ev;
+    size_t n = rb->ev_n, cap = rb->ev_cap;
+    rb->ev = rb->ev_loop;
+    rb->ev_cap = rb->ev_loop_cap;
+    rb->ev_n = 0;
+    pthread_mutex_unlock(&rb->dq_mu);
+    rb->ev_loop = evs;
+    rb->ev_loop_cap = cap;
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i].kind == RB_EV_FLUSH)
+            evs[i].flush(evs[i].flush_arg);
+        else if (rb->base.presence_fn)
+            rb->base.presence_fn(rb->base.presence_arg, evs[i].user_id,
+                                 evs[i].kind == RB_EV_ONLINE);
+    }
 }
 
 /* Another thread: the local part goes through the loop's queue. */
@@ -1009,13 +1106,47 @@ static void rb__async_connect(struct rb_async *a)
 
 /* ---- registry and presence ------------------------------------------------------- */
 
-/* Loop thread: writes the local registry to Redis as the whole truth about
- * this node (after a reconnect, or when our heartbeat key had expired). */
-static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
+/*
+ * The loop thread counts each change in `reg` and queues it (rq); the
+ * registry thread takes the queue in order and sends it to Redis, one S_REG
+ * call per batch, which answers each user's live total after its change:
+ * 1 after an up is a first connection anywhere, 0 after a down the last one
+ * gone. It posts those transitions and the flush markers it passes to the
+ * loop, in order.
+ *
+ * When Redis does not answer (need_sync), changes are "absorbed": counted
+ * locally only, flush markers answered at once. At each tick the thread
+ * then rewrites the node's whole registry (S_SYNC, with a new epoch so a
+ * late S_REG from before cannot count twice); every change queued until
+ * then is in that snapshot, since a change is counted and queued under one
+ * reg_lock. Once the rewrite worked, each absorbed user whose connections
+ * here went from none to some (or back) is a transition if no other live
+ * node holds it (S_OTHERS): presence catches up after the outage.
+ */
+
+/* Writes this node's registry to Redis as the whole truth about it, under
+ * a new epoch (at open, after a reconnect, or when our heartbeat key had
+ * expired). With `take` the queued changes, which the snapshot holds,
+ * move to rq_work in the same step. */
+static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn, bool take)
 {
+    rb->epoch++;
+    snprintf(rb->epoch_str, sizeof rb->epoch_str, "%" PRIu64, rb->epoch);
     pthread_rwlock_rdlock(&rb->reg_lock);
+    if (take) {
+        pthread_mutex_lock(&rb->rq_mu);
+        struct rb_reg_op *work = rb->rq_work;
+        size_t work_cap = rb->rq_work_cap;
+        rb->rq_work = rb->rq;
+        rb->rq_work_cap = rb->rq_cap;
+        rb->rq_work_n = rb->rq_n;
+        rb->rq = work;
+        rb->rq_cap = work_cap;
+        rb->rq_n = 0;
+        pthread_mutex_unlock(&rb->rq_mu);
+    }
     size_t n = rb->reg.used;
-    size_t argc = 2 + 2 * n;
+    size_t argc = 4 + 2 * n;
     const char **argv = malloc(argc * sizeof *argv);
     size_t *lens = malloc(argc * sizeof *lens);
     char *buf = malloc(n * 32 + 32);
@@ -1031,8 +1162,12 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
     lens[0] = strlen(rb->node);
     argv[1] = ttl;
     lens[1] = (size_t)snprintf(ttl, sizeof ttl, "%d", RB_ALIVE_TTL_MS);
+    argv[2] = rb->token_hex;
+    lens[2] = strlen(rb->token_hex);
+    argv[3] = rb->epoch_str;
+    lens[3] = strlen(rb->epoch_str);
     char *p = buf;
-    size_t k = 2;
+    size_t k = 4;
     for (size_t i = 0; i < rb->reg.cap; i++) {
         const nt_conn_count_slot *slot = &rb->reg.slots[i];
         if (!slot->conns) continue;
@@ -1047,7 +1182,9 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
     }
     pthread_rwlock_unlock(&rb->reg_lock);
     redisReply *reply = rb__eval(rb, conn, S_SYNC, 0, (int)k, argv, lens);
-    int rc = rb__is_error(reply) ? NT_BUS_EUNAVAILABLE : 0;
+    int rc = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1
+                 ? 0
+                 : NT_BUS_EUNAVAILABLE;
     rb__log_error("registry sync", reply);
     if (reply) freeReplyObject(reply);
     free(argv);
@@ -1056,50 +1193,66 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn)
     return rc;
 }
 
-/* Runs S_UP, S_DOWN or S_ONLINE for one user; the user's live connection
- * count, or a negative error. */
-static int64_t rb__user_script(struct redis_bus *rb, struct rb_conn *conn, int s, int64_t user_id)
+/* Loop thread (or conn_down's caller), under reg_lock: queues one change
+ * for the registry thread. 0 or NT_BUS_ENOMEM. */
+static int rb__rq_push(struct redis_bus *rb, const struct rb_reg_op *op)
 {
-    char uid[24];
-    const char *argv[2] = {rb->node, uid};
-    size_t lens[2] = {strlen(rb->node), (size_t)snprintf(uid, sizeof uid, "%" PRId64, user_id)};
-    redisReply *reply = rb__eval(rb, conn, s, 0, 2, argv, lens);
-    int64_t total = NT_BUS_EUNAVAILABLE;
-    if (reply && reply->type == REDIS_REPLY_INTEGER) total = reply->integer;
-    rb__log_error("registry", reply);
-    if (reply) freeReplyObject(reply);
-    return total;
-}
-
-/* Loop thread: the registry command after a local change. Falls back to
- * the local answer (and a later full sync) when Redis does not answer. */
-static int rb__registry_change(struct redis_bus *rb, int s, int64_t user_id, bool local_edge)
-{
-    if (!atomic_load(&rb->loop_ok) || rb->need_sync) return local_edge;
-    struct rb_conn *conn = rb__conn(rb);
-    int64_t total = conn ? rb__user_script(rb, conn, s, user_id) : NT_BUS_EUNAVAILABLE;
-    if (total < 0) {
-        atomic_store(&rb->loop_ok, false);
-        rb->need_sync = true;
-        return local_edge;
+    pthread_mutex_lock(&rb->rq_mu);
+    if (rb->rq_n == rb->rq_cap) {
+        size_t cap = rb->rq_cap ? rb->rq_cap * 2 : 256;
+        struct rb_reg_op *grown = realloc(rb->rq, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&rb->rq_mu);
+            return NT_BUS_ENOMEM;
+        }
+        rb->rq = grown;
+        rb->rq_cap = cap;
     }
-    return s == S_UP ? total == 1 : total == 0;
+    rb->rq[rb->rq_n++] = *op;
+    if (rb->rq_n == 1) pthread_cond_signal(&rb->rq_cond);
+    pthread_mutex_unlock(&rb->rq_mu);
+    return 0;
 }
 
 static int rb__conn_up(nt_bus *b, int64_t user_id)
 {
     struct redis_bus *rb = rb__of(b);
-    int64_t before = rb__reg_add(rb, user_id, +1);
-    if (before < 0) return (int)before;
-    return rb__registry_change(rb, S_UP, user_id, before == 0);
+    int rc = 0;
+    pthread_rwlock_wrlock(&rb->reg_lock);
+    int64_t before = nt_conn_counts_add(&rb->reg, user_id, +1);
+    if (before < 0) {
+        rc = NT_BUS_ENOMEM;
+    } else {
+        struct rb_reg_op op = {.user_id = user_id, .delta = +1, .local_edge = before == 0};
+        if (rb__rq_push(rb, &op) != 0) {
+            nt_conn_counts_add(&rb->reg, user_id, -1);
+            rc = NT_BUS_ENOMEM;
+        }
+    }
+    pthread_rwlock_unlock(&rb->reg_lock);
+    return rc;
 }
 
 static int rb__conn_down(nt_bus *b, int64_t user_id)
 {
     struct redis_bus *rb = rb__of(b);
-    int64_t before = rb__reg_add(rb, user_id, -1);
-    if (before <= 0) return 0; /* unbalanced: ignored, as in the local back end */
-    return rb__registry_change(rb, S_DOWN, user_id, before == 1);
+    pthread_rwlock_wrlock(&rb->reg_lock);
+    int64_t before = nt_conn_counts_add(&rb->reg, user_id, -1);
+    /* before 0: unbalanced, ignored as in the local back end. A change that
+     * cannot be queued is not lost for Redis: the next tick rewrites all. */
+    if (before > 0) {
+        struct rb_reg_op op = {.user_id = user_id, .delta = -1, .local_edge = before == 1};
+        if (rb__rq_push(rb, &op) != 0) atomic_store(&rb->need_sync, true);
+    }
+    pthread_rwlock_unlock(&rb->reg_lock);
+    return 0;
+}
+
+static int rb__registry_flush(nt_bus *b, void (*fn)(void *arg), void *arg)
+{
+    struct redis_bus *rb = rb__of(b);
+    struct rb_reg_op op = {.flush = fn, .flush_arg = arg};
+    return rb__rq_push(rb, &op);
 }
 
 static bool rb__online(nt_bus *b, int64_t user_id)
@@ -1109,23 +1262,255 @@ static bool rb__online(nt_bus *b, int64_t user_id)
     bool here = nt_conn_counts_get(&rb->reg, user_id) > 0;
     pthread_rwlock_unlock(&rb->reg_lock);
     if (here) return true;
-    if (rb__on_loop(rb) && !atomic_load(&rb->loop_ok)) return false;
+    if (rb__on_loop(rb)) return false; /* the loop never waits for Redis */
     struct rb_conn *conn = rb__conn(rb);
-    return conn && rb__user_script(rb, conn, S_ONLINE, user_id) > 0;
+    if (!conn) return false;
+    char uid[24];
+    const char *argv[2] = {rb->node, uid};
+    size_t lens[2] = {strlen(rb->node), (size_t)snprintf(uid, sizeof uid, "%" PRId64, user_id)};
+    redisReply *reply = rb__eval(rb, conn, S_ONLINE, 0, 2, argv, lens);
+    bool online = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
+    rb__log_error("online", reply);
+    if (reply) freeReplyObject(reply);
+    return online;
 }
 
-/* ---- the loop's timer: heartbeat, registry sync, reconnects --------------------- */
+/* ---- the registry thread -------------------------------------------------------- */
 
-static void rb__tick(uv_timer_t *timer)
+/* Registry thread: hands events to the loop, in order. */
+static void rb__post(struct redis_bus *rb, const struct rb_event *evs, size_t n)
 {
-    struct redis_bus *rb = timer->data;
-    if (!rb->sub.ac) rb__async_connect(&rb->sub);
-    if (!rb->pub.ac) rb__async_connect(&rb->pub);
+    if (n == 0) return;
+    pthread_mutex_lock(&rb->dq_mu);
+    if (rb->ev_n + n > rb->ev_cap) {
+        size_t cap = rb->ev_cap ? rb->ev_cap : 256;
+        while (cap < rb->ev_n + n)
+            cap *= 2;
+        struct rb_event *grown = realloc(rb->ev, cap * sizeof *grown);
+        if (!grown) {
+            pthread_mutex_unlock(&rb->dq_mu);
+            nt_error("bus: out of memory: %zu presence events dropped", n);
+            return;
+        }
+        rb->ev = grown;
+        rb->ev_cap = cap;
+    }
+    memcpy(rb->ev + rb->ev_n, evs, n * sizeof *evs);
+    rb->ev_n += n;
+    pthread_mutex_unlock(&rb->dq_mu);
+    uv_async_send(rb->async);
+}
 
-    struct rb_conn *conn = rb__conn(rb);
-    if (!conn) return;
+static void rb__reg_lost(struct redis_bus *rb)
+{
+    atomic_store(&rb->need_sync, true);
+    if (atomic_exchange(&rb->reg_ok, false))
+        nt_warn("bus: redis does not answer (%s:%d)", rb->host, rb->port);
+}
+
+static int rb__op_order(const void *pa, const void *pb)
+{
+    const struct rb_reg_op *a = pa, *b = pb;
+    if (a->user_id != b->user_id) return a->user_id < b->user_id ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Sorts the absorbed changes by user and keeps each user's first and last:
+ * all rb__reg_decide needs (whether the user had connections here before
+ * the first one, and has after the last one). */
+static void rb__absorbed_compact(struct redis_bus *rb)
+{
+    struct rb_reg_op *a = rb->absorbed;
+    size_t n = rb->absorbed_n, m = 0;
+    if (n == 0) return;
+    qsort(a, n, sizeof *a, rb__op_order);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j + 1 < n && a[j + 1].user_id == a[i].user_id)
+            j++;
+        a[m++] = a[i];
+        if (j > i) a[m++] = a[j];
+        i = j + 1;
+    }
+    rb->absorbed_n = m;
+}
+
+/* Ops taken while Redis does not answer: flush markers are answered now,
+ * changes kept for rb__reg_decide. */
+static void rb__absorb(struct redis_bus *rb, const struct rb_reg_op *ops, size_t n)
+{
+    struct rb_event evs[RB_REG_BATCH];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].delta == 0) {
+            evs[m++] = (struct rb_event){
+                .kind = RB_EV_FLUSH, .flush = ops[i].flush, .flush_arg = ops[i].flush_arg};
+            if (m == RB_REG_BATCH) {
+                rb__post(rb, evs, m);
+                m = 0;
+            }
+            continue;
+        }
+        if (rb->absorbed_n == rb->absorbed_cap) {
+            /* A long outage with much churn: keep two changes per user. */
+            if (rb->absorbed_cap >= 65536) rb__absorbed_compact(rb);
+            if (rb->absorbed_n == rb->absorbed_cap) {
+                size_t cap = rb->absorbed_cap ? rb->absorbed_cap * 2 : 256;
+                struct rb_reg_op *grown = realloc(rb->absorbed, cap * sizeof *grown);
+                if (!grown) {
+                    nt_error("bus: out of memory: a presence change is not told");
+                    continue;
+                }
+                rb->absorbed = grown;
+                rb->absorbed_cap = cap;
+            }
+        }
+        rb->absorbed[rb->absorbed_n] = ops[i];
+        rb->absorbed[rb->absorbed_n++].seq = rb->absorbed_seq++;
+    }
+    rb__post(rb, evs, m);
+}
+
+/* After a registry rewrite worked: the transitions of the absorbed users,
+ * decided with the other nodes' counts. false if Redis failed again (the
+ * absorbed changes are then kept for the next rewrite). */
+static bool rb__reg_decide(struct redis_bus *rb)
+{
+    rb__absorbed_compact(rb);
+    struct rb_reg_op *a = rb->absorbed;
+    size_t n = rb->absorbed_n;
+    const char *argv[1 + RB_REG_BATCH];
+    size_t lens[1 + RB_REG_BATCH];
+    char uids[RB_REG_BATCH][24];
+    bool online[RB_REG_BATCH];
+    int64_t users[RB_REG_BATCH];
+    struct rb_event evs[RB_REG_BATCH];
+    argv[0] = rb->node;
+    lens[0] = strlen(rb->node);
+    size_t i = 0;
+    while (i < n) {
+        /* The next batch of users whose count here crossed zero. */
+        int argc = 1;
+        while (i < n && argc <= RB_REG_BATCH) {
+            size_t j = i + (i + 1 < n && a[i + 1].user_id == a[i].user_id);
+            bool before_zero = a[i].delta > 0 && a[i].local_edge;
+            bool after_zero = a[j].delta < 0 && a[j].local_edge;
+            if (before_zero != after_zero) {
+                users[argc - 1] = a[i].user_id;
+                online[argc - 1] = before_zero;
+                argv[argc] = uids[argc - 1];
+                lens[argc] =
+                    (size_t)snprintf(uids[argc - 1], sizeof uids[0], "%" PRId64, a[i].user_id);
+                argc++;
+            }
+            i = j + 1;
+        }
+        if (argc == 1) continue;
+        redisReply *reply = rb__eval(rb, &rb->reg_conn, S_OTHERS, 0, argc, argv, lens);
+        rb__log_error("registry", reply);
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)argc - 1) {
+            if (reply) freeReplyObject(reply);
+            return false;
+        }
+        size_t m = 0;
+        for (int k = 0; k < argc - 1; k++) {
+            const redisReply *others = reply->element[k];
+            if (others->type != REDIS_REPLY_INTEGER || others->integer != 0) continue;
+            evs[m++] = (struct rb_event){.user_id = users[k],
+                                         .kind = online[k] ? RB_EV_ONLINE : RB_EV_OFFLINE};
+        }
+        freeReplyObject(reply);
+        rb__post(rb, evs, m);
+    }
+    rb->absorbed_n = 0;
+    return true;
+}
+
+/* Sends ops[0..n) (n <= RB_REG_BATCH) to Redis in one script call and
+ * posts what they turned out to be; absorbs them if Redis does not answer. */
+static void rb__reg_batch(struct redis_bus *rb, const struct rb_reg_op *ops, size_t n)
+{
+    if (atomic_load(&rb->need_sync)) {
+        rb__absorb(rb, ops, n);
+        return;
+    }
+    const char *argv[3 + 2 * RB_REG_BATCH];
+    size_t lens[3 + 2 * RB_REG_BATCH];
+    char uids[RB_REG_BATCH][24];
+    int argc = 3;
+    argv[0] = rb->node;
+    lens[0] = strlen(rb->node);
+    argv[1] = rb->token_hex;
+    lens[1] = strlen(rb->token_hex);
+    argv[2] = rb->epoch_str;
+    lens[2] = strlen(rb->epoch_str);
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].delta == 0) continue;
+        argv[argc] = ops[i].delta > 0 ? "1" : "-1";
+        lens[argc++] = ops[i].delta > 0 ? 1 : 2;
+        argv[argc] = uids[i];
+        lens[argc++] = (size_t)snprintf(uids[i], sizeof uids[i], "%" PRId64, ops[i].user_id);
+    }
+    redisReply *reply = NULL;
+    if (argc > 3) {
+        reply = rb__eval(rb, &rb->reg_conn, S_REG, 0, argc, argv, lens);
+        rb__log_error("registry", reply);
+        if (!reply || reply->type != REDIS_REPLY_ARRAY ||
+            reply->elements != (size_t)(argc - 3) / 2) {
+            /* Down, or our epoch is gone (Redis restarted, the node left):
+             * these changes are in the next rewrite. */
+            if (reply) freeReplyObject(reply);
+            rb__reg_lost(rb);
+            rb__absorb(rb, ops, n);
+            return;
+        }
+    }
+    struct rb_event evs[RB_REG_BATCH];
+    size_t m = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].delta == 0) {
+            evs[m++] = (struct rb_event){
+                .kind = RB_EV_FLUSH, .flush = ops[i].flush, .flush_arg = ops[i].flush_arg};
+            continue;
+        }
+        const redisReply *total = reply->element[k++];
+        long long live = total->type == REDIS_REPLY_INTEGER ? total->integer : -1;
+        if (ops[i].delta > 0 ? live == 1 : live == 0)
+            evs[m++] = (struct rb_event){.user_id = ops[i].user_id,
+                                         .kind = ops[i].delta > 0 ? RB_EV_ONLINE : RB_EV_OFFLINE};
+    }
+    if (reply) freeReplyObject(reply);
+    rb__post(rb, evs, m);
+}
+
+/* Registry thread: takes what the loop queued and sends it, in order. */
+static void rb__reg_apply(struct redis_bus *rb)
+{
+    pthread_mutex_lock(&rb->rq_mu);
+    struct rb_reg_op *work = rb->rq_work;
+    size_t work_cap = rb->rq_work_cap;
+    rb->rq_work = rb->rq;
+    rb->rq_work_cap = rb->rq_cap;
+    rb->rq_work_n = rb->rq_n;
+    rb->rq = work;
+    rb->rq_cap = work_cap;
+    rb->rq_n = 0;
+    pthread_mutex_unlock(&rb->rq_mu);
+
+    for (size_t i = 0; i < rb->rq_work_n; i += RB_REG_BATCH) {
+        size_t n = rb->rq_work_n - i < RB_REG_BATCH ? rb->rq_work_n - i : RB_REG_BATCH;
+        rb__reg_batch(rb, rb->rq_work + i, n);
+    }
+    rb->rq_work_n = 0;
+}
+
+/* Registry thread, every RB_TICK_MS: the heartbeat, and the whole registry
+ * again when Redis may not hold it. */
+static void rb__reg_tick(struct redis_bus *rb)
+{
+    struct rb_conn *conn = &rb->reg_conn;
     bool ok = false;
-    if (!rb->need_sync) {
+    if (!atomic_load(&rb->need_sync)) {
         char ttl[16];
         const char *argv[2] = {rb->node, ttl};
         size_t lens[2] = {strlen(rb->node),
@@ -1135,22 +1520,84 @@ static void rb__tick(uv_timer_t *timer)
             ok = true;
             if (reply->integer == 0) {
                 nt_warn("bus: this node's registry was gone from Redis; writing it again");
-                rb->need_sync = true;
+                atomic_store(&rb->need_sync, true);
             }
         }
         rb__log_error("heartbeat", reply);
         if (reply) freeReplyObject(reply);
-        if (!ok) rb->need_sync = true;
+        if (!ok) atomic_store(&rb->need_sync, true);
     }
-    if (rb->need_sync) {
-        ok = rb__sync_registry(rb, conn) == 0;
-        if (ok) {
-            rb->need_sync = false;
-            if (!atomic_load(&rb->loop_ok)) nt_info("bus: redis registry back in sync");
-        }
+    if (atomic_load(&rb->need_sync)) {
+        /* Cleared first: a change that fails to queue from now on sets it
+         * again and is rewritten by the next tick. */
+        atomic_store(&rb->need_sync, false);
+        ok = rb__sync_registry(rb, conn, true) == 0;
+        /* The changes the snapshot took are in it: decided below. */
+        rb__absorb(rb, rb->rq_work, rb->rq_work_n);
+        rb->rq_work_n = 0;
+        if (ok) ok = rb__reg_decide(rb);
+        if (!ok) atomic_store(&rb->need_sync, true);
+        if (ok && !atomic_load(&rb->reg_ok)) nt_info("bus: redis registry back in sync");
     }
-    bool was = atomic_exchange(&rb->loop_ok, ok);
+    bool was = atomic_exchange(&rb->reg_ok, ok);
     if (was && !ok) nt_warn("bus: redis does not answer (%s:%d)", rb->host, rb->port);
+}
+
+/* Registry thread, when the bus closes: our users go offline for everyone
+ * now rather than after the heartbeat TTL, and our leader locks are free. */
+static void rb__reg_leave(struct redis_bus *rb)
+{
+    if (!atomic_load(&rb->reg_ok)) return;
+    struct rb_conn *conn = &rb->reg_conn;
+    const char *argv[1] = {rb->node};
+    size_t lens[1] = {strlen(rb->node)};
+    redisReply *reply = rb__eval(rb, conn, S_LEAVE, 0, 1, argv, lens);
+    if (reply) freeReplyObject(reply);
+    for (int i = 0; i < RB_MAX_LEADER_NAMES; i++) {
+        char key[320];
+        pthread_mutex_lock(&rb->mu);
+        bool named = rb->leader_names[i][0] != '\0';
+        snprintf(key, sizeof key, RB_PREFIX "leader:%s", rb->leader_names[i]);
+        pthread_mutex_unlock(&rb->mu);
+        if (!named) continue;
+        const char *rargv[2] = {key, rb->token_hex};
+        size_t rlens[2] = {strlen(key), strlen(rb->token_hex)};
+        reply = rb__eval(rb, conn, S_RESIGN, 1, 2, rargv, rlens);
+        if (reply) freeReplyObject(reply);
+    }
+}
+
+static void rb__reg_main(void *arg)
+{
+    struct redis_bus *rb = arg;
+    uint64_t next_tick = nt_mono_ns() + (uint64_t)RB_TICK_MS * 1000000u;
+    for (;;) {
+        pthread_mutex_lock(&rb->rq_mu);
+        while (!rb->rq_stop && rb->rq_n == 0 && nt_mono_ns() < next_tick) {
+            struct timespec ts = {.tv_sec = (time_t)(next_tick / 1000000000u),
+                                  .tv_nsec = (long)(next_tick % 1000000000u)};
+            pthread_cond_timedwait(&rb->rq_cond, &rb->rq_mu, &ts);
+        }
+        bool stop = rb->rq_stop;
+        pthread_mutex_unlock(&rb->rq_mu);
+        if (stop) break;
+        if (nt_mono_ns() >= next_tick) {
+            rb__reg_tick(rb);
+            next_tick = nt_mono_ns() + (uint64_t)RB_TICK_MS * 1000000u;
+        }
+        rb__reg_apply(rb);
+    }
+    rb__reg_leave(rb);
+}
+
+/* ---- the loop's timer: reconnects of its asynchronous connections ---------------- */
+
+/* Cheap: redisAsyncConnect does not wait (a non-blocking connect). */
+static void rb__tick(uv_timer_t *timer)
+{
+    struct redis_bus *rb = timer->data;
+    if (!rb->sub.ac) rb__async_connect(&rb->sub);
+    if (!rb->pub.ac) rb__async_connect(&rb->pub);
 }
 
 /* ---- work queues ---------------------------------------------------------------- */
@@ -1697,12 +2144,20 @@ static void rb__free(struct redis_bus *rb)
         free(c);
         c = next;
     }
+    if (rb->reg_conn.ctx) redisFree(rb->reg_conn.ctx);
     for (struct rb_delivery *d = rb->dq_head; d;) {
         struct rb_delivery *next = d->next;
         free(d);
         d = next;
     }
+    free(rb->rq);
+    free(rb->rq_work);
+    free(rb->absorbed);
+    free(rb->ev);
+    free(rb->ev_loop);
     nt_conn_counts_free(&rb->reg);
+    pthread_cond_destroy(&rb->rq_cond);
+    pthread_mutex_destroy(&rb->rq_mu);
     pthread_mutex_destroy(&rb->dq_mu);
     pthread_rwlock_destroy(&rb->reg_lock);
     pthread_cond_destroy(&rb->wake);
@@ -1747,7 +2202,11 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
     rb__cond_init(&rb->idle);
     rb__cond_init(&rb->wake);
     pthread_rwlock_init(&rb->reg_lock, NULL);
+    pthread_mutex_init(&rb->rq_mu, NULL);
+    rb__cond_init(&rb->rq_cond);
     pthread_mutex_init(&rb->dq_mu, NULL);
+    rb->reg_conn.rb = rb;
+    rb->reg_conn.registry = true;
     if (nt_conn_counts_init(&rb->reg) != 0 || rb__script_shas(rb) != 0) {
         snprintf(err, err_len, "bus: out of memory");
         goto fail;
@@ -1761,18 +2220,16 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
      * without its bus would look healthy and drop everything. Later
      * outages are survived. A node name reused after a crash starts from an
      * empty registry (S_SYNC with nothing). */
-    struct rb_conn *conn = rb__conn(rb);
-    redisContext *c = conn ? rb__ctx(rb, conn) : NULL;
-    if (!c) {
+    if (!rb__ctx(rb, &rb->reg_conn)) {
         snprintf(err, err_len, "bus: cannot reach Redis at %s:%d", rb->host, rb->port);
         goto fail_key;
     }
-    if (rb__sync_registry(rb, conn) != 0) {
+    if (rb__sync_registry(rb, &rb->reg_conn, false) != 0) {
         snprintf(err, err_len, "bus: Redis at %s:%d does not run our scripts (needs 7.0)", rb->host,
                  rb->port);
         goto fail_key;
     }
-    atomic_store(&rb->loop_ok, true);
+    atomic_store(&rb->reg_ok, true);
 
     rb->async = malloc(sizeof *rb->async);
     if (!rb->async || uv_async_init(loop, rb->async, rb__drain) != 0) {
@@ -1794,6 +2251,14 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
     }
     rb->tick->data = rb;
     uv_unref((uv_handle_t *)rb->tick);
+    if (uv_thread_create(&rb->reg_thread, rb__reg_main, rb) != 0) {
+        uv_close((uv_handle_t *)rb->tick, rb__handle_closed);
+        rb->async->data = NULL;
+        uv_close((uv_handle_t *)rb->async, rb__handle_closed);
+        snprintf(err, err_len, "bus: cannot start the registry thread");
+        goto fail_key;
+    }
+    rb->reg_started = true;
     uv_timer_start(rb->tick, rb__tick, RB_TICK_MS, RB_TICK_MS);
     rb__async_connect(&rb->sub);
     rb__async_connect(&rb->pub);
@@ -1833,24 +2298,13 @@ static void rb__close(nt_bus *b)
         pthread_cond_wait(&rb->idle, &rb->mu);
     pthread_mutex_unlock(&rb->mu);
 
-    /* Leave cleanly: our users go offline for everyone now, not after the
-     * heartbeat TTL, and our leader locks are free at once. */
-    struct rb_conn *conn = rb__conn(rb);
-    if (conn && atomic_load(&rb->loop_ok)) {
-        const char *argv[1] = {rb->node};
-        size_t lens[1] = {strlen(rb->node)};
-        redisReply *reply = rb__eval(rb, conn, S_LEAVE, 0, 1, argv, lens);
-        if (reply) freeReplyObject(reply);
-        for (int i = 0; i < RB_MAX_LEADER_NAMES; i++) {
-            if (!rb->leader_names[i][0]) continue;
-            char key[320];
-            snprintf(key, sizeof key, RB_PREFIX "leader:%s", rb->leader_names[i]);
-            const char *rargv[2] = {key, rb->token_hex};
-            size_t rlens[2] = {strlen(key), strlen(rb->token_hex)};
-            reply = rb__eval(rb, conn, S_RESIGN, 1, 2, rargv, rlens);
-            if (reply) freeReplyObject(reply);
-        }
-    }
+    /* The registry thread leaves Redis cleanly (rb__reg_leave) and ends;
+     * changes and events still queued are dropped. */
+    pthread_mutex_lock(&rb->rq_mu);
+    rb->rq_stop = true;
+    pthread_cond_signal(&rb->rq_cond);
+    pthread_mutex_unlock(&rb->rq_mu);
+    if (rb->reg_started) uv_thread_join(&rb->reg_thread);
 
     uv_timer_stop(rb->tick);
     uv_close((uv_handle_t *)rb->tick, rb__handle_closed);
@@ -1874,7 +2328,7 @@ static int rb__ping(nt_bus *b)
     if (!atomic_load(&rb->sub.connected) || !atomic_load(&rb->pub.connected))
         return NT_BUS_EUNAVAILABLE;
     /* Nor while its registry is not (yet again) in Redis. */
-    if (!atomic_load(&rb->loop_ok)) return NT_BUS_EUNAVAILABLE;
+    if (!atomic_load(&rb->reg_ok)) return NT_BUS_EUNAVAILABLE;
     if (rb__on_loop(rb)) return 0;
     struct rb_conn *conn = rb__conn(rb);
     const char *argv[1] = {"PING"};
@@ -1893,6 +2347,7 @@ const nt_bus_ops nt_bus_redis_ops = {
     .deliver = rb__deliver,
     .conn_up = rb__conn_up,
     .conn_down = rb__conn_down,
+    .registry_flush = rb__registry_flush,
     .online = rb__online,
     .queue_push = rb__queue_push,
     .queue_pop = rb__queue_pop,

@@ -120,7 +120,8 @@ static void on_delivery(void *arg, nt_shared *payload, const int64_t *user_ids, 
         nt_conn *next;
         for (nt_conn *c = gw_registry_find(gw, user_ids[i]); c; c = next) {
             next = c->session.next_of_user; /* the send may cut c and unlink it */
-            if (c->state != NT_CONN_WS) continue;
+            /* Not before its `ready` (sent once the bus registry holds it). */
+            if (c->state != NT_CONN_WS || c->session.auth_pending) continue;
             if (!frame && !(frame = nt_ws_frame_text(payload->data, payload->len))) return;
             nt_conn_send_frame(c, frame);
             gw->metrics.deliveries++;
@@ -154,16 +155,31 @@ static void on_close(void *arg, nt_conn *c)
     nt_gateway *gw = arg;
     if (!c->session.user_id) return;
     gw_registry_remove(gw, c);
-    int64_t uid = c->session.user_id;
-    if (nt_bus_conn_down(gw->ctx->bus, uid) == 1 && !gw->draining) {
-        gw_presence(gw, uid, false);
-        gw_job *job = calloc(1, sizeof *job);
-        if (job) {
-            job->caller.user_id = uid;
-            job->run = run_match_leave;
-            job->after = after_match_leave;
-            gw_job_submit(gw, job);
-        }
+    /* Whether this was the user's last connection anywhere comes later, to
+     * on_presence: the loop does not wait for the bus's registry. */
+    nt_bus_conn_down(gw->ctx->bus, c->session.user_id);
+}
+
+/* Loop thread, from the bus: a user's first connection anywhere opened, or
+ * the last one closed; per user in the order it happened. */
+static void on_presence(void *arg, int64_t user_id, bool online)
+{
+    nt_gateway *gw = arg;
+    if (online) {
+        gw_presence(gw, user_id, true);
+        return;
+    }
+    /* A drain closes every socket and their clients reconnect to another
+     * node: no offline flicker to friends, and they keep their place in
+     * the match queue. */
+    if (gw->draining) return;
+    gw_presence(gw, user_id, false);
+    gw_job *job = calloc(1, sizeof *job);
+    if (job) {
+        job->caller.user_id = user_id;
+        job->run = run_match_leave;
+        job->after = after_match_leave;
+        gw_job_submit(gw, job);
     }
 }
 
@@ -218,6 +234,7 @@ nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, c
         return NULL;
     }
     nt_bus_set_delivery_handler(ctx->bus, on_delivery, gw);
+    nt_bus_set_presence_handler(ctx->bus, on_presence, gw);
     return gw;
 }
 
@@ -270,13 +287,15 @@ void nt_gateway_drain(nt_gateway *gw, void (*done)(void *arg), void *arg)
 void nt_gateway_free(nt_gateway *gw)
 {
     if (!gw) return;
-    /* Jobs and sends call back into the gateway: let them land first. */
+    /* Jobs, sends and `ready`s waiting for the bus registry (counted as
+     * jobs) call back into the gateway: let them land first. */
     while (gw->jobs_in_flight || gw->sends_in_flight)
         uv_run(gw->loop, UV_RUN_ONCE);
     /* Every hashing job came back (jobs_in_flight counts them): the pool's
      * threads are idle and stop at once. */
     gw_hash_pool_free(gw->hash_pool);
     nt_bus_set_delivery_handler(gw->ctx->bus, NULL, NULL); /* the bot may still deliver */
+    nt_bus_set_presence_handler(gw->ctx->bus, NULL, NULL);
     nt_server_free(gw->server);
     uv_close((uv_handle_t *)&gw->done_async, NULL);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);

@@ -125,28 +125,82 @@ static void run_ws_job(gw_job *job)
     }
 }
 
+/*
+ * An authenticated WebSocket's `ready`, held until the bus registry has the
+ * connection (nt_bus_registry_flush): from `ready` on, messages sent
+ * through any node reach it. Until then the connection stays auth_pending
+ * (not read, no deliveries) and holds a reference and a job, so a drain or
+ * nt_gateway_free waits for it. The loop never waits: the bus calls back.
+ */
+typedef struct gw_ready {
+    nt_gateway *gw;
+    nt_conn *conn;
+    size_t len;
+    char frame[];
+} gw_ready;
+
+static void send_ready(void *arg)
+{
+    gw_ready *r = arg;
+    nt_conn *c = r->conn;
+    r->gw->jobs_in_flight--;
+    c->session.jobs--;
+    c->session.auth_pending = false;
+    if (c->state == NT_CONN_WS) nt_conn_send_text(c, r->frame, r->len);
+    gw_conn_maybe_resume(c);
+    nt_conn_unref(c);
+    free(r);
+}
+
+static void auth_done(nt_gateway *gw, nt_conn *c, gw_job *job)
+{
+    if (job->reply.status == 503) {
+        c->session.auth_pending = false;
+        /* The token may be valid: 1013 "try again later", not 4001. */
+        nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "storage is unavailable");
+        return;
+    }
+    if (job->reply.status != 200) {
+        c->session.auth_pending = false;
+        nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "invalid or expired token");
+        return;
+    }
+    gw_ready *r = malloc(sizeof *r + job->frame.len);
+    if (!r) {
+        c->session.auth_pending = false;
+        nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "out of memory");
+        return;
+    }
+    c->session.user_id = job->caller.user_id;
+    c->session.session_id = job->caller.session_id;
+    gw_registry_add(gw, c);
+    /* Presence (first connection anywhere) comes to on_presence. */
+    if (nt_bus_conn_up(gw->ctx->bus, c->session.user_id) != 0) {
+        gw_registry_remove(gw, c);
+        c->session.user_id = 0; /* on_close must not count it down */
+        c->session.auth_pending = false;
+        free(r);
+        nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "out of memory");
+        return;
+    }
+    r->gw = gw;
+    r->conn = c;
+    r->len = job->frame.len;
+    if (r->len) memcpy(r->frame, job->frame.data, r->len);
+    nt_conn_ref(c);
+    c->session.jobs++;
+    gw->jobs_in_flight++;
+    /* Cannot queue the flush: answer at once, as before the registry. */
+    if (nt_bus_registry_flush(gw->ctx->bus, send_ready, r) != 0) send_ready(r);
+}
+
 static void after_ws_job(gw_job *job)
 {
     nt_conn *c = job->conn;
     nt_gateway *gw = job->gw;
     if (c->state != NT_CONN_WS) return;
     if (job->kind == WS_AUTH) {
-        c->session.auth_pending = false;
-        if (job->reply.status == 503) {
-            /* The token may be valid: 1013 "try again later", not 4001. */
-            nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "storage is unavailable");
-            return;
-        }
-        if (job->reply.status != 200) {
-            nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "invalid or expired token");
-            return;
-        }
-        c->session.user_id = job->caller.user_id;
-        c->session.session_id = job->caller.session_id;
-        gw_registry_add(gw, c);
-        if (nt_bus_conn_up(gw->ctx->bus, c->session.user_id) == 1)
-            gw_presence(gw, c->session.user_id, true);
-        nt_conn_send_text(c, job->frame.data, job->frame.len);
+        auth_done(gw, c, job);
         return;
     }
     if (job->reply.status >= 400) {

@@ -121,59 +121,101 @@ static void *check_online_thread(void *arg)
     return NULL;
 }
 
+/* What the presence handler was told (loop thread). */
+static struct {
+    int online, offline, wrong_thread;
+    int64_t last_user;
+    bool last_online;
+} seen;
+
+static void on_presence(void *arg, int64_t user_id, bool online)
+{
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &rx.loop_thread)) seen.wrong_thread++;
+    if (online)
+        seen.online++;
+    else
+        seen.offline++;
+    seen.last_user = user_id;
+    seen.last_online = online;
+}
+
+static void on_flushed(void *arg)
+{
+    ++*(int *)arg;
+}
+
 static void test_presence(void)
 {
+    nt_bus_set_presence_handler(bus, on_presence, NULL);
     CHECK(!nt_bus_online(bus, 42));
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 1);
     CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
+    /* In one process the transition is known at once. */
+    CHECK_EQ_INT(seen.online, 1);
+    CHECK(seen.last_user == 42 && seen.last_online);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
+    CHECK_EQ_INT(seen.online, 1); /* not the first connection */
     CHECK(nt_bus_online(bus, 42));
     CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
+    CHECK_EQ_INT(seen.offline, 0);
     CHECK(nt_bus_online(bus, 42));
-    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 1);
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
+    CHECK_EQ_INT(seen.offline, 1);
+    CHECK(seen.last_user == 42 && !seen.last_online);
     CHECK(!nt_bus_online(bus, 42));
     CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* unbalanced: ignored */
+    CHECK_EQ_INT(seen.offline, 1);
     CHECK(!nt_bus_online(bus, 42));
+    /* Nothing is ever pending in one process: a flush calls back at once. */
+    int flushed = 0;
+    CHECK_EQ_INT(nt_bus_registry_flush(bus, on_flushed, &flushed), 0);
+    CHECK_EQ_INT(flushed, 1);
 
-    int firsts = 0;
+    seen.online = seen.offline = 0;
     for (int i = 0; i < MANY_USERS; i++)
-        firsts += nt_bus_conn_up(bus, many_id(i));
-    CHECK_EQ_INT(firsts, MANY_USERS);
-    int seconds = 0;
+        CHECK_EQ_INT(nt_bus_conn_up(bus, many_id(i)), 0);
+    CHECK_EQ_INT(seen.online, MANY_USERS);
     for (int i = 0; i < MANY_USERS; i += 2) /* a second connection */
-        seconds += nt_bus_conn_up(bus, many_id(i)) == 0;
-    CHECK_EQ_INT(seconds, MANY_USERS / 2);
+        nt_bus_conn_up(bus, many_id(i));
+    CHECK_EQ_INT(seen.online, MANY_USERS);
 
     pthread_t readers[2];
     for (int t = 0; t < 2; t++)
         pthread_create(&readers[t], NULL, check_online_thread, NULL);
     /* Writers on the loop thread while readers run elsewhere. */
-    for (int i = 0; i < 20000; i++) {
-        nt_bus_conn_up(bus, 5000000 + i);
-        nt_bus_conn_down(bus, 5000000 + i);
+    for (int i = 0; i < 20000; i++) { /* ids no other user here has */
+        nt_bus_conn_up(bus, INT64_C(9000000000) + i);
+        nt_bus_conn_down(bus, INT64_C(9000000000) + i);
     }
     for (int t = 0; t < 2; t++)
         pthread_join(readers[t], NULL);
     CHECK_EQ_INT(atomic_load(&online_misses), 0);
+    CHECK_EQ_INT(seen.online, MANY_USERS + 20000);
+    CHECK_EQ_INT(seen.offline, 20000);
 
     /* Remove every other user: the rest must still be found. */
-    int lasts = 0;
+    seen.offline = 0;
     for (int i = 1; i < MANY_USERS; i += 2)
-        lasts += nt_bus_conn_down(bus, many_id(i));
-    CHECK_EQ_INT(lasts, MANY_USERS / 2);
+        nt_bus_conn_down(bus, many_id(i));
+    CHECK_EQ_INT(seen.offline, MANY_USERS / 2);
     int wrong = 0;
     for (int i = 0; i < MANY_USERS; i++)
         wrong += nt_bus_online(bus, many_id(i)) != (i % 2 == 0);
     CHECK_EQ_INT(wrong, 0);
-    lasts = 0;
+    seen.offline = 0;
     for (int i = 0; i < MANY_USERS; i += 2) {
-        lasts += nt_bus_conn_down(bus, many_id(i));
-        lasts += nt_bus_conn_down(bus, many_id(i));
+        nt_bus_conn_down(bus, many_id(i));
+        nt_bus_conn_down(bus, many_id(i));
     }
-    CHECK_EQ_INT(lasts, MANY_USERS / 2);
+    CHECK_EQ_INT(seen.offline, MANY_USERS / 2);
     wrong = 0;
     for (int i = 0; i < MANY_USERS; i++)
         wrong += nt_bus_online(bus, many_id(i));
     CHECK_EQ_INT(wrong, 0);
+    CHECK_EQ_INT(seen.wrong_thread, 0);
+    nt_bus_set_presence_handler(bus, NULL, NULL);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 43), 0); /* no handler: nothing told */
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 43), 0);
 }
 
 /* ---- delivery on the loop thread ----------------------------------------- */
@@ -214,8 +256,8 @@ static void loop_thread_deliveries(uv_timer_t *timer)
 static void test_loop_thread_delivery(void)
 {
     nt_bus_set_delivery_handler(bus, on_delivery, bus);
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 1), 1);
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 2), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 1), 0);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 2), 0);
     uv_timer_t timer;
     uv_timer_init(&loop, &timer);
     uv_timer_start(&timer, loop_thread_deliveries, 0, 0);
@@ -255,7 +297,7 @@ static void wait_for_frames(uv_timer_t *timer)
 static void test_threaded_delivery(void)
 {
     for (int k = 0; k < SENDERS; k++)
-        CHECK_EQ_INT(nt_bus_conn_up(bus, ONLINE_BASE + k), 1);
+        CHECK_EQ_INT(nt_bus_conn_up(bus, ONLINE_BASE + k), 0);
     pthread_t senders[SENDERS];
     for (int k = 0; k < SENDERS; k++)
         pthread_create(&senders[k], NULL, sender_thread, (void *)(intptr_t)k);

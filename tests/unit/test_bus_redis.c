@@ -7,9 +7,10 @@
  * and late replies, leader locks, close waking blocked callers - plus what
  * only a cluster has: two buses as two nodes (cross-node deliveries in
  * order, presence across nodes, a dead node's counts ignored and reaped),
- * and Redis restarted under a running bus (calls fail with
- * NT_BUS_EUNAVAILABLE, the bus reconnects and rewrites its registry by
- * itself). Exits 77 (skipped) if redis-server is not installed.
+ * Redis frozen with SIGSTOP (registry changes, flushes and presence go on
+ * without it and catch up afterwards), and Redis restarted under a running
+ * bus (calls fail with NT_BUS_EUNAVAILABLE, the bus reconnects and rewrites
+ * its registry by itself). Exits 77 (skipped) if redis-server is not installed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -319,59 +320,6 @@ static void *check_online_thread(void *arg)
     return NULL;
 }
 
-static void test_presence(void)
-{
-    CHECK(!nt_bus_online(bus, 42));
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 1);
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
-    CHECK(nt_bus_online(bus, 42));
-    CHECK(nt_bus_online(bus2, 42));
-    /* A second node: not the user's first connection anywhere. */
-    CHECK_EQ_INT(nt_bus_conn_up(bus2, 42), 0);
-    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
-    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* still on b */
-    CHECK(nt_bus_online(bus, 42));
-    CHECK_EQ_INT(nt_bus_conn_down(bus2, 42), 1);
-    CHECK(!nt_bus_online(bus, 42));
-    CHECK(!nt_bus_online(bus2, 42));
-    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* unbalanced: ignored */
-    CHECK(!nt_bus_online(bus, 42));
-
-    int firsts = 0;
-    for (int i = 0; i < MANY_USERS; i++)
-        firsts += nt_bus_conn_up(bus, many_id(i));
-    CHECK_EQ_INT(firsts, MANY_USERS);
-    pthread_t readers[2];
-    for (int t = 0; t < 2; t++)
-        pthread_create(&readers[t], NULL, check_online_thread, bus2);
-    for (int i = 0; i < 500; i++) {
-        nt_bus_conn_up(bus, 5000000 + i);
-        nt_bus_conn_down(bus, 5000000 + i);
-    }
-    for (int t = 0; t < 2; t++)
-        pthread_join(readers[t], NULL);
-    CHECK_EQ_INT(atomic_load(&online_misses), 0);
-    int lasts = 0;
-    for (int i = 0; i < MANY_USERS; i++)
-        lasts += nt_bus_conn_down(bus, many_id(i));
-    CHECK_EQ_INT(lasts, MANY_USERS);
-    CHECK(!nt_bus_online(bus2, many_id(7)));
-
-    /* A node that died without leaving: its heartbeat key is gone, so its
-     * counts do not make anyone online, and the next heartbeat of a live
-     * node removes them. */
-    raw_cmd("HSET natter:u:77 ghost 1");
-    raw_cmd("SADD natter:nu:ghost 77");
-    raw_cmd("SADD natter:nodes ghost");
-    CHECK(!nt_bus_online(bus, 77));
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 77), 1);
-    CHECK_EQ_INT(nt_bus_conn_down(bus, 77), 1);
-    run_loop_for(1300);
-    CHECK_EQ_INT(raw_int("HEXISTS natter:u:77 ghost"), 0);
-    CHECK_EQ_INT(raw_int("SISMEMBER natter:nodes ghost"), 0);
-    CHECK_EQ_INT(raw_int("SISMEMBER natter:nodes a"), 1);
-}
-
 /* ---- delivery on the loop thread ----------------------------------------- */
 
 static void loop_thread_deliveries(uv_timer_t *timer)
@@ -432,17 +380,188 @@ static void run_until(int (*done)(void))
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* ---- registry flushes and presence --------------------------------------- */
+
+/* What each node's presence handler was told, in order (loop thread). */
+struct pres {
+    int online, offline, wrong_thread;
+    int64_t log_user[64];
+    bool log_online[64];
+    int nlog;
+};
+
+static struct pres pres_a, pres_b;
+static uv_thread_t main_thread;
+
+static void on_presence(void *arg, int64_t user_id, bool online)
+{
+    struct pres *p = arg;
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &main_thread)) p->wrong_thread++;
+    if (online)
+        p->online++;
+    else
+        p->offline++;
+    if (p->nlog < 64) {
+        p->log_user[p->nlog] = user_id;
+        p->log_online[p->nlog++] = online;
+    }
+}
+
+static void pres_reset(struct pres *p)
+{
+    memset(p, 0, sizeof *p);
+}
+
+static int flushes_pending;
+
+static void on_flushed(void *arg)
+{
+    flushes_pending--;
+}
+
+static int flushed(void)
+{
+    return flushes_pending == 0;
+}
+
+/* Runs the loop until every registry change made so far on node b is in
+ * Redis (or given up on) and its presence calls were made. */
+static void flush(nt_bus *b)
+{
+    flushes_pending++;
+    CHECK_EQ_INT(nt_bus_registry_flush(b, on_flushed, NULL), 0);
+    run_until(flushed);
+    CHECK_EQ_INT(flushes_pending, 0);
+    flushes_pending = 0;
+}
+
+/* nt_bus_online from another thread (on the loop thread the bus answers
+ * from its own node only). */
+struct online_q {
+    nt_bus *bus;
+    int64_t user_id;
+    bool online;
+};
+
+static void *online_thread(void *arg)
+{
+    struct online_q *q = arg;
+    q->online = nt_bus_online(q->bus, q->user_id);
+    return NULL;
+}
+
+static bool online_elsewhere(nt_bus *b, int64_t user_id)
+{
+    struct online_q q = {.bus = b, .user_id = user_id};
+    pthread_t t;
+    pthread_create(&t, NULL, online_thread, &q);
+    pthread_join(t, NULL);
+    return q.online;
+}
+
 static int cross_done(void)
 {
     return rx_b.cross >= CROSS_FRAMES;
 }
 
+static void test_presence(void)
+{
+    main_thread = uv_thread_self();
+    nt_bus_set_presence_handler(bus, on_presence, &pres_a);
+    nt_bus_set_presence_handler(bus2, on_presence, &pres_b);
+    CHECK(!online_elsewhere(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 42), 0);
+    /* Counted on its own node at once; the loop thread of another node
+     * does not ask Redis. */
+    CHECK(nt_bus_online(bus, 42));
+    CHECK(!nt_bus_online(bus2, 42));
+    flush(bus);
+    CHECK_EQ_INT(pres_a.online, 1);
+    CHECK(pres_a.nlog == 1 && pres_a.log_user[0] == 42 && pres_a.log_online[0]);
+    CHECK(online_elsewhere(bus2, 42));
+    /* A second node: not the user's first connection anywhere, and the
+     * first node's last one going is not the user's last. */
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 42), 0);
+    flush(bus2);
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0);
+    flush(bus);
+    CHECK_EQ_INT(pres_b.online, 0);
+    CHECK_EQ_INT(pres_a.offline, 0);
+    CHECK(online_elsewhere(bus, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus2, 42), 0);
+    flush(bus2);
+    CHECK_EQ_INT(pres_b.offline, 1);
+    CHECK(!online_elsewhere(bus, 42));
+    CHECK(!online_elsewhere(bus2, 42));
+    CHECK_EQ_INT(nt_bus_conn_down(bus, 42), 0); /* unbalanced: ignored */
+    flush(bus);
+    CHECK_EQ_INT(pres_a.offline, 0);
+    CHECK(!online_elsewhere(bus, 42));
+
+    /* Quick changes of one user are told in the order they were made. */
+    pres_reset(&pres_a);
+    for (int i = 0; i < 4; i++) {
+        nt_bus_conn_up(bus, 43);
+        nt_bus_conn_down(bus, 43);
+    }
+    flush(bus);
+    CHECK_EQ_INT(pres_a.nlog, 8);
+    int misordered = 0;
+    for (int i = 0; i < pres_a.nlog; i++)
+        misordered += pres_a.log_user[i] != 43 || pres_a.log_online[i] != (i % 2 == 0);
+    CHECK_EQ_INT(misordered, 0);
+
+    pres_reset(&pres_a);
+    for (int i = 0; i < MANY_USERS; i++)
+        nt_bus_conn_up(bus, many_id(i));
+    flush(bus);
+    CHECK_EQ_INT(pres_a.online, MANY_USERS);
+    pthread_t readers[2];
+    for (int t = 0; t < 2; t++)
+        pthread_create(&readers[t], NULL, check_online_thread, bus2);
+    for (int i = 0; i < 500; i++) {
+        nt_bus_conn_up(bus, 5000000 + i);
+        nt_bus_conn_down(bus, 5000000 + i);
+    }
+    for (int t = 0; t < 2; t++)
+        pthread_join(readers[t], NULL);
+    CHECK_EQ_INT(atomic_load(&online_misses), 0);
+    for (int i = 0; i < MANY_USERS; i++)
+        nt_bus_conn_down(bus, many_id(i));
+    flush(bus);
+    CHECK_EQ_INT(pres_a.online, MANY_USERS + 500);
+    CHECK_EQ_INT(pres_a.offline, MANY_USERS + 500);
+    CHECK(!online_elsewhere(bus2, many_id(7)));
+
+    /* A node that died without leaving: its heartbeat key is gone, so its
+     * counts do not make anyone online, and the next heartbeat of a live
+     * node removes them. */
+    raw_cmd("HSET natter:u:77 ghost 1");
+    raw_cmd("SADD natter:nu:ghost 77");
+    raw_cmd("SADD natter:nodes ghost");
+    CHECK(!online_elsewhere(bus, 77));
+    pres_reset(&pres_a);
+    nt_bus_conn_up(bus, 77);
+    nt_bus_conn_down(bus, 77);
+    flush(bus);
+    CHECK(pres_a.online == 1 && pres_a.offline == 1);
+    run_loop_for(1300);
+    CHECK_EQ_INT(raw_int("HEXISTS natter:u:77 ghost"), 0);
+    CHECK_EQ_INT(raw_int("SISMEMBER natter:nodes ghost"), 0);
+    CHECK_EQ_INT(raw_int("SISMEMBER natter:nodes a"), 1);
+    CHECK_EQ_INT(pres_a.wrong_thread + pres_b.wrong_thread, 0);
+}
+
 static void test_loop_thread_delivery(void)
 {
     rx_a.loop_thread = rx_b.loop_thread = uv_thread_self();
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 1), 1);
-    CHECK_EQ_INT(nt_bus_conn_up(bus, 2), 1);
-    CHECK_EQ_INT(nt_bus_conn_up(bus2, 5), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 1), 0);
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 2), 0);
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 5), 0);
+    flush(bus2); /* user 5 is in Redis: deliveries from node a find it */
     uv_timer_t timer;
     uv_timer_init(&loop, &timer);
     uv_timer_start(&timer, loop_thread_deliveries, 0, 0);
@@ -455,7 +574,7 @@ static void test_loop_thread_delivery(void)
     CHECK_EQ_INT(rx_b.last_ids[0], 5);
     CHECK_EQ_INT(rx_a.cross, 0); /* nothing came back to the sender's node */
     CHECK_EQ_INT(rx_b.wrong_thread, 0);
-    CHECK_EQ_INT(nt_bus_conn_down(bus2, 5), 1);
+    CHECK_EQ_INT(nt_bus_conn_down(bus2, 5), 0);
 }
 
 /* ---- delivery from other threads ------------------------------------------ */
@@ -486,7 +605,9 @@ static int threaded_done(void)
 static void test_threaded_delivery(void)
 {
     for (int k = 0; k < SENDERS; k++)
-        CHECK_EQ_INT(nt_bus_conn_up(k < 2 ? bus : bus2, ONLINE_BASE + k), 1);
+        CHECK_EQ_INT(nt_bus_conn_up(k < 2 ? bus : bus2, ONLINE_BASE + k), 0);
+    flush(bus);
+    flush(bus2);
     pthread_t senders[SENDERS];
     for (int k = 0; k < SENDERS; k++)
         pthread_create(&senders[k], NULL, sender_thread, (void *)(intptr_t)k);
@@ -612,6 +733,41 @@ static void test_leader(void)
     CHECK_EQ_INT(raw_int("EXISTS natter:alive:b"), 1);
 }
 
+/* ---- Redis frozen (SIGSTOP): the loop thread is never held ------------------- */
+
+/* A frozen Redis keeps its sockets open and answers nothing: the worst case
+ * for a caller that waits. Registry changes still return at once, a flush
+ * comes back while Redis is still frozen (the registry thread gives up on
+ * it), and once Redis runs again the registry catches up: the other node
+ * sees the user, and the presence handler is told the user came online. */
+static void test_redis_frozen(void)
+{
+    pid_t pid = redis_pid();
+    CHECK(pid > 0);
+    if (pid <= 0) return;
+    pres_reset(&pres_a);
+    CHECK_EQ_INT(kill(pid, SIGSTOP), 0);
+    uint64_t start = nt_mono_ns();
+    CHECK_EQ_INT(nt_bus_conn_up(bus, 90), 0);
+    /* A failure deadline, not a measurement: it returns without Redis. */
+    CHECK(elapsed_ms(start) < 5000);
+    flush(bus);
+    CHECK_EQ_INT(pres_a.online, 0); /* not decided without Redis */
+    CHECK(kill(pid, 0) == 0);       /* still frozen all along */
+    CHECK_EQ_INT(kill(pid, SIGCONT), 0);
+    bool seen = false;
+    for (int i = 0; i < 150 && !seen; i++) {
+        run_loop_for(100);
+        seen = online_elsewhere(bus2, 90) && pres_a.online == 1;
+    }
+    CHECK(seen);
+    CHECK(pres_a.nlog == 1 && pres_a.log_user[0] == 90 && pres_a.log_online[0]);
+    nt_bus_conn_down(bus, 90);
+    flush(bus);
+    CHECK_EQ_INT(pres_a.offline, 1);
+    CHECK(!online_elsewhere(bus2, 90));
+}
+
 /* ---- Redis restarted under running buses ----------------------------------- */
 
 static int pings_ok(void)
@@ -655,13 +811,18 @@ static int outage_cross_done(void)
 
 static void test_redis_restart(void)
 {
-    CHECK_EQ_INT(nt_bus_conn_up(bus2, 6), 1);
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 6), 0);
+    flush(bus2);
     redis_stop();
     run_loop_for(1200); /* the buses notice */
     CHECK_EQ_INT(nt_bus_ping(bus), NT_BUS_EUNAVAILABLE);
     run_in_thread(outage_calls_thread);
-    /* Registry changes during the outage are kept locally... */
-    CHECK_EQ_INT(nt_bus_conn_up(bus2, 8), 1);
+    /* Registry changes during the outage are kept locally; a flush does
+     * not wait for Redis, and presence is told once Redis is back... */
+    pres_reset(&pres_b);
+    CHECK_EQ_INT(nt_bus_conn_up(bus2, 8), 0);
+    flush(bus2);
+    CHECK_EQ_INT(pres_b.online, 0);
 
     CHECK_EQ_INT(redis_start(), 0);
     for (int i = 0; i < 50 && !pings_ok(); i++)
@@ -670,8 +831,9 @@ static void test_redis_restart(void)
     CHECK_EQ_INT(nt_bus_ping(bus), 0);
     CHECK_EQ_INT(nt_bus_ping(bus2), 0);
     /* ...and written to the new Redis with what was there before. */
-    CHECK(nt_bus_online(bus, 6));
-    CHECK(nt_bus_online(bus, 8));
+    CHECK(online_elsewhere(bus, 6));
+    CHECK(online_elsewhere(bus, 8));
+    CHECK(pres_b.online == 1 && pres_b.log_user[0] == 8);
     CHECK_EQ_INT(raw_int("HGET natter:u:6 b"), 1);
     run_in_thread(after_outage_thread);
 
@@ -723,6 +885,7 @@ int main(void)
     run_in_thread(request_timeout_thread);
     run_in_thread(late_reply_thread);
     test_leader();
+    test_redis_frozen();
     test_redis_restart();
     test_close_wakes();
 
