@@ -7,6 +7,7 @@
  */
 #include "store/store.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,9 +129,71 @@ void nt_append_release(nt_append *op)
 {
     if (!op) return;
     nt_message_free(&op->msg);
-    free(op->member_ids);
+    nt_member_set_unref(op->members);
+    op->members = NULL;
     op->member_ids = NULL;
     op->nmembers = 0;
+}
+
+/* ---- member sets --------------------------------------------------------- */
+
+static int store__cmp_id(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+nt_member_set *nt_member_set_new(const int64_t *ids, int n)
+{
+    if (n < 0 || (n > 0 && !ids)) return NULL;
+    nt_member_set *set = malloc(sizeof(*set) + (size_t)n * sizeof(set->ids[0]));
+    if (!set) return NULL;
+    atomic_init(&set->refs, 1);
+    if (n > 0) memcpy(set->ids, ids, (size_t)n * sizeof(set->ids[0]));
+    /* The back ends read members in order already: sort only if not. */
+    bool sorted = true;
+    for (int i = 1; i < n && sorted; i++)
+        sorted = set->ids[i - 1] < set->ids[i];
+    if (!sorted) qsort(set->ids, (size_t)n, sizeof(set->ids[0]), store__cmp_id);
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        if (kept == 0 || set->ids[kept - 1] != set->ids[i]) set->ids[kept++] = set->ids[i];
+    set->n = kept;
+    return set;
+}
+
+nt_member_set *nt_member_set_ref(nt_member_set *set)
+{
+    /* Relaxed: whoever hands the set on already holds a reference. */
+    if (set) atomic_fetch_add_explicit(&set->refs, 1, memory_order_relaxed);
+    return set;
+}
+
+void nt_member_set_unref(nt_member_set *set)
+{
+    if (!set) return;
+    /* Release, then acquire before the free: every use of the set by other
+     * holders happens before it goes. */
+    if (atomic_fetch_sub_explicit(&set->refs, 1, memory_order_release) == 1) {
+        atomic_thread_fence(memory_order_acquire);
+        free(set);
+    }
+}
+
+bool nt_member_set_contains(const nt_member_set *set, int64_t user_id)
+{
+    if (!set) return false;
+    int lo = 0, hi = set->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (set->ids[mid] < user_id)
+            lo = mid + 1;
+        else if (set->ids[mid] > user_id)
+            hi = mid;
+        else
+            return true;
+    }
+    return false;
 }
 
 static bool store__nonempty(const char *str)
@@ -232,6 +295,14 @@ int nt_store_session_active(nt_store *s, int64_t session_id)
 
 /* ---- chats ------------------------------------------------------------- */
 
+/* A chat a back end failed to fill: whatever it holds is freed and zeroed,
+ * so callers never see half a chat. */
+static void store__chat_clear(nt_chat *out)
+{
+    nt_chat_free(out);
+    memset(out, 0, sizeof(*out));
+}
+
 int nt_store_chat_direct(nt_store *s, int64_t a, int64_t b, int64_t now, nt_chat *out,
                          bool *created)
 {
@@ -240,7 +311,12 @@ int nt_store_chat_direct(nt_store *s, int64_t a, int64_t b, int64_t now, nt_chat
     if (!created) created = &unused;
     *created = false;
     if (a <= 0 || b <= 0 || a == b) return NT_STORE_EINVAL;
-    return s->ops->chat_direct(s->be, a, b, now, out, created);
+    int rc = s->ops->chat_direct(s->be, a, b, now, out, created);
+    if (rc) {
+        store__chat_clear(out);
+        *created = false;
+    }
+    return rc;
 }
 
 int nt_store_chat_create(nt_store *s, const char *type, const char *title, int64_t owner_id,
@@ -251,7 +327,10 @@ int nt_store_chat_create(nt_store *s, const char *type, const char *title, int64
     if (strcmp(type, "group") != 0 && strcmp(type, "channel") != 0 && strcmp(type, "random") != 0)
         return NT_STORE_EINVAL;
     if (title && strlen(title) >= NT_TITLE_MAX) return NT_STORE_EINVAL;
-    return s->ops->chat_create(s->be, type, title ? title : "", owner_id, member_ids, n, now, out);
+    int rc =
+        s->ops->chat_create(s->be, type, title ? title : "", owner_id, member_ids, n, now, out);
+    if (rc) store__chat_clear(out);
+    return rc;
 }
 
 int nt_store_chat_get(nt_store *s, int64_t chat_id, int64_t viewer_id, nt_chat *out)
@@ -312,6 +391,16 @@ int nt_store_chat_close(nt_store *s, int64_t chat_id)
 
 /* ---- messages ---------------------------------------------------------- */
 
+/* rc of an edit or delete; on failure out is freed and zeroed. */
+static int store__message_result(int rc, nt_message *out)
+{
+    if (rc) {
+        nt_message_free(out);
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
 /* Clears the out fields. The op itself is checked by the back end, on its
  * writer thread, so that done() always runs there, even for a bad op. */
 static void store__append_prepare(nt_append *op)
@@ -319,6 +408,7 @@ static void store__append_prepare(nt_append *op)
     op->status = 0;
     op->duplicate = false;
     memset(&op->msg, 0, sizeof(op->msg));
+    op->members = NULL;
     op->member_ids = NULL;
     op->nmembers = 0;
     op->next = NULL;
@@ -351,14 +441,16 @@ int nt_store_message_edit(nt_store *s, int64_t chat_id, int64_t seq, int64_t sen
 {
     memset(out, 0, sizeof(*out));
     if (!text) return NT_STORE_EINVAL;
-    return s->ops->message_edit(s->be, chat_id, seq, sender_id, text, now, out);
+    return store__message_result(
+        s->ops->message_edit(s->be, chat_id, seq, sender_id, text, now, out), out);
 }
 
 int nt_store_message_delete(nt_store *s, int64_t chat_id, int64_t seq, int64_t sender_id,
                             int64_t now, nt_message *out)
 {
     memset(out, 0, sizeof(*out));
-    return s->ops->message_delete(s->be, chat_id, seq, sender_id, now, out);
+    return store__message_result(s->ops->message_delete(s->be, chat_id, seq, sender_id, now, out),
+                                 out);
 }
 
 int nt_store_export(nt_store *s, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
@@ -379,7 +471,9 @@ int nt_store_mark(nt_store *s, int64_t chat_id, int64_t user_id, int kind, int64
     *delivered_seq = *read_seq = 0;
     *moved = false;
     if (kind != NT_MARK_DELIVERED && kind != NT_MARK_READ) return NT_STORE_EINVAL;
-    return s->ops->mark(s->be, chat_id, user_id, kind, seq, delivered_seq, read_seq, moved);
+    int rc = s->ops->mark(s->be, chat_id, user_id, kind, seq, delivered_seq, read_seq, moved);
+    if (rc) *moved = false;
+    return rc;
 }
 
 /* ---- friends and blocks (optional in a back end) ----------------------------- */
@@ -476,7 +570,9 @@ int nt_store_chat_random(nt_store *s, int64_t a, int64_t b, const char *alias_a,
         !store__fits(alias_a, NT_ALIAS_MAX) || !store__fits(alias_b, NT_ALIAS_MAX))
         return NT_STORE_EINVAL;
     STORE_OPTIONAL(chat_random);
-    return s->ops->chat_random(s->be, a, b, alias_a, alias_b, now, out);
+    int rc = s->ops->chat_random(s->be, a, b, alias_a, alias_b, now, out);
+    if (rc) store__chat_clear(out);
+    return rc;
 }
 
 int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *shown_now)
@@ -485,7 +581,9 @@ int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *sh
     if (!shown_now) shown_now = &unused;
     *shown_now = false;
     STORE_OPTIONAL(chat_reveal);
-    return s->ops->chat_reveal(s->be, chat_id, user_id, shown_now);
+    int rc = s->ops->chat_reveal(s->be, chat_id, user_id, shown_now);
+    if (rc) *shown_now = false;
+    return rc;
 }
 
 int nt_store_random_alias(nt_store *s, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX])

@@ -55,6 +55,7 @@
 #include "store/migrations_pg.h"
 #include "store/store.h"
 #include "store/store_backend.h"
+#include "store/store_common.h"
 
 #define PG_CONNECT_TIMEOUT_S "3"
 #define PG_PING_TIMEOUT_MS 2000
@@ -276,18 +277,17 @@ typedef struct pg_conn {
  * appends in progress, read from the locked row (`run` says which run).
  */
 typedef struct pg_chat_entry {
-    int64_t chat_id; /* 0: a free slot */
-    int64_t version; /* 0: members not loaded */
-    int64_t *members;
-    int nmembers;
+    int64_t chat_id;        /* 0: a free slot */
+    int64_t version;        /* 0: members not loaded */
+    nt_member_set *members; /* one reference (NULL: none); appends take more */
     uint64_t run;
     bool closed;
     bool touched; /* this run appended to it */
     int64_t last_seq;
     int64_t last_activity;
     /* Chats of two members, read once per run that appends to them: bit i
-     * of pair_blocked says members[i] was blocked by the other one;
-     * aliases[i] is members[i]'s alias while a random chat is anonymous. */
+     * of pair_blocked says ids[i] was blocked by the other one; aliases[i]
+     * is ids[i]'s alias while a random chat is anonymous. */
     uint64_t pair_run;
     uint8_t pair_blocked;
     char aliases[2][NT_ALIAS_MAX];
@@ -297,18 +297,9 @@ typedef struct pg_chat_entry {
 
 struct pg_store {
     char *url;
-    pg_conn writer; /* the writer thread's (and open/close's) only */
-    pthread_t thread;
-    bool thread_started;
-
-    pthread_mutex_t lock; /* the queue, stopping, stats, readers */
-    pthread_cond_t wake;
-    pthread_cond_t done;
-    nt_append *head, *tail;
-    uint64_t queued;
-    bool stopping;
-    bool down; /* the last connect failed (atomic; for logging only) */
-    nt_store_stats_t stats;
+    pg_conn writer;   /* the writer thread's (and open/close's) only */
+    nt_store_queue q; /* the writes; q.lock guards readers too */
+    bool down;        /* the last connect failed (atomic; for logging only) */
 
     pthread_key_t reader_key;
     bool key_created;
@@ -320,14 +311,12 @@ struct pg_store {
     uint64_t run; /* counts runs of appends */
 };
 
-/* A synchronous write waiting for its commit (see sq_job in store_sqlite.c:
- * same shape). fn == NULL for nt_store_append_wait. */
+/* A synchronous write other than an append: fn does the work on the writer
+ * connection, inside the batch transaction (see nt_store_job). */
 typedef struct pg_job {
-    nt_append node;
+    nt_store_job base; /* first: the queue hands back &base */
     int (*fn)(pg_conn *w, void *arg);
     void *arg;
-    int status;
-    bool finished;
 } pg_job;
 
 /* ---- parameters ----------------------------------------------------------- */
@@ -751,8 +740,6 @@ static int pg__chat_load(pg_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
 
     if ((rc = pg__exec(c, PG_MEMBERS, &p, &r)) != 0) goto fail;
     int count = PQntuples(r);
-    bool viewer_member = false;
-    int64_t viewer_read = 0;
     if (count > 0 && !(out->members = calloc((size_t)count, sizeof(*out->members)))) {
         PQclear(r);
         rc = NT_STORE_EUNAVAILABLE;
@@ -767,10 +754,6 @@ static int pg__chat_load(pg_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
         m->alias[0] = '\0';
         if (pg__bool(r, i, 6)) pg__str(r, i, 4, m->alias, sizeof(m->alias));
         m->revealed = pg__bool(r, i, 5);
-        if (m->user_id == viewer_id) {
-            viewer_member = true;
-            viewer_read = m->read_seq;
-        }
     }
     out->nmembers = count;
     PQclear(r);
@@ -782,7 +765,8 @@ static int pg__chat_load(pg_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
         else if (rc != NT_STORE_ENOTFOUND)
             goto fail;
     }
-    if (viewer_member && viewer_read < out->last_seq) {
+    int64_t viewer_read;
+    if (nt_store_viewer_read(out, viewer_id, &viewer_read) && viewer_read < out->last_seq) {
         pg_params q = {0};
         pp_int(&q, chat_id);
         pp_int(&q, viewer_read);
@@ -803,14 +787,14 @@ static void pg__reader_exit(void *arg)
 {
     pg_conn *c = arg;
     pg_store *b = c->owner;
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(&b->q.lock);
     for (pg_conn **pp = &b->readers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
             break;
         }
     }
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&b->q.lock);
     pg__drop(c);
     free(c);
 }
@@ -827,10 +811,10 @@ static pg_conn *pg__reader(pg_store *b)
             free(c);
             return NULL;
         }
-        pthread_mutex_lock(&b->lock);
+        pthread_mutex_lock(&b->q.lock);
         c->next = b->readers;
         b->readers = c;
-        pthread_mutex_unlock(&b->lock);
+        pthread_mutex_unlock(&b->q.lock);
     }
     return pg__ensure(b, c) == 0 ? c : NULL;
 }
@@ -848,46 +832,28 @@ static void pg__read_end(pg_conn *c)
 
 /* ---- the writer ------------------------------------------------------------- */
 
-static void pg__enqueue(pg_store *b, nt_append *node)
-{
-    node->next = NULL;
-    pthread_mutex_lock(&b->lock);
-    if (b->tail)
-        b->tail->next = node;
-    else
-        b->head = node;
-    b->tail = node;
-    b->queued++;
-    pthread_cond_signal(&b->wake);
-    pthread_mutex_unlock(&b->lock);
-}
-
-static void pg__wait_job(pg_store *b, pg_job *job)
-{
-    pthread_mutex_lock(&b->lock);
-    while (!job->finished)
-        pthread_cond_wait(&b->done, &b->lock);
-    pthread_mutex_unlock(&b->lock);
-}
-
 /* Runs fn on the writer connection in the next batch and waits for the
  * commit. Returns fn's status, or EUNAVAILABLE if the commit failed. */
 static int pg__write(pg_store *b, int (*fn)(pg_conn *w, void *arg), void *arg)
 {
     pg_job job;
     memset(&job, 0, sizeof(job));
+    job.base.generic = true;
     job.fn = fn;
     job.arg = arg;
-    job.node.waiter = &job;
-    pg__enqueue(b, &job.node);
-    pg__wait_job(b, &job);
-    return job.status;
+    return nt_store_queue_run(&b->q, &job.base);
+}
+
+/* The job of a synchronous write other than an append, or NULL. */
+static pg_job *pg__generic_job(const nt_append *op)
+{
+    return (pg_job *)nt_store_generic_job(op);
 }
 
 static void pg__cache_clear(pg_store *b)
 {
     for (int i = 0; i < PG_CACHE_SLOTS; i++)
-        free(b->cache[i].members);
+        nt_member_set_unref(b->cache[i].members);
     memset(b->cache, 0, PG_CACHE_SLOTS * sizeof(*b->cache));
     b->cache_used = 0;
 }
@@ -896,8 +862,8 @@ static void pg__cache_clear(pg_store *b)
  * below 3/4 full, so a free slot is always found. */
 static pg_chat_entry *pg__cache_slot(pg_store *b, int64_t chat_id, bool take)
 {
-    uint64_t h = (uint64_t)chat_id * 0x9E3779B97F4A7C15ull;
-    for (size_t i = (size_t)(h >> 52) & (PG_CACHE_SLOTS - 1);; i = (i + 1) & (PG_CACHE_SLOTS - 1)) {
+    for (size_t i = nt_store_cache_home(chat_id, PG_CACHE_SLOTS);;
+         i = (i + 1) & (PG_CACHE_SLOTS - 1)) {
         pg_chat_entry *e = &b->cache[i];
         if (e->chat_id == chat_id) return e;
         if (e->chat_id == 0) {
@@ -909,30 +875,10 @@ static pg_chat_entry *pg__cache_slot(pg_store *b, int64_t chat_id, bool take)
     }
 }
 
-static bool pg__is_member(const pg_chat_entry *e, int64_t user_id)
+/* How many members the cached set holds (a chat nobody is in has none). */
+static int pg__nmembers(const pg_chat_entry *e)
 {
-    int lo = 0, hi = e->nmembers;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (e->members[mid] < user_id)
-            lo = mid + 1;
-        else if (e->members[mid] > user_id)
-            hi = mid;
-        else
-            return true;
-    }
-    return false;
-}
-
-static int pg__copy_members(const pg_chat_entry *e, nt_append *op)
-{
-    op->nmembers = 0;
-    if (e->nmembers == 0) return 0;
-    op->member_ids = malloc((size_t)e->nmembers * sizeof(*op->member_ids));
-    if (!op->member_ids) return NT_STORE_EUNAVAILABLE;
-    memcpy(op->member_ids, e->members, (size_t)e->nmembers * sizeof(*op->member_ids));
-    op->nmembers = e->nmembers;
-    return 0;
+    return e->members ? e->members->n : 0;
 }
 
 static int pg__cmp_i64(const void *x, const void *y)
@@ -953,15 +899,6 @@ static int pg__cmp_key(const void *x, const void *y)
     const pg_key *a = x, *b = y;
     if (a->chat_id != b->chat_id) return a->chat_id < b->chat_id ? -1 : 1;
     return a->seq < b->seq ? -1 : a->seq > b->seq;
-}
-
-/* Clears what an append put in its out fields. */
-static void pg__op_reset(nt_append *op)
-{
-    nt_append_release(op);
-    memset(&op->msg, 0, sizeof(op->msg));
-    op->duplicate = false;
-    op->status = 0;
 }
 
 /* Finds the ops whose (sender, client_id) is already stored: they become
@@ -1011,6 +948,7 @@ out:
 static int pg__appends_lock(pg_store *b, pg_conn *w, nt_append **ops, const bool *done, int n)
 {
     int64_t *ids = malloc((size_t)n * sizeof(*ids));
+    int64_t *scratch = NULL; /* one chat's member ids at a time */
     pg_array lock_ids = {0}, reload_ids = {0};
     PGresult *r = NULL;
     int nids = 0, rc = 0;
@@ -1046,9 +984,8 @@ static int pg__appends_lock(pg_store *b, pg_conn *w, nt_append **ops, const bool
         e->last_seq = pg__i64(r, row, 3);
         e->last_activity = pg__i64(r, row, 4);
         if (e->version != version) {
-            free(e->members);
+            nt_member_set_unref(e->members);
             e->members = NULL;
-            e->nmembers = 0;
             e->version = -version; /* to load; see below */
             pa_int(&reload_ids, e->chat_id);
         }
@@ -1067,6 +1004,10 @@ static int pg__appends_lock(pg_store *b, pg_conn *w, nt_append **ops, const bool
     }
     if ((rc = pg__exec(w, PG_APPEND_MEMBERS, &q, &r)) != 0) goto out;
     int rows = PQntuples(r);
+    if (rows > 0 && !(scratch = malloc((size_t)rows * sizeof(*scratch)))) {
+        rc = NT_STORE_EUNAVAILABLE;
+        goto out;
+    }
     for (int row = 0; row < rows;) {
         int64_t chat_id = pg__i64(r, row, 0);
         int end = row;
@@ -1074,12 +1015,12 @@ static int pg__appends_lock(pg_store *b, pg_conn *w, nt_append **ops, const bool
             end++;
         pg_chat_entry *e = pg__cache_slot(b, chat_id, false);
         if (e && e->version < 0) {
-            if (!(e->members = malloc((size_t)(end - row) * sizeof(*e->members)))) {
+            for (int i = row; i < end; i++)
+                scratch[i - row] = pg__i64(r, i, 1);
+            if (!(e->members = nt_member_set_new(scratch, end - row))) {
                 rc = NT_STORE_EUNAVAILABLE;
                 goto out;
             }
-            for (int i = row; i < end; i++)
-                e->members[e->nmembers++] = pg__i64(r, i, 1);
         }
         row = end;
     }
@@ -1099,6 +1040,7 @@ out:
     PQclear(r);
     pa_free(&lock_ids);
     pa_free(&reload_ids);
+    free(scratch);
     free(ids);
     return rc;
 }
@@ -1117,13 +1059,13 @@ static int pg__appends_pairs(pg_store *b, pg_conn *w, nt_append **ops, const boo
     for (int i = 0; i < n; i++) {
         if (done[i]) continue;
         pg_chat_entry *e = pg__cache_slot(b, ops[i]->chat_id, false);
-        if (!e || e->run != b->run || e->nmembers != 2 || e->pair_run == b->run) continue;
+        if (!e || e->run != b->run || pg__nmembers(e) != 2 || e->pair_run == b->run) continue;
         e->pair_run = b->run;
         e->pair_blocked = 0;
         memset(e->aliases, 0, sizeof(e->aliases));
         pa_int(&chats, e->chat_id);
-        pa_int(&as, e->members[0]);
-        pa_int(&bs, e->members[1]);
+        pa_int(&as, e->members->ids[0]);
+        pa_int(&bs, e->members->ids[1]);
     }
     if (chats.count == 0) goto out;
     pg_params p = {0};
@@ -1180,8 +1122,7 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
     for (int i = 0; i < n; i++) {
         nt_append *op = ops[i];
         op->status = 0;
-        if (!op->text || op->text_len > INT32_MAX ||
-            !memchr(op->client_id, '\0', sizeof(op->client_id)) ||
+        if (nt_store_append_check(op) != 0 ||
             memchr(op->text, '\0', op->text_len)) { /* PostgreSQL text holds no NUL */
             op->status = NT_STORE_EINVAL;
             done[i] = true;
@@ -1196,10 +1137,10 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
         if (op->duplicate) {
             pg_chat_entry *e = pg__cache_slot(b, op->msg.chat_id, false);
             if (!e || e->run != b->run) {
-                pg__op_reset(op);
+                nt_store_append_reset(op);
                 op->status = NT_STORE_ENOTFOUND;
-            } else if ((rc = pg__copy_members(e, op)) != 0) {
-                goto out;
+            } else {
+                nt_store_append_members(op, e->members);
             }
             continue;
         }
@@ -1209,37 +1150,24 @@ static int pg__appends(pg_store *b, pg_conn *w, nt_append **ops, int n)
             op->status = NT_STORE_ENOTFOUND;
             continue;
         }
-        if (e->closed || !pg__is_member(e, op->sender_id)) {
+        if (e->closed || !nt_member_set_contains(e->members, op->sender_id)) {
             op->status = NT_STORE_EFORBIDDEN;
             continue;
         }
         int sender_idx = -1;
-        if (e->nmembers == 2) {
+        if (pg__nmembers(e) == 2) {
             /* Blocks apply where only the two of them talk (direct, random,
              * a two-member group): the blocked one cannot write. */
-            sender_idx = e->members[0] == op->sender_id ? 0 : 1;
+            sender_idx = e->members->ids[0] == op->sender_id ? 0 : 1;
             if (e->pair_blocked & (1u << sender_idx)) {
                 op->status = NT_STORE_EFORBIDDEN;
                 continue;
             }
         }
+        if ((rc = nt_store_append_copy(op)) != 0) goto out;
+        nt_store_append_stamp(op, ++e->last_seq, sender_idx >= 0 ? e->aliases[sender_idx] : NULL);
+        nt_store_append_members(op, e->members);
         nt_message *m = &op->msg;
-        if (!(m->text = malloc(op->text_len + 1)) ||
-            (op->extra_json && !(m->extra_json = strdup(op->extra_json))) ||
-            pg__copy_members(e, op) != 0) {
-            rc = NT_STORE_EUNAVAILABLE;
-            goto out;
-        }
-        memcpy(m->text, op->text, op->text_len);
-        m->text[op->text_len] = '\0';
-        m->text_len = op->text_len;
-        m->chat_id = op->chat_id;
-        m->seq = ++e->last_seq;
-        m->sender_id = op->sender_id;
-        m->ts = op->ts;
-        memcpy(m->client_id, op->client_id, sizeof(m->client_id));
-        if (sender_idx >= 0)
-            memcpy(m->sender_alias, e->aliases[sender_idx], sizeof(m->sender_alias));
         if (op->ts > e->last_activity) e->last_activity = op->ts;
         if (!e->touched) {
             e->touched = true;
@@ -1332,18 +1260,11 @@ static int pg__appends_saved(pg_store *b, pg_conn *w, nt_append **ops, int n)
     if (!w->pq) return PG_LOST;
     if (rc) {
         for (int i = 0; i < n; i++)
-            pg__op_reset(ops[i]);
+            nt_store_append_reset(ops[i]);
         if (pg__run(w, PG_ROLLBACK_TO, NULL, NULL) != 0) return PG_LOST;
     }
     if (pg__run(w, PG_RELEASE, NULL, NULL) != 0) return PG_LOST;
     return rc;
-}
-
-/* A synchronous write other than an append (see pg_job). */
-static pg_job *pg__generic_job(const nt_append *op)
-{
-    pg_job *job = op->waiter;
-    return job && job->fn ? job : NULL;
 }
 
 /* Hash of an op's idempotency key, for spotting a repeat inside a run. */
@@ -1405,18 +1326,6 @@ lost:
     return NULL;
 }
 
-/* Marks an op failed because its transaction did not commit. */
-static void pg__op_lost(nt_append *op)
-{
-    pg_job *job = pg__generic_job(op);
-    if (job) {
-        job->status = NT_STORE_EUNAVAILABLE;
-        return;
-    }
-    pg__op_reset(op);
-    op->status = NT_STORE_EUNAVAILABLE;
-}
-
 /*
  * One group commit: every op of the batch in one transaction, each generic
  * write in its own savepoint, appends by runs (pg__append_run). If the
@@ -1425,8 +1334,9 @@ static void pg__op_lost(nt_append *op)
  * of it is written (a COMMIT whose answer was lost is the one case where the
  * outcome is unknown, as with any database).
  */
-static void pg__run_batch(pg_store *b, nt_append *batch)
+static void pg__run_batch(void *be, nt_append *batch)
 {
+    pg_store *b = be;
     pg_conn *w = &b->writer;
     bool lost = false;
     if (pg__ensure(b, w) != 0 || pg__run(w, PG_BEGIN, NULL, NULL) != 0) goto lost;
@@ -1438,10 +1348,10 @@ static void pg__run_batch(pg_store *b, nt_append *batch)
             continue;
         }
         if (pg__run(w, PG_SAVEPOINT, NULL, NULL) != 0) goto lost;
-        job->status = job->fn(w, job->arg);
+        job->base.status = job->fn(w, job->arg);
         if (!w->pq) goto lost;
         /* EREUSED is the one failure that writes: it revokes a session. */
-        if (job->status != 0 && job->status != NT_STORE_EREUSED &&
+        if (job->base.status != 0 && job->base.status != NT_STORE_EREUSED &&
             pg__run(w, PG_ROLLBACK_TO, NULL, NULL) != 0)
             goto lost;
         if (pg__run(w, PG_RELEASE, NULL, NULL) != 0) goto lost;
@@ -1455,67 +1365,7 @@ lost:
     /* The cache may hold members read in the rolled-back transaction. */
     pg__cache_clear(b);
     for (nt_append *op = batch; op; op = op->next)
-        pg__op_lost(op);
-}
-
-/* Tells every op of a finished batch: async appends through done(), waiting
- * callers through their job. Nodes may be freed once told, so each next
- * pointer is read first. */
-static void pg__batch_finish(pg_store *b, nt_append *batch)
-{
-    nt_append *waiting = NULL;
-    for (nt_append *op = batch, *next; op; op = next) {
-        next = op->next;
-        if (op->waiter) {
-            op->next = waiting;
-            waiting = op;
-        } else if (op->done) {
-            op->done(op);
-        }
-    }
-    if (!waiting) return;
-    pthread_mutex_lock(&b->lock);
-    for (nt_append *op = waiting, *next; op; op = next) {
-        next = op->next;
-        ((pg_job *)op->waiter)->finished = true;
-    }
-    pthread_cond_broadcast(&b->done);
-    pthread_mutex_unlock(&b->lock);
-}
-
-static int pg__hist_bucket(uint64_t n)
-{
-    static const uint64_t upper[NT_STORE_HIST_BUCKETS - 1] = {1, 4, 16, 64, 256};
-    for (int i = 0; i < NT_STORE_HIST_BUCKETS - 1; i++)
-        if (n <= upper[i]) return i;
-    return NT_STORE_HIST_BUCKETS - 1;
-}
-
-static void *pg__writer_main(void *arg)
-{
-    pg_store *b = arg;
-    pthread_setname_np(pthread_self(), "nt-store-write");
-    pthread_mutex_lock(&b->lock);
-    for (;;) {
-        while (!b->head && !b->stopping)
-            pthread_cond_wait(&b->wake, &b->lock);
-        if (!b->head) break; /* stopping and drained */
-        nt_append *batch = b->head;
-        uint64_t n = b->queued;
-        b->head = b->tail = NULL;
-        b->queued = 0;
-        b->stats.batches++;
-        b->stats.ops += n;
-        b->stats.hist[pg__hist_bucket(n)]++;
-        pthread_mutex_unlock(&b->lock);
-
-        pg__run_batch(b, batch);
-        pg__batch_finish(b, batch);
-
-        pthread_mutex_lock(&b->lock);
-    }
-    pthread_mutex_unlock(&b->lock);
-    return NULL;
+        nt_store_op_lost(op);
 }
 
 /* ---- open, close, migrations ---------------------------------------------- */
@@ -1596,9 +1446,7 @@ static void *pg_open(const char *where, char *err, size_t err_len)
         return NULL;
     }
     snprintf(b->url, len, "postgresql:%s", where);
-    pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->wake, NULL);
-    pthread_cond_init(&b->done, NULL);
+    nt_store_queue_init(&b->q);
     if (pthread_key_create(&b->reader_key, pg__reader_exit) != 0) {
         snprintf(err, err_len, "no thread key left");
         goto fail;
@@ -1611,11 +1459,11 @@ static void *pg_open(const char *where, char *err, size_t err_len)
     }
     if (pg__connect(b, &b->writer, err, err_len) != 0) goto fail;
     if (pg__migrate(&b->writer, err, err_len) != 0) goto fail;
-    if (pthread_create(&b->thread, NULL, pg__writer_main, b) != 0) {
-        snprintf(err, err_len, "cannot start the writer thread: %s", strerror(errno));
+    int rc = nt_store_queue_start(&b->q, b, pg__run_batch, NULL);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot start the writer thread: %s", strerror(rc));
         goto fail;
     }
-    b->thread_started = true;
     return b;
 
 fail:
@@ -1627,18 +1475,12 @@ static void pg_close(void *be)
 {
     pg_store *b = be;
     if (!b) return;
-    if (b->thread_started) {
-        pthread_mutex_lock(&b->lock);
-        b->stopping = true;
-        pthread_cond_signal(&b->wake);
-        pthread_mutex_unlock(&b->lock);
-        pthread_join(b->thread, NULL);
-    }
+    nt_store_queue_stop(&b->q);
     if (b->key_created) pthread_key_delete(b->reader_key);
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(&b->q.lock);
     pg_conn *readers = b->readers;
     b->readers = NULL;
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&b->q.lock);
     while (readers) {
         pg_conn *next = readers->next;
         pg__drop(readers);
@@ -1650,9 +1492,7 @@ static void pg_close(void *be)
         pg__cache_clear(b);
         free(b->cache);
     }
-    pthread_cond_destroy(&b->done);
-    pthread_cond_destroy(&b->wake);
-    pthread_mutex_destroy(&b->lock);
+    nt_store_queue_destroy(&b->q);
     free(b->url);
     free(b);
 }
@@ -1719,10 +1559,7 @@ static int pg_ping(void *be)
 static void pg_stats(void *be, nt_store_stats_t *out)
 {
     pg_store *b = be;
-    pthread_mutex_lock(&b->lock);
-    *out = b->stats;
-    out->queued = b->queued;
-    pthread_mutex_unlock(&b->lock);
+    nt_store_queue_stats(&b->q, out);
 }
 
 /* ---- users ------------------------------------------------------------------ */
@@ -1865,18 +1702,8 @@ static int pg_user_update(void *be, int64_t id, const nt_user_patch *patch, nt_u
 static int pg_user_search(void *be, const char *prefix, int64_t after_id, int limit, nt_user *out,
                           int *n)
 {
-    /* LIKE pattern: the prefix with its wildcards escaped, then '%'. */
-    size_t len = strlen(prefix);
-    char *pattern = malloc(2 * len + 2);
+    char *pattern = nt_store_like_prefix(prefix);
     if (!pattern) return NT_STORE_EUNAVAILABLE;
-    size_t j = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (prefix[i] == '%' || prefix[i] == '_' || prefix[i] == '\\') pattern[j++] = '\\';
-        pattern[j++] = prefix[i];
-    }
-    pattern[j++] = '%';
-    pattern[j] = '\0';
-
     pg_conn *c = pg__reader(be);
     int rc = NT_STORE_EUNAVAILABLE;
     if (c) {
@@ -2086,9 +1913,8 @@ struct chat_args {
 static int pg__w_chat_direct(pg_conn *w, void *arg)
 {
     struct chat_args *a = arg;
-    char key[48];
-    snprintf(key, sizeof(key), "%" PRId64 ":%" PRId64, a->a < a->b ? a->a : a->b,
-             a->a < a->b ? a->b : a->a);
+    char key[NT_STORE_DIRECT_KEY_MAX];
+    nt_store_direct_key(a->a, a->b, key);
     pg_params p = {0};
     pp_str(&p, key);
     int64_t chat_id = 0;
@@ -2121,13 +1947,7 @@ static int pg__w_chat_direct(pg_conn *w, void *arg)
 static int pg_chat_direct(void *be, int64_t a, int64_t b, int64_t now, nt_chat *out, bool *created)
 {
     struct chat_args args = {.a = a, .b = b, .now = now, .out = out, .created = created};
-    int rc = pg__write(be, pg__w_chat_direct, &args);
-    if (rc) {
-        nt_chat_free(out);
-        memset(out, 0, sizeof(*out));
-        *created = false;
-    }
-    return rc;
+    return pg__write(be, pg__w_chat_direct, &args);
 }
 
 static int pg__w_chat_create(pg_conn *w, void *arg)
@@ -2164,12 +1984,7 @@ static int pg_chat_create(void *be, const char *type, const char *title, int64_t
                              .n = n,
                              .now = now,
                              .out = out};
-    int rc = pg__write(be, pg__w_chat_create, &args);
-    if (rc) {
-        nt_chat_free(out);
-        memset(out, 0, sizeof(*out));
-    }
-    return rc;
+    return pg__write(be, pg__w_chat_create, &args);
 }
 
 static int pg_chat_get(void *be, int64_t chat_id, int64_t viewer_id, nt_chat *out)
@@ -2183,6 +1998,12 @@ static int pg_chat_get(void *be, int64_t chat_id, int64_t viewer_id, nt_chat *ou
     return rc;
 }
 
+/* pg__chat_load for nt_store_chats_load. */
+static int pg__chat_load_any(void *c, int64_t chat_id, int64_t viewer_id, nt_chat *out)
+{
+    return pg__chat_load(c, chat_id, viewer_id, out);
+}
+
 static int pg_chat_list(void *be, int64_t user_id, int limit, nt_chat **out, int *n)
 {
     pg_conn *c = pg__reader(be);
@@ -2191,25 +2012,11 @@ static int pg_chat_list(void *be, int64_t user_id, int limit, nt_chat **out, int
     if (rc) return rc;
     int64_t *ids = NULL;
     int nids = 0;
-    nt_chat *chats = NULL;
     pg_params p = {0};
     pp_int(&p, user_id);
     pp_int(&p, limit);
-    if ((rc = pg__int_list(c, PG_CHAT_LIST, &p, &ids, &nids)) != 0) goto done;
-    if (nids > 0 && !(chats = calloc((size_t)nids, sizeof(*chats)))) {
-        rc = NT_STORE_EUNAVAILABLE;
-        goto done;
-    }
-    for (int i = 0; i < nids; i++) {
-        if ((rc = pg__chat_load(c, ids[i], user_id, &chats[i])) != 0) {
-            nt_chats_free(chats, i);
-            chats = NULL;
-            goto done;
-        }
-    }
-    *out = chats;
-    *n = nids;
-done:
+    if ((rc = pg__int_list(c, PG_CHAT_LIST, &p, &ids, &nids)) == 0)
+        rc = nt_store_chats_load(c, pg__chat_load_any, ids, nids, user_id, out, n);
     pg__read_end(c);
     free(ids);
     return rc;
@@ -2318,20 +2125,12 @@ static int pg_chat_close(void *be, int64_t chat_id)
 
 static void pg_append(void *be, nt_append *op)
 {
-    op->waiter = NULL;
-    pg__enqueue(be, op);
+    nt_store_queue_append(&((pg_store *)be)->q, op);
 }
 
 static int pg_append_wait(void *be, nt_append *op)
 {
-    pg_store *b = be;
-    pg_job job;
-    memset(&job, 0, sizeof(job));
-    op->waiter = &job;
-    pg__enqueue(b, op);
-    pg__wait_job(b, &job);
-    op->waiter = NULL;
-    return op->status;
+    return nt_store_queue_append_wait(&((pg_store *)be)->q, op);
 }
 
 /* The rows of a message query as a heap array, in row order. */
@@ -2356,6 +2155,18 @@ static int pg__message_rows(pg_conn *c, enum pg_stmt_id id, const pg_params *p, 
     return 0;
 }
 
+/* One page of an export: messages with seq > after, ascending. */
+static int pg__messages_after(void *conn, int64_t chat_id, int64_t after, int limit,
+                              nt_message **out, int *n)
+{
+    pg_params p = {0};
+    pp_int(&p, chat_id);
+    pp_int(&p, after);
+    pp_int(&p, INT64_MAX);
+    pp_int(&p, limit);
+    return pg__message_rows(conn, PG_MSG_AFTER, &p, out, n);
+}
+
 static int pg_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq, int limit,
                        nt_message **out, int *n)
 {
@@ -2373,14 +2184,9 @@ static int pg_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t af
     pp_int(&p, before);
     pp_int(&p, limit);
     int rc = pg__message_rows(c, PG_MSG_BEFORE, &p, out, n);
-    if (rc) return rc;
     /* Newest first from the index; the contract is ascending. */
-    for (int i = 0, j = *n - 1; i < j; i++, j--) {
-        nt_message tmp = (*out)[i];
-        (*out)[i] = (*out)[j];
-        (*out)[j] = tmp;
-    }
-    return 0;
+    if (rc == 0) nt_store_messages_reverse(*out, *n);
+    return rc;
 }
 
 struct message_change_args {
@@ -2412,28 +2218,18 @@ static int pg__w_message_change(pg_conn *w, void *arg)
     return pg__message_load(w, PG_MSG_BY_SEQ, a->chat_id, a->seq, a->out);
 }
 
-static int pg_message_change(pg_store *b, struct message_change_args *a)
-{
-    int rc = pg__write(b, pg__w_message_change, a);
-    if (rc) {
-        nt_message_free(a->out);
-        memset(a->out, 0, sizeof(*a->out));
-    }
-    return rc;
-}
-
 static int pg_message_edit(void *be, int64_t chat_id, int64_t seq, int64_t sender_id,
                            const char *text, int64_t now, nt_message *out)
 {
     struct message_change_args a = {chat_id, seq, sender_id, text, now, out};
-    return pg_message_change(be, &a);
+    return pg__write(be, pg__w_message_change, &a);
 }
 
 static int pg_message_delete(void *be, int64_t chat_id, int64_t seq, int64_t sender_id, int64_t now,
                              nt_message *out)
 {
     struct message_change_args a = {chat_id, seq, sender_id, NULL, now, out};
-    return pg_message_change(be, &a);
+    return pg__write(be, pg__w_message_change, &a);
 }
 
 static int pg_export(void *be, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
@@ -2443,23 +2239,7 @@ static int pg_export(void *be, int64_t chat_id, int (*fn)(void *arg, const nt_me
     if (!c) return NT_STORE_EUNAVAILABLE;
     int rc = pg__exists(c, PG_CHAT_EXISTS, chat_id);
     if (rc) return rc;
-    int64_t after = 0;
-    for (;;) {
-        /* One page at a time, with no query open while fn runs. */
-        pg_params p = {0};
-        pp_int(&p, chat_id);
-        pp_int(&p, after);
-        pp_int(&p, INT64_MAX);
-        pp_int(&p, PG_EXPORT_PAGE);
-        nt_message *page = NULL;
-        int n = 0;
-        if ((rc = pg__message_rows(c, PG_MSG_AFTER, &p, &page, &n)) != 0) return rc;
-        for (int i = 0; i < n && rc == 0; i++)
-            rc = fn(arg, &page[i]);
-        if (n > 0) after = page[n - 1].seq;
-        nt_messages_free(page, n);
-        if (rc != 0 || n < PG_EXPORT_PAGE) return rc;
-    }
+    return nt_store_export_pages(c, pg__messages_after, chat_id, PG_EXPORT_PAGE, fn, arg);
 }
 
 struct mark_args {
@@ -2490,17 +2270,11 @@ static int pg__w_mark(pg_conn *w, void *arg)
     int64_t last_seq = pg__i64(r, 0, 2);
     PQclear(r);
 
-    int64_t target = a->seq < last_seq ? a->seq : last_seq;
-    int64_t new_read = read, new_delivered = delivered;
-    if (a->kind == NT_MARK_READ && target > new_read) new_read = target;
-    if (target > new_delivered) new_delivered = target; /* reading implies delivered */
-    if (new_read > new_delivered) new_delivered = new_read;
-    *a->delivered_seq = new_delivered;
-    *a->read_seq = new_read;
-    *a->moved = new_read != read || new_delivered != delivered;
+    *a->moved = nt_store_mark_advance(a->kind, a->seq, last_seq, delivered, read, a->delivered_seq,
+                                      a->read_seq);
     if (!*a->moved) return 0;
-    pp_int(&p, new_delivered);
-    pp_int(&p, new_read);
+    pp_int(&p, *a->delivered_seq);
+    pp_int(&p, *a->read_seq);
     return pg__run(w, PG_MARK_SET, &p, NULL);
 }
 
@@ -2508,9 +2282,7 @@ static int pg_mark(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t
                    int64_t *delivered_seq, int64_t *read_seq, bool *moved)
 {
     struct mark_args a = {chat_id, user_id, kind, seq, delivered_seq, read_seq, moved};
-    int rc = pg__write(be, pg__w_mark, &a);
-    if (rc) *moved = false;
-    return rc;
+    return pg__write(be, pg__w_mark, &a);
 }
 
 /* ---- friends and blocks ------------------------------------------------------ */
@@ -2729,18 +2501,7 @@ static int pg_match_prefs_get(void *be, int64_t user_id, nt_match_prefs *out)
     out->genders = (unsigned)pg__i64(r, 0, 0);
     out->age_min = (int)pg__i64(r, 0, 1);
     out->age_max = (int)pg__i64(r, 0, 2);
-    const char *tags = PQgetvalue(r, 0, 3);
-    out->ninterests = 0;
-    while (tags && *tags && out->ninterests < NT_INTERESTS_MAX) {
-        size_t len = strcspn(tags, ",");
-        if (len > 0 && len < NT_INTEREST_MAX) {
-            memcpy(out->interests[out->ninterests], tags, len);
-            out->interests[out->ninterests][len] = '\0';
-            out->ninterests++;
-        }
-        tags += len;
-        if (*tags == ',') tags++;
-    }
+    nt_store_tags_split(PQgetvalue(r, 0, 3), out);
     PQclear(r);
     return 0;
 }
@@ -2769,15 +2530,8 @@ static int pg__w_match_prefs_set(pg_conn *w, void *arg)
 
 static int pg_match_prefs_set(void *be, int64_t user_id, const nt_match_prefs *in, int64_t now)
 {
-    char tags[NT_INTERESTS_MAX * NT_INTEREST_MAX + 1];
-    size_t len = 0;
-    for (int i = 0; i < in->ninterests; i++) {
-        size_t n = strlen(in->interests[i]);
-        if (i) tags[len++] = ',';
-        memcpy(tags + len, in->interests[i], n);
-        len += n;
-    }
-    tags[len] = '\0';
+    char tags[NT_STORE_TAGS_MAX];
+    nt_store_tags_join(in, tags);
     struct prefs_args a = {user_id, in, tags, now};
     return pg__write(be, pg__w_match_prefs_set, &a);
 }
@@ -2825,12 +2579,7 @@ static int pg_chat_random(void *be, int64_t a, int64_t b, const char *alias_a, c
                           int64_t now, nt_chat *out)
 {
     struct random_args args = {a, b, alias_a, alias_b, now, out};
-    int rc = pg__write(be, pg__w_chat_random, &args);
-    if (rc) {
-        nt_chat_free(out);
-        memset(out, 0, sizeof(*out));
-    }
-    return rc;
+    return pg__write(be, pg__w_chat_random, &args);
 }
 
 struct reveal_args {
@@ -2870,9 +2619,7 @@ static int pg__w_chat_reveal(pg_conn *w, void *arg)
 static int pg_chat_reveal(void *be, int64_t chat_id, int64_t user_id, bool *shown_now)
 {
     struct reveal_args a = {chat_id, user_id, shown_now};
-    int rc = pg__write(be, pg__w_chat_reveal, &a);
-    if (rc) *shown_now = false;
-    return rc;
+    return pg__write(be, pg__w_chat_reveal, &a);
 }
 
 static int pg_random_alias(void *be, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX])

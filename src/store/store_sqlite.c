@@ -49,6 +49,7 @@
 #include "store/migrations_sqlite.h"
 #include "store/store.h"
 #include "store/store_backend.h"
+#include "store/store_common.h"
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 /* The checkpointer (see the top of the file): a PASSIVE checkpoint once the
@@ -253,14 +254,13 @@ typedef struct sq_chat_entry {
     bool dirty; /* last_seq/last_activity are ahead of the chats row */
     int64_t last_seq;
     int64_t last_activity;
-    int64_t *members;
-    int nmembers;
+    nt_member_set *members; /* one reference; appends take more */
     /* Chats of exactly two members only (the block rule and random-chat
      * aliases), read lazily by sq__pair_load. pair_epoch is the store's
      * block_epoch when pair_blocked was read (0: never); a block or unblock
      * bumps the epoch, so every cached answer goes stale at once. */
     uint64_t pair_epoch;
-    uint8_t pair_blocked;          /* bit i: members[i] was blocked by the other member */
+    uint8_t pair_blocked;          /* bit i: ids[i] was blocked by the other member */
     char (*aliases)[NT_ALIAS_MAX]; /* heap [2] while the random chat is anonymous */
 } sq_chat_entry;
 
@@ -276,17 +276,8 @@ typedef struct sq_conn {
 
 struct sq_store {
     char *path;
-    sq_conn writer; /* the writer thread's (and open/close's) only */
-    pthread_t thread;
-    bool thread_started;
-
-    pthread_mutex_t lock; /* the queue, stopping, stats, readers */
-    pthread_cond_t wake;  /* the writer waits here for work */
-    pthread_cond_t done;  /* synchronous callers wait here for their commit */
-    nt_append *head, *tail;
-    uint64_t queued;
-    bool stopping;
-    nt_store_stats_t stats;
+    sq_conn writer;   /* the writer thread's (and open/close's) only */
+    nt_store_queue q; /* the writes; q.lock guards readers too */
 
     pthread_key_t reader_key;
     bool key_created;
@@ -314,19 +305,12 @@ struct sq_store {
     bool wal_handoff;     /* the writer should copy back the rest (see top) */
 };
 
-/*
- * A synchronous write waiting for its commit. For a generic write, `node` is
- * its queue link (only next and waiter are used) and fn does the work on the
- * writer connection, inside the batch transaction. For nt_store_append_wait
- * the caller's op is the queue node and fn is NULL. node.waiter always points
- * at the job; async appends have waiter == NULL.
- */
+/* A synchronous write other than an append: fn does the work on the writer
+ * connection, inside the batch transaction (see nt_store_job). */
 typedef struct sq_job {
-    nt_append node;
+    nt_store_job base; /* first: the queue hands back &base */
     int (*fn)(sq_conn *w, void *arg);
     void *arg;
-    int status;
-    bool finished;
 } sq_job;
 
 /* ---- statements and errors --------------------------------------------- */
@@ -569,8 +553,6 @@ static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
     if (!st) goto fail_unavailable;
     sqlite3_bind_int64(st, 1, chat_id);
     int cap = 0;
-    bool viewer_member = false;
-    int64_t viewer_read = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (out->nmembers == cap) {
             int ncap = cap ? cap * 2 : 4;
@@ -590,10 +572,6 @@ static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
         m->alias[0] = '\0';
         if (sqlite3_column_int(st, 6)) sq__col_str(st, 4, m->alias, sizeof(m->alias));
         m->revealed = sqlite3_column_int(st, 5) != 0;
-        if (m->user_id == viewer_id) {
-            viewer_member = true;
-            viewer_read = m->read_seq;
-        }
     }
     if (rc != SQLITE_DONE) {
         rc = sq__fail(c, rc, "chat members");
@@ -610,7 +588,8 @@ static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
             goto fail;
     }
 
-    if (viewer_member && viewer_read < out->last_seq) {
+    int64_t viewer_read;
+    if (nt_store_viewer_read(out, viewer_id, &viewer_read) && viewer_read < out->last_seq) {
         st = sq__stmt(c, SQ_UNREAD);
         if (!st) goto fail_unavailable;
         sqlite3_bind_int64(st, 1, chat_id);
@@ -660,14 +639,14 @@ static void sq__reader_exit(void *arg)
 {
     sq_conn *c = arg;
     sq_store *b = c->owner;
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(&b->q.lock);
     for (sq_conn **pp = &b->readers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
             break;
         }
     }
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&b->q.lock);
     sq__conn_close(c);
     free(c);
 }
@@ -695,10 +674,10 @@ static sq_conn *sq__reader(sq_store *b)
         free(c);
         return NULL;
     }
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(&b->q.lock);
     c->next = b->readers;
     b->readers = c;
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&b->q.lock);
     return c;
 }
 
@@ -716,35 +695,22 @@ static void sq__read_end(sq_conn *c)
 
 /* ---- the writer --------------------------------------------------------- */
 
-static void sq__enqueue(sq_store *b, nt_append *node)
-{
-    node->next = NULL;
-    pthread_mutex_lock(&b->lock);
-    if (b->tail)
-        b->tail->next = node;
-    else
-        b->head = node;
-    b->tail = node;
-    b->queued++;
-    pthread_cond_signal(&b->wake);
-    pthread_mutex_unlock(&b->lock);
-}
-
 /* Runs fn on the writer connection in the next batch and waits for the
  * commit. Returns fn's status, or EUNAVAILABLE if the commit failed. */
 static int sq__write(sq_store *b, int (*fn)(sq_conn *w, void *arg), void *arg)
 {
     sq_job job;
     memset(&job, 0, sizeof(job));
+    job.base.generic = true;
     job.fn = fn;
     job.arg = arg;
-    job.node.waiter = &job;
-    sq__enqueue(b, &job.node);
-    pthread_mutex_lock(&b->lock);
-    while (!job.finished)
-        pthread_cond_wait(&b->done, &b->lock);
-    pthread_mutex_unlock(&b->lock);
-    return job.status;
+    return nt_store_queue_run(&b->q, &job.base);
+}
+
+/* The job of a synchronous write other than an append, or NULL. */
+static sq_job *sq__generic_job(const nt_append *op)
+{
+    return (sq_job *)nt_store_generic_job(op);
 }
 
 /* ---- the writer's chat cache -------------------------------------------- */
@@ -752,7 +718,7 @@ static int sq__write(sq_store *b, int (*fn)(sq_conn *w, void *arg), void *arg)
 static void sq__cache_clear(sq_store *b)
 {
     for (int i = 0; i < SQ_CACHE_SLOTS; i++) {
-        free(b->cache[i].members);
+        nt_member_set_unref(b->cache[i].members);
         free(b->cache[i].aliases);
     }
     memset(b->cache, 0, SQ_CACHE_SLOTS * sizeof(*b->cache));
@@ -782,11 +748,22 @@ static int sq__cache_flush(sq_store *b, sq_conn *w)
 
 static sq_chat_entry *sq__cache_slot(sq_store *b, int64_t chat_id)
 {
-    uint64_t h = (uint64_t)chat_id * 0x9E3779B97F4A7C15ull;
-    for (size_t i = (size_t)(h >> 52) & (SQ_CACHE_SLOTS - 1);; i = (i + 1) & (SQ_CACHE_SLOTS - 1)) {
+    for (size_t i = nt_store_cache_home(chat_id, SQ_CACHE_SLOTS);;
+         i = (i + 1) & (SQ_CACHE_SLOTS - 1)) {
         sq_chat_entry *e = &b->cache[i];
         if (e->chat_id == chat_id || e->chat_id == 0) return e;
     }
+}
+
+/* Drops what an entry knows about members and aliases (the counters stay).
+ * Appends that were handed the member set keep it alive. */
+static void sq__cache_drop_members(sq_chat_entry *e)
+{
+    nt_member_set_unref(e->members);
+    e->members = NULL;
+    free(e->aliases);
+    e->aliases = NULL;
+    e->pair_epoch = 0;
 }
 
 /* Makes the cache forget a chat whose members or closed flag just changed. */
@@ -794,12 +771,7 @@ static void sq__cache_forget(sq_conn *w, int64_t chat_id)
 {
     sq_chat_entry *e = sq__cache_slot(w->owner, chat_id);
     if (e->chat_id == chat_id && !e->dirty) {
-        free(e->members);
-        e->members = NULL;
-        e->nmembers = 0;
-        free(e->aliases);
-        e->aliases = NULL;
-        e->pair_epoch = 0;
+        sq__cache_drop_members(e);
         e->loaded = false;
     }
 }
@@ -829,32 +801,17 @@ static int sq__cache_get(sq_store *b, sq_conn *w, int64_t chat_id, sq_chat_entry
         e->last_seq = sqlite3_column_int64(st, 1);
         e->last_activity = sqlite3_column_int64(st, 2);
         sq__reset(st);
-        free(e->members);
-        e->members = NULL;
-        e->nmembers = 0;
-        free(e->aliases);
-        e->aliases = NULL;
-        e->pair_epoch = 0;
-        if ((rc = sq__member_ids(w, chat_id, &e->members, &e->nmembers)) != 0) return rc;
+        sq__cache_drop_members(e);
+        int64_t *ids = NULL;
+        int n = 0;
+        if ((rc = sq__member_ids(w, chat_id, &ids, &n)) != 0) return rc;
+        e->members = nt_member_set_new(ids, n);
+        free(ids);
+        if (!e->members) return NT_STORE_EUNAVAILABLE;
         e->loaded = true;
     }
     *out = e;
     return 0;
-}
-
-static bool sq__is_member(const sq_chat_entry *e, int64_t user_id)
-{
-    int lo = 0, hi = e->nmembers;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (e->members[mid] < user_id)
-            lo = mid + 1;
-        else if (e->members[mid] > user_id)
-            hi = mid;
-        else
-            return true;
-    }
-    return false;
 }
 
 /*
@@ -868,13 +825,14 @@ static int sq__pair_load(sq_store *b, sq_conn *w, sq_chat_entry *e)
 {
     sqlite3_stmt *st;
     int rc;
+    const int64_t *pair = e->members->ids;
     if (e->pair_epoch == b->block_epoch + 1) return 0;
     if (!(st = sq__stmt(w, SQ_BLOCK_PAIR))) return NT_STORE_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, e->members[0]);
-    sqlite3_bind_int64(st, 2, e->members[1]);
+    sqlite3_bind_int64(st, 1, pair[0]);
+    sqlite3_bind_int64(st, 2, pair[1]);
     uint8_t blocked = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        blocked |= sqlite3_column_int64(st, 0) == e->members[0] ? 2 : 1;
+        blocked |= sqlite3_column_int64(st, 0) == pair[0] ? 2 : 1;
     if (rc != SQLITE_DONE)
         rc = sq__fail(w, rc, "block pair");
     else
@@ -890,7 +848,7 @@ static int sq__pair_load(sq_store *b, sq_conn *w, sq_chat_entry *e)
         sqlite3_bind_int64(st, 1, e->chat_id);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             int64_t uid = sqlite3_column_int64(st, 0);
-            int idx = uid == e->members[0] ? 0 : uid == e->members[1] ? 1 : -1;
+            int idx = uid == pair[0] ? 0 : uid == pair[1] ? 1 : -1;
             if (idx < 0) continue;
             if (!e->aliases && !(e->aliases = calloc(2, sizeof(*e->aliases)))) {
                 rc = SQLITE_NOMEM;
@@ -911,17 +869,6 @@ static int sq__pair_load(sq_store *b, sq_conn *w, sq_chat_entry *e)
     return 0;
 }
 
-static int sq__copy_members(const sq_chat_entry *e, nt_append *op)
-{
-    op->nmembers = 0;
-    if (e->nmembers == 0) return 0;
-    op->member_ids = malloc((size_t)e->nmembers * sizeof(*op->member_ids));
-    if (!op->member_ids) return NT_STORE_EUNAVAILABLE;
-    memcpy(op->member_ids, e->members, (size_t)e->nmembers * sizeof(*op->member_ids));
-    op->nmembers = e->nmembers;
-    return 0;
-}
-
 /*
  * The append itself, on the writer connection (see nt_append in store.h).
  * It writes with a single INSERT, atomic on its own, so it needs no
@@ -934,9 +881,7 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
     sqlite3_stmt *st;
     int rc;
 
-    if (!op->text || op->text_len > INT32_MAX ||
-        !memchr(op->client_id, '\0', sizeof(op->client_id)))
-        return NT_STORE_EINVAL;
+    if ((rc = nt_store_append_check(op)) != 0) return rc;
     if (op->client_id[0]) {
         if (!(st = sq__stmt(w, SQ_MSG_BY_CLIENT))) return NT_STORE_EUNAVAILABLE;
         sqlite3_bind_int64(st, 1, op->sender_id);
@@ -949,18 +894,20 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
             if (rc) return rc;
             op->duplicate = true;
             if ((rc = sq__cache_get(b, w, op->msg.chat_id, &chat)) != 0) return rc;
-            return sq__copy_members(chat, op);
+            nt_store_append_members(op, chat->members);
+            return 0;
         }
     }
 
     if ((rc = sq__cache_get(b, w, op->chat_id, &chat)) != 0) return rc;
-    if (chat->closed || !sq__is_member(chat, op->sender_id)) return NT_STORE_EFORBIDDEN;
+    if (chat->closed || !nt_member_set_contains(chat->members, op->sender_id))
+        return NT_STORE_EFORBIDDEN;
     int sender_idx = -1;
-    if (chat->nmembers == 2) {
+    if (chat->members->n == 2) {
         /* Blocks apply where only the two of them talk (direct, random, a
          * two-member group): the blocked one cannot write to the blocker. */
         if ((rc = sq__pair_load(b, w, chat)) != 0) return rc;
-        sender_idx = chat->members[0] == op->sender_id ? 0 : 1;
+        sender_idx = chat->members->ids[0] == op->sender_id ? 0 : 1;
         if (chat->pair_blocked & (1u << sender_idx)) return NT_STORE_EFORBIDDEN;
     }
 
@@ -973,13 +920,7 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
         b->dirty = grown;
         b->dirty_cap = ncap;
     }
-    nt_message *m = &op->msg;
-    if (!(m->text = malloc(op->text_len + 1))) return NT_STORE_EUNAVAILABLE;
-    memcpy(m->text, op->text, op->text_len);
-    m->text[op->text_len] = '\0';
-    m->text_len = op->text_len;
-    if (op->extra_json && !(m->extra_json = strdup(op->extra_json))) return NT_STORE_EUNAVAILABLE;
-    if ((rc = sq__copy_members(chat, op)) != 0) return rc;
+    if ((rc = nt_store_append_copy(op)) != 0) return rc;
 
     int64_t seq = chat->last_seq + 1;
     if (!(st = sq__stmt(w, SQ_MSG_INSERT))) return NT_STORE_EUNAVAILABLE;
@@ -992,14 +933,10 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
     sq__bind_str(st, 7, op->extra_json);
     if ((rc = sq__run(w, st)) != 0) return rc;
 
-    m->id = sqlite3_last_insert_rowid(w->db);
-    m->chat_id = op->chat_id;
-    m->seq = seq;
-    m->sender_id = op->sender_id;
-    m->ts = op->ts;
-    memcpy(m->client_id, op->client_id, sizeof(m->client_id));
-    if (sender_idx >= 0 && chat->aliases)
-        memcpy(m->sender_alias, chat->aliases[sender_idx], sizeof(m->sender_alias));
+    op->msg.id = sqlite3_last_insert_rowid(w->db);
+    nt_store_append_stamp(op, seq,
+                          sender_idx >= 0 && chat->aliases ? chat->aliases[sender_idx] : NULL);
+    nt_store_append_members(op, chat->members);
     chat->last_seq = seq;
     if (op->ts > chat->last_activity) chat->last_activity = op->ts;
     if (!chat->dirty) {
@@ -1007,26 +944,6 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
         chat->dirty = true;
     }
     return 0;
-}
-
-/* A synchronous write other than an append (see sq_job). */
-static sq_job *sq__generic_job(const nt_append *op)
-{
-    sq_job *job = op->waiter;
-    return job && job->fn ? job : NULL;
-}
-
-/* Marks an op failed because its transaction did not commit. */
-static void sq__op_lost(nt_append *op)
-{
-    sq_job *job = sq__generic_job(op);
-    if (job) {
-        job->status = NT_STORE_EUNAVAILABLE;
-        return;
-    }
-    nt_append_release(op);
-    op->duplicate = false;
-    op->status = NT_STORE_EUNAVAILABLE;
 }
 
 /*
@@ -1037,8 +954,9 @@ static void sq__op_lost(nt_append *op)
  * an I/O error) every op of the batch is reported EUNAVAILABLE and the cache
  * is dropped, since it may hold what was rolled back.
  */
-static void sq__run_batch(sq_store *b, nt_append *batch)
+static void sq__run_batch(void *be, nt_append *batch)
 {
+    sq_store *b = be;
     sq_conn *w = &b->writer;
     b->batch_broken = false;
     if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0) goto lost;
@@ -1047,18 +965,15 @@ static void sq__run_batch(sq_store *b, nt_append *batch)
         if (job) {
             /* It must see the counters of the appends before it. */
             if (sq__cache_flush(b, w) != 0 || sq__exec(w, SQ_SAVEPOINT) != 0) goto lost;
-            job->status = job->fn(w, job->arg);
+            job->base.status = job->fn(w, job->arg);
             /* EREUSED is the one failure that writes: it revokes a session. */
-            if (job->status != 0 && job->status != NT_STORE_EREUSED &&
+            if (job->base.status != 0 && job->base.status != NT_STORE_EREUSED &&
                 sq__exec(w, SQ_ROLLBACK_TO) != 0)
                 goto lost;
             if (sq__exec(w, SQ_RELEASE) != 0) goto lost;
         } else {
             int rc = sq__append_run(b, w, op);
-            if (rc) {
-                nt_append_release(op);
-                op->duplicate = false;
-            }
+            if (rc) nt_store_append_reset(op);
             op->status = rc;
         }
         if (b->batch_broken || sqlite3_get_autocommit(w->db)) goto lost;
@@ -1070,70 +985,7 @@ lost:
     if (!sqlite3_get_autocommit(w->db)) sq__exec(w, SQ_ROLLBACK);
     sq__cache_clear(b);
     for (nt_append *op = batch; op; op = op->next)
-        sq__op_lost(op);
-}
-
-/* Tells every op of a finished batch: async appends through done(), waiting
- * callers through their job. Nodes may be freed once told, so each next
- * pointer is read first. */
-static void sq__batch_finish(sq_store *b, nt_append *batch)
-{
-    nt_append *waiting = NULL;
-    for (nt_append *op = batch, *next; op; op = next) {
-        next = op->next;
-        if (op->waiter) {
-            op->next = waiting;
-            waiting = op;
-        } else if (op->done) {
-            op->done(op);
-        }
-    }
-    if (!waiting) return;
-    pthread_mutex_lock(&b->lock);
-    for (nt_append *op = waiting, *next; op; op = next) {
-        next = op->next;
-        ((sq_job *)op->waiter)->finished = true;
-    }
-    pthread_cond_broadcast(&b->done);
-    pthread_mutex_unlock(&b->lock);
-}
-
-static void sq__wal_catch_up(sq_store *b);
-
-static int sq__hist_bucket(uint64_t n)
-{
-    static const uint64_t upper[NT_STORE_HIST_BUCKETS - 1] = {1, 4, 16, 64, 256};
-    for (int i = 0; i < NT_STORE_HIST_BUCKETS - 1; i++)
-        if (n <= upper[i]) return i;
-    return NT_STORE_HIST_BUCKETS - 1;
-}
-
-static void *sq__writer_main(void *arg)
-{
-    sq_store *b = arg;
-    pthread_setname_np(pthread_self(), "nt-store-write");
-    pthread_mutex_lock(&b->lock);
-    for (;;) {
-        while (!b->head && !b->stopping)
-            pthread_cond_wait(&b->wake, &b->lock);
-        if (!b->head) break; /* stopping and drained */
-        nt_append *batch = b->head;
-        uint64_t n = b->queued;
-        b->head = b->tail = NULL;
-        b->queued = 0;
-        b->stats.batches++;
-        b->stats.ops += n;
-        b->stats.hist[sq__hist_bucket(n)]++;
-        pthread_mutex_unlock(&b->lock);
-
-        sq__run_batch(b, batch);
-        sq__batch_finish(b, batch);
-        sq__wal_catch_up(b);
-
-        pthread_mutex_lock(&b->lock);
-    }
-    pthread_mutex_unlock(&b->lock);
-    return NULL;
+        nt_store_op_lost(op);
 }
 
 /* ---- the checkpointer --------------------------------------------------- */
@@ -1157,8 +1009,9 @@ static int sq__wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
  * checkpointer: copies back what was committed since, so that the next
  * transaction starts the WAL over. A few hundred pages and one fsync of the
  * database, instead of the whole WAL. */
-static void sq__wal_catch_up(sq_store *b)
+static void sq__wal_catch_up(void *be)
 {
+    sq_store *b = be;
     pthread_mutex_lock(&b->ckpt_lock);
     bool due = b->wal_handoff;
     b->wal_handoff = false;
@@ -1339,9 +1192,7 @@ static void *sq_open(const char *where, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->wake, NULL);
-    pthread_cond_init(&b->done, NULL);
+    nt_store_queue_init(&b->q);
     pthread_mutex_init(&b->ckpt_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -1395,11 +1246,12 @@ static void *sq_open(const char *where, char *err, size_t err_len)
     /* After the pragma, which would replace the hook. */
     sqlite3_wal_hook(b->writer.db, sq__wal_hook, b);
 
-    if (pthread_create(&b->thread, NULL, sq__writer_main, b) != 0) {
-        snprintf(err, err_len, "cannot start the writer thread: %s", strerror(errno));
+    /* After each batch's acks the writer may copy back the WAL (see top). */
+    int rc = nt_store_queue_start(&b->q, b, sq__run_batch, sq__wal_catch_up);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot start the writer thread: %s", strerror(rc));
         goto fail;
     }
-    b->thread_started = true;
     return b;
 
 fail:
@@ -1411,23 +1263,17 @@ static void sq_close(void *be)
 {
     sq_store *b = be;
     if (!b) return;
-    if (b->thread_started) {
-        pthread_mutex_lock(&b->lock);
-        b->stopping = true;
-        pthread_cond_signal(&b->wake);
-        pthread_mutex_unlock(&b->lock);
-        pthread_join(b->thread, NULL);
-    }
+    nt_store_queue_stop(&b->q);
     /* After the writer: its last commits may still have woken it. */
     sq__ckpt_stop(b);
     if (b->key_created) {
         /* After the delete no thread exit touches our readers any more. */
         pthread_key_delete(b->reader_key);
     }
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(&b->q.lock);
     sq_conn *readers = b->readers;
     b->readers = NULL;
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&b->q.lock);
     while (readers) {
         sq_conn *next = readers->next;
         sq__conn_close(readers);
@@ -1442,9 +1288,7 @@ static void sq_close(void *be)
     free(b->dirty);
     pthread_cond_destroy(&b->ckpt_wake);
     pthread_mutex_destroy(&b->ckpt_lock);
-    pthread_cond_destroy(&b->done);
-    pthread_cond_destroy(&b->wake);
-    pthread_mutex_destroy(&b->lock);
+    nt_store_queue_destroy(&b->q);
     free(b->path);
     free(b);
 }
@@ -1463,10 +1307,7 @@ static int sq_ping(void *be)
 static void sq_stats(void *be, nt_store_stats_t *out)
 {
     sq_store *b = be;
-    pthread_mutex_lock(&b->lock);
-    *out = b->stats;
-    out->queued = b->queued;
-    pthread_mutex_unlock(&b->lock);
+    nt_store_queue_stats(&b->q, out);
 }
 
 /* ---- users ------------------------------------------------------------- */
@@ -1591,18 +1432,8 @@ static int sq_user_update(void *be, int64_t id, const nt_user_patch *patch, nt_u
 static int sq_user_search(void *be, const char *prefix, int64_t after_id, int limit, nt_user *out,
                           int *n)
 {
-    /* LIKE pattern: the prefix with its wildcards escaped, then '%'. */
-    size_t len = strlen(prefix);
-    char *pattern = malloc(2 * len + 2);
+    char *pattern = nt_store_like_prefix(prefix);
     if (!pattern) return NT_STORE_EUNAVAILABLE;
-    size_t j = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (prefix[i] == '%' || prefix[i] == '_' || prefix[i] == '\\') pattern[j++] = '\\';
-        pattern[j++] = prefix[i];
-    }
-    pattern[j++] = '%';
-    pattern[j] = '\0';
-
     int ret = 0, rc = SQLITE_DONE;
     sq_conn *c = sq__reader(be);
     sqlite3_stmt *st = c ? sq__stmt(c, SQ_USER_SEARCH) : NULL;
@@ -1831,9 +1662,8 @@ struct chat_args {
 static int sq__w_chat_direct(sq_conn *w, void *arg)
 {
     struct chat_args *a = arg;
-    char key[48];
-    snprintf(key, sizeof(key), "%" PRId64 ":%" PRId64, a->a < a->b ? a->a : a->b,
-             a->a < a->b ? a->b : a->a);
+    char key[NT_STORE_DIRECT_KEY_MAX];
+    nt_store_direct_key(a->a, a->b, key);
     int64_t chat_id = 0;
     sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_BY_DIRECT_KEY);
     if (!st) return NT_STORE_EUNAVAILABLE;
@@ -1857,13 +1687,7 @@ static int sq__w_chat_direct(sq_conn *w, void *arg)
 static int sq_chat_direct(void *be, int64_t a, int64_t b, int64_t now, nt_chat *out, bool *created)
 {
     struct chat_args args = {.a = a, .b = b, .now = now, .out = out, .created = created};
-    int rc = sq__write(be, sq__w_chat_direct, &args);
-    if (rc) {
-        nt_chat_free(out);
-        memset(out, 0, sizeof(*out));
-        *created = false;
-    }
-    return rc;
+    return sq__write(be, sq__w_chat_direct, &args);
 }
 
 static int sq__w_chat_create(sq_conn *w, void *arg)
@@ -1895,12 +1719,7 @@ static int sq_chat_create(void *be, const char *type, const char *title, int64_t
                              .n = n,
                              .now = now,
                              .out = out};
-    int rc = sq__write(be, sq__w_chat_create, &args);
-    if (rc) {
-        nt_chat_free(out);
-        memset(out, 0, sizeof(*out));
-    }
-    return rc;
+    return sq__write(be, sq__w_chat_create, &args);
 }
 
 static int sq_chat_get(void *be, int64_t chat_id, int64_t viewer_id, nt_chat *out)
@@ -1914,6 +1733,12 @@ static int sq_chat_get(void *be, int64_t chat_id, int64_t viewer_id, nt_chat *ou
     return rc;
 }
 
+/* sq__chat_load for nt_store_chats_load. */
+static int sq__chat_load_any(void *c, int64_t chat_id, int64_t viewer_id, nt_chat *out)
+{
+    return sq__chat_load(c, chat_id, viewer_id, out);
+}
+
 static int sq_chat_list(void *be, int64_t user_id, int limit, nt_chat **out, int *n)
 {
     sq_conn *c = sq__reader(be);
@@ -1923,24 +1748,10 @@ static int sq_chat_list(void *be, int64_t user_id, int limit, nt_chat **out, int
     if (rc) return rc;
     int64_t *ids = NULL;
     int nids = 0;
-    nt_chat *chats = NULL;
     sqlite3_bind_int64(st, 1, user_id);
     sqlite3_bind_int(st, 2, limit);
-    if ((rc = sq__int_list(c, st, &ids, &nids)) != 0) goto done;
-    if (nids > 0 && !(chats = calloc((size_t)nids, sizeof(*chats)))) {
-        rc = NT_STORE_EUNAVAILABLE;
-        goto done;
-    }
-    for (int i = 0; i < nids; i++) {
-        if ((rc = sq__chat_load(c, ids[i], user_id, &chats[i])) != 0) {
-            nt_chats_free(chats, i);
-            chats = NULL;
-            goto done;
-        }
-    }
-    *out = chats;
-    *n = nids;
-done:
+    if ((rc = sq__int_list(c, st, &ids, &nids)) == 0)
+        rc = nt_store_chats_load(c, sq__chat_load_any, ids, nids, user_id, out, n);
     sq__read_end(c);
     free(ids);
     return rc;
@@ -2048,23 +1859,12 @@ static int sq_chat_close(void *be, int64_t chat_id)
 
 static void sq_append(void *be, nt_append *op)
 {
-    op->waiter = NULL;
-    sq__enqueue(be, op);
+    nt_store_queue_append(&((sq_store *)be)->q, op);
 }
 
 static int sq_append_wait(void *be, nt_append *op)
 {
-    sq_store *b = be;
-    sq_job job;
-    memset(&job, 0, sizeof(job));
-    op->waiter = &job;
-    sq__enqueue(b, op);
-    pthread_mutex_lock(&b->lock);
-    while (!job.finished)
-        pthread_cond_wait(&b->done, &b->lock);
-    pthread_mutex_unlock(&b->lock);
-    op->waiter = NULL;
-    return op->status;
+    return nt_store_queue_append_wait(&((sq_store *)be)->q, op);
 }
 
 /* Reads the rows of a bound message query into a heap array (in row order),
@@ -2098,6 +1898,20 @@ static int sq__message_rows(sq_conn *c, sqlite3_stmt *st, nt_message **out, int 
     return 0;
 }
 
+/* One page of an export: messages with seq > after, ascending. */
+static int sq__messages_after(void *conn, int64_t chat_id, int64_t after, int limit,
+                              nt_message **out, int *n)
+{
+    sq_conn *c = conn;
+    sqlite3_stmt *st = sq__stmt(c, SQ_MSG_AFTER);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int64(st, 3, INT64_MAX);
+    sqlite3_bind_int(st, 4, limit);
+    return sq__message_rows(c, st, out, n);
+}
+
 static int sq_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq, int limit,
                        nt_message **out, int *n)
 {
@@ -2118,14 +1932,9 @@ static int sq_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t af
     sqlite3_bind_int64(st, 2, before);
     sqlite3_bind_int(st, 3, limit);
     int rc = sq__message_rows(c, st, out, n);
-    if (rc) return rc;
     /* Newest first from the index; the contract is ascending. */
-    for (int i = 0, j = *n - 1; i < j; i++, j--) {
-        nt_message tmp = (*out)[i];
-        (*out)[i] = (*out)[j];
-        (*out)[j] = tmp;
-    }
-    return 0;
+    if (rc == 0) nt_store_messages_reverse(*out, *n);
+    return rc;
 }
 
 struct message_change_args {
@@ -2158,28 +1967,18 @@ static int sq__w_message_change(sq_conn *w, void *arg)
     return sq__message_load(w, a->chat_id, a->seq, a->out);
 }
 
-static int sq_message_change(sq_store *b, struct message_change_args *a)
-{
-    int rc = sq__write(b, sq__w_message_change, a);
-    if (rc) {
-        nt_message_free(a->out);
-        memset(a->out, 0, sizeof(*a->out));
-    }
-    return rc;
-}
-
 static int sq_message_edit(void *be, int64_t chat_id, int64_t seq, int64_t sender_id,
                            const char *text, int64_t now, nt_message *out)
 {
     struct message_change_args a = {chat_id, seq, sender_id, text, now, out};
-    return sq_message_change(be, &a);
+    return sq__write(be, sq__w_message_change, &a);
 }
 
 static int sq_message_delete(void *be, int64_t chat_id, int64_t seq, int64_t sender_id, int64_t now,
                              nt_message *out)
 {
     struct message_change_args a = {chat_id, seq, sender_id, NULL, now, out};
-    return sq_message_change(be, &a);
+    return sq__write(be, sq__w_message_change, &a);
 }
 
 static int sq_export(void *be, int64_t chat_id, int (*fn)(void *arg, const nt_message *m),
@@ -2189,25 +1988,9 @@ static int sq_export(void *be, int64_t chat_id, int (*fn)(void *arg, const nt_me
     if (!c) return NT_STORE_EUNAVAILABLE;
     int rc = sq__exists(c, SQ_CHAT_EXISTS, chat_id);
     if (rc) return rc;
-    int64_t after = 0;
-    for (;;) {
-        /* One page at a time, and no statement open while fn runs: a slow
-         * consumer must not pin a read snapshot (and the WAL) for long. */
-        sqlite3_stmt *st = sq__stmt(c, SQ_MSG_AFTER);
-        if (!st) return NT_STORE_EUNAVAILABLE;
-        sqlite3_bind_int64(st, 1, chat_id);
-        sqlite3_bind_int64(st, 2, after);
-        sqlite3_bind_int64(st, 3, INT64_MAX);
-        sqlite3_bind_int(st, 4, SQ_EXPORT_PAGE);
-        nt_message *page = NULL;
-        int n = 0;
-        if ((rc = sq__message_rows(c, st, &page, &n)) != 0) return rc;
-        for (int i = 0; i < n && rc == 0; i++)
-            rc = fn(arg, &page[i]);
-        if (n > 0) after = page[n - 1].seq;
-        nt_messages_free(page, n);
-        if (rc != 0 || n < SQ_EXPORT_PAGE) return rc;
-    }
+    /* No statement stays open while fn runs: a slow consumer must not pin a
+     * read snapshot (and the WAL) for long. */
+    return nt_store_export_pages(c, sq__messages_after, chat_id, SQ_EXPORT_PAGE, fn, arg);
 }
 
 struct mark_args {
@@ -2234,20 +2017,14 @@ static int sq__w_mark(sq_conn *w, void *arg)
     int64_t last_seq = sqlite3_column_int64(st, 2);
     sq__reset(st);
 
-    int64_t target = a->seq < last_seq ? a->seq : last_seq;
-    int64_t new_read = read, new_delivered = delivered;
-    if (a->kind == NT_MARK_READ && target > new_read) new_read = target;
-    if (target > new_delivered) new_delivered = target; /* reading implies delivered */
-    if (new_read > new_delivered) new_delivered = new_read;
-    *a->delivered_seq = new_delivered;
-    *a->read_seq = new_read;
-    *a->moved = new_read != read || new_delivered != delivered;
+    *a->moved = nt_store_mark_advance(a->kind, a->seq, last_seq, delivered, read, a->delivered_seq,
+                                      a->read_seq);
     if (!*a->moved) return 0;
     if (!(st = sq__stmt(w, SQ_MARK_SET))) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, a->chat_id);
     sqlite3_bind_int64(st, 2, a->user_id);
-    sqlite3_bind_int64(st, 3, new_delivered);
-    sqlite3_bind_int64(st, 4, new_read);
+    sqlite3_bind_int64(st, 3, *a->delivered_seq);
+    sqlite3_bind_int64(st, 4, *a->read_seq);
     return sq__run(w, st);
 }
 
@@ -2255,9 +2032,7 @@ static int sq_mark(void *be, int64_t chat_id, int64_t user_id, int kind, int64_t
                    int64_t *delivered_seq, int64_t *read_seq, bool *moved)
 {
     struct mark_args a = {chat_id, user_id, kind, seq, delivered_seq, read_seq, moved};
-    int rc = sq__write(be, sq__w_mark, &a);
-    if (rc) *moved = false;
-    return rc;
+    return sq__write(be, sq__w_mark, &a);
 }
 
 /* ---- friends and blocks ---------------------------------------------------- */
@@ -2475,18 +2250,7 @@ static int sq_match_prefs_get(void *be, int64_t user_id, nt_match_prefs *out)
     out->genders = (unsigned)sqlite3_column_int(st, 0);
     out->age_min = sqlite3_column_int(st, 1);
     out->age_max = sqlite3_column_int(st, 2);
-    const char *tags = (const char *)sqlite3_column_text(st, 3);
-    out->ninterests = 0;
-    while (tags && *tags && out->ninterests < NT_INTERESTS_MAX) {
-        size_t len = strcspn(tags, ",");
-        if (len > 0 && len < NT_INTEREST_MAX) {
-            memcpy(out->interests[out->ninterests], tags, len);
-            out->interests[out->ninterests][len] = '\0';
-            out->ninterests++;
-        }
-        tags += len;
-        if (*tags == ',') tags++;
-    }
+    nt_store_tags_split((const char *)sqlite3_column_text(st, 3), out);
     sq__reset(st);
     return 0;
 }
@@ -2516,15 +2280,8 @@ static int sq__w_match_prefs_set(sq_conn *w, void *arg)
 
 static int sq_match_prefs_set(void *be, int64_t user_id, const nt_match_prefs *in, int64_t now)
 {
-    char tags[NT_INTERESTS_MAX * NT_INTEREST_MAX + 1];
-    size_t len = 0;
-    for (int i = 0; i < in->ninterests; i++) {
-        size_t n = strlen(in->interests[i]);
-        if (i) tags[len++] = ',';
-        memcpy(tags + len, in->interests[i], n);
-        len += n;
-    }
-    tags[len] = '\0';
+    char tags[NT_STORE_TAGS_MAX];
+    nt_store_tags_join(in, tags);
     struct prefs_args a = {user_id, in, tags, now};
     return sq__write(be, sq__w_match_prefs_set, &a);
 }
@@ -2567,12 +2324,7 @@ static int sq_chat_random(void *be, int64_t a, int64_t b, const char *alias_a, c
                           int64_t now, nt_chat *out)
 {
     struct random_args args = {a, b, alias_a, alias_b, now, out};
-    int rc = sq__write(be, sq__w_chat_random, &args);
-    if (rc) {
-        nt_chat_free(out);
-        memset(out, 0, sizeof(*out));
-    }
-    return rc;
+    return sq__write(be, sq__w_chat_random, &args);
 }
 
 struct reveal_args {
@@ -2610,9 +2362,7 @@ static int sq__w_chat_reveal(sq_conn *w, void *arg)
 static int sq_chat_reveal(void *be, int64_t chat_id, int64_t user_id, bool *shown_now)
 {
     struct reveal_args a = {chat_id, user_id, shown_now};
-    int rc = sq__write(be, sq__w_chat_reveal, &a);
-    if (rc) *shown_now = false;
-    return rc;
+    return sq__write(be, sq__w_chat_reveal, &a);
 }
 
 static int sq_random_alias(void *be, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX])

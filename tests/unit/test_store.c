@@ -4,7 +4,8 @@
  * removed at the end. Covers migrations and reopen, users, sessions, chats
  * and members, the append path (seq order, idempotency, permissions, group
  * commit under concurrency), history, edit and delete, export, receipt
- * markers and the chat list.
+ * markers and the chat list, and the member sets appends share with the
+ * writer's cache (reference counts: run under ASan to catch misuse).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -583,6 +584,75 @@ static void test_messages(nt_store *s)
     nt_chat_free(&g);
 }
 
+/* ---- member sets -------------------------------------------------------- */
+
+static void test_member_set(void)
+{
+    int64_t ids[] = {30, 10, 20, 10};
+    nt_member_set *set = nt_member_set_new(ids, 4);
+    CHECK(set != NULL);
+    if (!set) return;
+    CHECK_EQ_INT(set->n, 3); /* sorted, the repeat dropped */
+    CHECK_EQ_INT(set->ids[0], 10);
+    CHECK_EQ_INT(set->ids[1], 20);
+    CHECK_EQ_INT(set->ids[2], 30);
+    CHECK(nt_member_set_contains(set, 10) && nt_member_set_contains(set, 30));
+    CHECK(!nt_member_set_contains(set, 15) && !nt_member_set_contains(set, 31));
+    CHECK(!nt_member_set_contains(NULL, 10));
+    ids[0] = 99; /* a copy: the set does not change with its source */
+    CHECK(!nt_member_set_contains(set, 99));
+
+    CHECK(nt_member_set_ref(set) == set);
+    nt_member_set_unref(set); /* one reference left */
+    CHECK_EQ_INT(set->ids[2], 30);
+    nt_member_set_unref(set); /* freed (ASan would flag a later use) */
+    nt_member_set_unref(NULL);
+    CHECK(nt_member_set_ref(NULL) == NULL);
+
+    nt_member_set *empty = nt_member_set_new(NULL, 0);
+    CHECK(empty != NULL && empty->n == 0 && !nt_member_set_contains(empty, 1));
+    nt_member_set_unref(empty);
+    CHECK(nt_member_set_new(NULL, -1) == NULL);
+    CHECK(nt_member_set_new(NULL, 2) == NULL);
+}
+
+/* Appends share the cache's member set by reference; a result keeps its set
+ * alive after the cache dropped it because membership changed. */
+static void test_member_set_shared(nt_store *s)
+{
+    int64_t a = make_user(s, "set_a"), b = make_user(s, "set_b"), x = make_user(s, "set_x");
+    int64_t one[1] = {b};
+    nt_chat g;
+    CHECK_EQ_INT(nt_store_chat_create(s, "group", "sets", a, one, 1, 100, &g), 0);
+    nt_append first, second, dup, after;
+    CHECK_EQ_INT(append_text(s, g.id, a, "one", "set1", &first), 0);
+    CHECK_EQ_INT(append_text(s, g.id, b, "two", NULL, &second), 0);
+    CHECK(first.members != NULL && first.members == second.members); /* shared, not copied */
+    CHECK(first.member_ids == first.members->ids);
+    CHECK_EQ_INT(append_text(s, g.id, a, "again", "set1", &dup), 0);
+    CHECK(dup.duplicate && dup.members == first.members);
+    nt_append_release(&dup);
+    CHECK(dup.members == NULL && dup.member_ids == NULL && dup.nmembers == 0);
+
+    /* Membership changes: the cache drops its set and loads a new one. */
+    CHECK_EQ_INT(nt_store_member_remove(s, g.id, b), 0);
+    CHECK_EQ_INT(nt_store_member_add(s, g.id, x, NT_ROLE_MEMBER), 0);
+    CHECK_EQ_INT(append_text(s, g.id, a, "three", NULL, &after), 0);
+    CHECK(after.members != first.members);
+    CHECK_EQ_INT(after.nmembers, 2);
+    CHECK(nt_member_set_contains(after.members, x) && !nt_member_set_contains(after.members, b));
+    /* The old results still read the members they were sent to. */
+    CHECK_EQ_INT(first.nmembers, 2);
+    CHECK_EQ_INT(first.member_ids[0], a < b ? a : b);
+    CHECK_EQ_INT(first.member_ids[1], a < b ? b : a);
+    nt_append_release(&first);
+    CHECK_EQ_INT(second.member_ids[0] + second.member_ids[1], a + b);
+    nt_append_release(&second); /* the last reference: the old set goes */
+    CHECK_EQ_INT(after.member_ids[0] + after.member_ids[1], a + x);
+    nt_append_release(&after);
+    nt_chat_free(&g);
+}
+
 /* A write queued behind async appends sees their seqs (the writer keeps
  * chat counters in memory during a batch and must write them out first). */
 static int async_count;
@@ -889,6 +959,8 @@ int main(void)
     test_messages(s);
     test_chat_list(s);
     test_counters_flushed(s);
+    test_member_set();
+    test_member_set_shared(s);
 
     pthread_t t;
     void *res = (void *)1;
