@@ -159,14 +159,19 @@ bool nt_bus_leader(nt_bus *b, const char *name, int ttl_ms);
 
 /* A user waiting for a random chat, as the shared queue keeps it. gender is
  * one bit (1 male, 2 female, 4 other), genders the set wanted, ages within
- * 13..120. blocks: the users this one blocked or was blocked by (read at
- * join time, so both directions are covered); not kept in the queue. */
+ * 13..120. interests: hashes of the user's interest tags
+ * (nt_match_tag_hash), at most 10, no repeats; kept in the queue. blocks:
+ * the users this one blocked or was blocked by (read at join time, so both
+ * directions are covered); not kept in the queue. A partner returned by
+ * nt_bus_match_join has neither list. */
 typedef struct nt_bus_match_entry {
     int64_t user_id;
     unsigned gender;
     int age;
     unsigned genders;
     int age_min, age_max;
+    const uint64_t *interests;
+    int ninterests;
     const int64_t *blocks;
     int nblocks;
 } nt_bus_match_entry;
@@ -175,10 +180,11 @@ enum { NT_BUS_MATCH_WAITING = 0, NT_BUS_MATCH_ALREADY = 1, NT_BUS_MATCH_PAIRED =
 
 /*
  * The match queue shared by every node (Redis). In one atomic step: if
- * me->user_id already waits, NT_BUS_MATCH_ALREADY; else the oldest
- * compatible waiting user (each inside the other's genders and age range,
- * not in me->blocks; at most scan_cap looked at per bucket) leaves the queue
- * and its user_id, gender and age go into *partner: NT_BUS_MATCH_PAIRED;
+ * me->user_id already waits, NT_BUS_MATCH_ALREADY; else of the compatible
+ * waiting users (each inside the other's genders and age range, not in
+ * me->blocks; at most scan_cap looked at per bucket) the one sharing the
+ * most interests with me, the oldest of those, leaves the queue and its
+ * user_id, gender and age go into *partner: NT_BUS_MATCH_PAIRED;
  * else me waits: NT_BUS_MATCH_WAITING. scan_cap 0 only queues me (puts back
  * a partner whose chat could not be stored). NT_BUS_ENOTSUP from the
  * in-process back end (the caller keeps its own queue), NT_BUS_EUNAVAILABLE

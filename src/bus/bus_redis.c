@@ -305,13 +305,17 @@ static const char *const rb_scripts[S_COUNT] = {
                  "end\n"
                  "return 0\n",
     /* The shared match queue. natter:mq:e:USER is a waiting user's hash
-     * (g gender bit, a age, lo/hi age range, k its bucket, n its node); a
-     * bucket natter:mq:b:GENDER:AGE:WANTED is a sorted set of users by
-     * arrival. A candidate whose node is no longer alive is dropped. ARGV:
-     * user, gender, age, genders, age_min, age_max, scan cap, node, blocked
-     * users... Returns {1} already waiting, {2, partner, gender, age}, or
-     * {0} now waiting. The search, the partner's removal and the insertion
-     * are one script, so two nodes can never take the same partner. */
+     * (g gender bit, a age, lo/hi age range, k its bucket, n its node, i
+     * its interest tag hashes, comma-separated hex); a bucket
+     * natter:mq:b:GENDER:AGE:WANTED is a sorted set of users by arrival. A
+     * candidate whose node is no longer alive is dropped. ARGV: user,
+     * gender, age, genders, age_min, age_max, scan cap, node, number of
+     * interests, interests..., blocked users... Of the compatible candidates
+     * examined (the first `cap` of each bucket), the one sharing the most
+     * interests wins, the oldest among equals, as in the in-process matcher.
+     * Returns {1} already waiting, {2, partner, gender, age}, or {0} now
+     * waiting. The search, the partner's removal and the insertion are one
+     * script, so two nodes can never take the same partner. */
     [S_MQ_JOIN] =
         "local P = 'natter:mq:'\n"
         "local me = ARGV[1]\n"
@@ -325,9 +329,12 @@ static const char *const rb_scripts[S_COUNT] = {
         "end\n"
         "local g, age, gs = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
         "local lo, hi, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+        "local ni = tonumber(ARGV[9])\n"
+        "local tags, mytags = {}, {}\n"
+        "for i = 10, 9 + ni do tags[ARGV[i]] = true; mytags[#mytags + 1] = ARGV[i] end\n"
         "local blocked = {}\n"
-        "for i = 9, #ARGV do blocked[ARGV[i]] = true end\n"
-        "local best, best_seq, best_key\n"
+        "for i = 10 + ni, #ARGV do blocked[ARGV[i]] = true end\n"
+        "local best, best_seq, best_key, best_shared\n"
         "if cap > 0 then\n"
         "  for _, cg in ipairs({1, 2, 4}) do\n"
         "    if bit.band(gs, cg) ~= 0 then\n"
@@ -339,7 +346,7 @@ static const char *const rb_scripts[S_COUNT] = {
         "            for j = 1, #c, 2 do\n"
         "              local id = c[j]\n"
         "              if id ~= me and not blocked[id] then\n"
-        "                local r = redis.call('HMGET', P .. 'e:' .. id, 'lo', 'hi', 'n')\n"
+        "                local r = redis.call('HMGET', P .. 'e:' .. id, 'lo', 'hi', 'n', 'i')\n"
         "                if r[1] and r[3] and\n"
         "                   redis.call('EXISTS', 'natter:alive:' .. r[3]) == 0 then\n"
         "                  redis.call('DEL', P .. 'e:' .. id)\n"
@@ -347,10 +354,18 @@ static const char *const rb_scripts[S_COUNT] = {
         "                end\n"
         "                if r[1] and age >= tonumber(r[1]) and age <= tonumber(r[2]) then\n"
         "                  local seq = tonumber(c[j + 1])\n"
-        "                  if not best or seq < best_seq then\n"
-        "                    best, best_seq, best_key = id, seq, key\n"
+        "                  local shared = 0\n"
+        "                  if ni > 0 and r[4] then\n"
+        "                    for t in string.gmatch(r[4], '[^,]+') do\n"
+        "                      if tags[t] then shared = shared + 1 end\n"
+        "                    end\n"
         "                  end\n"
-        "                  break\n"
+        "                  if not best or shared > best_shared or\n"
+        "                     (shared == best_shared and seq < best_seq) then\n"
+        "                    best, best_seq, best_key, best_shared = id, seq, key, shared\n"
+        "                  end\n"
+        "                  -- later ones in this bucket are newer: none can do better\n"
+        "                  if shared == ni then break end\n"
         "                elseif not r[1] then\n"
         "                  redis.call('ZREM', key, id)\n"
         "                end\n"
@@ -370,7 +385,7 @@ static const char *const rb_scripts[S_COUNT] = {
         "end\n"
         "local key = P .. 'b:' .. g .. ':' .. age .. ':' .. gs\n"
         "redis.call('HSET', P .. 'e:' .. me, 'g', g, 'a', age, 'lo', lo, 'hi', hi, 'k', key,\n"
-        "           'n', ARGV[8])\n"
+        "           'n', ARGV[8], 'i', table.concat(mytags, ','))\n"
         "redis.call('ZADD', key, redis.call('INCR', P .. 'seq'), me)\n"
         "return {0}\n",
     /* ARGV: user. 1 if it was waiting. */
@@ -1997,8 +2012,12 @@ static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
 {
     struct redis_bus *rb = rb__of(b);
     if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
-    if (me->nblocks < 0 || scan_cap < 0) return -EINVAL;
-    int argc = 8 + me->nblocks;
+    if (me->nblocks < 0 || scan_cap < 0 || me->ninterests < 0 || me->ninterests > 64)
+        return -EINVAL;
+    /* user, gender, age, genders, age_min, age_max, cap, node, ninterests,
+     * interests (hex), blocks */
+    int count_at = 8, first_block = 9 + me->ninterests;
+    int argc = first_block + me->nblocks;
     char(*nums)[24] = calloc((size_t)argc, sizeof *nums);
     const char **argv = calloc((size_t)argc, sizeof *argv);
     size_t *lens = calloc((size_t)argc, sizeof *lens);
@@ -2012,8 +2031,15 @@ static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
             lens[i] = strlen(rb->node);
             continue;
         }
-        int64_t v = i < 7 ? head[i] : me->blocks[i - 8];
-        lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRId64, v);
+        if (i > count_at && i < first_block) {
+            lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRIx64,
+                                       me->interests[i - count_at - 1]);
+        } else {
+            int64_t v = i < 7           ? head[i]
+                        : i == count_at ? me->ninterests
+                                        : me->blocks[i - first_block];
+            lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRId64, v);
+        }
         argv[i] = nums[i];
     }
     rc = NT_BUS_EUNAVAILABLE;

@@ -778,6 +778,8 @@ static void match__entry(const nt_match_ticket *t, nt_bus_match_entry *e)
     e->genders = t->genders;
     e->age_min = t->age_min;
     e->age_max = t->age_max;
+    e->interests = t->interests;
+    e->ninterests = t->ninterests;
     e->blocks = t->blocks;
     e->nblocks = t->nblocks;
 }

@@ -9,7 +9,10 @@
  *  2. A user who left the queue through another node is not paired; an
  *     incompatible user (outside the other's genders) waits; a compatible
  *     one on a third node takes the first one still waiting.
- *  3. A user waiting through a gateway node that is then SIGKILLed is not
+ *  3. Shared interests come first: of two users waiting for a newcomer,
+ *     the one sharing an interest with it (on another node) is taken
+ *     rather than the one who waited longer and shares none.
+ *  4. A user waiting through a gateway node that is then SIGKILLed is not
  *     given to anyone once the node's heartbeat has run out.
  */
 #include <inttypes.h>
@@ -136,7 +139,48 @@ static void case_leave_and_compatibility(nct_cluster *c)
     ntc_conn_free(cf);
 }
 
-/* ---- 3. a dead node's waiting user ----------------------------------------------- */
+/* ---- 3. shared interests first ---------------------------------------------------- */
+
+static void case_interests_first(nct_cluster *c)
+{
+    nth_user ian, jon, kim;
+    char st[32], gender[16];
+    int64_t chat_j = 0, chat_k = 0, age = 0;
+
+    /* Ian and Jon both want women only, so they never pair each other. */
+    REQUIRE(make(c->gateways[0], &ian, "ian", "male", 35,
+                 "{\"genders\":[\"female\"],\"age_min\":13,\"age_max\":120,"
+                 "\"interests\":[\"sailing\"]}"));
+    REQUIRE(make(c->gateways[1], &jon, "jon", "male", 36,
+                 "{\"genders\":[\"female\"],\"age_min\":13,\"age_max\":120,"
+                 "\"interests\":[\"chess\",\"go\"]}"));
+    REQUIRE(make(c->gateways[2], &kim, "kim", "female", 37,
+                 "{\"genders\":[\"male\"],\"age_min\":13,\"age_max\":120,"
+                 "\"interests\":[\"go\",\"jazz\"]}"));
+    ntc_conn *cj = nth_connect(c->gateways[1], &jon);
+    ntc_conn *ck = nth_connect(c->gateways[2], &kim);
+    REQUIRE(cj && ck);
+
+    /* Ian waits first, then Jon; Kim shares "go" with Jon only. */
+    CHECK_EQ_INT(join(c->gateways[0], &ian, st, sizeof st), 202);
+    CHECK(strcmp(st, "waiting") == 0);
+    CHECK_EQ_INT(join(c->gateways[1], &jon, st, sizeof st), 202);
+    CHECK(strcmp(st, "waiting") == 0);
+    CHECK_EQ_INT(join(c->gateways[2], &kim, st, sizeof st), 202);
+    CHECK(strcmp(st, "matched") == 0);
+    CHECK(wait_matched(ck, NTH_WAIT_MS, &chat_k, gender, &age));
+    CHECK_EQ_INT(age, 36); /* Jon, not Ian */
+    CHECK(wait_matched(cj, NTH_WAIT_MS, &chat_j, gender, &age));
+    CHECK_EQ_INT(age, 37);
+    CHECK(chat_j > 0 && chat_j == chat_k);
+    /* Ian still waits: gone only when he leaves. */
+    CHECK_EQ_INT(nth_api(c->gateways[1], "DELETE", "/api/v1/match", ian.s.access_token, NULL, NULL),
+                 204);
+    ntc_conn_free(cj);
+    ntc_conn_free(ck);
+}
+
+/* ---- 4. a dead node's waiting user ----------------------------------------------- */
 
 static void case_dead_node(nct_cluster *c)
 {
@@ -169,6 +213,7 @@ int main(void)
              &cluster);
     NTH_CASE("leave through another node, incompatible users wait, the oldest fit is taken",
              case_leave_and_compatibility, &cluster);
+    NTH_CASE("shared interests are preferred over a longer wait", case_interests_first, &cluster);
     NTH_CASE("a user waiting on a gateway that died is not paired", case_dead_node, &cluster);
     nct_stop(&cluster, check_failures == 0);
     return check_exit();
