@@ -573,6 +573,27 @@ static int pg__run(pg_conn *c, enum pg_stmt_id id, const pg_params *p, int64_t *
     return 0;
 }
 
+/* pg__exec for a query that must return a row: ENOTFOUND (nothing to
+ * clear) when it returns none. */
+static int pg__exec_row(pg_conn *c, enum pg_stmt_id id, const pg_params *p, PGresult **out)
+{
+    int rc = pg__exec(c, id, p, out);
+    if (rc == 0 && PQntuples(*out) == 0) {
+        PQclear(*out);
+        *out = NULL;
+        rc = NT_STORE_ENOTFOUND;
+    }
+    return rc;
+}
+
+/* pg__run for a write that must hit a row: ENOTFOUND when none changed. */
+static int pg__run_found(pg_conn *c, enum pg_stmt_id id, const pg_params *p)
+{
+    int64_t changed = 0;
+    int rc = pg__run(c, id, p, &changed);
+    return rc ? rc : changed ? 0 : NT_STORE_ENOTFOUND;
+}
+
 static int64_t pg__i64(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
@@ -723,12 +744,8 @@ static int pg__chat_load(pg_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
     pg_params p = {0};
     pp_int(&p, chat_id);
     PGresult *r;
-    int rc = pg__exec(c, PG_CHAT_GET, &p, &r);
+    int rc = pg__exec_row(c, PG_CHAT_GET, &p, &r);
     if (rc) return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return NT_STORE_ENOTFOUND;
-    }
     out->id = pg__i64(r, 0, 0);
     pg__str(r, 0, 1, out->type, sizeof(out->type));
     pg__str(r, 0, 2, out->title, sizeof(out->title));
@@ -1637,12 +1654,8 @@ static int pg__user_query(pg_store *b, enum pg_stmt_id id, const char *key, nt_u
     pg_params p = {0};
     pp_str(&p, key);
     PGresult *r;
-    int rc = pg__exec(c, id, &p, &r);
+    int rc = pg__exec_row(c, id, &p, &r);
     if (rc) return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return NT_STORE_ENOTFOUND;
-    }
     pg__row_user(r, 0, out);
     if (pw_hash) pg__str(r, 0, 9, pw_hash, pw_hash_len);
     PQclear(r);
@@ -1733,10 +1746,7 @@ static int pg__w_user_last_seen(pg_conn *w, void *arg)
     pg_params p = {0};
     pp_int(&p, a->id);
     pp_int(&p, a->ts);
-    int64_t changed = 0;
-    int rc = pg__run(w, PG_USER_LAST_SEEN, &p, &changed);
-    if (rc) return rc;
-    return changed ? 0 : NT_STORE_ENOTFOUND;
+    return pg__run_found(w, PG_USER_LAST_SEEN, &p);
 }
 
 static int pg_user_set_last_seen(void *be, int64_t id, int64_t ts)
@@ -2076,10 +2086,7 @@ static int pg__w_member_remove(pg_conn *w, void *arg)
     pg_params p = {0};
     pp_int(&p, a->chat_id);
     pp_int(&p, a->user_id);
-    int64_t changed = 0;
-    int rc = pg__run(w, PG_MEMBER_DELETE, &p, &changed);
-    if (rc) return rc;
-    return changed ? 0 : NT_STORE_ENOTFOUND;
+    return pg__run_found(w, PG_MEMBER_DELETE, &p);
 }
 
 static int pg_member_remove(void *be, int64_t chat_id, int64_t user_id)
@@ -2110,10 +2117,7 @@ static int pg__w_chat_close(pg_conn *w, void *arg)
 {
     pg_params p = {0};
     pp_int(&p, *(int64_t *)arg);
-    int64_t changed = 0;
-    int rc = pg__run(w, PG_CHAT_CLOSE, &p, &changed);
-    if (rc) return rc;
-    return changed ? 0 : NT_STORE_ENOTFOUND;
+    return pg__run_found(w, PG_CHAT_CLOSE, &p);
 }
 
 static int pg_chat_close(void *be, int64_t chat_id)
@@ -2259,12 +2263,8 @@ static int pg__w_mark(pg_conn *w, void *arg)
     pp_int(&p, a->chat_id);
     pp_int(&p, a->user_id);
     PGresult *r;
-    int rc = pg__exec(w, PG_MARK_GET, &p, &r);
+    int rc = pg__exec_row(w, PG_MARK_GET, &p, &r);
     if (rc) return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return NT_STORE_ENOTFOUND;
-    }
     int64_t delivered = pg__i64(r, 0, 0);
     int64_t read = pg__i64(r, 0, 1);
     int64_t last_seq = pg__i64(r, 0, 2);
@@ -2492,12 +2492,8 @@ static int pg_match_prefs_get(void *be, int64_t user_id, nt_match_prefs *out)
     pg_params p = {0};
     pp_int(&p, user_id);
     PGresult *r;
-    int rc = pg__exec(c, PG_PREFS_GET, &p, &r);
+    int rc = pg__exec_row(c, PG_PREFS_GET, &p, &r);
     if (rc) return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return NT_STORE_ENOTFOUND;
-    }
     out->genders = (unsigned)pg__i64(r, 0, 0);
     out->age_min = (int)pg__i64(r, 0, 1);
     out->age_max = (int)pg__i64(r, 0, 2);

@@ -354,6 +354,13 @@ static int sq__run(sq_conn *c, sqlite3_stmt *st)
     return ret;
 }
 
+/* sq__run for a write that must hit a row: ENOTFOUND when none changed. */
+static int sq__run_found(sq_conn *c, sqlite3_stmt *st)
+{
+    int rc = sq__run(c, st);
+    return rc ? rc : sqlite3_changes(c->db) ? 0 : NT_STORE_ENOTFOUND;
+}
+
 /* Runs a statement without parameters (BEGIN, COMMIT, SAVEPOINT...). */
 static int sq__exec(sq_conn *c, enum sq_stmt_id id)
 {
@@ -373,6 +380,14 @@ static int sq__row(sq_conn *c, sqlite3_stmt *st)
     int ret = rc == SQLITE_DONE ? 0 : sq__fail(c, rc, sqlite3_sql(st));
     sq__reset(st);
     return ret;
+}
+
+/* sq__row for a row that must exist: 0 with the row (the caller reads it
+ * then calls sq__reset), ENOTFOUND or an error (already reset). */
+static int sq__row_found(sq_conn *c, sqlite3_stmt *st)
+{
+    int rc = sq__row(c, st);
+    return rc == 1 ? 0 : rc == 0 ? NT_STORE_ENOTFOUND : rc;
 }
 
 /* The single integer a query returns: 1 found (*v set), 0 none, <0 error. */
@@ -459,8 +474,8 @@ static int sq__message_load(sq_conn *c, int64_t chat_id, int64_t seq, nt_message
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, chat_id);
     sqlite3_bind_int64(st, 2, seq);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     rc = sq__row_message(st, out);
     sq__reset(st);
     return rc;
@@ -471,8 +486,8 @@ static int sq__user_load(sq_conn *c, int64_t id, nt_user *out)
     sqlite3_stmt *st = sq__stmt(c, SQ_USER_GET);
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, id);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     sq__row_user(st, out);
     sq__reset(st);
     return 0;
@@ -490,6 +505,18 @@ static int sq__exists(sq_conn *c, enum sq_stmt_id id, int64_t key)
     return rc == 1 ? 0 : rc == 0 ? NT_STORE_ENOTFOUND : rc;
 }
 
+/* Room for one more element in a heap array holding count of *cap elements
+ * of elem bytes (doubling, from `first`): the array, moved perhaps, or NULL
+ * when out of memory (arr is then left as it was). */
+static void *sq__room(void *arr, int *cap, int count, size_t elem, int first)
+{
+    if (count < *cap) return arr;
+    int ncap = *cap ? *cap * 2 : first;
+    void *grown = realloc(arr, (size_t)ncap * elem);
+    if (grown) *cap = ncap;
+    return grown;
+}
+
 /* Reads every row of a query returning one integer column into a heap
  * array. The statement is bound by the caller and reset here. */
 static int sq__int_list(sq_conn *c, sqlite3_stmt *st, int64_t **out, int *n)
@@ -497,16 +524,12 @@ static int sq__int_list(sq_conn *c, sqlite3_stmt *st, int64_t **out, int *n)
     int64_t *arr = NULL;
     int count = 0, cap = 0, rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            int ncap = cap ? cap * 2 : 8;
-            int64_t *grown = realloc(arr, (size_t)ncap * sizeof(*arr));
-            if (!grown) {
-                ret = NT_STORE_EUNAVAILABLE;
-                break;
-            }
-            arr = grown;
-            cap = ncap;
+        int64_t *room = sq__room(arr, &cap, count, sizeof(*arr), 8);
+        if (!room) {
+            ret = NT_STORE_EUNAVAILABLE;
+            break;
         }
+        arr = room;
         arr[count++] = sqlite3_column_int64(st, 0);
     }
     if (!ret && rc != SQLITE_DONE) ret = sq__fail(c, rc, sqlite3_sql(st));
@@ -538,8 +561,8 @@ static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
     sqlite3_stmt *st = sq__stmt(c, SQ_CHAT_GET);
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, chat_id);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     out->id = sqlite3_column_int64(st, 0);
     sq__col_str(st, 1, out->type, sizeof(out->type));
     sq__col_str(st, 2, out->title, sizeof(out->title));
@@ -554,16 +577,12 @@ static int sq__chat_load(sq_conn *c, int64_t chat_id, int64_t viewer_id, nt_chat
     sqlite3_bind_int64(st, 1, chat_id);
     int cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (out->nmembers == cap) {
-            int ncap = cap ? cap * 2 : 4;
-            nt_member *grown = realloc(out->members, (size_t)ncap * sizeof(*grown));
-            if (!grown) {
-                sq__reset(st);
-                goto fail_unavailable;
-            }
-            out->members = grown;
-            cap = ncap;
+        nt_member *room = sq__room(out->members, &cap, out->nmembers, sizeof(*room), 4);
+        if (!room) {
+            sq__reset(st);
+            goto fail_unavailable;
         }
+        out->members = room;
         nt_member *m = &out->members[out->nmembers++];
         m->user_id = sqlite3_column_int64(st, 0);
         m->role = sqlite3_column_int(st, 1);
@@ -795,8 +814,8 @@ static int sq__cache_get(sq_store *b, sq_conn *w, int64_t chat_id, sq_chat_entry
         sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_STATE);
         if (!st) return NT_STORE_EUNAVAILABLE;
         sqlite3_bind_int64(st, 1, chat_id);
-        int rc = sq__row(w, st);
-        if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+        int rc = sq__row_found(w, st);
+        if (rc) return rc;
         e->closed = sqlite3_column_int(st, 0) != 0;
         e->last_seq = sqlite3_column_int64(st, 1);
         e->last_activity = sqlite3_column_int64(st, 2);
@@ -1369,8 +1388,8 @@ static int sq_user_by_nickname(void *be, const char *nickname, nt_user *out)
     sqlite3_stmt *st = c ? sq__stmt(c, SQ_USER_BY_NICK) : NULL;
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_text(st, 1, nickname, -1, SQLITE_STATIC);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     sq__row_user(st, out);
     sq__reset(st);
     return 0;
@@ -1383,8 +1402,8 @@ static int sq_user_for_login(void *be, const char *login, nt_user *out, char *pw
     sqlite3_stmt *st = c ? sq__stmt(c, SQ_USER_LOGIN) : NULL;
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     sq__row_user(st, out);
     sq__col_str(st, 9, pw_hash, pw_hash_len);
     sq__reset(st);
@@ -1467,9 +1486,7 @@ static int sq__w_user_last_seen(sq_conn *w, void *arg)
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, a->id);
     sqlite3_bind_int64(st, 2, a->ts);
-    int rc = sq__run(w, st);
-    if (rc) return rc;
-    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+    return sq__run_found(w, st);
 }
 
 static int sq_user_set_last_seen(void *be, int64_t id, int64_t ts)
@@ -1812,9 +1829,7 @@ static int sq__w_member_remove(sq_conn *w, void *arg)
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, a->chat_id);
     sqlite3_bind_int64(st, 2, a->user_id);
-    int rc = sq__run(w, st);
-    if (rc) return rc;
-    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+    return sq__run_found(w, st);
 }
 
 static int sq_member_remove(void *be, int64_t chat_id, int64_t user_id)
@@ -1845,9 +1860,7 @@ static int sq__w_chat_close(sq_conn *w, void *arg)
     sqlite3_stmt *st = sq__stmt(w, SQ_CHAT_CLOSE);
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, *chat_id);
-    int rc = sq__run(w, st);
-    if (rc) return rc;
-    return sqlite3_changes(w->db) ? 0 : NT_STORE_ENOTFOUND;
+    return sq__run_found(w, st);
 }
 
 static int sq_chat_close(void *be, int64_t chat_id)
@@ -1874,16 +1887,12 @@ static int sq__message_rows(sq_conn *c, sqlite3_stmt *st, nt_message **out, int 
     nt_message *arr = NULL;
     int count = 0, cap = 0, rc, ret = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            int ncap = cap ? cap * 2 : 16;
-            nt_message *grown = realloc(arr, (size_t)ncap * sizeof(*arr));
-            if (!grown) {
-                ret = NT_STORE_EUNAVAILABLE;
-                break;
-            }
-            arr = grown;
-            cap = ncap;
+        nt_message *room = sq__room(arr, &cap, count, sizeof(*arr), 16);
+        if (!room) {
+            ret = NT_STORE_EUNAVAILABLE;
+            break;
         }
+        arr = room;
         if ((ret = sq__row_message(st, &arr[count])) != 0) break;
         count++;
     }
@@ -2010,8 +2019,8 @@ static int sq__w_mark(sq_conn *w, void *arg)
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, a->chat_id);
     sqlite3_bind_int64(st, 2, a->user_id);
-    int rc = sq__row(w, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(w, st);
+    if (rc) return rc;
     int64_t delivered = sqlite3_column_int64(st, 0);
     int64_t read = sqlite3_column_int64(st, 1);
     int64_t last_seq = sqlite3_column_int64(st, 2);
@@ -2170,16 +2179,12 @@ static int sq_friend_list(void *be, int64_t user_id, int kind, int limit, nt_use
     sqlite3_bind_int64(st, 1, user_id);
     sqlite3_bind_int(st, 2, limit);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            int ncap = cap ? cap * 2 : 8;
-            nt_user *grown = realloc(arr, (size_t)ncap * sizeof(*arr));
-            if (!grown) {
-                ret = NT_STORE_EUNAVAILABLE;
-                break;
-            }
-            arr = grown;
-            cap = ncap;
+        nt_user *room = sq__room(arr, &cap, count, sizeof(*arr), 8);
+        if (!room) {
+            ret = NT_STORE_EUNAVAILABLE;
+            break;
         }
+        arr = room;
         sq__row_user(st, &arr[count++]);
     }
     if (!ret && rc != SQLITE_DONE) ret = sq__fail(c, rc, "friend list");
@@ -2245,8 +2250,8 @@ static int sq_match_prefs_get(void *be, int64_t user_id, nt_match_prefs *out)
     sqlite3_stmt *st = c ? sq__stmt(c, SQ_PREFS_GET) : NULL;
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, user_id);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     out->genders = (unsigned)sqlite3_column_int(st, 0);
     out->age_min = sqlite3_column_int(st, 1);
     out->age_max = sqlite3_column_int(st, 2);
@@ -2339,8 +2344,8 @@ static int sq__w_chat_reveal(sq_conn *w, void *arg)
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, a->chat_id);
     sqlite3_bind_int64(st, 2, a->user_id);
-    int rc = sq__row(w, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(w, st);
+    if (rc) return rc;
     bool hidden = sqlite3_column_int(st, 1) != 0;
     sq__reset(st);
     if (!hidden) return 0; /* both agreed long ago */
@@ -2372,8 +2377,8 @@ static int sq_random_alias(void *be, int64_t chat_id, int64_t user_id, char alia
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, chat_id);
     sqlite3_bind_int64(st, 2, user_id);
-    int rc = sq__row(c, st);
-    if (rc <= 0) return rc == 0 ? NT_STORE_ENOTFOUND : rc;
+    int rc = sq__row_found(c, st);
+    if (rc) return rc;
     sq__col_str(st, 0, alias, NT_ALIAS_MAX);
     sq__reset(st);
     return 0;
