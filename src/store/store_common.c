@@ -274,7 +274,7 @@ int nt_store_chats_load(void *conn,
     return 0;
 }
 
-void nt_store_messages_reverse(nt_message *arr, int n)
+static void store__messages_reverse(nt_message *arr, int n)
 {
     for (int i = 0, j = n - 1; i < j; i++, j--) {
         nt_message tmp = arr[i];
@@ -283,17 +283,26 @@ void nt_store_messages_reverse(nt_message *arr, int n)
     }
 }
 
-int nt_store_export_pages(void *conn,
-                          int (*page_fn)(void *conn, int64_t chat_id, int64_t after, int limit,
-                                         nt_message **out, int *n),
-                          int64_t chat_id, int page, int (*fn)(void *arg, const nt_message *m),
-                          void *arg)
+int nt_store_messages_read(void *conn, nt_store_after_fn after_fn, nt_store_newest_fn newest_fn,
+                           int64_t chat_id, int64_t before_seq, int64_t after_seq, int limit,
+                           nt_message **out, int *n)
+{
+    int64_t before = before_seq > 0 ? before_seq : INT64_MAX;
+    if (after_seq >= 0) return after_fn(conn, chat_id, after_seq, before, limit, out, n);
+    int rc = newest_fn(conn, chat_id, before, limit, out, n);
+    /* Newest first from the index; the contract is ascending. */
+    if (rc == 0) store__messages_reverse(*out, *n);
+    return rc;
+}
+
+int nt_store_export_pages(void *conn, nt_store_after_fn after_fn, int64_t chat_id, int page,
+                          int (*fn)(void *arg, const nt_message *m), void *arg)
 {
     int64_t after = 0;
     for (;;) {
         nt_message *msgs = NULL;
         int n = 0;
-        int rc = page_fn(conn, chat_id, after, page, &msgs, &n);
+        int rc = after_fn(conn, chat_id, after, INT64_MAX, page, &msgs, &n);
         if (rc) return rc;
         for (int i = 0; i < n && rc == 0; i++)
             rc = fn(arg, &msgs[i]);

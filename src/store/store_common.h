@@ -122,20 +122,27 @@ int nt_store_chats_load(void *conn,
                         int (*load)(void *conn, int64_t chat_id, int64_t viewer_id, nt_chat *out),
                         const int64_t *ids, int nids, int64_t user_id, nt_chat **out, int *n);
 
-/* Reverses arr[0..n): queries of "the newest n" read newest first. */
-void nt_store_messages_reverse(nt_message *arr, int n);
+/* The two history queries of a back end, each into a heap array:
+ * the oldest `limit` messages with after < seq < before, ascending; */
+typedef int (*nt_store_after_fn)(void *conn, int64_t chat_id, int64_t after, int64_t before,
+                                 int limit, nt_message **out, int *n);
+/* the newest `limit` messages with seq < before, newest first. */
+typedef int (*nt_store_newest_fn)(void *conn, int64_t chat_id, int64_t before, int limit,
+                                  nt_message **out, int *n);
+
+/* nt_store_messages for a back end, on its read connection conn. */
+int nt_store_messages_read(void *conn, nt_store_after_fn after_fn, nt_store_newest_fn newest_fn,
+                           int64_t chat_id, int64_t before_seq, int64_t after_seq, int limit,
+                           nt_message **out, int *n);
 
 /*
  * nt_store_export for a back end: reads the chat `page` messages at a time
- * with page_fn (messages with seq > after, ascending, at most limit, heap)
- * and calls fn for each, with no query open while fn runs (a slow consumer
- * must not pin a read snapshot). Stops at fn's first non-zero (returned).
+ * with after_fn and calls fn for each, with no query open while fn runs (a
+ * slow consumer must not pin a read snapshot). Stops at fn's first non-zero
+ * (returned).
  */
-int nt_store_export_pages(void *conn,
-                          int (*page_fn)(void *conn, int64_t chat_id, int64_t after, int limit,
-                                         nt_message **out, int *n),
-                          int64_t chat_id, int page, int (*fn)(void *arg, const nt_message *m),
-                          void *arg);
+int nt_store_export_pages(void *conn, nt_store_after_fn after_fn, int64_t chat_id, int page,
+                          int (*fn)(void *arg, const nt_message *m), void *arg);
 
 /*
  * A receipt marker move (see nt_store_mark): from the member's stored

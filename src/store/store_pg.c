@@ -2159,16 +2159,27 @@ static int pg__message_rows(pg_conn *c, enum pg_stmt_id id, const pg_params *p, 
     return 0;
 }
 
-/* One page of an export: messages with seq > after, ascending. */
-static int pg__messages_after(void *conn, int64_t chat_id, int64_t after, int limit,
+/* History: the oldest `limit` with after < seq < before (nt_store_after_fn). */
+static int pg__messages_after(void *conn, int64_t chat_id, int64_t after, int64_t before, int limit,
                               nt_message **out, int *n)
 {
     pg_params p = {0};
     pp_int(&p, chat_id);
     pp_int(&p, after);
-    pp_int(&p, INT64_MAX);
+    pp_int(&p, before);
     pp_int(&p, limit);
     return pg__message_rows(conn, PG_MSG_AFTER, &p, out, n);
+}
+
+/* History: the newest `limit` with seq < before (nt_store_newest_fn). */
+static int pg__messages_newest(void *conn, int64_t chat_id, int64_t before, int limit,
+                               nt_message **out, int *n)
+{
+    pg_params p = {0};
+    pp_int(&p, chat_id);
+    pp_int(&p, before);
+    pp_int(&p, limit);
+    return pg__message_rows(conn, PG_MSG_BEFORE, &p, out, n);
 }
 
 static int pg_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t after_seq, int limit,
@@ -2176,21 +2187,8 @@ static int pg_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t af
 {
     pg_conn *c = pg__reader(be);
     if (!c) return NT_STORE_EUNAVAILABLE;
-    int64_t before = before_seq > 0 ? before_seq : INT64_MAX;
-    pg_params p = {0};
-    pp_int(&p, chat_id);
-    if (after_seq >= 0) {
-        pp_int(&p, after_seq);
-        pp_int(&p, before);
-        pp_int(&p, limit);
-        return pg__message_rows(c, PG_MSG_AFTER, &p, out, n);
-    }
-    pp_int(&p, before);
-    pp_int(&p, limit);
-    int rc = pg__message_rows(c, PG_MSG_BEFORE, &p, out, n);
-    /* Newest first from the index; the contract is ascending. */
-    if (rc == 0) nt_store_messages_reverse(*out, *n);
-    return rc;
+    return nt_store_messages_read(c, pg__messages_after, pg__messages_newest, chat_id, before_seq,
+                                  after_seq, limit, out, n);
 }
 
 struct message_change_args {

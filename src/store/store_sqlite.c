@@ -1907,8 +1907,8 @@ static int sq__message_rows(sq_conn *c, sqlite3_stmt *st, nt_message **out, int 
     return 0;
 }
 
-/* One page of an export: messages with seq > after, ascending. */
-static int sq__messages_after(void *conn, int64_t chat_id, int64_t after, int limit,
+/* History: the oldest `limit` with after < seq < before (nt_store_after_fn). */
+static int sq__messages_after(void *conn, int64_t chat_id, int64_t after, int64_t before, int limit,
                               nt_message **out, int *n)
 {
     sq_conn *c = conn;
@@ -1916,8 +1916,21 @@ static int sq__messages_after(void *conn, int64_t chat_id, int64_t after, int li
     if (!st) return NT_STORE_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, chat_id);
     sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int64(st, 3, INT64_MAX);
+    sqlite3_bind_int64(st, 3, before);
     sqlite3_bind_int(st, 4, limit);
+    return sq__message_rows(c, st, out, n);
+}
+
+/* History: the newest `limit` with seq < before (nt_store_newest_fn). */
+static int sq__messages_newest(void *conn, int64_t chat_id, int64_t before, int limit,
+                               nt_message **out, int *n)
+{
+    sq_conn *c = conn;
+    sqlite3_stmt *st = sq__stmt(c, SQ_MSG_BEFORE);
+    if (!st) return NT_STORE_EUNAVAILABLE;
+    sqlite3_bind_int64(st, 1, chat_id);
+    sqlite3_bind_int64(st, 2, before);
+    sqlite3_bind_int(st, 3, limit);
     return sq__message_rows(c, st, out, n);
 }
 
@@ -1926,24 +1939,8 @@ static int sq_messages(void *be, int64_t chat_id, int64_t before_seq, int64_t af
 {
     sq_conn *c = sq__reader(be);
     if (!c) return NT_STORE_EUNAVAILABLE;
-    int64_t before = before_seq > 0 ? before_seq : INT64_MAX;
-    sqlite3_stmt *st;
-    if (after_seq >= 0) {
-        if (!(st = sq__stmt(c, SQ_MSG_AFTER))) return NT_STORE_EUNAVAILABLE;
-        sqlite3_bind_int64(st, 1, chat_id);
-        sqlite3_bind_int64(st, 2, after_seq);
-        sqlite3_bind_int64(st, 3, before);
-        sqlite3_bind_int(st, 4, limit);
-        return sq__message_rows(c, st, out, n);
-    }
-    if (!(st = sq__stmt(c, SQ_MSG_BEFORE))) return NT_STORE_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, chat_id);
-    sqlite3_bind_int64(st, 2, before);
-    sqlite3_bind_int(st, 3, limit);
-    int rc = sq__message_rows(c, st, out, n);
-    /* Newest first from the index; the contract is ascending. */
-    if (rc == 0) nt_store_messages_reverse(*out, *n);
-    return rc;
+    return nt_store_messages_read(c, sq__messages_after, sq__messages_newest, chat_id, before_seq,
+                                  after_seq, limit, out, n);
 }
 
 struct message_change_args {
