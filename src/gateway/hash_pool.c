@@ -216,7 +216,10 @@ static __thread pool_helper *pool__self;
 
 /* Sends req (of len bytes) to this thread's helper and waits for the
  * answer; a helper that died (killed, out of memory) is replaced once.
- * 0 with res filled, -1 if no helper answered, -ENOSYS off the pool. */
+ * 0 with res filled; -ENOSYS off the pool, and also when no helper
+ * answered (none could be started, or the new one died too): the caller
+ * then hashes in its own thread. A failure must not read as -1, which
+ * verify means "wrong password": a right one would get 401. */
 static int pool__ask(const hash_req *req, size_t len, hash_res *res)
 {
     pool_helper *h = pool__self;
@@ -225,8 +228,10 @@ static int pool__ask(const hash_req *req, size_t len, hash_res *res)
         if (h->fd < 0) {
             int rc = pool__spawn(h);
             if (rc != 0) {
-                nt_warn("hashing pool: cannot start a helper process: %s", strerror(-rc));
-                return -1;
+                nt_warn("hashing pool: cannot start a helper process (%s): hashing in the "
+                        "pool thread",
+                        strerror(-rc));
+                return -ENOSYS;
             }
         }
         ssize_t n;
@@ -242,7 +247,8 @@ static int pool__ask(const hash_req *req, size_t len, hash_res *res)
         nt_warn("hashing pool: helper process %d is gone; starting another", (int)h->pid);
         pool__reap(h);
     }
-    return -1;
+    nt_warn("hashing pool: no helper process answered: hashing in the pool thread");
+    return -ENOSYS;
 }
 
 static int pool__str(char out[NT_PWHASH_STRBYTES], const char *pw, size_t pw_len,
@@ -255,7 +261,7 @@ static int pool__str(char out[NT_PWHASH_STRBYTES], const char *pw, size_t pw_len
     memcpy(req.pw, pw, pw_len);
     int rc = pool__ask(&req, offsetof(hash_req, pw) + pw_len, &res);
     sodium_memzero(&req, sizeof req);
-    if (rc != 0) return -1;
+    if (rc != 0) return rc;
     if (res.rc == 0) memcpy(out, res.str, NT_PWHASH_STRBYTES);
     return res.rc == 0 ? 0 : -1;
 }
@@ -270,7 +276,7 @@ static int pool__verify(const char str[NT_PWHASH_STRBYTES], const char *pw, size
     memcpy(req.pw, pw, pw_len);
     int rc = pool__ask(&req, offsetof(hash_req, pw) + pw_len, &res);
     sodium_memzero(&req, sizeof req);
-    if (rc != 0) return -1;
+    if (rc != 0) return rc;
     return res.rc == 0 ? 0 : -1;
 }
 

@@ -6,11 +6,14 @@
  * that was killed is replaced on the next hash; a full queue refuses the
  * next job with -EAGAIN and a Retry-After of 1..60 s while the jobs it
  * holds still finish, in order; freeing the pool ends and reaps every
- * helper.
+ * helper; a thread whose helper is gone and cannot be started again
+ * declines (-ENOSYS, auth.c then hashes itself) instead of calling a right
+ * password wrong, and gets a helper again once one can be started.
  */
 #include "gateway/hash_pool.c"
 
 #include <semaphore.h>
+#include <sys/resource.h>
 
 #include "unit/check.h"
 
@@ -126,6 +129,56 @@ static void test_helper_hashes(uv_loop_t *loop)
     CHECK(!alive(second)); /* ended and reaped by the free */
 }
 
+/* A job that kills its thread's helper and, with no file descriptor left
+ * for a new socketpair, asks the hasher to verify a right password. */
+static void run_no_helper(gw_job *job)
+{
+    tjob *t = (tjob *)job;
+    struct rlimit old, none;
+    getrlimit(RLIMIT_NOFILE, &old);
+    none = old;
+    none.rlim_cur = 3; /* stdio only: socketpair fails with EMFILE */
+    kill(pool__self->pid, SIGKILL);
+    setrlimit(RLIMIT_NOFILE, &none);
+    t->verify_good = pool__hasher.verify(t->str, "correct horse", 13);
+    t->str_rc = pool__hasher.str(t->str, "correct horse", 13, crypto_pwhash_OPSLIMIT_MIN,
+                                 crypto_pwhash_MEMLIMIT_MIN);
+    setrlimit(RLIMIT_NOFILE, &old);
+}
+
+static void test_no_helper(uv_loop_t *loop)
+{
+    char err[200] = "";
+    ndone = 0;
+    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, 0, on_done, err, sizeof err);
+    CHECK(pool != NULL);
+    if (!pool) return;
+
+    tjob *t = new_job(1);
+    t->job.run = run_no_helper;
+    CHECK_EQ_INT(crypto_pwhash_str(t->str, "correct horse", 13, crypto_pwhash_OPSLIMIT_MIN,
+                                   crypto_pwhash_MEMLIMIT_MIN),
+                 0);
+    CHECK_EQ_INT(gw_hash_pool_submit(pool, &t->job), 0);
+    wait_done(loop, 1);
+    /* Not -1: that reads as "wrong password" (401 for a right one). */
+    CHECK_EQ_INT(t->verify_good, -ENOSYS);
+    CHECK_EQ_INT(t->str_rc, -ENOSYS);
+    CHECK_EQ_INT(pool->helpers[0].pid, 0); /* the dead one was reaped */
+    free(t);
+
+    /* Descriptors again: the next hash starts a helper and works. */
+    t = hash_on_pool(loop, pool, 2);
+    CHECK_EQ_INT(t->str_rc, 0);
+    CHECK_EQ_INT(t->verify_good, 0);
+    CHECK_EQ_INT(t->verify_bad, -1);
+    CHECK(alive(pool->helpers[0].pid));
+    free(t);
+
+    gw_hash_pool_free(pool);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
 static void test_queue_full(uv_loop_t *loop)
 {
     char err[200] = "";
@@ -181,6 +234,7 @@ int main(void)
     uv_loop_init(&loop);
     test_helper_hashes(&loop);
     test_queue_full(&loop);
+    test_no_helper(&loop);
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
     return check_exit();
 }
