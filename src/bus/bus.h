@@ -160,10 +160,17 @@ bool nt_bus_leader(nt_bus *b, const char *name, int ttl_ms);
 /* A user waiting for a random chat, as the shared queue keeps it. gender is
  * one bit (1 male, 2 female, 4 other), genders the set wanted, ages within
  * 13..120. interests: hashes of the user's interest tags
- * (nt_match_tag_hash), at most 10, no repeats; kept in the queue. blocks:
- * the users this one blocked or was blocked by (read at join time, so both
- * directions are covered); not kept in the queue. A partner returned by
- * nt_bus_match_join has neither list. */
+ * (nt_match_tag_hash), at most NT_BUS_MATCH_INTERESTS_MAX, no repeats; kept
+ * in the queue. blocks: the users this one blocked or was blocked by (read
+ * at join time, so both directions are covered); not kept in the queue.
+ *
+ * A partner returned by nt_bus_match_join is the entry as the queue kept
+ * it: everything above but blocks (interests point into interest_buf),
+ * plus its place in the queue (arrival) and the node it waited from. Given
+ * back to nt_bus_match_join with scan_cap 0 (and its blocks read again) it
+ * waits exactly as before: same preferences, same place, same node. A new
+ * arrival leaves arrival 0 and node empty (this node's name is used). */
+#define NT_BUS_MATCH_INTERESTS_MAX 10
 typedef struct nt_bus_match_entry {
     int64_t user_id;
     unsigned gender;
@@ -174,6 +181,9 @@ typedef struct nt_bus_match_entry {
     int ninterests;
     const int64_t *blocks;
     int nblocks;
+    uint64_t arrival;
+    char node[64];
+    uint64_t interest_buf[NT_BUS_MATCH_INTERESTS_MAX];
 } nt_bus_match_entry;
 
 enum { NT_BUS_MATCH_WAITING = 0, NT_BUS_MATCH_ALREADY = 1, NT_BUS_MATCH_PAIRED = 2 };
@@ -184,9 +194,10 @@ enum { NT_BUS_MATCH_WAITING = 0, NT_BUS_MATCH_ALREADY = 1, NT_BUS_MATCH_PAIRED =
  * waiting users (each inside the other's genders and age range, not in
  * me->blocks; at most scan_cap looked at per bucket) the one sharing the
  * most interests with me, the oldest of those, leaves the queue and its
- * user_id, gender and age go into *partner: NT_BUS_MATCH_PAIRED;
- * else me waits: NT_BUS_MATCH_WAITING. scan_cap 0 only queues me (puts back
- * a partner whose chat could not be stored). NT_BUS_ENOTSUP from the
+ * entry goes into *partner: NT_BUS_MATCH_PAIRED; else me waits:
+ * NT_BUS_MATCH_WAITING. scan_cap 0 only queues me (puts back a partner
+ * whose chat could not be stored, with its arrival and node). -EINVAL for
+ * more than NT_BUS_MATCH_INTERESTS_MAX interests. NT_BUS_ENOTSUP from the
  * in-process back end (the caller keeps its own queue), NT_BUS_EUNAVAILABLE
  * if Redis does not answer. Any thread.
  */

@@ -309,13 +309,16 @@ static const char *const rb_scripts[S_COUNT] = {
      * its interest tag hashes, comma-separated hex); a bucket
      * natter:mq:b:GENDER:AGE:WANTED is a sorted set of users by arrival. A
      * candidate whose node is no longer alive is dropped. ARGV: user,
-     * gender, age, genders, age_min, age_max, scan cap, node, number of
-     * interests, interests..., blocked users... Of the compatible candidates
-     * examined (the first `cap` of each bucket), the one sharing the most
-     * interests wins, the oldest among equals, as in the in-process matcher.
-     * Returns {1} already waiting, {2, partner, gender, age}, or {0} now
-     * waiting. The search, the partner's removal and the insertion are one
-     * script, so two nodes can never take the same partner. */
+     * gender, age, genders, age_min, age_max, scan cap, node, arrival (0: a
+     * new one), number of interests, interests..., blocked users... Of the
+     * compatible candidates examined (the first `cap` of each bucket), the
+     * one sharing the most interests wins, the oldest among equals, as in
+     * the in-process matcher. Returns {1} already waiting, {0} now waiting,
+     * or {2, partner, gender, age, genders, lo, hi, interests, node,
+     * arrival}: the partner's whole entry, so that a partner whose chat
+     * could not be stored can be put back as it was (cap 0 with its node
+     * and arrival). The search, the partner's removal and the insertion are
+     * one script, so two nodes can never take the same partner. */
     [S_MQ_JOIN] =
         "local P = 'natter:mq:'\n"
         "local me = ARGV[1]\n"
@@ -329,12 +332,12 @@ static const char *const rb_scripts[S_COUNT] = {
         "end\n"
         "local g, age, gs = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
         "local lo, hi, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-        "local ni = tonumber(ARGV[9])\n"
+        "local ni = tonumber(ARGV[10])\n"
         "local tags, mytags = {}, {}\n"
-        "for i = 10, 9 + ni do tags[ARGV[i]] = true; mytags[#mytags + 1] = ARGV[i] end\n"
+        "for i = 11, 10 + ni do tags[ARGV[i]] = true; mytags[#mytags + 1] = ARGV[i] end\n"
         "local blocked = {}\n"
-        "for i = 10 + ni, #ARGV do blocked[ARGV[i]] = true end\n"
-        "local best, best_seq, best_key, best_shared\n"
+        "for i = 11 + ni, #ARGV do blocked[ARGV[i]] = true end\n"
+        "local best, best_seq, best_key, best_shared, best_mask, best_score\n"
         "if cap > 0 then\n"
         "  for _, cg in ipairs({1, 2, 4}) do\n"
         "    if bit.band(gs, cg) ~= 0 then\n"
@@ -363,6 +366,7 @@ static const char *const rb_scripts[S_COUNT] = {
         "                  if not best or shared > best_shared or\n"
         "                     (shared == best_shared and seq < best_seq) then\n"
         "                    best, best_seq, best_key, best_shared = id, seq, key, shared\n"
+        "                    best_mask, best_score = mask, c[j + 1]\n"
         "                  end\n"
         "                  -- later ones in this bucket are newer: none can do better\n"
         "                  if shared == ni then break end\n"
@@ -378,15 +382,18 @@ static const char *const rb_scripts[S_COUNT] = {
         "  end\n"
         "end\n"
         "if best then\n"
-        "  local r = redis.call('HMGET', P .. 'e:' .. best, 'g', 'a')\n"
+        "  local r = redis.call('HMGET', P .. 'e:' .. best, 'g', 'a', 'lo', 'hi', 'i', 'n')\n"
         "  redis.call('ZREM', best_key, best)\n"
         "  redis.call('DEL', P .. 'e:' .. best)\n"
-        "  return {2, best, r[1], r[2]}\n"
+        "  return {2, best, r[1], r[2], tostring(best_mask), r[3], r[4], r[5] or '', r[6] or '',\n"
+        "          best_score}\n"
         "end\n"
         "local key = P .. 'b:' .. g .. ':' .. age .. ':' .. gs\n"
         "redis.call('HSET', P .. 'e:' .. me, 'g', g, 'a', age, 'lo', lo, 'hi', hi, 'k', key,\n"
         "           'n', ARGV[8], 'i', table.concat(mytags, ','))\n"
-        "redis.call('ZADD', key, redis.call('INCR', P .. 'seq'), me)\n"
+        "local seq = ARGV[9]\n"
+        "if seq == '0' then seq = redis.call('INCR', P .. 'seq') end\n"
+        "redis.call('ZADD', key, seq, me)\n"
         "return {0}\n",
     /* ARGV: user. 1 if it was waiting. */
     [S_MQ_LEAVE] = "local P = 'natter:mq:'\n"
@@ -2007,16 +2014,56 @@ static bool rb__leader(nt_bus *b, const char *name, int ttl_ms)
 
 /* ---- shared match queue ---------------------------------------------------------- */
 
+/* A string (or integer) element of a reply as text; NULL if neither. */
+static const char *rb__elem_str(const redisReply *e, char tmp[24])
+{
+    if (e->type == REDIS_REPLY_STRING) return e->str;
+    if (e->type == REDIS_REPLY_INTEGER) {
+        snprintf(tmp, 24, "%lld", e->integer);
+        return tmp;
+    }
+    return NULL;
+}
+
+/* The partner's entry from the script's {2, user, g, a, genders, lo, hi,
+ * interests, node, arrival}. False if the reply is not that shape. */
+static bool rb__match_partner(const redisReply *reply, nt_bus_match_entry *partner)
+{
+    char tmp[10][24];
+    const char *f[10];
+    memset(partner, 0, sizeof *partner);
+    if (reply->elements != 10) return false;
+    for (size_t i = 1; i < 10; i++)
+        if (!(f[i] = rb__elem_str(reply->element[i], tmp[i]))) return false;
+    partner->user_id = strtoll(f[1], NULL, 10);
+    partner->gender = (unsigned)strtoul(f[2], NULL, 10);
+    partner->age = (int)strtol(f[3], NULL, 10);
+    partner->genders = (unsigned)strtoul(f[4], NULL, 10);
+    partner->age_min = (int)strtol(f[5], NULL, 10);
+    partner->age_max = (int)strtol(f[6], NULL, 10);
+    for (const char *p = f[7]; *p && partner->ninterests < NT_BUS_MATCH_INTERESTS_MAX;) {
+        char *end;
+        partner->interest_buf[partner->ninterests++] = strtoull(p, &end, 16);
+        if (end == p) return false;
+        p = *end == ',' ? end + 1 : end;
+    }
+    partner->interests = partner->interest_buf;
+    snprintf(partner->node, sizeof partner->node, "%s", f[8]);
+    partner->arrival = strtoull(f[9], NULL, 10);
+    return partner->user_id > 0 && partner->arrival > 0;
+}
+
 static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
                           nt_bus_match_entry *partner)
 {
     struct redis_bus *rb = rb__of(b);
     if (rb__is_closed(rb)) return NT_BUS_ECLOSED;
-    if (me->nblocks < 0 || scan_cap < 0 || me->ninterests < 0 || me->ninterests > 64)
+    if (me->nblocks < 0 || scan_cap < 0 || me->ninterests < 0 ||
+        me->ninterests > NT_BUS_MATCH_INTERESTS_MAX)
         return -EINVAL;
-    /* user, gender, age, genders, age_min, age_max, cap, node, ninterests,
-     * interests (hex), blocks */
-    int count_at = 8, first_block = 9 + me->ninterests;
+    /* user, gender, age, genders, age_min, age_max, cap, node, arrival,
+     * ninterests, interests (hex), blocks */
+    int node_at = 7, arrival_at = 8, count_at = 9, first_block = 10 + me->ninterests;
     int argc = first_block + me->nblocks;
     char(*nums)[24] = calloc((size_t)argc, sizeof *nums);
     const char **argv = calloc((size_t)argc, sizeof *argv);
@@ -2026,12 +2073,16 @@ static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
     int64_t head[7] = {me->user_id, me->gender,  me->age, me->genders,
                        me->age_min, me->age_max, scan_cap};
     for (int i = 0; i < argc; i++) {
-        if (i == 7) {
-            argv[i] = rb->node;
-            lens[i] = strlen(rb->node);
+        if (i == node_at) {
+            /* A partner put back keeps the node it waits from: its
+             * liveness, not ours, says whether it still waits. */
+            argv[i] = me->node[0] ? me->node : rb->node;
+            lens[i] = strlen(argv[i]);
             continue;
         }
-        if (i > count_at && i < first_block) {
+        if (i == arrival_at) {
+            lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRIu64, me->arrival);
+        } else if (i > count_at && i < first_block) {
             lens[i] = (size_t)snprintf(nums[i], sizeof nums[i], "%" PRIx64,
                                        me->interests[i - count_at - 1]);
         } else {
@@ -2049,18 +2100,8 @@ static int rb__match_join(nt_bus *b, const nt_bus_match_entry *me, int scan_cap,
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER) {
         rc = (int)reply->element[0]->integer;
-        if (rc == NT_BUS_MATCH_PAIRED) {
-            memset(partner, 0, sizeof *partner);
-            if (reply->elements == 4 && reply->element[1]->type == REDIS_REPLY_STRING &&
-                reply->element[2]->type == REDIS_REPLY_STRING &&
-                reply->element[3]->type == REDIS_REPLY_STRING) {
-                partner->user_id = strtoll(reply->element[1]->str, NULL, 10);
-                partner->gender = (unsigned)strtoul(reply->element[2]->str, NULL, 10);
-                partner->age = (int)strtol(reply->element[3]->str, NULL, 10);
-            } else {
-                rc = NT_BUS_EUNAVAILABLE;
-            }
-        }
+        if (rc == NT_BUS_MATCH_PAIRED && !rb__match_partner(reply, partner))
+            rc = NT_BUS_EUNAVAILABLE;
     }
     if (reply) freeReplyObject(reply);
 out:

@@ -784,27 +784,41 @@ static void match__entry(const nt_match_ticket *t, nt_bus_match_entry *e)
     e->nblocks = t->nblocks;
 }
 
+_Static_assert(NT_INTERESTS_MAX <= NT_BUS_MATCH_INTERESTS_MAX,
+               "the shared queue must hold every interest of a ticket");
+
 /* Through the bus's shared queue (Redis: any node's waiting users):
- * NT_MATCH_* with *partner's user_id, gender and age set when paired, or
- * NT_BUS_ENOTSUP (in-process bus: use the local queue) or another error. */
-static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_ticket *partner)
+ * NT_MATCH_* with *partner (no blocks) and *other (the partner's entry as
+ * the queue kept it, to put it back) set when paired, or NT_BUS_ENOTSUP
+ * (in-process bus: use the local queue) or another error. */
+static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_ticket *partner,
+                               nt_bus_match_entry *other)
 {
-    nt_bus_match_entry me, other;
+    nt_bus_match_entry me;
     match__entry(t, &me);
-    int rc = nt_bus_match_join(ctx->bus, &me, MQ_SCAN_CAP_DEFAULT, &other);
+    int rc = nt_bus_match_join(ctx->bus, &me, MQ_SCAN_CAP_DEFAULT, other);
     if (rc != NT_BUS_MATCH_PAIRED) return rc;
     memset(partner, 0, sizeof *partner);
-    partner->user_id = other.user_id;
-    partner->gender = other.gender;
-    partner->age = other.age;
+    partner->user_id = other->user_id;
+    partner->gender = other->gender;
+    partner->age = other->age;
+    partner->genders = other->genders;
+    partner->age_min = other->age_min;
+    partner->age_max = other->age_max;
+    partner->ninterests = other->ninterests;
+    memcpy(partner->interests, other->interests,
+           (size_t)other->ninterests * sizeof partner->interests[0]);
+    partner->arrival = other->arrival;
     return NT_MATCH_PAIRED;
 }
 
-/* The pair is out of the queue (q, or the bus's shared one when q is
- * NULL): make their chat and tell them. On failure the partner goes back
- * and the caller gets the error. */
+/* The pair is out of the queue (q, or the bus's shared one when q is NULL;
+ * `shared` is then the partner's entry from it): make their chat and tell
+ * them. On failure the partner goes back as it waited (preferences,
+ * interests, place) and the caller gets the error. */
 static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
-                        const nt_match_ticket *partner, nt_reply *r)
+                        const nt_match_ticket *partner, const nt_bus_match_entry *shared,
+                        nt_reply *r)
 {
     char alias_me[NT_ALIAS_MAX], alias_partner[NT_ALIAS_MAX];
     nt_chat ch;
@@ -816,22 +830,26 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
     int rc = nt_store_chat_random(ctx->store, me->user_id, partner->user_id, alias_me,
                                   alias_partner, nt_now_ms(), &ch);
     if (rc != 0) {
-        int64_t *blocks = NULL;
-        int n = 0;
-        nt_match_ticket back = *partner;
-        /* Its block list was handed back empty; read it again. */
-        if (nt_store_block_peers(ctx->store, partner->user_id, &blocks, &n) == 0) {
-            back.blocks = blocks;
-            back.nblocks = n;
-            if (q) {
+        if (q) {
+            int64_t *blocks = NULL;
+            int n = 0;
+            nt_match_ticket back = *partner;
+            /* Its block list was handed back empty; read it again. */
+            if (nt_store_block_peers(ctx->store, partner->user_id, &blocks, &n) == 0) {
+                back.blocks = blocks;
+                back.nblocks = n;
                 nt_matcher_requeue(q, &back);
-            } else {
-                nt_bus_match_entry e;
-                match__entry(&back, &e);
-                nt_bus_match_join(ctx->bus, &e, 0, &e);
             }
+            free(blocks);
+        } else {
+            /* The entry as the shared queue kept it (preferences, interests,
+             * place, node); scan_cap 0 only queues it. No blocks needed: the
+             * shared queue checks only an arrival's blocks, which cover both
+             * directions, so this works with the store down too. */
+            nt_bus_match_entry e = *shared, unused;
+            e.interests = e.interest_buf;
+            nt_bus_match_join(ctx->bus, &e, 0, &unused);
         }
-        free(blocks);
         nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
         return;
     }
@@ -858,11 +876,12 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
 void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
 {
     nt_match_ticket t, partner;
+    nt_bus_match_entry shared;
     int64_t *blocks = NULL;
 
     if (!match__ticket(ctx, c->user_id, &t, &blocks, r)) return;
     nt_matcher *q = NULL;
-    int rc = match__offer_shared(ctx, &t, &partner);
+    int rc = match__offer_shared(ctx, &t, &partner, &shared);
     if (rc == NT_BUS_ENOTSUP) {
         q = match__queue(ctx, true);
         rc = q ? nt_matcher_offer(q, &t, &partner) : -ENOMEM;
@@ -873,7 +892,7 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
         return;
     }
     if (rc == NT_MATCH_PAIRED) {
-        match__pair(ctx, q, &t, &partner, r);
+        match__pair(ctx, q, &t, &partner, &shared, r);
         return;
     }
     nt_buf_reset(&r->body);

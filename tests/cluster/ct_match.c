@@ -14,6 +14,10 @@
  *     rather than the one who waited longer and shares none.
  *  4. A user waiting through a gateway node that is then SIGKILLed is not
  *     given to anyone once the node's heartbeat has run out.
+ *  5. A pair whose chat cannot be stored (PostgreSQL refuses random chats
+ *     for a while): the newcomer gets 503 and the waiting user is back in
+ *     the queue as it waited, so once chats can be stored an incompatible
+ *     user does not get it and a compatible one does.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -180,6 +184,59 @@ static void case_interests_first(nct_cluster *c)
     ntc_conn_free(ck);
 }
 
+/* ---- 5. a chat that cannot be stored ---------------------------------------------- */
+
+/* Runs one SQL statement on the cluster's PostgreSQL; 0 if it worked. */
+static int sql(nct_cluster *c, const char *stmt)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "/usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1 '%s' -c \"%s\" "
+             ">/dev/null 2>&1",
+             c->pg_url, stmt);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void case_store_fails(nct_cluster *c)
+{
+    nth_user lia, max, ned, oli;
+    char st[32], gender[16];
+    int64_t chat_l = 0, chat_o = 0, age = 0;
+
+    REQUIRE(make(c->gateways[0], &lia, "lia", "female", 29,
+                 "{\"genders\":[\"male\"],\"age_min\":25,\"age_max\":35,"
+                 "\"interests\":[\"ski\"]}"));
+    REQUIRE(make(c->gateways[1], &max, "max", "male", 30, NULL));
+    REQUIRE(make(c->gateways[1], &ned, "ned", "male", 40, NULL));
+    REQUIRE(make(c->gateways[1], &oli, "oli", "male", 31, NULL));
+    ntc_conn *cl = nth_connect(c->gateways[0], &lia);
+    ntc_conn *co = nth_connect(c->gateways[1], &oli);
+    REQUIRE(cl && co);
+
+    CHECK_EQ_INT(join(c->gateways[0], &lia, st, sizeof st), 202);
+    CHECK(strcmp(st, "waiting") == 0);
+    REQUIRE(sql(c, "ALTER TABLE chats ADD CONSTRAINT ct_no_random "
+                   "CHECK (type <> 'random') NOT VALID") == 0);
+    /* Redis pairs Max with Lia; their chat cannot be stored. */
+    CHECK_EQ_INT(join(c->gateways[1], &max, st, sizeof st), 503);
+    CHECK_EQ_INT(sql(c, "ALTER TABLE chats DROP CONSTRAINT ct_no_random"), 0);
+    /* Ned (40) is outside Lia's 25..35: he waits, Lia is not his. */
+    CHECK_EQ_INT(join(c->gateways[1], &ned, st, sizeof st), 202);
+    CHECK(strcmp(st, "waiting") == 0);
+    CHECK_EQ_INT(nth_api(c->gateways[1], "DELETE", "/api/v1/match", ned.s.access_token, NULL, NULL),
+                 204);
+    /* Oli fits: Lia is still waiting, with her preferences. */
+    CHECK_EQ_INT(join(c->gateways[1], &oli, st, sizeof st), 202);
+    CHECK(strcmp(st, "matched") == 0);
+    CHECK(wait_matched(cl, NTH_WAIT_MS, &chat_l, gender, &age));
+    CHECK_EQ_INT(age, 31);
+    CHECK(wait_matched(co, NTH_WAIT_MS, &chat_o, gender, &age));
+    CHECK_EQ_INT(age, 29);
+    CHECK(chat_l > 0 && chat_l == chat_o);
+    ntc_conn_free(cl);
+    ntc_conn_free(co);
+}
+
 /* ---- 4. a dead node's waiting user ----------------------------------------------- */
 
 static void case_dead_node(nct_cluster *c)
@@ -214,6 +271,8 @@ int main(void)
     NTH_CASE("leave through another node, incompatible users wait, the oldest fit is taken",
              case_leave_and_compatibility, &cluster);
     NTH_CASE("shared interests are preferred over a longer wait", case_interests_first, &cluster);
+    NTH_CASE("a pair whose chat cannot be stored: the waiting user is back as it waited",
+             case_store_fails, &cluster);
     NTH_CASE("a user waiting on a gateway that died is not paired", case_dead_node, &cluster);
     nct_stop(&cluster, check_failures == 0);
     return check_exit();

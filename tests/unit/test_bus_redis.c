@@ -733,6 +733,113 @@ static void test_leader(void)
     CHECK_EQ_INT(raw_int("EXISTS natter:alive:b"), 1);
 }
 
+/* ---- shared match queue: a partner put back waits as before ----------------- */
+
+/* True if the string reply of cmd equals want. */
+static bool raw_str_is(const char *cmd, const char *want)
+{
+    redisContext *c = raw_connect();
+    bool same = false;
+    if (!c) return false;
+    redisReply *r = redisCommand(c, cmd);
+    if (r && r->type == REDIS_REPLY_STRING) same = strcmp(r->str, want) == 0;
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return same;
+}
+
+static nt_bus_match_entry mq_entry(int64_t user, unsigned gender, int age, unsigned genders, int lo,
+                                   int hi, const uint64_t *interests, int ninterests)
+{
+    nt_bus_match_entry e;
+    memset(&e, 0, sizeof e);
+    e.user_id = user;
+    e.gender = gender;
+    e.age = age;
+    e.genders = genders;
+    e.age_min = lo;
+    e.age_max = hi;
+    e.interests = interests;
+    e.ninterests = ninterests;
+    return e;
+}
+
+/* A (male, 30, wants women 25..35, interests a1 b2) as the queue kept it. */
+static void check_partner_a(const nt_bus_match_entry *p)
+{
+    CHECK_EQ_INT(p->user_id, 501);
+    CHECK_EQ_INT(p->gender, 1);
+    CHECK_EQ_INT(p->age, 30);
+    CHECK_EQ_INT(p->genders, 2);
+    CHECK_EQ_INT(p->age_min, 25);
+    CHECK_EQ_INT(p->age_max, 35);
+    CHECK_EQ_INT(p->ninterests, 2);
+    if (p->ninterests == 2) {
+        CHECK(p->interests == p->interest_buf);
+        CHECK((p->interests[0] == 0xa1 && p->interests[1] == 0xb2) ||
+              (p->interests[0] == 0xb2 && p->interests[1] == 0xa1));
+    }
+    CHECK_STR_EQ(p->node, "a");
+    CHECK(p->arrival > 0);
+}
+
+/*
+ * The shared queue hands back a partner's whole entry, and the partner put
+ * back the way match.c does when the chat cannot be stored (scan_cap 0, from
+ * the pairing node, blocks read again) waits with its own preferences,
+ * interests, place and node: a compatible newcomer finds it, incompatible
+ * ones do not, and it still outranks an older waiting user by a shared
+ * interest.
+ */
+static void *match_requeue_thread(void *arg)
+{
+    const uint64_t tags_a[] = {0xa1, 0xb2}, tags_b[] = {0xa1}, tags_e[] = {0xb2};
+    nt_bus_match_entry partner, unused;
+
+    /* F waits first (older, no interests), then A, both from node a. */
+    nt_bus_match_entry f = mq_entry(506, 1, 30, 2, 20, 35, NULL, 0);
+    nt_bus_match_entry a = mq_entry(501, 1, 30, 2, 25, 35, tags_a, 2);
+    CHECK_EQ_INT(nt_bus_match_join(bus, &f, 32, &partner), NT_BUS_MATCH_WAITING);
+    CHECK_EQ_INT(nt_bus_match_join(bus, &a, 32, &partner), NT_BUS_MATCH_WAITING);
+
+    /* B on node b shares a1 with A: takes A over the older F. */
+    nt_bus_match_entry b = mq_entry(502, 2, 28, 1, 20, 40, tags_b, 1);
+    memset(&partner, 0x5a, sizeof partner);
+    CHECK_EQ_INT(nt_bus_match_join(bus2, &b, 32, &partner), NT_BUS_MATCH_PAIRED);
+    check_partner_a(&partner);
+    CHECK_EQ_INT(raw_int("EXISTS natter:mq:e:501"), 0);
+
+    /* Their chat could not be stored: node b puts A back as match.c does. */
+    nt_bus_match_entry back = partner;
+    back.interests = back.interest_buf;
+    back.blocks = NULL;
+    back.nblocks = 0;
+    CHECK_EQ_INT(nt_bus_match_join(bus2, &back, 0, &unused), NT_BUS_MATCH_WAITING);
+    CHECK_EQ_INT(raw_int("HGET natter:mq:e:501 lo"), 25);
+    CHECK_EQ_INT(raw_int("HGET natter:mq:e:501 hi"), 35);
+    CHECK(raw_str_is("HGET natter:mq:e:501 n", "a")); /* A's node, not b */
+    CHECK_EQ_INT(raw_int("ZSCORE natter:mq:b:1:30:2 501"), (long long)partner.arrival);
+
+    /* Incompatible newcomers do not get A (nor F): a woman of 40 (outside
+     * both ranges), a man (A and F want women). */
+    nt_bus_match_entry c = mq_entry(503, 2, 40, 1, 20, 50, tags_a, 2);
+    nt_bus_match_entry d = mq_entry(504, 1, 30, 1, 20, 40, tags_a, 2);
+    CHECK_EQ_INT(nt_bus_match_join(bus2, &c, 32, &partner), NT_BUS_MATCH_WAITING);
+    CHECK_EQ_INT(nt_bus_match_join(bus2, &d, 32, &partner), NT_BUS_MATCH_WAITING);
+    CHECK_EQ_INT(nt_bus_match_leave(bus2, 503), 1);
+    CHECK_EQ_INT(nt_bus_match_leave(bus2, 504), 1);
+
+    /* A compatible newcomer sharing b2 with A: A again, over the older F,
+     * with everything it waited with. */
+    nt_bus_match_entry e = mq_entry(505, 2, 30, 1, 20, 40, tags_e, 1);
+    CHECK_EQ_INT(nt_bus_match_join(bus2, &e, 32, &partner), NT_BUS_MATCH_PAIRED);
+    check_partner_a(&partner);
+
+    CHECK_EQ_INT(nt_bus_match_leave(bus, 506), 1);
+    CHECK_EQ_INT(raw_int("EXISTS natter:mq:e:501"), 0);
+    return NULL;
+}
+
 /* ---- Redis frozen (SIGSTOP): the loop thread is never held ------------------- */
 
 /* A frozen Redis keeps its sockets open and answers nothing: the worst case
@@ -885,6 +992,7 @@ int main(void)
     run_in_thread(request_timeout_thread);
     run_in_thread(late_reply_thread);
     test_leader();
+    run_in_thread(match_requeue_thread);
     test_redis_frozen();
     test_redis_restart();
     test_close_wakes();
