@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -618,6 +619,40 @@ static void test_member_set(void)
 
 /* Appends share the cache's member set by reference; a result keeps its set
  * alive after the cache dropped it because membership changed. */
+/* Holders on other threads read the set and drop their reference while
+ * the creator drops its own: whoever drops the last one frees it. Run
+ * under ThreadSanitizer, a read ordered after the free is a report. */
+static void *member_set_holder(void *arg)
+{
+    nt_member_set *set = arg;
+    int64_t sum = 0;
+    for (int i = 0; i < set->n; i++)
+        sum += set->ids[i];
+    nt_member_set_unref(set);
+    return (void *)(intptr_t)(sum == 4950);
+}
+
+static void test_member_set_threads(void)
+{
+    int64_t ids[100];
+    for (int i = 0; i < 100; i++)
+        ids[i] = i;
+    for (int round = 0; round < 50; round++) {
+        nt_member_set *set = nt_member_set_new(ids, 100);
+        CHECK(set != NULL);
+        if (!set) return;
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+            pthread_create(&t[i], NULL, member_set_holder, nt_member_set_ref(set));
+        nt_member_set_unref(set);
+        for (int i = 0; i < 4; i++) {
+            void *ok = NULL;
+            pthread_join(t[i], &ok);
+            CHECK(ok == (void *)1);
+        }
+    }
+}
+
 static void test_member_set_shared(nt_store *s)
 {
     int64_t a = make_user(s, "set_a"), b = make_user(s, "set_b"), x = make_user(s, "set_x");
@@ -960,6 +995,7 @@ int main(void)
     test_chat_list(s);
     test_counters_flushed(s);
     test_member_set();
+    test_member_set_threads();
     test_member_set_shared(s);
 
     pthread_t t;
