@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "unit/pg_test_server.h"
+#include "unit/reaper.h"
 
 static pg_test_server cluster_pg;
 static nct_cluster *cluster_live; /* for the exit hook */
@@ -103,7 +104,10 @@ int nct_redis_start(nct_cluster *c)
     snprintf(port, sizeof port, "%d", c->redis_port);
     for (int i = 0; i < 300; i++) {
         const char *ping[] = {"redis-cli", "-p", port, "ping", NULL};
-        if (nct__read_pid(c->redis_pidfile) > 0 && nct__run(ping, log) == 0) return 0;
+        if (nct__read_pid(c->redis_pidfile) > 0 && nct__run(ping, log) == 0) {
+            reaper_watch(nct__read_pid(c->redis_pidfile), SIGTERM);
+            return 0;
+        }
         nct__sleep_ms(10);
     }
     return -1;
@@ -114,6 +118,7 @@ int nct_redis_stop(nct_cluster *c)
     pid_t pid = nct__read_pid(c->redis_pidfile);
     if (pid <= 0) return -1;
     nct__stop_pid(pid);
+    reaper_forget(pid);
     unlink(c->redis_pidfile);
     return 0;
 }
@@ -192,7 +197,13 @@ static int nct__nginx_start(nct_cluster *c)
         return -1;
     }
     for (int i = 0; i < 300; i++) {
-        if (nth_healthy(&c->front)) return 0;
+        if (nth_healthy(&c->front)) {
+            /* Its pid file is written by the daemon, surely by now. */
+            char pidfile[700];
+            snprintf(pidfile, sizeof pidfile, "%s/nginx.pid", c->nginx_dir);
+            reaper_watch(nct__read_pid(pidfile), SIGTERM);
+            return 0;
+        }
         nct__sleep_ms(10);
     }
     fprintf(stderr, "cluster: nginx does not answer /healthz\n");
@@ -305,7 +316,9 @@ void nct_stop(nct_cluster *c, bool remove_dir)
     if (c->nginx_dir[0]) {
         char pidfile[700];
         snprintf(pidfile, sizeof pidfile, "%s/nginx.pid", c->nginx_dir);
-        nct__stop_pid(nct__read_pid(pidfile));
+        pid_t pid = nct__read_pid(pidfile);
+        nct__stop_pid(pid);
+        reaper_forget(pid);
     }
     for (int i = 0; i < c->ngateways; i++) {
         if (c->gateways[i] && c->gateways[i]->pid > 0) nth_stop(c->gateways[i]);

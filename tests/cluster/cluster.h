@@ -5,7 +5,9 @@
  * --store postgres://, one shared signing key) started with the
  * integration harness, and nginx in front with the configuration generated
  * from deploy/nginx/natter.conf. Every process is started and stopped by
- * pid; an exit hook stops whatever a failing test left running.
+ * pid; an exit hook stops whatever a failing test left running, and the
+ * reaper (unit/reaper.h) redis, PostgreSQL and nginx if the test dies
+ * without running it (abort, a sanitizer report, alarm, SIGKILL).
  *
  *     nct_cluster c;
  *     int rc = nct_start(&c, 3);

@@ -5,7 +5,9 @@
  * pgt_destroy() also removes the folder. PostgreSQL refuses to run as root,
  * so when the test runs as root every PostgreSQL program is run through
  * `runuser -u postgres` and the folder is given to that user. An atexit hook
- * stops a server the test forgot (or left behind by failing early).
+ * stops a server the test forgot (or left behind by failing early), and the
+ * reaper (reaper.h) stops it with SIGQUIT if the test dies without running
+ * its exit hooks (abort, a sanitizer report, alarm, SIGKILL).
  *
  *     pg_test_server pg;
  *     int rc = pgt_start(&pg, false);   // false: fsync off (faster tests)
@@ -31,6 +33,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "reaper.h"
+
 #define PGT_BIN "/usr/lib/postgresql/15/bin"
 #define PGT_SKIP 77 /* CTest's SKIP_RETURN_CODE for these tests */
 
@@ -40,6 +44,7 @@ typedef struct pg_test_server {
     int port;
     bool durable; /* fsync on */
     bool running;
+    pid_t pid;     /* the postmaster while running (0 if unknown) */
     char url[256]; /* postgres://postgres@127.0.0.1:PORT/natter */
 } pg_test_server;
 
@@ -118,6 +123,17 @@ static int pgt_resume(pg_test_server *pg)
         return -1;
     }
     pg->running = true;
+    /* The postmaster's pid: the first line of data/postmaster.pid. */
+    char path[192];
+    snprintf(path, sizeof(path), "%s/postmaster.pid", pg->data);
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pid) != 1) pid = 0;
+        fclose(f);
+    }
+    pg->pid = (pid_t)pid;
+    reaper_watch(pg->pid, SIGQUIT); /* immediate shutdown */
     return 0;
 }
 
@@ -127,7 +143,11 @@ static int pgt_stop(pg_test_server *pg)
     if (!pg->running) return 0;
     const char *stop[] = {"pg_ctl", "-D", pg->data, "-m", "fast", "-w", "stop", NULL};
     int rc = pgt_run(pg, stop);
-    if (rc == 0) pg->running = false;
+    if (rc == 0) {
+        pg->running = false;
+        reaper_forget(pg->pid);
+        pg->pid = 0;
+    }
     return rc == 0 ? 0 : -1;
 }
 

@@ -1,16 +1,18 @@
 /*
  * Unit tests of the bus (bus.h) over the Redis back end, against a real
  * redis-server this test starts on a free loopback port (own config in a
- * temp folder, daemonized with a pid file, stopped by that pid). The same
- * behaviours as test_bus.c - presence, deliveries from the loop and from
- * other threads, work queues with redelivery, request/reply with timeouts
- * and late replies, leader locks, close waking blocked callers - plus what
- * only a cluster has: two buses as two nodes (cross-node deliveries in
- * order, presence across nodes, a dead node's counts ignored and reaped),
- * Redis frozen with SIGSTOP (registry changes, flushes and presence go on
- * without it and catch up afterwards), and Redis restarted under a running
- * bus (calls fail with NT_BUS_EUNAVAILABLE, the bus reconnects and rewrites
- * its registry by itself). Exits 77 (skipped) if redis-server is not installed.
+ * temp folder, daemonized with a pid file, stopped by that pid, also if the
+ * test dies: reaper.h). The same behaviours as test_bus.c - presence,
+ * deliveries from the loop and from other threads, work queues with
+ * redelivery, request/reply with timeouts and late replies, leader locks,
+ * close waking blocked callers - plus what only a cluster has: two buses as
+ * two nodes (cross-node deliveries in order, presence across nodes, a dead
+ * node's counts ignored and reaped), the shared match queue (a partner put
+ * back waits with its own preferences), Redis frozen with SIGSTOP (registry
+ * changes, flushes and presence go on without it and catch up afterwards),
+ * and Redis restarted under a running bus (calls fail with
+ * NT_BUS_EUNAVAILABLE, the bus reconnects and rewrites its registry by
+ * itself). Exits 77 (skipped) if redis-server is not installed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -30,6 +32,7 @@
 #include <hiredis/hiredis.h>
 
 #include "bus_cases.h"
+#include "reaper.h"
 
 #define SENDERS 4
 #define FRAMES_PER_SENDER 500
@@ -98,7 +101,9 @@ static pid_t redis_pid(void)
     return (pid_t)pid;
 }
 
-/* Starts redis-server with our config (it daemonizes) and waits for it. */
+/* Starts redis-server with our config (it daemonizes) and waits for it.
+ * The reaper stops it if the test dies without redis_stop (abort, a
+ * sanitizer report, alarm). */
 static int redis_start(void)
 {
     pid_t child = fork();
@@ -114,7 +119,10 @@ static int redis_start(void)
         redisContext *c = raw_connect();
         if (c) {
             redisFree(c);
-            if (redis_pid() > 0) return 0;
+            if (redis_pid() > 0) {
+                reaper_watch(redis_pid(), SIGTERM);
+                return 0;
+            }
         }
         sleep_ms(10);
     }
@@ -130,6 +138,7 @@ static void redis_stop(void)
     for (int i = 0; i < 500 && kill(pid, 0) == 0; i++)
         sleep_ms(10);
     if (kill(pid, 0) == 0) kill(pid, SIGKILL);
+    reaper_forget(pid);
     unlink(redis.pidfile);
 }
 
