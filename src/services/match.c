@@ -9,9 +9,11 @@
  * alias ("Brave Otter") until both reveal; each side gets a `matched` event
  * with the chat and the partner's alias, gender and age only.
  *
- * The queue lives in this process (one per nt_ctx, created on first use,
- * see match__queue): a cluster version can swap it for a shared one behind
- * match.h without changing the handlers.
+ * Where the waiting users live depends on the bus: with the in-process bus
+ * the queue is here (one per nt_ctx, created on first use, see
+ * match__queue); with the Redis bus it is shared by every node
+ * (nt_bus_match_join/leave in bus.h, one Lua script per pairing, ranked the
+ * same way), so users waiting on different gateways are paired.
  */
 #include "services/match.h"
 
