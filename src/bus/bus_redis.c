@@ -72,6 +72,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <openssl/evp.h>
 
 #include "bus/bus_backend.h"
@@ -92,6 +93,10 @@
 #define RB_DEFAULT_VISIBILITY_MS 30000
 #define RB_REPLY_TTL_MS 60000 /* a reply nobody read disappears after this */
 #define RB_DELIVERY_QUEUE_MAX ((size_t)256 << 20)
+/* Commands the loop queued on its asynchronous connection and Redis has not
+ * taken yet (a frozen or slow Redis): past this, deliveries and pushes from
+ * the loop answer unavailable instead of growing the buffer without end. */
+#define RB_PUB_BACKLOG_MAX ((size_t)64 << 20)
 #define RB_MAX_LEADER_NAMES 16
 #define RB_NEVER UINT64_MAX
 
@@ -997,6 +1002,13 @@ static void rb__on_async_reply(redisAsyncContext *ac, void *reply_ptr, void *pri
     rb__log_error(privdata ? privdata : "command", reply);
 }
 
+/* True if the loop's asynchronous connection can take one more command. */
+static bool rb__pub_ready(struct redis_bus *rb)
+{
+    return atomic_load(&rb->pub.connected) && rb->pub.ac &&
+           sdslen(rb->pub.ac->c.obuf) < RB_PUB_BACKLOG_MAX;
+}
+
 static int rb__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *frame, size_t len)
 {
     struct redis_bus *rb = rb__of(b);
@@ -1013,9 +1025,8 @@ static int rb__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char 
     if (argc < 0) return argc;
     if (loop) {
         /* Fire and forget, in order, on the loop's own connection. */
-        if (!atomic_load(&rb->pub.connected) || !rb->pub.ac ||
-            redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "deliver", argc, argv, lens) !=
-                REDIS_OK)
+        if (!rb__pub_ready(rb) || redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "deliver",
+                                                        argc, argv, lens) != REDIS_OK)
             rc = NT_BUS_EUNAVAILABLE;
     } else {
         struct rb_conn *conn = rb__conn(rb);
@@ -1657,9 +1668,8 @@ static int rb__queue_push(nt_bus *b, const char *queue, const void *payload, siz
     size_t lens[5] = {4, strlen(stream), 1, 1, len};
     if (rb__on_loop(rb)) {
         /* The loop does not wait: queued on its own connection, in order. */
-        if (!atomic_load(&rb->pub.connected) || !rb->pub.ac ||
-            redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply, "queue push", 5, argv, lens) !=
-                REDIS_OK)
+        if (!rb__pub_ready(rb) || redisAsyncCommandArgv(rb->pub.ac, rb__on_async_reply,
+                                                        "queue push", 5, argv, lens) != REDIS_OK)
             return NT_BUS_EUNAVAILABLE;
         return 0;
     }
