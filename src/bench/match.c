@@ -55,6 +55,7 @@
 #define MB_EV_TIMER UINT64_MAX
 #define MB_DRAIN_S 10.0
 #define MB_PROFILE_VERSION "v2"
+#define MB_DISTURBED_PCT 25.0 /* % of a CPU used by others: a step is disturbed */
 
 /* ---- the distribution ------------------------------------------------------------ */
 
@@ -595,6 +596,18 @@ static void mb_step_run(mb_run *r, double rate, mb_step *st)
 
 /* ---- output ------------------------------------------------------------------------- */
 
+/* CPU time of the measured window not spent by the server or the bench,
+ * in % of one CPU: other processes on a shared machine (and softirq work
+ * nobody is charged for). */
+static double mb_other_cpu_pct(const mb_step *s)
+{
+    double w = s->window_s > 0 ? s->window_s : 1, busy = 0;
+    for (int k = 0; k < s->ncpus; k++)
+        busy += s->cpu_busy_pct[k];
+    double server = s->server_cpu_s >= 0 ? 100 * s->server_cpu_s / w : 0;
+    return busy - server - 100 * s->bench_cpu_s / w;
+}
+
 static void mb_json_step(FILE *f, const mb_step *s)
 {
     double w = s->window_s > 0 ? s->window_s : 1;
@@ -623,7 +636,7 @@ static void mb_json_step(FILE *f, const mb_step *s)
     fprintf(f, ",\"cpu_busy_pct\":[");
     for (int k = 0; k < s->ncpus; k++)
         fprintf(f, "%s%.1f", k ? "," : "", s->cpu_busy_pct[k]);
-    fprintf(f, "]");
+    fprintf(f, "],\"other_cpu_pct\":%.1f", mb_other_cpu_pct(s));
     if (s->error[0]) fprintf(f, ",\"error\":\"%s\"", s->error);
 }
 
@@ -648,7 +661,7 @@ static void mb_text_step(const mb_step *s)
             100 * s->bench_cpu_s / w);
     for (int k = 0; k < s->ncpus; k++)
         fprintf(stderr, " cpu%d %.0f %%", k, s->cpu_busy_pct[k]);
-    fprintf(stderr, " busy\n");
+    fprintf(stderr, " busy (%.0f %% of a CPU by others)\n", mb_other_cpu_pct(s));
     if (s->error[0]) fprintf(stderr, "    error: %s\n", s->error);
 }
 
@@ -757,7 +770,7 @@ int nb_scenario_match(const nb_opts *o)
     double rate = search ? 2000 : list[0];
     double good = 0, bad = 0;
     mb_step *steps = calloc(40, sizeof *steps);
-    int nsteps = 0, best = -1;
+    int nsteps = 0, best = -1, retries = 0;
     if (!steps) goto out;
     nb_print_header(stdout, o, "match");
     printf(",\"waiting\":%d,\"arrivals\":%d,\"match_wait_s\":%.2f,\"max_p99_ms\":%.1f"
@@ -793,6 +806,20 @@ int nb_scenario_match(const nb_opts *o)
         fflush(stdout);
         if (!o->quiet) mb_text_step(st);
         nsteps++;
+        /* A search step that failed while something else used the CPUs
+         * is measured again (at most twice): on a shared machine one
+         * disturbed step would otherwise end the search low. */
+        if (search && !ok && mb_other_cpu_pct(st) > MB_DISTURBED_PCT && retries < 2 &&
+            nsteps < 40) {
+            retries++;
+            iter--;
+            if (!o->quiet)
+                fprintf(stderr,
+                        "    (disturbed: %.0f %% of the CPUs busy with other work; again)\n",
+                        mb_other_cpu_pct(st));
+            continue;
+        }
+        retries = 0;
         if (!search) {
             if (iter + 1 < nlist) rate = list[iter + 1];
             if (ok && (best < 0 || st->rate > steps[best].rate)) best = nsteps - 1;
