@@ -655,8 +655,12 @@ static void mb_text_step(const mb_step *s)
             " skipped (no idle arrival connection)\n",
             s->joins, s->matched, s->unmatched, s->unmatched - s->unmatched_compatible,
             s->unmatched_compatible, s->errors, s->unanswered, s->skipped);
-    fprintf(stderr, "    waiting: %ld at the start, %ld at the end (pool fill %.1f s)\n",
-            s->pool_joined, s->pool_joined - (long)s->pairs_total, s->fill_s);
+    long end = s->pool_joined - (long)s->pairs_total;
+    fprintf(stderr, "    waiting: %ld at the start, %ld at the end (pool fill %.1f s)%s\n",
+            s->pool_joined, end, s->fill_s,
+            end < s->pool_joined / 2 ? "; the pool ran low: a larger --waiting or a shorter "
+                                       "--duration keeps it near W"
+                                     : "");
     fprintf(stderr, "    CPU: server %.0f %%, bench %.0f %% of a core;", 100 * s->server_cpu_s / w,
             100 * s->bench_cpu_s / w);
     for (int k = 0; k < s->ncpus; k++)
@@ -856,11 +860,15 @@ int nb_scenario_match(const nb_opts *o)
                 o->max_p99_ms);
         mb_text_step(&steps[best]);
     }
-    /* A run that measured something is a success; whether it kept up is in
-     * the figures (like ingest, which fails only when nothing passed). */
+    /* A search fails only when no step kept up (like ingest's); a list of
+     * rates fails when a step had errors or measured nothing. Whether a
+     * rate kept up is in the figures. */
     rc = 0;
-    for (int k = 0; k < nsteps; k++)
-        if (steps[k].error[0] || steps[k].errors || steps[k].ttm.count == 0) rc = 1;
+    if (search)
+        rc = best >= 0 ? 0 : 1;
+    else
+        for (int k = 0; k < nsteps; k++)
+            if (steps[k].error[0] || steps[k].errors || steps[k].ttm.count == 0) rc = 1;
     free(steps);
 out:
     if (r.c)
