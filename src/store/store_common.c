@@ -8,20 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- the write queue ------------------------------------------------------ */
 
 void nt_store_queue_init(nt_store_queue *q)
 {
     pthread_mutex_init(&q->lock, NULL);
-    /* Monotonic: the writer's timed sleeps (idle) must not follow the wall
-     * clock. */
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->wake, &attr);
-    pthread_condattr_destroy(&attr);
+    pthread_cond_init(&q->wake, NULL);
     pthread_cond_init(&q->done, NULL);
 }
 
@@ -136,30 +129,8 @@ static void *store__writer_main(void *arg)
     pthread_setname_np(pthread_self(), "nt-store-write");
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        while (!q->head && !q->stopping) {
-            if (!q->idle) {
-                pthread_cond_wait(&q->wake, &q->lock);
-                continue;
-            }
-            q->poked = false;
-            pthread_mutex_unlock(&q->lock);
-            int ms = q->idle(q->be, false);
-            pthread_mutex_lock(&q->lock);
-            if (q->head || q->stopping || q->poked) continue;
-            if (ms < 0) {
-                pthread_cond_wait(&q->wake, &q->lock);
-            } else {
-                struct timespec until;
-                clock_gettime(CLOCK_MONOTONIC, &until);
-                until.tv_sec += ms / 1000;
-                until.tv_nsec += (long)(ms % 1000) * 1000000L;
-                if (until.tv_nsec >= 1000000000L) {
-                    until.tv_sec++;
-                    until.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&q->wake, &q->lock, &until);
-            }
-        }
+        while (!q->head && !q->stopping)
+            pthread_cond_wait(&q->wake, &q->lock);
         if (!q->head) break; /* stopping and drained */
         nt_append *batch = q->head;
         uint64_t n = q->queued;
@@ -177,21 +148,7 @@ static void *store__writer_main(void *arg)
         pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
-    if (q->idle) q->idle(q->be, true);
     return NULL;
-}
-
-void nt_store_queue_set_idle(nt_store_queue *q, int (*idle)(void *be, bool stopping))
-{
-    q->idle = idle;
-}
-
-void nt_store_queue_poke(nt_store_queue *q)
-{
-    pthread_mutex_lock(&q->lock);
-    q->poked = true;
-    pthread_cond_signal(&q->wake);
-    pthread_mutex_unlock(&q->lock);
 }
 
 int nt_store_queue_start(nt_store_queue *q, void *be, void (*run_batch)(void *be, nt_append *batch),

@@ -54,8 +54,6 @@ typedef struct nt_store_queue {
     void *be;
     void (*run_batch)(void *be, nt_append *batch);
     void (*after_batch)(void *be); /* NULL, or run after the batch was told */
-    int (*idle)(void *be, bool stopping);
-    bool poked;
 } nt_store_queue;
 
 /* Initialises the lock and conditions of a zeroed queue. */
@@ -65,17 +63,6 @@ void nt_store_queue_init(nt_store_queue *q);
  * calls after_batch(be) if not NULL. 0 or an errno value. */
 int nt_store_queue_start(nt_store_queue *q, void *be, void (*run_batch)(void *be, nt_append *batch),
                          void (*after_batch)(void *be));
-/*
- * Optional, set before nt_store_queue_start: the writer calls idle(be,
- * false) (without the lock) whenever it finds the queue empty, and sleeps
- * for as many milliseconds as it returns (< 0: until work arrives or a
- * poke) before calling it again; and idle(be, true) once, after the last
- * batch, when stopping. Lets a back end do deferred work (store_sqlite.c
- * commits its open transaction there).
- */
-void nt_store_queue_set_idle(nt_store_queue *q, int (*idle)(void *be, bool stopping));
-/* Wakes an idle writer to call idle() now. Any thread. */
-void nt_store_queue_poke(nt_store_queue *q);
 /* Lets the writer finish every queued op and joins it (if it started). */
 void nt_store_queue_stop(nt_store_queue *q);
 /* Destroys the lock and conditions; after stop. */

@@ -1,40 +1,15 @@
 /*
  * The SQLite back end of the store: one database file in WAL mode.
  *
- * Writes. One writer thread owns the only write connection. Every write,
- * the async message append included, is a node on one FIFO queue
- * (store_common.c); the writer takes the whole queue at once as a batch.
- * Nothing is reported before it is on disk, so "acknowledged" always means
- * "survives a crash or a power cut".
- *
- * The message log. A batch of appends only (the hot path) is made durable
- * by the message log (msglog.h), not by a SQLite commit: its INSERTs go into
- * a transaction that stays open across batches (each batch in a savepoint),
- * its records (every column of each new row, ~60 bytes plus the text) are
- * written to the log with one write and one fdatasync, and then the batch
- * is acknowledged. The open transaction is committed every SQ_LOG_COMMIT_MS
- * (or SQ_LOG_COMMIT_APPENDS appends, or at once when a reader needs it), with
- * synchronous=NORMAL: no fsync on the writer; the syncer thread fdatasyncs
- * the WAL behind it. Why: SQLite's WAL holds whole pages, and a message
- * dirties about two of them (the leaves of its chat in two indexes), so
- * committing every batch wrote 14-25 KB per 200-byte message and made the
- * disk the limit (docs/performance.md, "Write amplification"); one commit
- * per 200 ms writes each hot page once for many messages. Two log files
- * alternate: the one holding a commit's records is written over only after
- * the WAL sync that made the commit durable. After a crash, or when SQLite
- * loses the open transaction, both files are replayed into SQLite
- * (sq__log_recover: INSERT OR IGNORE, counters only move forward, so old
- * records are harmless) and emptied.
- *
- * Any other write (a generic job: a session, a marker, an edit...) runs in
- * a batch that is committed and synced at once, inside the open
- * transaction if there is one, in its own SAVEPOINT so a failing op is
- * rolled back alone; waiting callers wrap their work in an sq_job.
- *
- * Readers see only what SQLite committed, so every read first waits until
- * every acknowledged append is committed (sq__await_visible asks the
- * writer to commit now): a client that got an ack never reads a history
- * without that message.
+ * Writes. One writer thread owns the only write connection (synchronous=FULL,
+ * so a commit is on disk when it returns). Every write, the async message
+ * append included, is a node on one FIFO queue. The writer takes the whole
+ * queue at once and runs it as one transaction (BEGIN IMMEDIATE ... COMMIT,
+ * one fsync), each op inside its own SAVEPOINT so a failing op is rolled
+ * back alone; only then does it report completion: nt_append.done() for
+ * async appends, a condition variable for the synchronous functions, which
+ * wrap their work in an sq_job and wait. Nothing is reported before the
+ * commit, so "acknowledged" always means "on disk".
  *
  * Checkpoints. SQLite's automatic checkpoint (wal_autocheckpoint) is off:
  * it made the commit that crossed 1,000 WAL pages copy them all back into
@@ -61,21 +36,17 @@
  * NT_STORE_EUNAVAILABLE; a unique or foreign key violation NT_STORE_ECONFLICT.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "store/migrations_sqlite.h"
-#include "store/msglog.h"
 #include "store/store.h"
 #include "store/store_backend.h"
 #include "store/store_common.h"
@@ -90,12 +61,6 @@
 #define SQ_CKPT_HARD_PAGES (10 * SQ_CKPT_PAGES)
 #define SQ_CKPT_IDLE_MS 1000
 #define SQ_CKPT_BUSY_TIMEOUT_MS 100
-/* The message log (see the top of the file): the open transaction is
- * committed once it is this old or holds this many appends, or at once when
- * a reader needs it; a reader waits at most SQ_LOG_READ_WAIT_S for that. */
-#define SQ_LOG_COMMIT_MS 200
-#define SQ_LOG_COMMIT_APPENDS 50000
-#define SQ_LOG_READ_WAIT_S 10
 /* Page caches (negative: KiB). The writer's holds the hot part of messages
  * and its indexes, so appends do not re-read pages; the readers' stay small
  * because there is one per reading thread and they mostly serve point
@@ -255,12 +220,7 @@
     X(RANDOM_ALIAS, "SELECT alias FROM random_members "                                            \
                     "WHERE chat_id = ?1 AND user_id = ?2 AND hidden = 1")                          \
     X(RANDOM_ALIASES, "SELECT user_id, alias FROM random_members "                                 \
-                      "WHERE chat_id = ?1 AND hidden = 1")                                         \
-    /* the message log's replay (see the top of the file) */                                       \
-    X(LOG_INSERT, "INSERT OR IGNORE INTO messages (id, chat_id, seq, sender_id, text, ts, "        \
-                  "client_id, extra_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")                \
-    X(LOG_COUNTERS, "UPDATE chats SET last_seq = max(last_seq, ?2), "                              \
-                    "last_activity = max(last_activity, ?3) WHERE id = ?1")
+                      "WHERE chat_id = ?1 AND hidden = 1")
 
 enum sq_stmt_id {
 #define SQ_ENUM(id, sql) SQ_##id,
@@ -343,33 +303,6 @@ struct sq_store {
     int wal_copied;       /* of those, copied back by the last checkpoint */
     uint64_t wal_commits; /* commits seen by the hook */
     bool wal_handoff;     /* the writer should copy back the rest (see top) */
-
-    /* The message log (see the top of the file). The writer thread's only,
-     * except where said. */
-    nt_msglog *log[2];
-    int log_cur;             /* the file batches are written to */
-    uint64_t log_covered[2]; /* commit whose WAL sync frees log[i]; 0: free */
-    bool txn_open;           /* a transaction holds logged appends */
-    int64_t txn_since_ms;
-    uint64_t txn_appends;
-    uint64_t commits; /* commits of the open transaction so far */
-    bool log_broken;  /* acked appends may be missing from SQLite */
-    /* What readers wait for: batches whose acks went out, and of those the
-     * ones SQLite shows. Written by the writer under q.lock. */
-    _Atomic uint64_t logged_batches, visible_batches;
-    _Atomic bool commit_wanted;
-    _Atomic bool broken_for_readers;
-    pthread_cond_t visible; /* with q.lock */
-
-    /* The WAL syncer thread: fdatasyncs the WAL after a commit of the open
-     * transaction (synchronous=NORMAL does not), so the log file holding
-     * that commit's appends may be written over. */
-    int wal_fd;
-    pthread_t sync_thread;
-    bool sync_started, sync_stopping;
-    pthread_mutex_t sync_lock;
-    pthread_cond_t sync_wake;
-    uint64_t sync_want, sync_done; /* commit numbers */
 };
 
 /* A synchronous write other than an append: fn does the work on the writer
@@ -739,11 +672,8 @@ static void sq__reader_exit(void *arg)
 
 /* The calling thread's read connection, opened on first use; NULL if it
  * cannot be opened (logged). */
-static int sq__await_visible(sq_store *b);
-
 static sq_conn *sq__reader(sq_store *b)
 {
-    if (sq__await_visible(b) != 0) return NULL;
     sq_conn *c = pthread_getspecific(b->reader_key);
     if (c) return c;
     c = calloc(1, sizeof(*c));
@@ -1035,315 +965,20 @@ static int sq__append_run(sq_store *b, sq_conn *w, nt_append *op)
     return 0;
 }
 
-/* ---- the message log -------------------------------------------------------- */
-
-/* Marks every op of a batch failed (nothing of it is in SQLite). */
-static void sq__batch_lost(nt_append *batch)
-{
-    for (nt_append *op = batch; op; op = op->next)
-        nt_store_op_lost(op);
-}
-
-/* Makes what SQLite committed so far visible to the readers waiting in
- * sq__await_visible (or tells them the store is broken). */
-static void sq__publish(sq_store *b)
-{
-    pthread_mutex_lock(&b->q.lock);
-    atomic_store(&b->visible_batches, atomic_load(&b->logged_batches));
-    atomic_store(&b->broken_for_readers, b->log_broken);
-    atomic_store(&b->commit_wanted, false);
-    pthread_cond_broadcast(&b->visible);
-    pthread_mutex_unlock(&b->q.lock);
-}
-
-/* fdatasync of the WAL file: everything SQLite committed before the call is
- * on disk once it returns 0 (with synchronous=NORMAL a commit only writes
- * the WAL; a checkpoint syncs it before copying, so a frame that left the
- * WAL is in the synced database file). Any thread. */
-static int sq__wal_sync(sq_store *b)
-{
-    int fd = __atomic_load_n(&b->wal_fd, __ATOMIC_ACQUIRE);
-    if (fd < 0) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s-wal", b->path);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return errno == ENOENT ? 0 : -errno; /* no WAL: nothing to sync */
-        int none = -1;
-        if (!__atomic_compare_exchange_n(&b->wal_fd, &none, fd, false, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_ACQUIRE)) {
-            close(fd);
-            fd = none;
-        }
-    }
-    return fdatasync(fd) == 0 ? 0 : -errno;
-}
-
-static void *sq__sync_main(void *arg)
-{
-    sq_store *b = arg;
-    pthread_setname_np(pthread_self(), "nt-store-sync");
-    pthread_mutex_lock(&b->sync_lock);
-    while (!b->sync_stopping) {
-        if (b->sync_want <= b->sync_done) {
-            pthread_cond_wait(&b->sync_wake, &b->sync_lock);
-            continue;
-        }
-        uint64_t target = b->sync_want;
-        pthread_mutex_unlock(&b->sync_lock);
-        int rc = sq__wal_sync(b);
-        pthread_mutex_lock(&b->sync_lock);
-        if (rc == 0) {
-            if (target > b->sync_done) b->sync_done = target;
-        } else {
-            nt_warn("store sqlite error op=wal_sync msg=\"%s\"", strerror(-rc));
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += 1;
-            pthread_cond_timedwait(&b->sync_wake, &b->sync_lock, &until);
-        }
-    }
-    pthread_mutex_unlock(&b->sync_lock);
-    return NULL;
-}
-
-/* Everything committed is on disk (the caller synced the WAL): both log
- * files may start over. hard: truncate them instead, because the current
- * one may hold bytes of a batch that was never acknowledged. */
-static int sq__log_clear(sq_store *b, bool hard)
-{
-    for (int i = 0; i < 2; i++) {
-        if (hard) {
-            int rc = nt_msglog_truncate(b->log[i]);
-            if (rc) {
-                nt_warn("store sqlite error op=log_truncate msg=\"%s\"", strerror(-rc));
-                return NT_STORE_EUNAVAILABLE;
-            }
-        } else {
-            nt_msglog_restart(b->log[i]);
-        }
-        b->log_covered[i] = 0;
-    }
-    b->log_cur = 0;
-    pthread_mutex_lock(&b->sync_lock);
-    if (b->sync_done < b->commits) b->sync_done = b->commits;
-    pthread_mutex_unlock(&b->sync_lock);
-    return 0;
-}
-
-/* One logged record back into SQLite (see sq__log_recover). */
-static int sq__replay_one(void *arg, const nt_msglog_rec *r)
-{
-    sq_conn *w = arg;
-    sqlite3_stmt *st = sq__stmt(w, SQ_LOG_INSERT);
-    if (!st) return NT_STORE_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, r->id);
-    sqlite3_bind_int64(st, 2, r->chat_id);
-    sqlite3_bind_int64(st, 3, r->seq);
-    sqlite3_bind_int64(st, 4, r->sender_id);
-    sqlite3_bind_text(st, 5, r->text, (int)r->text_len, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, r->ts);
-    if (r->client_id_len)
-        sqlite3_bind_text(st, 7, r->client_id, (int)r->client_id_len, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 7);
-    if (r->extra_json)
-        sqlite3_bind_text(st, 8, r->extra_json, (int)r->extra_len, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 8);
-    int rc = sqlite3_step(st);
-    sq__reset(st);
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-        /* Its chat or sender is gone: nothing to restore. */
-        nt_warn("store sqlite log record skipped chat=%" PRId64 " seq=%" PRId64
-                " msg=\"no such chat or sender\"",
-                r->chat_id, r->seq);
-        return 0;
-    }
-    if (rc != SQLITE_DONE) return sq__fail(w, rc, "log replay");
-    if (!(st = sq__stmt(w, SQ_LOG_COUNTERS))) return NT_STORE_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, r->chat_id);
-    sqlite3_bind_int64(st, 2, r->seq);
-    sqlite3_bind_int64(st, 3, r->ts);
-    return sq__run(w, st);
-}
-
 /*
- * Puts every logged append back into SQLite: after a start (the last run
- * may have stopped with appends only in the log) and whenever the open
- * transaction was lost. Both files are replayed whole: a record SQLite
- * already has is ignored, counters only move forward, so the order and
- * records already committed do not matter. Then one durable commit, and
- * the log files are emptied. On failure the store stays "broken": appends
- * are refused and readers answer unavailable until a later call succeeds.
- */
-static int sq__log_recover(sq_store *b)
-{
-    sq_conn *w = &b->writer;
-    if (!sqlite3_get_autocommit(w->db)) sq__exec(w, SQ_ROLLBACK);
-    b->txn_open = false;
-    sq__cache_clear(b);
-    int rc = sq__exec(w, SQ_BEGIN_IMMEDIATE);
-    for (int i = 0; i < 2 && rc == 0; i++) {
-        rc = nt_msglog_replay(b->log[i], sq__replay_one, w);
-        if (rc < 0 && rc > -4096) { /* an errno from reading the file */
-            nt_warn("store sqlite error op=log_read msg=\"%s\"", strerror(-rc));
-            rc = NT_STORE_EUNAVAILABLE;
-        }
-    }
-    if (rc == 0) rc = sq__exec(w, SQ_COMMIT);
-    if (rc == 0 && (rc = sq__wal_sync(b)) != 0) {
-        nt_warn("store sqlite error op=wal_sync msg=\"%s\"", strerror(-rc));
-        rc = NT_STORE_EUNAVAILABLE;
-    }
-    if (rc == 0) rc = sq__log_clear(b, true);
-    if (rc != 0 && !sqlite3_get_autocommit(w->db)) sq__exec(w, SQ_ROLLBACK);
-    b->log_broken = rc != 0;
-    sq__publish(b);
-    return rc;
-}
-
-/*
- * Commits the open transaction (synchronous=NORMAL: no fsync here; the
- * syncer thread syncs the WAL behind it). Then the log file that holds the
- * commit's appends waits for that sync, and batches go to the other file
- * once its own commit is synced. If COMMIT fails, the appends it held are
- * put back from the log.
- */
-static void sq__log_commit(sq_store *b)
-{
-    sq_conn *w = &b->writer;
-    if (!b->txn_open) return;
-    if (sq__cache_flush(b, w) != 0 || sq__exec(w, SQ_COMMIT) != 0) {
-        sq__log_recover(b);
-        return;
-    }
-    b->txn_open = false;
-    uint64_t k = ++b->commits;
-    sq__publish(b);
-    int cur = b->log_cur, other = 1 - cur;
-    if (nt_msglog_size(b->log[cur]) == 0) return;
-    b->log_covered[cur] = k;
-    pthread_mutex_lock(&b->sync_lock);
-    b->sync_want = k;
-    pthread_cond_signal(&b->sync_wake);
-    uint64_t synced = b->sync_done;
-    pthread_mutex_unlock(&b->sync_lock);
-    if (b->log_covered[other] == 0 || synced >= b->log_covered[other]) {
-        nt_msglog_restart(b->log[other]);
-        b->log_covered[other] = 0;
-        b->log_cur = other;
-    }
-}
-
-/*
- * A batch of appends only, with the log: the INSERTs go into the open
- * transaction (begun if none), inside a savepoint; their records are
- * written to the log with one write and one fdatasync; only then are they
- * acknowledged, and only the savepoint is released: the transaction stays
- * open for the next batches (sq__log_commit ends it). A batch whose log
- * write fails is rolled back to its savepoint and reported unavailable.
- */
-static void sq__run_logged(sq_store *b, nt_append *batch)
-{
-    sq_conn *w = &b->writer;
-    nt_msglog *log = b->log[b->log_cur];
-    b->batch_broken = false;
-    if (!b->txn_open) {
-        if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0) {
-            sq__batch_lost(batch);
-            return;
-        }
-        b->txn_open = true;
-        b->txn_since_ms = nt_now_ms();
-        b->txn_appends = 0;
-    }
-    if (sq__exec(w, SQ_SAVEPOINT) != 0) goto broken;
-    uint64_t n = 0;
-    for (nt_append *op = batch; op; op = op->next) {
-        int rc = sq__append_run(b, w, op);
-        if (rc) {
-            nt_store_append_reset(op);
-            op->status = rc;
-        } else if (!op->duplicate) {
-            const nt_message *m = &op->msg;
-            nt_msglog_rec rec = {.id = m->id,
-                                 .chat_id = m->chat_id,
-                                 .seq = m->seq,
-                                 .sender_id = m->sender_id,
-                                 .ts = m->ts,
-                                 .client_id = m->client_id,
-                                 .client_id_len = strlen(m->client_id),
-                                 .text = m->text,
-                                 .text_len = m->text_len,
-                                 .extra_json = m->extra_json,
-                                 .extra_len = m->extra_json ? strlen(m->extra_json) : 0};
-            op->status = nt_msglog_add(log, &rec) == 0 ? 0 : NT_STORE_EUNAVAILABLE;
-            if (op->status) goto undo; /* its row is written: undo the batch */
-            n++;
-        } else {
-            op->status = 0;
-        }
-        if (b->batch_broken || sqlite3_get_autocommit(w->db)) goto broken;
-    }
-    if (sq__cache_flush(b, w) != 0) goto undo;
-    int rc = nt_msglog_sync(log);
-    if (rc != 0) {
-        nt_warn("store sqlite error op=log_write msg=\"%s\"", strerror(-rc));
-        if (sq__exec(w, SQ_ROLLBACK_TO) != 0 || sq__exec(w, SQ_RELEASE) != 0) goto broken;
-        sq__cache_clear(b);
-        sq__batch_lost(batch);
-        /* The file may hold some of the batch: make everything before it
-         * durable in SQLite, then empty the log before writing again. */
-        sq__log_commit(b);
-        if (!b->log_broken && (sq__wal_sync(b) != 0 || sq__log_clear(b, true) != 0)) {
-            b->log_broken = true;
-            sq__publish(b);
-        }
-        return;
-    }
-    if (sq__exec(w, SQ_RELEASE) != 0) goto broken_logged;
-    b->txn_appends += n;
-    atomic_fetch_add(&b->logged_batches, 1);
-    return;
-
-undo:
-    nt_msglog_discard(log);
-    if (sq__exec(w, SQ_ROLLBACK_TO) != 0 || sq__exec(w, SQ_RELEASE) != 0) goto broken;
-    sq__cache_clear(b);
-    sq__batch_lost(batch);
-    return;
-
-broken:
-    /* SQLite lost the transaction (or cannot go on with it): the batch is
-     * not logged, the earlier ones are and go back in from the log. */
-    nt_msglog_discard(log);
-    sq__batch_lost(batch);
-    sq__log_recover(b);
-    return;
-
-broken_logged:
-    /* The batch is in the log; it is acknowledged if the replay brings it
-     * back, else reported unavailable. */
-    atomic_fetch_add(&b->logged_batches, 1);
-    if (sq__log_recover(b) != 0) sq__batch_lost(batch);
-}
-
-/*
- * One group commit of a batch with other writes than appends (or any batch
- * without the log): every op in one transaction (the open one of the log,
- * if any), committed durably before anything is reported. A generic write
- * runs in its own savepoint, rolled back alone if it fails; an append is a
- * single atomic INSERT and needs none. If the transaction itself fails
+ * One group commit: every op of the batch in one transaction. A generic
+ * write runs in its own savepoint, rolled back alone if it fails; an append
+ * is a single atomic INSERT and needs none. If the transaction itself fails
  * (BEGIN, a savepoint, the counters, COMMIT, or SQLite abandoning it after
  * an I/O error) every op of the batch is reported EUNAVAILABLE and the cache
- * is dropped, since it may hold what was rolled back; logged appends of
- * earlier batches go back in from the log.
+ * is dropped, since it may hold what was rolled back.
  */
-static void sq__run_synced(sq_store *b, nt_append *batch)
+static void sq__run_batch(void *be, nt_append *batch)
 {
+    sq_store *b = be;
     sq_conn *w = &b->writer;
     b->batch_broken = false;
-    if (!b->txn_open && sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0) goto lost;
+    if (sq__exec(w, SQ_BEGIN_IMMEDIATE) != 0) goto lost;
     for (nt_append *op = batch; op; op = op->next) {
         sq_job *job = sq__generic_job(op);
         if (job) {
@@ -1363,109 +998,13 @@ static void sq__run_synced(sq_store *b, nt_append *batch)
         if (b->batch_broken || sqlite3_get_autocommit(w->db)) goto lost;
     }
     if (sq__cache_flush(b, w) != 0 || sq__exec(w, SQ_COMMIT) != 0) goto lost;
-    bool had_log = b->txn_open;
-    b->txn_open = false;
-    if (b->log[0]) {
-        /* synchronous=NORMAL: the commit is durable once the WAL is synced. */
-        b->commits++;
-        int rc = sq__wal_sync(b);
-        if (rc != 0) {
-            nt_warn("store sqlite error op=wal_sync msg=\"%s\"", strerror(-rc));
-            sq__batch_lost(batch);
-        } else if (had_log || nt_msglog_size(b->log[0]) || nt_msglog_size(b->log[1])) {
-            sq__log_clear(b, false);
-        }
-        sq__publish(b);
-    }
     return;
 
 lost:
-    if (b->txn_open) {
-        sq__batch_lost(batch);
-        sq__log_recover(b);
-        return;
-    }
     if (!sqlite3_get_autocommit(w->db)) sq__exec(w, SQ_ROLLBACK);
     sq__cache_clear(b);
-    sq__batch_lost(batch);
-}
-
-static void sq__run_batch(void *be, nt_append *batch)
-{
-    sq_store *b = be;
-    if (b->log[0]) {
-        if (b->log_broken && sq__log_recover(b) != 0) {
-            sq__batch_lost(batch);
-            return;
-        }
-        bool appends_only = true;
-        for (nt_append *op = batch; op && appends_only; op = op->next)
-            appends_only = !sq__generic_job(op);
-        if (appends_only) {
-            sq__run_logged(b, batch);
-            return;
-        }
-    }
-    sq__run_synced(b, batch);
-}
-
-/* The commit of the open transaction is due: on request of a reader, by
- * age, or by size. */
-static bool sq__commit_due(sq_store *b, int64_t now)
-{
-    return b->txn_open &&
-           (atomic_load(&b->commit_wanted) || now - b->txn_since_ms >= SQ_LOG_COMMIT_MS ||
-            b->txn_appends >= SQ_LOG_COMMIT_APPENDS);
-}
-
-static void sq__wal_catch_up(void *be);
-
-/* After each batch's acks (store_common's after_batch). */
-static void sq__after_batch(void *be)
-{
-    sq_store *b = be;
-    if (sq__commit_due(b, nt_now_ms())) sq__log_commit(b);
-    if (!b->txn_open) sq__wal_catch_up(b);
-}
-
-/* The writer found nothing queued (store_common's idle): commit the open
- * transaction when due, else sleep until it is. */
-static int sq__idle(void *be, bool stopping)
-{
-    sq_store *b = be;
-    int64_t now = nt_now_ms();
-    if (b->txn_open && (stopping || sq__commit_due(b, now))) sq__log_commit(b);
-    if (b->txn_open) return (int)(b->txn_since_ms + SQ_LOG_COMMIT_MS - now);
-    if (b->log_broken && !stopping) {
-        sq__log_recover(b);
-        if (b->log_broken) return 1000;
-    }
-    return -1;
-}
-
-/*
- * Called before every read: waits until SQLite shows every append already
- * acknowledged (asking the writer to commit now), so a client that got an
- * ack never reads a history without its message. Returns 0, or -1 if the
- * store is broken or the writer did not get there in time.
- */
-static int sq__await_visible(sq_store *b)
-{
-    uint64_t target = atomic_load(&b->logged_batches);
-    if (atomic_load(&b->visible_batches) >= target) return 0;
-    if (b->q.thread_started && pthread_equal(pthread_self(), b->q.thread)) return 0;
-    if (atomic_load(&b->broken_for_readers)) return -1;
-    atomic_store(&b->commit_wanted, true);
-    nt_store_queue_poke(&b->q);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += SQ_LOG_READ_WAIT_S;
-    pthread_mutex_lock(&b->q.lock);
-    while (atomic_load(&b->visible_batches) < target && !atomic_load(&b->broken_for_readers))
-        if (pthread_cond_timedwait(&b->visible, &b->q.lock, &until) == ETIMEDOUT) break;
-    int rc = atomic_load(&b->visible_batches) >= target ? 0 : -1;
-    pthread_mutex_unlock(&b->q.lock);
-    return rc;
+    for (nt_append *op = batch; op; op = op->next)
+        nt_store_op_lost(op);
 }
 
 /* ---- the checkpointer --------------------------------------------------- */
@@ -1658,56 +1197,6 @@ fail_rollback:
 
 static void sq_close(void *be);
 
-/*
- * Opens the two log files next to the database, puts back what a previous
- * run acknowledged but did not commit, and starts the WAL syncer.
- */
-static int sq__log_open(sq_store *b, char *err, size_t err_len)
-{
-    for (int i = 0; i < 2; i++) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s-log%d", b->path, i);
-        int rc = nt_msglog_open(path, &b->log[i]);
-        if (rc != 0) {
-            snprintf(err, err_len, "cannot open the message log %s: %s", path, strerror(-rc));
-            return NT_STORE_EUNAVAILABLE;
-        }
-    }
-    if (sq__log_recover(b) != 0) {
-        snprintf(err, err_len, "cannot put the message log of %s back into the database", b->path);
-        return NT_STORE_EUNAVAILABLE;
-    }
-    int rc = pthread_create(&b->sync_thread, NULL, sq__sync_main, b);
-    if (rc != 0) {
-        snprintf(err, err_len, "cannot start the WAL syncer: %s", strerror(rc));
-        return NT_STORE_EUNAVAILABLE;
-    }
-    b->sync_started = true;
-    return 0;
-}
-
-static void sq__log_close(sq_store *b)
-{
-    if (b->sync_started) {
-        pthread_mutex_lock(&b->sync_lock);
-        b->sync_stopping = true;
-        pthread_cond_signal(&b->sync_wake);
-        pthread_mutex_unlock(&b->sync_lock);
-        pthread_join(b->sync_thread, NULL);
-        b->sync_started = false;
-    }
-    /* The writer committed its last transaction when it stopped: once the
-     * WAL is on disk the log holds nothing SQLite lacks. */
-    if (b->log[0] && b->log[1] && !b->txn_open && !b->log_broken && sq__wal_sync(b) == 0)
-        sq__log_clear(b, true);
-    for (int i = 0; i < 2; i++) {
-        nt_msglog_close(b->log[i]);
-        b->log[i] = NULL;
-    }
-    if (b->wal_fd >= 0) close(b->wal_fd);
-    b->wal_fd = -1;
-}
-
 static void *sq_open(const char *where, char *err, size_t err_len)
 {
     /* "sqlite:PATH" and "sqlite://PATH" both name PATH. */
@@ -1724,15 +1213,11 @@ static void *sq_open(const char *where, char *err, size_t err_len)
     }
     nt_store_queue_init(&b->q);
     pthread_mutex_init(&b->ckpt_lock, NULL);
-    pthread_mutex_init(&b->sync_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&b->ckpt_wake, &attr);
-    pthread_cond_init(&b->visible, &attr);
-    pthread_cond_init(&b->sync_wake, &attr);
     pthread_condattr_destroy(&attr);
-    b->wal_fd = -1;
     if (pthread_key_create(&b->reader_key, sq__reader_exit) != 0) {
         snprintf(err, err_len, "no thread key left");
         goto fail;
@@ -1747,9 +1232,8 @@ static void *sq_open(const char *where, char *err, size_t err_len)
                       err_len) != 0)
         goto fail;
 
-    /* WAL: readers never wait for the writer. NORMAL: a commit only writes
-     * the WAL; what we acknowledge is on disk in the message log first, and
-     * a commit is made durable by an fdatasync of the WAL (see the top). */
+    /* WAL: readers never wait for the writer. FULL: a commit is on disk when
+     * COMMIT returns, so what we acknowledge survives a power cut. */
     sqlite3_stmt *st = NULL;
     char mode[16] = "";
     if (sqlite3_prepare_v2(b->writer.db, "PRAGMA journal_mode = WAL", -1, &st, NULL) == SQLITE_OK &&
@@ -1767,7 +1251,7 @@ static void *sq_open(const char *where, char *err, size_t err_len)
      * of the file). A big cache and mmap reads, so appends find the pages
      * of messages and its indexes in memory. */
     if (sqlite3_exec(b->writer.db,
-                     "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                     "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
                      "PRAGMA journal_size_limit = 67108864; PRAGMA wal_autocheckpoint = 0;"
                      "PRAGMA cache_size = -" SQ_STR(
                          SQ_WRITER_CACHE_KIB) ";"
@@ -1777,14 +1261,12 @@ static void *sq_open(const char *where, char *err, size_t err_len)
         goto fail;
     }
     if (sq__migrate(&b->writer, err, err_len) != 0) goto fail;
-    if (sq__log_open(b, err, err_len) != 0) goto fail;
     if (sq__ckpt_start(b, err, err_len) != 0) goto fail;
     /* After the pragma, which would replace the hook. */
     sqlite3_wal_hook(b->writer.db, sq__wal_hook, b);
 
     /* After each batch's acks the writer may copy back the WAL (see top). */
-    nt_store_queue_set_idle(&b->q, sq__idle);
-    int rc = nt_store_queue_start(&b->q, b, sq__run_batch, sq__after_batch);
+    int rc = nt_store_queue_start(&b->q, b, sq__run_batch, sq__wal_catch_up);
     if (rc != 0) {
         snprintf(err, err_len, "cannot start the writer thread: %s", strerror(rc));
         goto fail;
@@ -1801,7 +1283,6 @@ static void sq_close(void *be)
     sq_store *b = be;
     if (!b) return;
     nt_store_queue_stop(&b->q);
-    sq__log_close(b);
     /* After the writer: its last commits may still have woken it. */
     sq__ckpt_stop(b);
     if (b->key_created) {
@@ -1825,9 +1306,6 @@ static void sq_close(void *be)
     }
     free(b->dirty);
     pthread_cond_destroy(&b->ckpt_wake);
-    pthread_cond_destroy(&b->visible);
-    pthread_cond_destroy(&b->sync_wake);
-    pthread_mutex_destroy(&b->sync_lock);
     pthread_mutex_destroy(&b->ckpt_lock);
     nt_store_queue_destroy(&b->q);
     free(b->path);
