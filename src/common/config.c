@@ -54,8 +54,9 @@ static const setting settings[] = {
     {"workers", "NATTER_WORKERS", INT(workers), "4", 1, 128,
      "worker threads for REST handlers and WebSocket jobs that read the store"},
     {"hash-workers", "NATTER_HASH_WORKERS", INT(hash_workers), "0", 0, 64,
-     "threads, at idle CPU priority, that hash passwords for register and login (0: one per "
-     "CPU minus one, at least one); 16 requests per thread may wait, more get 503"},
+     "threads that run register and login, each hashing in a helper process at idle CPU "
+     "priority (0: one per CPU minus one, at least one); 16 requests per thread may wait, more "
+     "get 503"},
     {"max-connections", "NATTER_MAX_CONNECTIONS", INT(max_connections), "19000", 1, 1000000,
      "open connections before new ones are refused"},
     {"max-output", "NATTER_MAX_OUTPUT", INT(max_output), "4194304", 65536, 1073741824,

@@ -205,8 +205,9 @@ nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, c
         return NULL;
     }
     int nhash = gw_hash_pool_threads(gw->hash_pool);
-    nt_info("password hashing: %d thread%s of its own at idle priority", nhash,
-            nhash == 1 ? "" : "s");
+    nt_info("password hashing: %d thread%s of its own, each with a helper process at idle "
+            "priority",
+            nhash, nhash == 1 ? "" : "s");
     if (gw_static_load(gw, cfg->web_dir) != 0)
         nt_warn("web client folder %s could not be read; / will answer 404", cfg->web_dir);
 
