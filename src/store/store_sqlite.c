@@ -15,7 +15,7 @@
  * it made the commit that crossed 1,000 WAL pages copy them all back into
  * the database and fsync it before its acks went out. A checkpointer thread
  * with its own connection does the copying instead: woken by the writer's
- * WAL hook once SQ_CKPT_PAGES frames are not copied back, it runs a PASSIVE
+ * WAL hook once enough frames are not copied back (SQ_CKPT_PAGES), it runs a PASSIVE
  * checkpoint, which never blocks the writer. The WAL file only starts over
  * from its beginning (instead of growing) when a write transaction begins
  * with everything copied back, which under a steady load never happens by
@@ -53,11 +53,21 @@
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 /* The checkpointer (see the top of the file): a PASSIVE checkpoint once the
- * WAL holds this many pages not copied back (4 MB at 4 KiB; larger ones made
- * each checkpoint's fsync delay the commits more), a RESTART that makes the
- * writer wait once it holds ten times as many, a TRUNCATE after this long
- * without a commit. */
+ * WAL holds SQ_CKPT_COMMITS commits' worth of frames not copied back (a
+ * moving average of frames per commit), but at least SQ_CKPT_MIN_PAGES and
+ * at most SQ_CKPT_PAGES (4 MB at 4 KiB); a RESTART that makes the writer
+ * wait once it holds ten times as many; a TRUNCATE after this long without
+ * a commit. Why scaled by the commit size: each checkpoint ends with an
+ * fsync of the database file, and on this virtio disk a commit's own
+ * fdatasync waits behind it. With small, frequent commits (chat traffic)
+ * a fixed 1,000 pages meant a 4 MB flush every ~40 ms that set direct's p99
+ * at 7 ms; 8 commits' worth (~64-100 pages there) gave 2.3 ms, while large
+ * commits (ingest) still checkpoint 1,000 pages at a time, as smaller
+ * checkpoints there rewrite the same pages more often (docs/performance.md,
+ * "Checkpoint size"). */
 #define SQ_CKPT_PAGES 1000
+#define SQ_CKPT_MIN_PAGES 64
+#define SQ_CKPT_COMMITS 8
 #define SQ_CKPT_HARD_PAGES (10 * SQ_CKPT_PAGES)
 #define SQ_CKPT_IDLE_MS 1000
 #define SQ_CKPT_BUSY_TIMEOUT_MS 100
@@ -299,10 +309,12 @@ struct sq_store {
     pthread_mutex_t ckpt_lock;
     pthread_cond_t ckpt_wake;
     bool ckpt_stopping;
-    int wal_pages;        /* frames in the WAL after the last commit */
-    int wal_copied;       /* of those, copied back by the last checkpoint */
-    uint64_t wal_commits; /* commits seen by the hook */
-    bool wal_handoff;     /* the writer should copy back the rest (see top) */
+    int wal_pages;         /* frames in the WAL after the last commit */
+    int wal_copied;        /* of those, copied back by the last checkpoint */
+    uint64_t wal_commits;  /* commits seen by the hook */
+    bool wal_handoff;      /* the writer should copy back the rest (see top) */
+    double wal_per_commit; /* frames one commit adds, moving average */
+    int ckpt_due;          /* frames not copied back that call for a checkpoint */
 };
 
 /* A synchronous write other than an append: fn does the work on the writer
@@ -1016,10 +1028,21 @@ static int sq__wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
     sq_store *b = arg;
     pthread_mutex_lock(&b->ckpt_lock);
-    if (pages < b->wal_pages) b->wal_copied = 0; /* the WAL started over */
+    int added = pages - b->wal_pages;
+    if (pages < b->wal_pages) { /* the WAL started over */
+        b->wal_copied = 0;
+        added = pages;
+    }
     b->wal_pages = pages;
     b->wal_commits++;
-    if (pages - b->wal_copied >= SQ_CKPT_PAGES) pthread_cond_signal(&b->ckpt_wake);
+    /* A checkpoint is due after about SQ_CKPT_COMMITS commits' worth of
+     * frames (see SQ_CKPT_PAGES). */
+    b->wal_per_commit += (added - b->wal_per_commit) / 16;
+    double due = SQ_CKPT_COMMITS * b->wal_per_commit;
+    b->ckpt_due = due < SQ_CKPT_MIN_PAGES ? SQ_CKPT_MIN_PAGES
+                  : due > SQ_CKPT_PAGES   ? SQ_CKPT_PAGES
+                                          : (int)due;
+    if (pages - b->wal_copied >= b->ckpt_due) pthread_cond_signal(&b->ckpt_wake);
     pthread_mutex_unlock(&b->ckpt_lock);
     return SQLITE_OK;
 }
@@ -1075,7 +1098,7 @@ static void sq__deadline(struct timespec *ts, int ms)
 
 /*
  * The checkpointer thread. A PASSIVE checkpoint whenever commits left
- * SQ_CKPT_PAGES or more frames in the WAL that are not copied back yet;
+ * ckpt_due or more frames in the WAL that are not copied back yet;
  * right after it a RESTART if the WAL holds SQ_CKPT_HARD_PAGES (the writer
  * waits only for what the PASSIVE one left); a TRUNCATE once the writer has
  * been idle for SQ_CKPT_IDLE_MS after writing something.
@@ -1089,7 +1112,7 @@ static void *sq__ckpt_main(void *arg)
     pthread_mutex_lock(&b->ckpt_lock);
     while (!b->ckpt_stopping) {
         int mode;
-        if (b->wal_commits != seen && b->wal_pages - b->wal_copied >= SQ_CKPT_PAGES) {
+        if (b->wal_commits != seen && b->wal_pages - b->wal_copied >= b->ckpt_due) {
             mode = SQLITE_CHECKPOINT_PASSIVE;
         } else {
             uint64_t before = b->wal_commits;
