@@ -1157,6 +1157,22 @@ static void rb__async_connect(struct rb_async *a)
  * node holds it (S_OTHERS): presence catches up after the outage.
  */
 
+/* Registry thread: takes the changes the loop queued (rq) as the batch to
+ * send (rq_work), leaving the loop an empty array to fill. */
+static void rb__rq_take(struct redis_bus *rb)
+{
+    pthread_mutex_lock(&rb->rq_mu);
+    struct rb_reg_op *work = rb->rq_work;
+    size_t work_cap = rb->rq_work_cap;
+    rb->rq_work = rb->rq;
+    rb->rq_work_cap = rb->rq_cap;
+    rb->rq_work_n = rb->rq_n;
+    rb->rq = work;
+    rb->rq_cap = work_cap;
+    rb->rq_n = 0;
+    pthread_mutex_unlock(&rb->rq_mu);
+}
+
 /* Writes this node's registry to Redis as the whole truth about it, under
  * a new epoch (at open, after a reconnect, or when our heartbeat key had
  * expired). With `take` the queued changes, which the snapshot holds,
@@ -1166,18 +1182,7 @@ static int rb__sync_registry(struct redis_bus *rb, struct rb_conn *conn, bool ta
     rb->epoch++;
     snprintf(rb->epoch_str, sizeof rb->epoch_str, "%" PRIu64, rb->epoch);
     pthread_rwlock_rdlock(&rb->reg_lock);
-    if (take) {
-        pthread_mutex_lock(&rb->rq_mu);
-        struct rb_reg_op *work = rb->rq_work;
-        size_t work_cap = rb->rq_work_cap;
-        rb->rq_work = rb->rq;
-        rb->rq_work_cap = rb->rq_cap;
-        rb->rq_work_n = rb->rq_n;
-        rb->rq = work;
-        rb->rq_cap = work_cap;
-        rb->rq_n = 0;
-        pthread_mutex_unlock(&rb->rq_mu);
-    }
+    if (take) rb__rq_take(rb);
     size_t n = rb->reg.used;
     size_t argc = 4 + 2 * n;
     const char **argv = malloc(argc * sizeof *argv);
@@ -1519,16 +1524,7 @@ static void rb__reg_batch(struct redis_bus *rb, const struct rb_reg_op *ops, siz
 /* Registry thread: takes what the loop queued and sends it, in order. */
 static void rb__reg_apply(struct redis_bus *rb)
 {
-    pthread_mutex_lock(&rb->rq_mu);
-    struct rb_reg_op *work = rb->rq_work;
-    size_t work_cap = rb->rq_work_cap;
-    rb->rq_work = rb->rq;
-    rb->rq_work_cap = rb->rq_cap;
-    rb->rq_work_n = rb->rq_n;
-    rb->rq = work;
-    rb->rq_cap = work_cap;
-    rb->rq_n = 0;
-    pthread_mutex_unlock(&rb->rq_mu);
+    rb__rq_take(rb);
 
     for (size_t i = 0; i < rb->rq_work_n; i += RB_REG_BATCH) {
         size_t n = rb->rq_work_n - i < RB_REG_BATCH ? rb->rq_work_n - i : RB_REG_BATCH;
