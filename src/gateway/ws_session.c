@@ -152,23 +152,27 @@ static void send_ready(void *arg)
     free(r);
 }
 
+/* The auth frame is answered by closing the connection. */
+static void auth_refuse(nt_conn *c, uint16_t code, const char *reason)
+{
+    c->session.auth_pending = false;
+    nt_conn_close_ws(c, code, reason);
+}
+
 static void auth_done(nt_gateway *gw, nt_conn *c, gw_job *job)
 {
     if (job->reply.status == 503) {
-        c->session.auth_pending = false;
         /* The token may be valid: 1013 "try again later", not 4001. */
-        nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "storage is unavailable");
+        auth_refuse(c, NT_WS_CLOSE_TRY_AGAIN, "storage is unavailable");
         return;
     }
     if (job->reply.status != 200) {
-        c->session.auth_pending = false;
-        nt_conn_close_ws(c, NT_WS_CLOSE_AUTH, "invalid or expired token");
+        auth_refuse(c, NT_WS_CLOSE_AUTH, "invalid or expired token");
         return;
     }
     gw_ready *r = malloc(sizeof *r + job->frame.len);
     if (!r) {
-        c->session.auth_pending = false;
-        nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "out of memory");
+        auth_refuse(c, NT_WS_CLOSE_TRY_AGAIN, "out of memory");
         return;
     }
     c->session.user_id = job->caller.user_id;
@@ -178,9 +182,8 @@ static void auth_done(nt_gateway *gw, nt_conn *c, gw_job *job)
     if (nt_bus_conn_up(gw->ctx->bus, c->session.user_id) != 0) {
         gw_registry_remove(gw, c);
         c->session.user_id = 0; /* on_close must not count it down */
-        c->session.auth_pending = false;
         free(r);
-        nt_conn_close_ws(c, NT_WS_CLOSE_TRY_AGAIN, "out of memory");
+        auth_refuse(c, NT_WS_CLOSE_TRY_AGAIN, "out of memory");
         return;
     }
     r->gw = gw;
