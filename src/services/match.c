@@ -788,6 +788,11 @@ static void match__entry(const nt_match_ticket *t, nt_bus_match_entry *e)
 
 _Static_assert(NT_INTERESTS_MAX <= NT_BUS_MATCH_INTERESTS_MAX,
                "the shared queue must hold every interest of a ticket");
+/* match__offer_shared hands the shared queue's answers on as the matcher's. */
+_Static_assert((int)NT_BUS_MATCH_WAITING == (int)NT_MATCH_WAITING &&
+                   (int)NT_BUS_MATCH_ALREADY == (int)NT_MATCH_ALREADY &&
+                   (int)NT_BUS_MATCH_PAIRED == (int)NT_MATCH_PAIRED,
+               "the shared queue and the matcher answer alike");
 
 /* Through the bus's shared queue (Redis: any node's waiting users):
  * NT_MATCH_* with *partner (no blocks) and *other (the partner's entry as
