@@ -143,7 +143,12 @@ static void pool__helper_main(int fd, pid_t parent)
         if (dup2(fd, 3) < 0) _exit(1);
         fd = 3;
     }
-    close_range(4, ~0U, 0);
+    if (close_range(4, ~0U, 0) != 0) {
+        /* A kernel before 5.9, or a filter that refuses it: one by one. */
+        long max = sysconf(_SC_OPEN_MAX);
+        for (long i = 4; i < (max > 0 ? max : 65536); i++)
+            close((int)i);
+    }
     pool__lower_priority();
 
     static hash_req req;
