@@ -43,8 +43,23 @@ void nt_buf_free(nt_buf *b);
 const char *nt_buf_cstr(nt_buf *b);
 
 /*
+ * A per-thread buffer for encoding something that is copied or sent before
+ * the thread encodes the next one (an event frame before nt_bus_deliver
+ * copies it), so the send path does not allocate per message.
+ * nt_buf_scratch_take returns it empty; nt_buf_scratch_give takes it back
+ * (and frees its memory if it grew past 64 KiB). A take while this thread
+ * already holds it returns a fresh buffer that give frees. NULL when out
+ * of memory.
+ */
+nt_buf *nt_buf_scratch_take(void);
+void nt_buf_scratch_give(nt_buf *b);
+
+/*
  * An immutable block shared by reference count. Not thread-safe by design:
  * shared blocks live on one loop thread. The creator holds one reference.
+ * Blocks of up to 1 KiB are recycled through a small per-thread cache
+ * (freed when the thread exits): a frame, an ack or an event costs no
+ * malloc once the cache is warm.
  */
 typedef struct nt_shared {
     uint32_t refs;

@@ -303,7 +303,7 @@ void nt_gateway_free(nt_gateway *gw)
     uv_run(gw->loop, UV_RUN_NOWAIT);
     gw_static_free(gw);
     free(gw->slots);
-    nt_buf_free(&gw->frame_scratch);
+    gw_send_cache_free(gw);
     pthread_mutex_destroy(&gw->done_lock);
     free(gw);
 }

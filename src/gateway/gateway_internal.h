@@ -70,10 +70,12 @@ struct nt_gateway {
     gw_send *done_head, *done_tail;
     uv_async_t done_async;
     size_t sends_in_flight;
+    /* finished sends kept for reuse (loop thread only; see send_new) */
+    gw_send *send_cache;
+    unsigned nsend_cache;
     /* static files and the OpenAPI document */
     gw_static_file *files;
     size_t nfiles;
-    nt_buf frame_scratch; /* reused encoding buffer for loop-thread frames */
     /* drain */
     bool draining;
     uv_timer_t drain_timer;
@@ -146,6 +148,8 @@ void gw_on_request(void *arg, nt_conn *c, nt_http_request *req);
 /* WebSocket protocol (ws_session.c) */
 void gw_on_ws_text(void *arg, nt_conn *c, char *msg, size_t len);
 void gw_on_send_done_async(uv_async_t *h);
+/* Frees the sends kept for reuse (at gateway free). */
+void gw_send_cache_free(nt_gateway *gw);
 /* Presence job for a user who came online or went offline. */
 void gw_presence(nt_gateway *gw, int64_t user_id, bool online);
 

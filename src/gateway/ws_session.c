@@ -7,9 +7,11 @@
  */
 #include "gateway/gateway_internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/asan.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "services/services.h"
@@ -18,13 +20,20 @@
 
 struct gw_send {
     nt_append op;
-    gw_send *next_done;
+    gw_send *next_done; /* in the done queue, or in the gateway's send_cache */
     nt_gateway *gw;
     nt_conn *conn;
     uint64_t started_ns;
+    bool cached; /* text has room for GW_SEND_CACHED_TEXT bytes: reusable */
     char ws_id[72];
     char text[]; /* the unescaped text, owned here until the commit */
 };
+
+/* Sends whose text fits GW_SEND_CACHED_TEXT bytes are kept for reuse, up to
+ * GW_SEND_CACHE_MAX of them, so the send path does not allocate per
+ * message; a longer text takes its own allocation. */
+#define GW_SEND_CACHED_TEXT 1024
+#define GW_SEND_CACHE_MAX 256
 
 /* ---- small frames ------------------------------------------------------------ */
 
@@ -308,6 +317,51 @@ static void submit_ws_job(nt_gateway *gw, nt_conn *c, int kind, int mark, int64_
 
 /* ---- the send hot path ------------------------------------------------------ */
 
+/* A zeroed send with room for a text of text_cap bytes (NUL included), or
+ * NULL when out of memory. */
+static gw_send *send_new(nt_gateway *gw, size_t text_cap)
+{
+    gw_send *s;
+    bool cached = text_cap <= GW_SEND_CACHED_TEXT;
+    if (cached && gw->send_cache) {
+        s = gw->send_cache;
+        NT_ASAN_UNPOISON(s, sizeof *s + GW_SEND_CACHED_TEXT);
+        gw->send_cache = s->next_done;
+        gw->nsend_cache--;
+    } else {
+        s = malloc(sizeof *s + (cached ? GW_SEND_CACHED_TEXT : text_cap));
+        if (!s) return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    s->cached = cached;
+    return s;
+}
+
+static void send_free(nt_gateway *gw, gw_send *s)
+{
+    if (s->cached && gw->nsend_cache < GW_SEND_CACHE_MAX) {
+        s->next_done = gw->send_cache;
+        gw->send_cache = s;
+        gw->nsend_cache++;
+        /* All but the link, which leak checking must still see. */
+        NT_ASAN_POISON(&s->gw, sizeof *s + GW_SEND_CACHED_TEXT - offsetof(gw_send, gw));
+        NT_ASAN_POISON(s, offsetof(gw_send, next_done));
+        return;
+    }
+    free(s);
+}
+
+void gw_send_cache_free(nt_gateway *gw)
+{
+    while (gw->send_cache) {
+        NT_ASAN_UNPOISON(gw->send_cache, sizeof(gw_send) + GW_SEND_CACHED_TEXT);
+        gw_send *next = gw->send_cache->next_done;
+        free(gw->send_cache);
+        gw->send_cache = next;
+    }
+    gw->nsend_cache = 0;
+}
+
 /* Writer thread, right after the commit: hand the op to the loop. */
 static void on_send_committed(nt_append *op)
 {
@@ -359,7 +413,7 @@ static void finish_send(nt_gateway *gw, gw_send *s)
     gw_conn_maybe_resume(c);
     nt_conn_unref(c);
     nt_append_release(op);
-    free(s);
+    send_free(gw, s);
 }
 
 void gw_on_send_done_async(uv_async_t *h)
@@ -395,25 +449,24 @@ static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const ch
         return;
     }
     size_t cap = doc->toks[text_tok].len + 1; /* unescaping never grows */
-    gw_send *s = malloc(sizeof *s + cap);
+    gw_send *s = send_new(gw, cap);
     if (!s) {
         send_error(c, ws_id, "unavailable", "out of memory");
         return;
     }
-    memset(s, 0, sizeof *s);
     int text_len = nt_json_str(doc, text_tok, s->text, cap);
     const char *why = text_len < 0 ? "text must not contain NUL"
                                    : nt_messages_check_text(gw->ctx, s->text, (size_t)text_len);
     if (why) {
         send_error(c, ws_id, "bad_request", why);
-        free(s);
+        send_free(gw, s);
         return;
     }
     nt_reply bad = {0};
     if (!nt_messages_read_client_id(doc, s->op.client_id, &bad)) {
         send_reply_error(c, ws_id, &bad);
         nt_reply_free(&bad);
-        free(s);
+        send_free(gw, s);
         return;
     }
     s->gw = gw;

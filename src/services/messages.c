@@ -69,12 +69,12 @@ static bool msgs__access(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, bool 
 static void msgs__event(nt_ctx *ctx, const char *type, const nt_message *m, const int64_t *ids,
                         int n)
 {
-    nt_buf frame = NT_BUF_INIT;
-
     if (n <= 0) return;
-    if (nt_view_message_event(&frame, type, m) == 0)
-        nt_bus_deliver(ctx->bus, ids, (size_t)n, frame.data, frame.len);
-    nt_buf_free(&frame);
+    /* The bus copies the frame: the thread's scratch buffer will do. */
+    nt_buf *frame = nt_buf_scratch_take();
+    if (frame && nt_view_message_event(frame, type, m) == 0)
+        nt_bus_deliver(ctx->bus, ids, (size_t)n, frame->data, frame->len);
+    nt_buf_scratch_give(frame);
 }
 
 /* An edit or delete: the members hear of it. Best effort. */

@@ -4,6 +4,7 @@
  * above U+10FFFF, truncated sequences, the eight-byte ASCII fast path).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,83 @@ static void test_shared(void)
     CHECK(nt_shared_alloc((size_t)UINT32_MAX + 1) == NULL);
 }
 
+/* Small blocks come back from the thread's cache: the size classes (a
+ * block is reused only for a length of its class), every byte of a reused
+ * block writable up to its class, the cache's bound, and blocks freed on
+ * another thread (its cache is freed at its exit; ASan sees a leak or a
+ * bad access otherwise). */
+static void *shared_on_other_thread(void *arg)
+{
+    nt_shared **blocks = arg;
+    for (int i = 0; i < 4; i++)
+        nt_shared_unref(blocks[i]);
+    nt_shared *mine = nt_shared_alloc(100);
+    nt_shared_unref(mine);
+    return NULL;
+}
+
+static void test_shared_cache(void)
+{
+    nt_shared *a = nt_shared_alloc(100);
+    CHECK(a != NULL);
+    if (!a) return;
+    nt_shared_unref(a);
+    nt_shared *b = nt_shared_alloc(120); /* same class (up to 127 bytes) */
+    CHECK(b == a);
+    CHECK_EQ_INT(b->refs, 1);
+    CHECK_EQ_INT(b->len, 120);
+    memset(b->data, 'x', 120);
+    CHECK(b->data[120] == '\0');
+    nt_shared *c = nt_shared_alloc(128); /* the next class */
+    CHECK(c != NULL && c != a);
+    if (c) memset(c->data, 'y', 128);
+    nt_shared_unref(b);
+    nt_shared_unref(c);
+
+    /* Past 1 KiB nothing is cached; far more than the bound is freed. */
+    nt_shared *big[300];
+    for (int i = 0; i < 300; i++) {
+        big[i] = nt_shared_alloc(i % 2 ? 2000 : 900);
+        CHECK(big[i] != NULL);
+    }
+    for (int i = 0; i < 300; i++)
+        nt_shared_unref(big[i]);
+
+    nt_shared *other[4];
+    for (int i = 0; i < 4; i++)
+        other[i] = nt_shared_new("moved", 5);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, shared_on_other_thread, other) == 0);
+    pthread_join(t, NULL);
+}
+
+static void test_scratch(void)
+{
+    nt_buf *a = nt_buf_scratch_take();
+    CHECK(a != NULL);
+    if (!a) return;
+    CHECK_EQ_INT(a->len, 0);
+    CHECK_EQ_INT(nt_buf_append_str(a, "first"), 0);
+    nt_buf *nested = nt_buf_scratch_take(); /* held: a fresh one */
+    CHECK(nested != NULL && nested != a);
+    if (nested) {
+        CHECK_EQ_INT(nested->len, 0);
+        CHECK_EQ_INT(nt_buf_append_str(nested, "second"), 0);
+    }
+    nt_buf_scratch_give(nested);
+    CHECK(a->len == 5 && memcmp(a->data, "first", 5) == 0);
+    nt_buf_scratch_give(a);
+    nt_buf *again = nt_buf_scratch_take(); /* the same, emptied */
+    CHECK(again == a);
+    if (!again) return;
+    CHECK_EQ_INT(again->len, 0);
+    /* Grown past 64 KiB, its memory is given back. */
+    CHECK_EQ_INT(nt_buf_reserve(again, 100 * 1024), 0);
+    nt_buf_scratch_give(again);
+    CHECK(a->data == NULL && a->cap == 0);
+    nt_buf_scratch_give(NULL);
+}
+
 static bool valid(const char *s)
 {
     return nt_utf8_valid(s, strlen(s));
@@ -268,6 +346,8 @@ int main(void)
     test_buf_basics();
     test_buf_growth();
     test_shared();
+    test_shared_cache();
+    test_scratch();
     test_utf8();
     return check_exit();
 }
