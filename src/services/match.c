@@ -309,10 +309,8 @@ int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *p
     mq_entry *best = mq_search(m, &sorted);
     if (best) {
         mq_unlink(m, best);
-        *partner = best->t;
-        partner->blocks = NULL;
-        partner->nblocks = 0;
-        mq_entry_free(best);
+        *partner = best->t; /* blocks and nblocks: handed over with it */
+        free(best);
         rc = NT_MATCH_PAIRED;
         goto out;
     }
@@ -838,15 +836,19 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
                                   alias_partner, nt_now_ms(), &ch);
     if (rc != 0) {
         if (q) {
+            /* Its blocks as of now if the store answers (one may have been
+             * made meanwhile), else the list it waited with: back either
+             * way, in its old place. */
             int64_t *blocks = NULL;
             int n = 0;
             nt_match_ticket back = *partner;
-            /* Its block list was handed back empty; read it again. */
             if (nt_store_block_peers(ctx->store, partner->user_id, &blocks, &n) == 0) {
                 back.blocks = blocks;
                 back.nblocks = n;
-                nt_matcher_requeue(q, &back);
             }
+            if (nt_matcher_requeue(q, &back) != 0)
+                nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
+                        partner->user_id);
             free(blocks);
         } else {
             /* The entry as the shared queue kept it (preferences, interests,
@@ -900,6 +902,7 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
     }
     if (rc == NT_MATCH_PAIRED) {
         match__pair(ctx, q, &t, &partner, &shared, r);
+        if (q) free((int64_t *)partner.blocks); /* handed over by nt_matcher_offer */
         return;
     }
     nt_buf_reset(&r->body);

@@ -57,7 +57,9 @@ void nt_matcher_free(nt_matcher *m);
  * and nothing changes. If a compatible waiting user exists (each inside the
  * other's genders and age range, no block either way), the best one (most
  * shared interests, then longest wait, among those examined) leaves the
- * queue and is copied into *partner (its blocks pointer set to NULL):
+ * queue and is copied into *partner with its block list, now the
+ * caller's (heap, free(partner->blocks); NULL when it had none), so that
+ * it can go back as it was (nt_matcher_requeue) without reading the store:
  * NT_MATCH_PAIRED. Otherwise t waits: NT_MATCH_WAITING. -ENOMEM on failure.
  */
 int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner);

@@ -93,6 +93,7 @@ static void test_queue_big(void)
         if (examined - prev > max_step) max_step = examined - prev;
         prev = examined;
         if (rc == NT_MATCH_PAIRED) {
+            free((int64_t *)partner.blocks); /* handed over with the partner */
             int64_t p = partner.user_id;
             const nt_match_ticket *pt = &all[p];
             bool ok = p >= 1 && p < id && !paired[p] && accepts(&t, pt) && accepts(pt, &t) &&
@@ -215,6 +216,22 @@ static void test_queue_rules(void)
     z.nblocks = 0;
     CHECK_EQ_INT(nt_matcher_offer(m, &z, &p), NT_MATCH_PAIRED);
     CHECK_EQ_INT(p.user_id, 21);
+    /* The partner comes with its block list (30, added while it waited),
+     * so it can go back as it was when the pair cannot be stored: 30 is
+     * still refused, its arrival kept, 32 (its partner a moment ago) is
+     * accepted again. */
+    CHECK_EQ_INT(p.nblocks, 1);
+    CHECK(p.blocks != NULL && p.blocks[0] == 30);
+    CHECK_EQ_INT(nt_matcher_requeue(m, &p), 0);
+    free((int64_t *)p.blocks);
+    CHECK(nt_matcher_is_waiting(m, 21));
+    z.user_id = 30;
+    CHECK_EQ_INT(nt_matcher_offer(m, &z, &p), NT_MATCH_WAITING);
+    CHECK(nt_matcher_leave(m, 30));
+    z.user_id = 32;
+    CHECK_EQ_INT(nt_matcher_offer(m, &z, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 21);
+    free((int64_t *)p.blocks);
     nt_matcher_free(m);
 }
 
