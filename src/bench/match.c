@@ -39,6 +39,7 @@
  * the matcher must look through incompatible candidates to find them.
  */
 #include "bench/bench.h"
+#include "bench/match_profile.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -57,63 +58,7 @@
 #define MB_PROFILE_VERSION "v2"
 #define MB_DISTURBED_PCT 25.0 /* % of a CPU used by others: a step is disturbed */
 
-/* ---- the distribution ------------------------------------------------------------ */
-
-static uint64_t mb_hash(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-enum { MB_MALE = 1, MB_FEMALE = 2, MB_OTHER = 4 };
-
-typedef struct mb_profile {
-    const char *gender;
-    const char *wants; /* JSON array body */
-    unsigned gbit, wants_mask;
-    int age, age_min, age_max;
-    int ninterests;
-    int interests[3];
-} mb_profile;
-
-/* Arrival users are indices 0..A-1, waiting users A..A+W-1. */
-static void mb_profile_of(int i, bool arrival, mb_profile *p)
-{
-    uint64_t h = mb_hash((uint64_t)i * 2 + (arrival ? 1 : 0));
-    memset(p, 0, sizeof *p);
-    if (arrival) {
-        p->gender = "female";
-        p->gbit = MB_FEMALE;
-        int w = (int)(h % 10);
-        p->wants = w < 5 ? "\"male\"" : w < 6 ? "\"other\"" : "\"male\",\"other\"";
-        p->wants_mask = w < 5 ? MB_MALE : w < 6 ? MB_OTHER : MB_MALE | MB_OTHER;
-        if (i % 20 == 19) {
-            p->wants = "\"male\"";
-            p->wants_mask = MB_MALE;
-            p->age = 90 + i % 10;
-            p->age_min = 100;
-            p->age_max = 120;
-            return;
-        }
-        p->age = 18 + (int)((h >> 8) % 50);
-    } else {
-        bool male = h % 10 < 8;
-        p->gender = male ? "male" : "other";
-        p->gbit = male ? MB_MALE : MB_OTHER;
-        bool both = male && (h >> 4) % 10 >= 6;
-        p->wants = both ? "\"female\",\"other\"" : "\"female\"";
-        p->wants_mask = both ? MB_FEMALE | MB_OTHER : MB_FEMALE;
-        p->age = 18 + (int)((h >> 8) % 50);
-    }
-    int d1 = (int)((h >> 16) % 11), d2 = (int)((h >> 24) % 11);
-    p->age_min = p->age - d1 < 13 ? 13 : p->age - d1;
-    p->age_max = p->age + d2 > 120 ? 120 : p->age + d2;
-    p->ninterests = (int)((h >> 32) % 4);
-    for (int k = 0; k < p->ninterests; k++)
-        p->interests[k] = (int)((h >> (36 + 5 * k)) % 20);
-}
+/* ---- the distribution: match_profile.h ------------------------------------------- */
 
 typedef struct mb_ctx {
     const nb_opts *o;
@@ -124,8 +69,8 @@ typedef struct mb_ctx {
 static void mb_fill_profile(void *arg, int i, nb_rest_req *r)
 {
     mb_ctx *m = arg;
-    mb_profile p;
-    mb_profile_of(i, i < m->A, &p);
+    nb_match_profile_t p;
+    nb_match_profile(i, i < m->A, &p);
     r->method = "PATCH";
     snprintf(r->path, sizeof r->path, "/api/v1/users/me");
     snprintf(r->body, sizeof r->body, "{\"gender\":\"%s\",\"birth_date\":\"%04d-01-01\"}", p.gender,
@@ -135,8 +80,8 @@ static void mb_fill_profile(void *arg, int i, nb_rest_req *r)
 static void mb_fill_prefs(void *arg, int i, nb_rest_req *r)
 {
     mb_ctx *m = arg;
-    mb_profile p;
-    mb_profile_of(i, i < m->A, &p);
+    nb_match_profile_t p;
+    nb_match_profile(i, i < m->A, &p);
     char tags[64] = "";
     size_t n = 0;
     for (int k = 0; k < p.ninterests; k++) {
@@ -203,7 +148,7 @@ static int mb_profiles(mb_ctx *m, nb_user *users)
 
 /* Would the server pair these two (genders and ages both ways; the bench
  * users block no one)? */
-static bool mb_compatible(const mb_profile *a, const mb_profile *b)
+static bool mb_compatible(const nb_match_profile_t *a, const nb_match_profile_t *b)
 {
     return (a->wants_mask & b->gbit) && (b->wants_mask & a->gbit) && a->age >= b->age_min &&
            a->age <= b->age_max && b->age >= a->age_min && b->age <= a->age_max;
@@ -215,24 +160,24 @@ static int mb_compat_counts(const mb_ctx *m, int *counts)
 {
     enum { CELLS = 2 * 50 * 11 * 11 };
     int *cell = calloc(CELLS, sizeof *cell);
-    mb_profile *rep = calloc(CELLS, sizeof *rep);
+    nb_match_profile_t *rep = calloc(CELLS, sizeof *rep);
     if (!cell || !rep) {
         free(cell);
         free(rep);
         return -ENOMEM;
     }
     for (int i = m->A; i < m->A + m->W; i++) {
-        mb_profile p;
-        mb_profile_of(i, false, &p);
+        nb_match_profile_t p;
+        nb_match_profile(i, false, &p);
         int k =
-            (((p.gbit == MB_MALE ? 0 : 1) * 50 + (p.age - 18)) * 11 + (p.age - p.age_min)) * 11 +
+            (((p.gbit == NB_MALE ? 0 : 1) * 50 + (p.age - 18)) * 11 + (p.age - p.age_min)) * 11 +
             (p.age_max - p.age);
         if (k < 0 || k >= CELLS) continue; /* not reached: ages 18..67, d <= 10 */
         if (!cell[k]++) rep[k] = p;
     }
     for (int a = 0; a < m->A; a++) {
-        mb_profile pa;
-        mb_profile_of(a, true, &pa);
+        nb_match_profile_t pa;
+        nb_match_profile(a, true, &pa);
         int n = 0;
         for (int k = 0; k < CELLS; k++)
             if (cell[k] && mb_compatible(&pa, &rep[k])) n += cell[k];

@@ -196,20 +196,28 @@ static mq_entry *mq_entry_new(const nt_match_ticket *t)
     return e;
 }
 
-/* Appends e to its bucket and the hash table. */
+/* Puts e into its bucket, in arrival order, and the hash table. A new
+ * arrival goes to the tail; a requeued entry (an older arrival) back to its
+ * old place, which mq_search relies on: a bucket is always oldest first. */
 static int mq_insert(nt_matcher *m, mq_entry *e)
 {
     if (m->count + 1 > m->table_cap && mq_table_grow(m) != 0) return -ENOMEM;
     int gi = mq_gender_index(e->t.gender);
     int b = mq_bucket(gi, e->t.genders, e->t.age);
     e->bucket = b;
-    e->next = NULL;
-    e->prev = m->tail[b];
-    if (m->tail[b])
-        m->tail[b]->next = e;
+    mq_entry *before = m->tail[b]; /* e goes right after it (NULL: at the head) */
+    while (before && before->t.arrival > e->t.arrival)
+        before = before->prev;
+    e->prev = before;
+    e->next = before ? before->next : m->head[b];
+    if (e->next)
+        e->next->prev = e;
+    else
+        m->tail[b] = e;
+    if (before)
+        before->next = e;
     else
         m->head[b] = e;
-    m->tail[b] = e;
     int ai = e->t.age - NT_MATCH_AGE_MIN;
     m->nonempty[gi][e->t.genders - 1][ai / 64] |= 1ull << (ai % 64);
     size_t h = mq_hash(e->t.user_id, m->table_cap);
@@ -277,6 +285,11 @@ static mq_entry *mq_search(nt_matcher *m, const nt_match_ticket *t)
                     int examined = 0;
                     for (mq_entry *c = m->head[mq_bucket(gi, mask, ai + NT_MATCH_AGE_MIN)];
                          c && examined < m->scan_cap; c = c->next) {
+                        /* Once the best shares every interest of t, only an
+                         * older candidate could beat it, and the rest of
+                         * this bucket is younger (oldest first): the same
+                         * choice, without examining them. */
+                        if (best_shared == t->ninterests && c->t.arrival > best->t.arrival) break;
                         examined++;
                         if (!mq_compatible(t, c)) continue;
                         int shared = mq_shared(t, &c->t);

@@ -3,7 +3,8 @@
  * seconds each at a low rate against a harness-started natterd, and each
  * prints a JSON line that parses, with nothing lost or duplicated; the match
  * scenario at a tiny size (a few dozen waiting users, two rates) pairs
- * arrivals with waiting users and counts them. No timing is asserted:
+ * arrivals with waiting users and counts them; natter-matcher-bench pairs
+ * at a tiny size, the same way twice. No timing is asserted:
  * benchmarks report, tests do not judge speed. natter-bench is looked up
  * next to the natterd named by NATTERD.
  */
@@ -17,11 +18,12 @@
 
 #include "integration/harness.h"
 
-static char bench_path[PATH_MAX];
+static char bench_path[PATH_MAX], matcher_path[PATH_MAX];
 
-/* Runs natter-bench with the arguments in `args` (a shell-free argv, NULL
- * terminated) and returns its exit status; its stdout goes to out. */
-static int run_bench(const char *const *args, nt_buf *out)
+/* Runs the program at path with the arguments in `args` (a shell-free
+ * argv, NULL terminated) and returns its exit status; its stdout goes to
+ * out. */
+static int run_program(const char *path, const char *const *args, nt_buf *out)
 {
     int fds[2];
     if (pipe(fds) != 0) return -errno;
@@ -31,7 +33,7 @@ static int run_bench(const char *const *args, nt_buf *out)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        execv(bench_path, (char *const *)args);
+        execv(path, (char *const *)args);
         _exit(127);
     }
     close(fds[1]);
@@ -44,6 +46,11 @@ static int run_bench(const char *const *args, nt_buf *out)
     waitpid(pid, &status, 0);
     nt_buf_cstr(out);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int run_bench(const char *const *args, nt_buf *out)
+{
+    return run_program(bench_path, args, out);
 }
 
 static int64_t json_int(const nt_buf *b, const char *path)
@@ -151,6 +158,32 @@ static void case_match(nt_server *srv)
     nt_buf_free(&out);
 }
 
+/* natter-matcher-bench at a tiny size: it pairs, and says how much it
+ * examined. The same users twice give the same pairs (the checksum). */
+static void case_matcher(void *arg)
+{
+    (void)arg;
+    const char *args[] = {"natter-matcher-bench", "--waiting", "2000", "--arrivals", "400", NULL};
+    nt_buf a = NT_BUF_INIT, b = NT_BUF_INIT;
+    CHECK_EQ_INT(run_program(matcher_path, args, &a), 0);
+    CHECK_EQ_INT(run_program(matcher_path, args, &b), 0);
+    REQUIRE(a.len > 0);
+    CHECK(strstr(a.data, "\"scenario\":\"matcher\"") != NULL);
+    CHECK_EQ_INT(json_int(&a, "waiting"), 2000);
+    int64_t paired = json_int(&a, "paired");
+    CHECK(paired > 0 && paired <= 400);
+    CHECK(strstr(a.data, "\"examined_per_offer\":") != NULL);
+    const char *ca = strstr(a.data, "\"checksum\":"),
+               *cb = b.data ? strstr(b.data, "\"checksum\":") : NULL;
+    CHECK(ca && cb && strncmp(ca, cb, 30) == 0);
+    const char *bad[] = {"natter-matcher-bench", "--waiting", "0", NULL};
+    nt_buf c = NT_BUF_INIT;
+    CHECK_EQ_INT(run_program(matcher_path, bad, &c), 2);
+    nt_buf_free(&a);
+    nt_buf_free(&b);
+    nt_buf_free(&c);
+}
+
 int main(void)
 {
     const char *natterd = getenv("NATTERD");
@@ -166,6 +199,11 @@ int main(void)
         fprintf(stderr, "%s not found next to natterd\n", bench_path);
         return 1;
     }
+    snprintf(matcher_path, sizeof matcher_path, "%s", bench_path);
+    slash = strrchr(matcher_path, '/');
+    snprintf(slash ? slash + 1 : matcher_path,
+             sizeof matcher_path - (size_t)(slash ? slash + 1 - matcher_path : 0),
+             "natter-matcher-bench");
     /* --argon2-fast: the match case registers 68 users */
     nt_server *srv = nth_start("--lobby-interval 0 --argon2-fast");
     if (!srv) return 1;
@@ -175,6 +213,7 @@ int main(void)
     NTH_CASE("bench group", case_group, srv);
     NTH_CASE("bench idle", case_idle, srv);
     NTH_CASE("bench match", case_match, srv);
+    NTH_CASE("matcher bench", case_matcher, NULL);
     CHECK(nth_healthy(srv));
     nth_free(srv, check_failures == 0);
     return check_exit();

@@ -126,6 +126,108 @@ static void test_queue_big(void)
     nt_matcher_free(m);
 }
 
+/* The pairing rule against a brute-force reference: with no scan cap the
+ * queue must pick, among all compatible waiting users (each accepts the
+ * other, no block either way), the one sharing the most interests, then
+ * the one waiting longest, also after partners were put back with
+ * nt_matcher_requeue (their old place). Few tags, so that candidates
+ * sharing every interest of an arrival are common (mq_search stops early
+ * in a bucket there). */
+#define RANKED 3000
+
+static int shared_interests(const nt_match_ticket *a, const nt_match_ticket *b)
+{
+    int n = 0;
+    for (int i = 0; i < a->ninterests; i++)
+        for (int j = 0; j < b->ninterests; j++)
+            n += a->interests[i] == b->interests[j];
+    return n;
+}
+
+static void test_queue_ranking(void)
+{
+    static nt_match_ticket all[RANKED + 1];
+    static int64_t blocks[RANKED + 1];
+    static bool waiting[RANKED + 1];
+    nt_matcher *m = nt_matcher_new(1 << 30);
+    if (!m) {
+        CHECK(m != NULL);
+        return;
+    }
+    int pairs = 0, wrong = 0, requeued = 0;
+    for (int64_t id = 1; id <= RANKED; id++) {
+        int lo = 13 + (int)rnd(40), hi = lo + (int)rnd(60);
+        nt_match_ticket t = ticket(id, 1u << rnd(3), 13 + (int)rnd(60), 1 + rnd(7), lo, hi);
+        static const char *const tag_names[6] = {"chess", "jazz", "go", "rust", "tea", "film"};
+        unsigned tags = rnd(64); /* a subset of the 6 tags, at most 3 */
+        for (int i = 0; i < 6 && t.ninterests < 3; i++)
+            if (tags & (1u << i)) t.interests[t.ninterests++] = nt_match_tag_hash(tag_names[i]);
+        blocks[id] = id > 1 && rnd(10) == 0 ? 1 + (int64_t)rnd((unsigned)id - 1) : 0;
+        if (blocks[id]) {
+            t.blocks = &blocks[id];
+            t.nblocks = 1;
+        }
+        all[id] = t;
+
+        int64_t expect = 0;
+        int expect_shared = -1;
+        for (int64_t w = 1; w < id; w++) { /* oldest first */
+            if (!waiting[w] || !accepts(&t, &all[w]) || !accepts(&all[w], &t)) continue;
+            if (blocks[id] == w || blocks[w] == id) continue;
+            int n = shared_interests(&t, &all[w]);
+            if (n > expect_shared) expect = w, expect_shared = n;
+        }
+
+        nt_match_ticket partner;
+        int rc = nt_matcher_offer(m, &t, &partner);
+        if (rc == NT_MATCH_PAIRED) {
+            if (partner.user_id != expect) wrong++;
+            pairs++;
+            waiting[partner.user_id] = false;
+            if (pairs % 7 == 0) { /* its chat could not be stored: back it goes */
+                CHECK_EQ_INT(nt_matcher_requeue(m, &partner), 0);
+                waiting[partner.user_id] = true;
+                requeued++;
+            }
+            free((int64_t *)partner.blocks);
+        } else {
+            CHECK_EQ_INT(rc, NT_MATCH_WAITING);
+            if (expect) wrong++;
+            waiting[id] = true;
+        }
+    }
+    CHECK_EQ_INT(wrong, 0);
+    CHECK(pairs > RANKED / 10 && requeued > 10);
+    nt_matcher_free(m);
+}
+
+/* A partner put back keeps its place even in a bucket longer than the scan
+ * cap: with a cap of 2, the next arrival still finds it first. */
+static void test_requeue_place(void)
+{
+    nt_matcher *m = nt_matcher_new(2);
+    if (!m) {
+        CHECK(m != NULL);
+        return;
+    }
+    nt_match_ticket p;
+    for (int64_t id = 1; id <= 4; id++) {
+        nt_match_ticket w = ticket(id, NT_GENDER_MALE, 30, NT_GENDER_FEMALE, 18, 40);
+        CHECK_EQ_INT(nt_matcher_offer(m, &w, &p), NT_MATCH_WAITING);
+    }
+    nt_match_ticket f = ticket(10, NT_GENDER_FEMALE, 30, NT_GENDER_MALE, 18, 40);
+    CHECK_EQ_INT(nt_matcher_offer(m, &f, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 1);
+    CHECK_EQ_INT(nt_matcher_requeue(m, &p), 0);
+    f.user_id = 11;
+    CHECK_EQ_INT(nt_matcher_offer(m, &f, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 1); /* not 2: 1 is back at the head */
+    f.user_id = 12;
+    CHECK_EQ_INT(nt_matcher_offer(m, &f, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 2);
+    nt_matcher_free(m);
+}
+
 static void test_queue_rules(void)
 {
     nt_matcher *m = nt_matcher_new(0);
@@ -592,6 +694,8 @@ int main(void)
 {
     test_queue_rules();
     test_queue_big();
+    test_queue_ranking();
+    test_requeue_place();
 
     int rc = open_ctx("test_match");
     if (rc != 0) return rc;
