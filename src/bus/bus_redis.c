@@ -93,6 +93,9 @@
 #define RB_DEFAULT_VISIBILITY_MS 30000
 #define RB_REPLY_TTL_MS 60000 /* a reply nobody read disappears after this */
 #define RB_DELIVERY_QUEUE_MAX ((size_t)256 << 20)
+/* Presence and flush events the loop has not taken yet: past this the
+ * registry thread waits for the loop (rb__post) instead of growing. */
+#define RB_EVENT_QUEUE_MAX ((size_t)65536)
 /* Commands the loop queued on its asynchronous connection and Redis has not
  * taken yet (a frozen or slow Redis): past this, deliveries and pushes from
  * the loop answer unavailable instead of growing the buffer without end. */
@@ -531,6 +534,9 @@ struct redis_bus {
     size_t ev_n, ev_cap;
     struct rb_event *ev_loop; /* being run by the loop (swapped with ev) */
     size_t ev_loop_cap;
+    pthread_cond_t ev_room; /* the loop took the events (rb__post waits) */
+    bool ev_waiting;        /* rb__post waits on ev_room */
+    bool ev_stop;           /* closing: rb__post drops instead of waiting */
 };
 
 static struct redis_bus *rb__of(nt_bus *b)
@@ -916,6 +922,10 @@ static void rb__drain(uv_async_t *handle)
     rb->ev = rb->ev_loop;
     rb->ev_cap = rb->ev_loop_cap;
     rb->ev_n = 0;
+    if (rb->ev_waiting) {
+        rb->ev_waiting = false;
+        pthread_cond_signal(&rb->ev_room);
+    }
     pthread_mutex_unlock(&rb->dq_mu);
     rb->ev_loop = evs;
     rb->ev_loop_cap = cap;
@@ -1315,23 +1325,46 @@ static bool rb__online(nt_bus *b, int64_t user_id)
 
 /* ---- the registry thread -------------------------------------------------------- */
 
-/* Registry thread: hands events to the loop, in order. */
+/*
+ * Registry thread: hands n <= RB_REG_BATCH events to the loop, in order.
+ * Nothing is dropped while the bus is open: a flush is how a connection
+ * gets its `ready` (nt_bus_registry_flush), so losing one would leave that
+ * connection waiting for ever, and a lost presence event is a contact shown
+ * in the wrong state. When the queue is at RB_EVENT_QUEUE_MAX, or cannot
+ * grow (out of memory), this waits until the loop has taken what is queued
+ * (rb__drain): both arrays always hold at least RB_REG_BATCH events
+ * (rb__open), so the batch then fits without allocating. Waiting holds up
+ * only this thread; the loop never waits for it. Events are dropped only
+ * when the bus closes (a closed bus calls no flush back).
+ */
 static void rb__post(struct redis_bus *rb, const struct rb_event *evs, size_t n)
 {
     if (n == 0) return;
+    bool told = false;
     pthread_mutex_lock(&rb->dq_mu);
-    if (rb->ev_n + n > rb->ev_cap) {
-        size_t cap = rb->ev_cap ? rb->ev_cap : 256;
-        while (cap < rb->ev_n + n)
-            cap *= 2;
-        struct rb_event *grown = realloc(rb->ev, cap * sizeof *grown);
-        if (!grown) {
-            pthread_mutex_unlock(&rb->dq_mu);
-            nt_error("bus: out of memory: %zu presence events dropped", n);
-            return;
+    while (rb->ev_n + n > rb->ev_cap && !rb->ev_stop) {
+        if (rb->ev_n + n <= RB_EVENT_QUEUE_MAX) {
+            size_t cap = rb->ev_cap;
+            while (cap < rb->ev_n + n)
+                cap *= 2;
+            if (cap > RB_EVENT_QUEUE_MAX) cap = RB_EVENT_QUEUE_MAX;
+            struct rb_event *grown = realloc(rb->ev, cap * sizeof *grown);
+            if (grown) {
+                rb->ev = grown;
+                rb->ev_cap = cap;
+                break;
+            }
+            if (!told)
+                nt_error("bus: out of memory: %zu presence and flush events wait for the loop", n);
+            told = true;
         }
-        rb->ev = grown;
-        rb->ev_cap = cap;
+        /* ev_n > 0 here (n fits an empty array), so a drain is pending. */
+        rb->ev_waiting = true;
+        pthread_cond_wait(&rb->ev_room, &rb->dq_mu);
+    }
+    if (rb->ev_stop) {
+        pthread_mutex_unlock(&rb->dq_mu);
+        return;
     }
     memcpy(rb->ev + rb->ev_n, evs, n * sizeof *evs);
     rb->ev_n += n;
@@ -2231,6 +2264,7 @@ static void rb__free(struct redis_bus *rb)
     nt_conn_counts_free(&rb->reg);
     pthread_cond_destroy(&rb->rq_cond);
     pthread_mutex_destroy(&rb->rq_mu);
+    pthread_cond_destroy(&rb->ev_room);
     pthread_mutex_destroy(&rb->dq_mu);
     pthread_rwlock_destroy(&rb->reg_lock);
     pthread_cond_destroy(&rb->wake);
@@ -2278,9 +2312,15 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
     pthread_mutex_init(&rb->rq_mu, NULL);
     rb__cond_init(&rb->rq_cond);
     pthread_mutex_init(&rb->dq_mu, NULL);
+    rb__cond_init(&rb->ev_room);
     rb->reg_conn.rb = rb;
     rb->reg_conn.registry = true;
-    if (nt_conn_counts_init(&rb->reg) != 0 || rb__script_shas(rb) != 0) {
+    /* Room for one batch of events in both arrays, so that rb__post can
+     * always wait for the loop instead of allocating. */
+    rb->ev = malloc(RB_REG_BATCH * sizeof *rb->ev);
+    rb->ev_loop = malloc(RB_REG_BATCH * sizeof *rb->ev_loop);
+    rb->ev_cap = rb->ev_loop_cap = RB_REG_BATCH;
+    if (!rb->ev || !rb->ev_loop || nt_conn_counts_init(&rb->reg) != 0 || rb__script_shas(rb) != 0) {
         snprintf(err, err_len, "bus: out of memory");
         goto fail;
     }
@@ -2377,6 +2417,10 @@ static void rb__close(nt_bus *b)
     rb->rq_stop = true;
     pthread_cond_signal(&rb->rq_cond);
     pthread_mutex_unlock(&rb->rq_mu);
+    pthread_mutex_lock(&rb->dq_mu);
+    rb->ev_stop = true; /* the loop drains no more: rb__post must not wait */
+    pthread_cond_signal(&rb->ev_room);
+    pthread_mutex_unlock(&rb->dq_mu);
     if (rb->reg_started) uv_thread_join(&rb->reg_thread);
 
     uv_timer_stop(rb->tick);

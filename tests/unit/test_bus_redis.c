@@ -564,6 +564,70 @@ static void test_presence(void)
     CHECK_EQ_INT(pres_a.wrong_thread + pres_b.wrong_thread, 0);
 }
 
+/* ---- more presence events than the loop's inbox holds --------------------- */
+
+#define EVENT_QUEUE_MAX 65536 /* RB_EVENT_QUEUE_MAX in bus_redis.c */
+#define BACKLOG_USERS (EVENT_QUEUE_MAX + 4000)
+#define BACKLOG_BASE 10000000
+
+static int backlog_online_at_flush = -1;
+
+static void on_backlog_flushed(void *arg)
+{
+    backlog_online_at_flush = pres_a.online;
+    flushes_pending--;
+}
+
+static bool registered_on_a(int64_t user_id)
+{
+    char cmd[80];
+    snprintf(cmd, sizeof cmd, "HEXISTS natter:u:%lld a", (long long)user_id);
+    return raw_int(cmd) == 1;
+}
+
+/*
+ * The loop does not run while the registry thread tells more transitions
+ * than the loop's inbox holds: the registry thread waits for the loop
+ * instead of growing the inbox or dropping events (which, for a flush,
+ * would leave a connection without `ready` for ever: the same wait covers
+ * an inbox that cannot grow for want of memory). Once the loop runs, every
+ * transition is told, and the flush queued after them comes after them.
+ */
+static void test_event_backlog(void)
+{
+    pres_reset(&pres_a);
+    int refused = 0;
+    for (int i = 0; i < BACKLOG_USERS; i++)
+        refused += nt_bus_conn_up(bus, BACKLOG_BASE + i) != 0;
+    CHECK_EQ_INT(refused, 0);
+    flushes_pending++;
+    CHECK_EQ_INT(nt_bus_registry_flush(bus, on_backlog_flushed, NULL), 0);
+    /* The changes reach Redis in order; the one of user EVENT_QUEUE_MAX is
+     * in the first batch whose transitions no longer fit the inbox. */
+    bool full = false;
+    for (int i = 0; i < 3000 && !full; i++) {
+        full = registered_on_a(BACKLOG_BASE + EVENT_QUEUE_MAX);
+        if (!full) sleep_ms(10);
+    }
+    CHECK(full);
+    /* The registry thread waits for the loop now: the last users are not
+     * sent until the loop has taken the events. */
+    CHECK(!registered_on_a(BACKLOG_BASE + BACKLOG_USERS - 1));
+    CHECK_EQ_INT(pres_a.online, 0);
+    run_until(flushed);
+    CHECK_EQ_INT(flushes_pending, 0);
+    flushes_pending = 0;
+    CHECK_EQ_INT(pres_a.online, BACKLOG_USERS);
+    CHECK_EQ_INT(backlog_online_at_flush, BACKLOG_USERS);
+    CHECK(registered_on_a(BACKLOG_BASE + BACKLOG_USERS - 1));
+
+    for (int i = 0; i < BACKLOG_USERS; i++)
+        nt_bus_conn_down(bus, BACKLOG_BASE + i);
+    flush(bus);
+    CHECK_EQ_INT(pres_a.offline, BACKLOG_USERS);
+    CHECK(!registered_on_a(BACKLOG_BASE));
+}
+
 static void test_loop_thread_delivery(void)
 {
     rx_a.loop_thread = rx_b.loop_thread = uv_thread_self();
@@ -993,6 +1057,7 @@ int main(void)
 
     test_open();
     test_presence();
+    test_event_backlog();
     test_loop_thread_delivery();
     test_threaded_delivery();
     run_in_thread(queue_basics_thread);
