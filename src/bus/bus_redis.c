@@ -56,7 +56,8 @@
  * their timeout first), nt_bus_ping fails (/readyz answers 503), and the
  * connections are tried again every second; nothing needs a restart.
  * Registry changes of that time are kept; once the registry is written
- * back, their presence transitions are decided and told (rb__reg_decide).
+ * back, their presence transitions are decided and told, each once, also
+ * when Redis fails again halfway through (rb__reg_decide).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1442,9 +1443,15 @@ static void rb__absorb(struct redis_bus *rb, const struct rb_reg_op *ops, size_t
     rb__post(rb, evs, m);
 }
 
-/* After a registry rewrite worked: the transitions of the absorbed users,
- * decided with the other nodes' counts. false if Redis failed again (the
- * absorbed changes are then kept for the next rewrite). */
+/*
+ * After a registry rewrite worked: the transitions of the absorbed users,
+ * decided with the other nodes' counts, RB_REG_BATCH users per S_OTHERS
+ * call. false if Redis failed again: the users not yet decided are kept
+ * for the next rewrite. Those of the batches that worked are told now and
+ * removed, so a user is never told twice when Redis fails between two
+ * batches (more than RB_REG_BATCH users changed during an outage); a change
+ * of theirs absorbed later starts from the state told here.
+ */
 static bool rb__reg_decide(struct redis_bus *rb)
 {
     rb__absorbed_compact(rb);
@@ -1458,7 +1465,7 @@ static bool rb__reg_decide(struct redis_bus *rb)
     struct rb_event evs[RB_REG_BATCH];
     argv[0] = rb->node;
     lens[0] = strlen(rb->node);
-    size_t i = 0;
+    size_t i = 0, decided = 0; /* a[0..decided) are told */
     while (i < n) {
         /* The next batch of users whose count here crossed zero. */
         int argc = 1;
@@ -1476,22 +1483,26 @@ static bool rb__reg_decide(struct redis_bus *rb)
             }
             i = j + 1;
         }
-        if (argc == 1) continue;
-        redisReply *reply = rb__eval(rb, &rb->reg_conn, S_OTHERS, 0, argc, argv, lens);
-        rb__log_error("registry", reply);
-        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)argc - 1) {
-            if (reply) freeReplyObject(reply);
-            return false;
+        if (argc > 1) {
+            redisReply *reply = rb__eval(rb, &rb->reg_conn, S_OTHERS, 0, argc, argv, lens);
+            rb__log_error("registry", reply);
+            if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)argc - 1) {
+                if (reply) freeReplyObject(reply);
+                memmove(a, a + decided, (n - decided) * sizeof *a);
+                rb->absorbed_n = n - decided;
+                return false;
+            }
+            size_t m = 0;
+            for (int k = 0; k < argc - 1; k++) {
+                const redisReply *others = reply->element[k];
+                if (others->type != REDIS_REPLY_INTEGER || others->integer != 0) continue;
+                evs[m++] = (struct rb_event){.user_id = users[k],
+                                             .kind = online[k] ? RB_EV_ONLINE : RB_EV_OFFLINE};
+            }
+            freeReplyObject(reply);
+            rb__post(rb, evs, m);
         }
-        size_t m = 0;
-        for (int k = 0; k < argc - 1; k++) {
-            const redisReply *others = reply->element[k];
-            if (others->type != REDIS_REPLY_INTEGER || others->integer != 0) continue;
-            evs[m++] = (struct rb_event){.user_id = users[k],
-                                         .kind = online[k] ? RB_EV_ONLINE : RB_EV_OFFLINE};
-        }
-        freeReplyObject(reply);
-        rb__post(rb, evs, m);
+        decided = i;
     }
     rb->absorbed_n = 0;
     return true;

@@ -402,9 +402,15 @@ struct pres {
 static struct pres pres_a, pres_b;
 static uv_thread_t main_thread;
 
+#define DECIDE_USERS 300 /* more than one batch (RB_REG_BATCH, 256) */
+#define DECIDE_BASE 20000000
+static int decide_told[DECIDE_USERS]; /* node a's presence calls per user */
+
 static void on_presence(void *arg, int64_t user_id, bool online)
 {
     struct pres *p = arg;
+    if (p == &pres_a && user_id >= DECIDE_BASE && user_id < DECIDE_BASE + DECIDE_USERS)
+        decide_told[user_id - DECIDE_BASE]++;
     uv_thread_t self = uv_thread_self();
     if (!uv_thread_equal(&self, &main_thread)) p->wrong_thread++;
     if (online)
@@ -948,6 +954,94 @@ static void test_redis_frozen(void)
     CHECK(!online_elsewhere(bus2, 90));
 }
 
+/* ---- Redis fails between two batches of the catch-up -------------------------- */
+
+/* Error replies Redis has sent since it started (INFO stats). */
+static long long redis_error_replies(void)
+{
+    redisContext *c = raw_connect();
+    long long v = -1;
+    if (!c) return v;
+    redisReply *r = redisCommand(c, "INFO stats");
+    const char *at =
+        r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "total_error_replies:") : NULL;
+    if (at) v = strtoll(at + strlen("total_error_replies:"), NULL, 10);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+static int last_decide_user_told(void)
+{
+    return decide_told[DECIDE_USERS - 1] > 0;
+}
+
+/*
+ * More users than one batch come online on node a while Redis is frozen.
+ * When it runs again, node a decides their presence in batches of 256
+ * users; the second batch fails: the last user's counts name a live node
+ * ("poison", its heartbeat key set by hand) with a count that is not a
+ * number, so the script errors, as a Redis going away between the two
+ * batches would fail it, but at a known point. The next heartbeat decides
+ * again; once the poison is gone the last users are told too. Every user
+ * is told online exactly once: the first batch is not told again.
+ */
+static void test_redis_fails_while_deciding(void)
+{
+    pid_t pid = redis_pid();
+    CHECK(pid > 0);
+    if (pid <= 0) return;
+    int64_t last = DECIDE_BASE + DECIDE_USERS - 1;
+    char cmd[128];
+    raw_cmd("SET natter:alive:poison 1");
+    snprintf(cmd, sizeof cmd, "HSET natter:u:%lld poison not-a-number", (long long)last);
+    raw_cmd(cmd);
+    memset(decide_told, 0, sizeof decide_told);
+    pres_reset(&pres_a);
+
+    long long errors_before = redis_error_replies();
+    CHECK(errors_before >= 0);
+    CHECK_EQ_INT(kill(pid, SIGSTOP), 0);
+    int refused = 0;
+    for (int i = 0; i < DECIDE_USERS; i++)
+        refused += nt_bus_conn_up(bus, DECIDE_BASE + i) != 0;
+    CHECK_EQ_INT(refused, 0);
+    /* Back while Redis is still frozen: every change before it was
+     * absorbed, to be decided once Redis answers. */
+    flush(bus);
+    CHECK_EQ_INT(pres_a.online, 0);
+    CHECK_EQ_INT(kill(pid, SIGCONT), 0);
+
+    /* The first batch is told, then the second one fails in Redis. */
+    long long errors = errors_before;
+    for (int i = 0; i < 200 && (errors <= errors_before || pres_a.online < 256); i++) {
+        run_loop_for(50);
+        errors = redis_error_replies();
+    }
+    CHECK(errors > errors_before);
+    CHECK_EQ_INT(decide_told[0], 1);
+    CHECK_EQ_INT(decide_told[DECIDE_USERS - 1], 0);
+
+    raw_cmd("DEL natter:alive:poison");
+    run_until(last_decide_user_told);
+    int twice = 0, never = 0;
+    for (int i = 0; i < DECIDE_USERS; i++) {
+        twice += decide_told[i] > 1;
+        never += decide_told[i] == 0;
+    }
+    CHECK_EQ_INT(twice, 0);
+    CHECK_EQ_INT(never, 0);
+    CHECK_EQ_INT(pres_a.online, DECIDE_USERS);
+    CHECK_EQ_INT(pres_a.offline, 0);
+
+    for (int i = 0; i < DECIDE_USERS; i++)
+        nt_bus_conn_down(bus, DECIDE_BASE + i);
+    flush(bus);
+    CHECK_EQ_INT(pres_a.offline, DECIDE_USERS);
+    snprintf(cmd, sizeof cmd, "DEL natter:u:%lld", (long long)last);
+    raw_cmd(cmd);
+}
+
 /* ---- Redis restarted under running buses ----------------------------------- */
 
 static int pings_ok(void)
@@ -1068,6 +1162,7 @@ int main(void)
     test_leader();
     run_in_thread(match_requeue_thread);
     test_redis_frozen();
+    test_redis_fails_while_deciding();
     test_redis_restart();
     test_close_wakes();
 
