@@ -10,7 +10,8 @@
  *  - bot: the bot's threads (nt_bot_start); no public listener;
  *  - messages, match: accepted so a cluster can be laid out by role, but
  *    in this build they start no work of their own (docs/cluster.md);
- *  - every role: /healthz, /readyz and /metrics on --admin-listen.
+ *  - every role: /healthz, /readyz and /metrics on --admin-listen (with
+ *    the gateway's connection counts when the process runs one).
  */
 #include <errno.h>
 #include <signal.h>
@@ -219,9 +220,13 @@ static void admin_request(void *arg, nt_conn *c, nt_http_request *req)
     job->d = d;
     job->conn = c;
     job->metrics = metrics;
+    /* The gateway's counters are loop-thread integers: read here, not in
+     * admin_work. */
+    if (metrics && d->gw) nt_gateway_metrics_connections(d->gw, &job->body);
     nt_conn_ref(c);
     if (uv_queue_work(d->loop, &job->work, admin_work, admin_after) != 0) {
         nt_conn_unref(c);
+        nt_buf_free(&job->body);
         free(job);
         nt_conn_respond(c, 503, "application/json", NULL, "{}", 2, true);
     }

@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include "common/buf.h"
 #include "common/config.h"
 #include "services/api.h"
 
@@ -25,5 +26,11 @@ int nt_gateway_start(nt_gateway *gw);
  * job and pending send is finished or the drain timeout passed. */
 void nt_gateway_drain(nt_gateway *gw, void (*done)(void *arg), void *arg);
 void nt_gateway_free(nt_gateway *gw);
+
+/* Loop thread: appends to `out` the connection counts of the gateway's
+ * public listener in the Prometheus text format (natter_connections_open,
+ * natter_websockets_open, natter_connections_total), the same lines its
+ * own /metrics starts with; natterd's admin /metrics shows them too. */
+void nt_gateway_metrics_connections(nt_gateway *gw, nt_buf *out);
 
 #endif

@@ -42,15 +42,21 @@ static void counter(nt_buf *out, const char *name, const char *type, const char 
                    (unsigned long long)value);
 }
 
-void gw_metrics_render(nt_gateway *gw, nt_buf *out)
+void nt_gateway_metrics_connections(nt_gateway *gw, nt_buf *out)
 {
     const nt_server_stats *s = nt_server_get_stats(gw->server);
-    const gw_metrics *m = &gw->metrics;
     counter(out, "natter_connections_open", "gauge", "Open TCP connections.", s->connections_open);
     counter(out, "natter_websockets_open", "gauge", "Open WebSocket connections.",
             s->websockets_open);
     counter(out, "natter_connections_total", "counter", "Accepted TCP connections.",
             s->connections_total);
+}
+
+void gw_metrics_render(nt_gateway *gw, nt_buf *out)
+{
+    const nt_server_stats *s = nt_server_get_stats(gw->server);
+    const gw_metrics *m = &gw->metrics;
+    nt_gateway_metrics_connections(gw, out);
     counter(out, "natter_http_requests_total", "counter", "HTTP requests parsed.",
             s->http_requests);
     counter(out, "natter_frames_in_total", "counter", "WebSocket frames received.", s->frames_in);
