@@ -126,7 +126,7 @@ static void run_ws_job(gw_job *job)
         nt_chats_typing(ctx, &job->caller, job->chat_id, &job->reply);
         break;
     case WS_MATCH:
-        nt_match_join(ctx, &job->caller, &job->reply);
+        nt_match_join_async(ctx, &job->caller, &job->reply);
         break;
     case WS_MATCH_CANCEL:
         nt_match_leave(ctx, &job->caller, &job->reply);

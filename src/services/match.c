@@ -449,9 +449,11 @@ uint64_t nt_match_tag_hash(const char *tag)
 #define MATCH_MAX_CTX 8
 
 static pthread_mutex_t match_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t match_registry_idle = PTHREAD_COND_INITIALIZER;
 static struct {
     nt_ctx *ctx;
     nt_matcher *queue;
+    int storing; /* pairs whose chat is being stored (match__pair_async) */
 } match_registry[MATCH_MAX_CTX];
 
 /* The queue of ctx; created when `create`. NULL if none (or no memory). */
@@ -475,11 +477,28 @@ static nt_matcher *match__queue(nt_ctx *ctx, bool create)
     return q;
 }
 
+/* Counts a pair of ctx whose chat is being stored up (+1) or down (-1). */
+static void match__storing(nt_ctx *ctx, int delta)
+{
+    pthread_mutex_lock(&match_registry_lock);
+    for (int i = 0; i < MATCH_MAX_CTX; i++) {
+        if (match_registry[i].ctx == ctx) {
+            match_registry[i].storing += delta;
+            if (match_registry[i].storing == 0) pthread_cond_broadcast(&match_registry_idle);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&match_registry_lock);
+}
+
 void nt_match_shutdown(nt_ctx *ctx)
 {
     pthread_mutex_lock(&match_registry_lock);
     for (int i = 0; i < MATCH_MAX_CTX; i++) {
         if (match_registry[i].ctx == ctx) {
+            /* Pairs being stored put their partner back on failure. */
+            while (match_registry[i].storing > 0)
+                pthread_cond_wait(&match_registry_idle, &match_registry_lock);
             nt_matcher_free(match_registry[i].queue);
             match_registry[i].ctx = NULL;
             match_registry[i].queue = NULL;
@@ -529,6 +548,15 @@ static void match__reply_empty(nt_reply *r, int status)
 {
     nt_buf_reset(&r->body);
     r->status = status;
+    r->content_type = NULL;
+}
+
+/* {"status": status}: status is a constant word. */
+static void match__reply_status(nt_reply *r, int http_status, const char *status)
+{
+    nt_buf_reset(&r->body);
+    nt_buf_appendf(&r->body, "{\"status\":\"%s\"}", status);
+    r->status = http_status;
     r->content_type = NULL;
 }
 
@@ -830,6 +858,24 @@ static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_t
     return NT_MATCH_PAIRED;
 }
 
+/* Tells both of a stored pair: `matched` with the chat and the partner. */
+static void match__announce(nt_ctx *ctx, const nt_match_ticket *me, const nt_match_ticket *partner,
+                            const char *alias_me, const char *alias_partner, const nt_chat *ch)
+{
+    nt_buf *chat_json = nt_buf_scratch_take();
+    if (!chat_json) return;
+    nt_jw w;
+    nt_jw_init(&w, chat_json);
+    nt_view_chat(&w, ch);
+    if (!nt_jw_error(&w)) {
+        match__send_matched(ctx, me->user_id, chat_json, alias_partner, partner);
+        match__send_matched(ctx, partner->user_id, chat_json, alias_me, me);
+    }
+    nt_buf_scratch_give(chat_json);
+    nt_info("match: paired users %" PRId64 " and %" PRId64 " in chat %" PRId64, me->user_id,
+            partner->user_id, ch->id);
+}
+
 /* The pair is out of the queue (q, or the bus's shared one when q is NULL;
  * `shared` is then the partner's entry from it): make their chat and tell
  * them. On failure the partner goes back as it waited (preferences,
@@ -840,7 +886,6 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
 {
     char alias_me[NT_ALIAS_MAX], alias_partner[NT_ALIAS_MAX];
     nt_chat ch;
-    nt_buf chat_json = NT_BUF_INIT;
     nt_jw w;
 
     match__alias(alias_me, NULL);
@@ -875,12 +920,7 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
         nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
         return;
     }
-    nt_jw_init(&w, &chat_json);
-    nt_view_chat(&w, &ch);
-    if (!nt_jw_error(&w)) {
-        match__send_matched(ctx, me->user_id, &chat_json, alias_partner, partner);
-        match__send_matched(ctx, partner->user_id, &chat_json, alias_me, me);
-    }
+    match__announce(ctx, me, partner, alias_me, alias_partner, &ch);
     nt_buf_reset(&r->body);
     nt_jw_init(&w, &r->body);
     nt_jw_obj(&w);
@@ -889,13 +929,85 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
     nt_jw_obj_end(&w);
     r->status = nt_jw_error(&w) ? 500 : 202;
     r->content_type = NULL;
-    nt_info("match: paired users %" PRId64 " and %" PRId64 " in chat %" PRId64, me->user_id,
-            partner->user_id, ch.id);
-    nt_buf_free(&chat_json);
     nt_chat_free(&ch);
 }
 
-void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
+/* ---- pairing without waiting for the store (WebSocket joins) ------------------------ */
+
+/*
+ * A pair out of the in-process queue whose chat is being stored. The
+ * worker that paired them does not wait for the commit (a worker held per
+ * pair capped the pairs per second at workers / commit time): the store
+ * calls match__stored on its writer thread, which only announces the pair
+ * through the in-process bus (a queue hand-over) or, on failure, puts the
+ * partner back with the block list it waited with (no store read on the
+ * writer thread) and tells the arrival.
+ */
+typedef struct match_pending {
+    nt_ctx *ctx;
+    nt_matcher *q;
+    nt_match_ticket me, partner; /* partner.blocks: heap, from nt_matcher_offer */
+    char alias_me[NT_ALIAS_MAX], alias_partner[NT_ALIAS_MAX];
+} match_pending;
+
+static const char match_failed_frame[] =
+    "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":\"the random chat could not "
+    "be stored; send match again\"}";
+
+/* The store's writer thread, once the pair's chat is stored or not. */
+static void match__stored(void *arg, int rc, nt_chat *chat)
+{
+    match_pending *p = arg;
+    if (rc == 0) {
+        match__announce(p->ctx, &p->me, &p->partner, p->alias_me, p->alias_partner, chat);
+        nt_chat_free(chat);
+    } else {
+        if (nt_matcher_requeue(p->q, &p->partner) != 0)
+            nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
+                    p->partner.user_id);
+        nt_bus_deliver(p->ctx->bus, &p->me.user_id, 1, match_failed_frame,
+                       sizeof match_failed_frame - 1);
+    }
+    nt_ctx *ctx = p->ctx;
+    free((int64_t *)p->partner.blocks);
+    free(p);
+    match__storing(ctx, -1);
+}
+
+/* Stores the pair's chat without waiting; 202 {"status":"matched"} (the
+ * chat comes with the `matched` events). Takes partner's blocks. */
+static void match__pair_async(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
+                              const nt_match_ticket *partner, nt_reply *r)
+{
+    match_pending *p = calloc(1, sizeof *p);
+    if (p) {
+        p->ctx = ctx;
+        p->q = q;
+        p->me = *me;
+        p->me.blocks = NULL; /* the caller's; not needed any more */
+        p->me.nblocks = 0;
+        p->partner = *partner;
+        match__alias(p->alias_me, NULL);
+        match__alias(p->alias_partner, p->alias_me);
+        match__storing(ctx, +1);
+        if (nt_store_chat_random_async(ctx->store, me->user_id, partner->user_id, p->alias_me,
+                                       p->alias_partner, nt_now_ms(), match__stored, p) == 0) {
+            match__reply_status(r, 202, "matched");
+            return;
+        }
+        match__storing(ctx, -1);
+        free(p);
+    }
+    if (nt_matcher_requeue(q, partner) != 0)
+        nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
+                partner->user_id);
+    free((int64_t *)partner->blocks);
+    nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
+}
+
+/* nt_match_join and nt_match_join_async: `wait` says whether a pair made
+ * here waits for its chat (the shared queue's pairs always do). */
+static void match__join(nt_ctx *ctx, const nt_caller *c, nt_reply *r, bool wait)
 {
     nt_match_ticket t, partner;
     nt_bus_match_entry shared;
@@ -909,8 +1021,14 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
         rc = q ? nt_matcher_offer(q, &t, &partner) : -ENOMEM;
     }
     free(blocks);
+    t.blocks = NULL;
+    t.nblocks = 0;
     if (rc < 0) {
         nt_reply_error(r, 503, "unavailable", "the match queue is unavailable");
+        return;
+    }
+    if (rc == NT_MATCH_PAIRED && q && !wait) {
+        match__pair_async(ctx, q, &t, &partner, r); /* takes partner.blocks */
         return;
     }
     if (rc == NT_MATCH_PAIRED) {
@@ -918,10 +1036,17 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
         if (q) free((int64_t *)partner.blocks); /* handed over by nt_matcher_offer */
         return;
     }
-    nt_buf_reset(&r->body);
-    nt_buf_append_str(&r->body, "{\"status\":\"waiting\"}");
-    r->status = rc == NT_MATCH_ALREADY ? 200 : 202;
-    r->content_type = NULL;
+    match__reply_status(r, rc == NT_MATCH_ALREADY ? 200 : 202, "waiting");
+}
+
+void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
+{
+    match__join(ctx, c, r, true);
+}
+
+void nt_match_join_async(nt_ctx *ctx, const nt_caller *c, nt_reply *r)
+{
+    match__join(ctx, c, r, false);
 }
 
 void nt_match_leave(nt_ctx *ctx, const nt_caller *c, nt_reply *r)

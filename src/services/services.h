@@ -121,6 +121,13 @@ void nt_match_prefs_put(nt_ctx *ctx, const nt_caller *c, const char *body, size_
  * {"status":"waiting"} when already waiting (still one entry). 400 naming
  * gender or birth_date when the profile lacks them. */
 void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
+/* As nt_match_join, but a pair made in the in-process queue does not wait
+ * for its chat to be stored: 202 {"status":"matched"} at once and the chat
+ * comes with the `matched` events (from the store's writer thread). If the
+ * chat cannot be stored, the partner goes back into the queue and the
+ * caller gets {"type":"error","code":"unavailable"} as an event. For the
+ * WebSocket `match` frame, whose answer names no chat. */
+void nt_match_join_async(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
 /* Leaves the queue: 204 (also when not waiting). */
 void nt_match_leave(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
 /* The user's last connection closed: out of the queue, quietly. */

@@ -576,6 +576,16 @@ int nt_store_chat_random(nt_store *s, int64_t a, int64_t b, const char *alias_a,
     return rc;
 }
 
+int nt_store_chat_random_async(nt_store *s, int64_t a, int64_t b, const char *alias_a,
+                               const char *alias_b, int64_t now, nt_store_chat_done done, void *arg)
+{
+    if (a <= 0 || b <= 0 || a == b || !store__nonempty(alias_a) || !store__nonempty(alias_b) ||
+        !store__fits(alias_a, NT_ALIAS_MAX) || !store__fits(alias_b, NT_ALIAS_MAX) || !done)
+        return NT_STORE_EINVAL;
+    STORE_OPTIONAL(chat_random_async);
+    return s->ops->chat_random_async(s->be, a, b, alias_a, alias_b, now, done, arg);
+}
+
 int nt_store_chat_reveal(nt_store *s, int64_t chat_id, int64_t user_id, bool *shown_now)
 {
     bool unused;

@@ -390,6 +390,18 @@ int nt_store_match_prefs_set(nt_store *s, int64_t user_id, const nt_match_prefs 
  * out is the chat as a sees it. */
 int nt_store_chat_random(nt_store *s, int64_t a, int64_t b, const char *alias_a,
                          const char *alias_b, int64_t now, nt_chat *out);
+/*
+ * nt_store_chat_random without waiting for the commit: done(arg, rc, chat)
+ * runs on the store's writer thread once the chat is stored (rc 0, *chat
+ * as a sees it, the callee's to nt_chat_free) or could not be (rc a store
+ * error, chat NULL). done must be quick and must not block: it holds up
+ * every write behind it. Returns 0 when queued (done will run exactly
+ * once), else an error and done does not run.
+ */
+typedef void (*nt_store_chat_done)(void *arg, int rc, nt_chat *chat);
+int nt_store_chat_random_async(nt_store *s, int64_t a, int64_t b, const char *alias_a,
+                               const char *alias_b, int64_t now, nt_store_chat_done done,
+                               void *arg);
 /* user_id agrees to reveal in the random chat. ENOTFOUND when user_id is not
  * a member of such a chat. *shown_now is true when this call was the second
  * consent, i.e. the chat just stopped being anonymous. */

@@ -83,6 +83,8 @@ typedef struct nt_store_ops {
     int (*match_prefs_set)(void *be, int64_t user_id, const nt_match_prefs *in, int64_t now);
     int (*chat_random)(void *be, int64_t a, int64_t b, const char *alias_a, const char *alias_b,
                        int64_t now, nt_chat *out);
+    int (*chat_random_async)(void *be, int64_t a, int64_t b, const char *alias_a,
+                             const char *alias_b, int64_t now, nt_store_chat_done done, void *arg);
     int (*chat_reveal)(void *be, int64_t chat_id, int64_t user_id, bool *shown_now);
     int (*random_alias)(void *be, int64_t chat_id, int64_t user_id, char alias[NT_ALIAS_MAX]);
 } nt_store_ops;

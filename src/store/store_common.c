@@ -64,6 +64,12 @@ int nt_store_queue_append_wait(nt_store_queue *q, nt_append *op)
     return op->status;
 }
 
+void nt_store_queue_submit(nt_store_queue *q, nt_store_job *job)
+{
+    job->node.waiter = job;
+    store__push(q, &job->node);
+}
+
 int nt_store_queue_run(nt_store_queue *q, nt_store_job *job)
 {
     job->node.waiter = job;
@@ -89,15 +95,18 @@ void nt_store_op_lost(nt_append *op)
     op->status = NT_STORE_EUNAVAILABLE;
 }
 
-/* Tells every op of a finished batch: async appends through done(), waiting
- * callers through their job. Nodes may be freed once told, so each next
- * pointer is read first. */
+/* Tells every op of a finished batch: async appends and submitted jobs
+ * through their done(), waiting callers through their job. Nodes may be
+ * freed once told, so each next pointer is read first. */
 static void store__batch_finish(nt_store_queue *q, nt_append *batch)
 {
     nt_append *waiting = NULL;
     for (nt_append *op = batch, *next; op; op = next) {
         next = op->next;
-        if (op->waiter) {
+        nt_store_job *job = op->waiter;
+        if (job && job->done) {
+            job->done(job);
+        } else if (job) {
             op->next = waiting;
             waiting = op;
         } else if (op->done) {
@@ -179,6 +188,31 @@ void nt_store_queue_stats(nt_store_queue *q, nt_store_stats_t *out)
     *out = q->stats;
     out->queued = q->queued;
     pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- random chats ------------------------------------------------------------ */
+
+void nt_store_random_req_init(nt_store_random_req *req, int64_t a, int64_t b, const char *alias_a,
+                              const char *alias_b, int64_t now, nt_store_chat_done done, void *arg)
+{
+    memset(req, 0, sizeof *req);
+    req->a = a;
+    req->b = b;
+    req->now = now;
+    snprintf(req->alias_a, sizeof req->alias_a, "%s", alias_a);
+    snprintf(req->alias_b, sizeof req->alias_b, "%s", alias_b);
+    req->done = done;
+    req->arg = arg;
+}
+
+void nt_store_random_req_tell(nt_store_random_req *req, int status)
+{
+    if (status != 0) {
+        nt_chat_free(&req->out);
+        req->done(req->arg, status, NULL);
+    } else {
+        req->done(req->arg, 0, &req->out);
+    }
 }
 
 /* ---- appends --------------------------------------------------------------- */

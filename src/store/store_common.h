@@ -36,6 +36,10 @@ typedef struct nt_store_job {
     bool generic;
     int status;
     bool finished;
+    /* NULL for a caller that waits. Otherwise nobody waits: the writer
+     * calls done(job) after the commit (status set), and done owns the
+     * job from then on (see nt_store_queue_submit). */
+    void (*done)(struct nt_store_job *job);
 } nt_store_job;
 
 typedef struct nt_store_queue {
@@ -78,10 +82,33 @@ int nt_store_queue_append_wait(nt_store_queue *q, nt_append *op);
  * and waits for its commit; returns job->status. */
 int nt_store_queue_run(nt_store_queue *q, nt_store_job *job);
 
+/* Queues job (generic, done set) and returns at once: done(job) runs on
+ * the writer thread once the batch holding it has committed or failed. */
+void nt_store_queue_submit(nt_store_queue *q, nt_store_job *job);
+
 /* The job of a synchronous write other than an append, or NULL. */
 nt_store_job *nt_store_generic_job(const nt_append *op);
 /* Marks an op failed because its transaction did not commit. */
 void nt_store_op_lost(nt_append *op);
+
+/* ---- random chats ------------------------------------------------------------ */
+
+/* An nt_store_chat_random_async request as a back end's job carries it:
+ * the arguments (aliases copied), the chat read back, the callback. */
+typedef struct nt_store_random_req {
+    int64_t a, b, now;
+    char alias_a[NT_ALIAS_MAX], alias_b[NT_ALIAS_MAX];
+    nt_chat out;
+    nt_store_chat_done done;
+    void *arg;
+} nt_store_random_req;
+
+void nt_store_random_req_init(nt_store_random_req *req, int64_t a, int64_t b, const char *alias_a,
+                              const char *alias_b, int64_t now, nt_store_chat_done done, void *arg);
+/* Calls done with the outcome of the job that ran it (status): the chat on
+ * success (the callee's), else the error and NULL (what was read back in
+ * a batch that did not commit is freed). */
+void nt_store_random_req_tell(nt_store_random_req *req, int status);
 
 /* ---- appends --------------------------------------------------------------- */
 

@@ -2576,6 +2576,37 @@ static int pg_chat_random(void *be, int64_t a, int64_t b, const char *alias_a, c
     return pg__write(be, pg__w_chat_random, &args);
 }
 
+/* nt_store_chat_random_async: the chat is made in the writer's batch like
+ * pg_chat_random's, and the job tells the request after the commit. */
+typedef struct pg_random_job {
+    pg_job job; /* first: the queue hands back &job.base */
+    struct random_args args;
+    nt_store_random_req req;
+} pg_random_job;
+
+static void pg__random_told(nt_store_job *base)
+{
+    pg_random_job *j = (pg_random_job *)base;
+    nt_store_random_req_tell(&j->req, base->status);
+    free(j);
+}
+
+static int pg_chat_random_async(void *be, int64_t a, int64_t b, const char *alias_a,
+                                const char *alias_b, int64_t now, nt_store_chat_done done,
+                                void *arg)
+{
+    pg_random_job *j = calloc(1, sizeof *j);
+    if (!j) return NT_STORE_EUNAVAILABLE;
+    nt_store_random_req_init(&j->req, a, b, alias_a, alias_b, now, done, arg);
+    j->args = (struct random_args){a, b, j->req.alias_a, j->req.alias_b, now, &j->req.out};
+    j->job.base.generic = true;
+    j->job.base.done = pg__random_told;
+    j->job.fn = pg__w_chat_random;
+    j->job.arg = &j->args;
+    nt_store_queue_submit(&((pg_store *)be)->q, &j->job.base);
+    return 0;
+}
+
 struct reveal_args {
     int64_t chat_id, user_id;
     bool *shown_now;
@@ -2678,6 +2709,7 @@ const nt_store_ops nt_store_pg_ops = {
     .match_prefs_get = pg_match_prefs_get,
     .match_prefs_set = pg_match_prefs_set,
     .chat_random = pg_chat_random,
+    .chat_random_async = pg_chat_random_async,
     .chat_reveal = pg_chat_reveal,
     .random_alias = pg_random_alias,
 };

@@ -393,6 +393,43 @@ static void case_blocked_never_paired(nt_server *srv)
     ntc_conn_free(cg);
 }
 
+/* A WebSocket arrival that pairs at once is answered without waiting for
+ * the chat to be stored (nt_match_join_async): `match_queued`, then
+ * `matched` to both with the same chat, which is stored and works. */
+static void case_ws_arrival_pairs(nt_server *srv)
+{
+    nth_user w, m;
+    make(srv, &w, "wsa_w", "male", 70, "{\"genders\":[\"female\"],\"age_min\":70,\"age_max\":72}");
+    make(srv, &m, "wsa_m", "female", 71, "{\"genders\":[\"male\"],\"age_min\":69,\"age_max\":71}");
+    ntc_conn *cw = nth_connect(srv, &w), *cm = nth_connect(srv, &m);
+    REQUIRE(cw && cm);
+    CHECK_EQ_INT(join(srv, &w, NULL), 202);
+    CHECK_EQ_INT(ntc_conn_send_text(cm, "{\"type\":\"match\",\"id\":\"w1\"}"), 0);
+    nth_filter queued = {.type = "match_queued", .str_path = "id", .str_value = "w1"};
+    const char *json;
+    size_t len;
+    CHECK_EQ_INT(nth_wait_for(cm, &queued, NTH_WAIT_MS, &json, &len), 1);
+    char alias[64], gender[16];
+    int64_t chat_m = 0, chat_w = 0, age = 0;
+    CHECK(wait_matched(cm, NTH_WAIT_MS, &chat_m, alias, gender, &age));
+    CHECK_STR_EQ(gender, "male");
+    CHECK_EQ_INT(age, 70);
+    CHECK(wait_matched(cw, NTH_WAIT_MS, &chat_w, alias, gender, &age));
+    CHECK_EQ_INT(age, 71);
+    CHECK(chat_m > 0 && chat_m == chat_w);
+    CHECK_EQ_INT(nth_send(cm, "x1", chat_m, "hello from the queue", "wsa-1"), 0);
+    CHECK_EQ_INT(nth_wait_ack(cm, "x1", NTH_WAIT_MS, NULL, NULL, NULL, 0), 1);
+    nth_filter msg = {.type = "message", .int_path = "message.chat_id", .int_value = chat_m};
+    CHECK_EQ_INT(nth_wait_for(cw, &msg, NTH_WAIT_MS, &json, &len), 1);
+    /* Neither waits any more. */
+    int64_t chat = -1;
+    CHECK_EQ_INT(join(srv, &w, &chat), 202);
+    CHECK_EQ_INT(chat, 0);
+    leave(srv, &w);
+    ntc_conn_free(cw);
+    ntc_conn_free(cm);
+}
+
 static void case_disconnect_leaves(nt_server *srv)
 {
     nth_user h, i;
@@ -436,6 +473,8 @@ int main(void)
              srv);
     NTH_CASE("match: leaving closes the chat for both", case_leave, srv);
     NTH_CASE("match: blocked users are never paired", case_blocked_never_paired, srv);
+    NTH_CASE("match: a WebSocket arrival pairs without waiting for the store",
+             case_ws_arrival_pairs, srv);
     NTH_CASE("match: the last connection closing leaves the queue", case_disconnect_leaves, srv);
     if (check_failures) nth_dump_log(srv, 4000);
     CHECK_EQ_INT(nth_stop(srv), 0);

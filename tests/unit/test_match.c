@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "common/clock.h"
@@ -690,6 +692,76 @@ static void test_queue_service(void)
     CHECK_EQ_INT(post(&CQF, chat, "bye"), 201);
 }
 
+/* Runs the loop until user has a frame of type, or about 5 s passed (a
+ * bound on waiting for the store's writer thread, not a timing check). */
+static bool wait_frame(int64_t user, const char *type, int count)
+{
+    for (int i = 0; i < 5000; i++) {
+        drain();
+        if (nframes_for(user, type) >= count) return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+/* nt_match_join_async (the WebSocket `match`): the pair is announced once
+ * its chat is stored; when it cannot be (a trigger refuses random chats
+ * for a while), the partner is back in the queue and the arrival gets an
+ * `unavailable` error event. */
+static void test_join_async(void)
+{
+    int64_t am = make_user("am", "male", born(60)), af = make_user("af", "female", born(61));
+    nt_caller CAM = {.user_id = am}, CAF = {.user_id = af};
+    nt_bus_conn_up(ctx.bus, am);
+    nt_bus_conn_up(ctx.bus, af);
+    prefs(&CAM, "{\"genders\":[\"female\"],\"age_min\":55,\"age_max\":65}");
+    prefs(&CAF, "{\"genders\":[\"male\"],\"age_min\":55,\"age_max\":65}");
+    frames_clear();
+
+    join(&CAM);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    reset();
+    nt_match_join_async(&ctx, &CAF, &R);
+    CHECK_EQ_INT(R.status, 202);
+    CHECK_STR_EQ(BSTR("status"), "matched");
+    CHECK(wait_frame(am, "matched", 1) && wait_frame(af, "matched", 1));
+    int64_t chat = jint_in(frame_for(af, "matched"), "chat.id");
+    CHECK(chat > 0 && chat == jint_in(frame_for(am, "matched"), "chat.id"));
+    reset();
+    nt_chats_get(&ctx, &CAM, chat, &R);
+    CHECK_EQ_INT(R.status, 200);
+
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(sf_db_path, &db);
+    CHECK_EQ_INT(rc, SQLITE_OK);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db,
+                          "CREATE TRIGGER test_no_random BEFORE INSERT ON chats "
+                          "WHEN NEW.type = 'random' BEGIN SELECT RAISE(ABORT, 'no'); END",
+                          NULL, NULL, NULL);
+    CHECK_EQ_INT(rc, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(db);
+        return;
+    }
+    join(&CAM);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    reset();
+    nt_match_join_async(&ctx, &CAF, &R);
+    CHECK_EQ_INT(R.status, 202);
+    CHECK(wait_frame(af, "error", 1));
+    CHECK_STR_EQ(jstr_in(frame_for(af, "error"), "code"), "unavailable");
+    CHECK_EQ_INT(nframes_for(am, "matched"), 1); /* only the first pair */
+    CHECK(sqlite3_exec(db, "DROP TRIGGER test_no_random", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    /* am waited all along: the next arrival gets it. */
+    reset();
+    nt_match_join_async(&ctx, &CAF, &R);
+    CHECK_STR_EQ(BSTR("status"), "matched");
+    CHECK(wait_frame(am, "matched", 2) && wait_frame(af, "matched", 2));
+    frames_clear();
+}
+
 int main(void)
 {
     test_queue_rules();
@@ -724,6 +796,7 @@ int main(void)
     int64_t chat = test_pair();
     test_leave(chat);
     test_queue_service();
+    if (!getenv("NT_TEST_STORE")) test_join_async(); /* the trigger is SQLite's */
 
     close_ctx(true);
     return check_exit();

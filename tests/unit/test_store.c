@@ -280,6 +280,73 @@ static int find_member(const nt_chat *c, int64_t uid)
     return -1;
 }
 
+/* What an nt_store_chat_random_async callback saw (writer thread). */
+typedef struct random_seen {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int calls, rc;
+    nt_chat chat;
+} random_seen;
+
+static void on_random(void *arg, int rc, nt_chat *chat)
+{
+    random_seen *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->calls++;
+    r->rc = rc;
+    if (chat) r->chat = *chat; /* ours now */
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* A random chat, waited for and not: both give the chat as a sees it, with
+ * the aliases; the async one calls back exactly once, also on failure. */
+static void test_chat_random(nt_store *s)
+{
+    int64_t a = make_user(s, "rnd_a"), b = make_user(s, "rnd_b");
+    nt_chat c;
+    CHECK_EQ_INT(nt_store_chat_random(s, a, b, "Brave Otter", "Calm Heron", 100, &c), 0);
+    CHECK_STR_EQ(c.type, "random");
+    CHECK_EQ_INT(c.nmembers, 2);
+    nt_chat_free(&c);
+
+    random_seen r = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    CHECK_EQ_INT(
+        nt_store_chat_random_async(s, a, b, "Quiet Lynx", "Bold Finch", 200, on_random, &r), 0);
+    pthread_mutex_lock(&r.lock);
+    while (r.calls == 0)
+        pthread_cond_wait(&r.cond, &r.lock);
+    pthread_mutex_unlock(&r.lock);
+    CHECK_EQ_INT(r.calls, 1);
+    CHECK_EQ_INT(r.rc, 0);
+    CHECK_STR_EQ(r.chat.type, "random");
+    CHECK_EQ_INT(r.chat.nmembers, 2);
+    CHECK(r.chat.id > 0);
+    nt_chat got;
+    CHECK_EQ_INT(nt_store_chat_get(s, r.chat.id, a, &got), 0); /* stored */
+    nt_chat_free(&got);
+    nt_chat_free(&r.chat);
+
+    /* No such user: the callback gets the error and no chat. */
+    memset(&r.chat, 0, sizeof r.chat);
+    r.calls = 0;
+    CHECK_EQ_INT(
+        nt_store_chat_random_async(s, a, 999999, "Quiet Lynx", "Bold Finch", 300, on_random, &r),
+        0);
+    pthread_mutex_lock(&r.lock);
+    while (r.calls == 0)
+        pthread_cond_wait(&r.cond, &r.lock);
+    pthread_mutex_unlock(&r.lock);
+    CHECK_EQ_INT(r.rc, NT_STORE_ENOTFOUND);
+    CHECK_EQ_INT(r.chat.id, 0);
+    /* Refused before queueing: no callback. */
+    CHECK_EQ_INT(nt_store_chat_random_async(s, a, a, "X Y", "Z W", 300, on_random, &r),
+                 NT_STORE_EINVAL);
+    CHECK_EQ_INT(nt_store_chat_random_async(s, a, b, "", "Z W", 300, on_random, &r),
+                 NT_STORE_EINVAL);
+    CHECK_EQ_INT(r.calls, 1);
+}
+
 static void test_chats(nt_store *s)
 {
     int64_t a = make_user(s, "chat_a"), b = make_user(s, "chat_b"), c = make_user(s, "chat_c");
@@ -991,6 +1058,7 @@ int main(void)
     test_sessions(s);
     test_races(s);
     test_chats(s);
+    test_chat_random(s);
     test_messages(s);
     test_chat_list(s);
     test_counters_flushed(s);
