@@ -7,6 +7,11 @@
 #ifndef NT_ASAN_H
 #define NT_ASAN_H
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1 /* clang says it this way */
+#endif
+#endif
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define NT_ASAN_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)

@@ -101,6 +101,8 @@ const char *nt_buf_cstr(nt_buf *b)
  * 128, 256, 512 and 1,024, so a block wastes at most half its memory. */
 #define SHARED_CLASSES 4
 #define SHARED_CLASS_MIN 128
+/* The largest cached size (with the NUL after the data): blocks of up to
+ * SHARED_SMALL - 1 data bytes are cached. */
 #define SHARED_SMALL (SHARED_CLASS_MIN << (SHARED_CLASSES - 1)) /* 1,024 */
 #define SHARED_CACHE_MAX 128                                    /* blocks a thread keeps per size */
 #define SCRATCH_KEEP (64 * 1024)
@@ -167,7 +169,7 @@ static buf_cache *cache_get(void)
     return tl_cache = c;
 }
 
-/* The size class of a block of len data bytes (len <= SHARED_SMALL). */
+/* The size class of a block of len data bytes (len < SHARED_SMALL). */
 static int shared_class(size_t len)
 {
     int k = 0;
@@ -204,7 +206,7 @@ nt_shared *nt_shared_alloc(size_t len)
 {
     if (len > UINT32_MAX) return NULL;
     nt_shared *s = NULL;
-    if (len <= SHARED_SMALL) {
+    if (len < SHARED_SMALL) {
         int k = shared_class(len);
         buf_cache *c = cache_get();
         if (c && c->free[k]) {
@@ -235,7 +237,7 @@ nt_shared *nt_shared_new(const void *bytes, size_t len)
 void nt_shared_unref(nt_shared *s)
 {
     if (!s || --s->refs > 0) return;
-    if (s->len <= SHARED_SMALL) {
+    if (s->len < SHARED_SMALL) {
         int k = shared_class(s->len);
         buf_cache *c = cache_get();
         if (c && c->nfree[k] < SHARED_CACHE_MAX) {

@@ -192,6 +192,22 @@ static void test_shared_cache(void)
     nt_shared_unref(b);
     nt_shared_unref(c);
 
+    /* Every length at the edges of the classes, the largest cached one
+     * (1,023) and the first one not cached (1,024 needs 1,025 bytes with
+     * its NUL) included, twice each so the second comes from the cache. */
+    static const size_t edges[] = {0, 126, 127, 128, 255, 256, 511, 512, 1022, 1023, 1024, 1025};
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+            nt_shared *e = nt_shared_alloc(edges[i]);
+            CHECK(e != NULL);
+            if (!e) continue;
+            CHECK_EQ_INT(e->len, edges[i]);
+            memset(e->data, 'e', edges[i]);
+            CHECK(e->data[edges[i]] == '\0');
+            nt_shared_unref(e);
+        }
+    }
+
     /* Past 1 KiB nothing is cached; far more than the bound is freed. */
     nt_shared *big[300];
     for (int i = 0; i < 300; i++) {
