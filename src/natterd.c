@@ -441,7 +441,11 @@ int main(int argc, char **argv)
 
     uv_close((uv_handle_t *)&d.sigterm, NULL);
     uv_close((uv_handle_t *)&d.sigint, NULL);
-    nt_gateway_free(d.gw);
+    /* The admin server's /metrics reads the gateway (d.gw) while the loop
+     * runs, as it does inside nt_gateway_free: forget it first. */
+    nt_gateway *gw = d.gw;
+    d.gw = NULL;
+    nt_gateway_free(gw);
     nt_server_free(d.admin);
     ctx.message_hook = NULL;
     nt_bot_stop(bot); /* its workers still post: before the store closes */

@@ -1335,8 +1335,10 @@ static bool rb__online(nt_bus *b, int64_t user_id)
  * grow (out of memory), this waits until the loop has taken what is queued
  * (rb__drain): both arrays always hold at least RB_REG_BATCH events
  * (rb__open), so the batch then fits without allocating. Waiting holds up
- * only this thread; the loop never waits for it. Events are dropped only
- * when the bus closes (a closed bus calls no flush back).
+ * only this thread (but with it its heartbeats and registry writes: a loop
+ * that stays 65,536 events behind for longer than RB_ALIVE_TTL_MS looks
+ * gone to the other nodes); the loop never waits for it. Events are
+ * dropped only when the bus closes (a closed bus calls no flush back).
  */
 static void rb__post(struct redis_bus *rb, const struct rb_event *evs, size_t n)
 {

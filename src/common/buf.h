@@ -48,8 +48,9 @@ const char *nt_buf_cstr(nt_buf *b);
  * copies it), so the send path does not allocate per message.
  * nt_buf_scratch_take returns it empty; nt_buf_scratch_give takes it back
  * (and frees its memory if it grew past 64 KiB). A take while this thread
- * already holds it returns a fresh buffer that give frees. NULL when out
- * of memory.
+ * already holds it returns a fresh buffer that give frees. Give it back
+ * on the thread that took it, before that thread ends. NULL when out of
+ * memory.
  */
 nt_buf *nt_buf_scratch_take(void);
 void nt_buf_scratch_give(nt_buf *b);

@@ -251,7 +251,9 @@ static bool drain_finished(nt_gateway *gw)
 }
 
 /* Draining: a WebSocket is closed with 1001 once every send it made is
- * acknowledged, so a client never misses the ack of a stored message. */
+ * acknowledged, so a client never misses the ack of a stored message, and
+ * (on_drain_tick) once no random pair waits for its chat, so both get
+ * their `matched`. */
 static void close_when_idle(void *arg, nt_conn *c)
 {
     if (c->session.sends == 0 && c->session.jobs == 0) {
@@ -263,7 +265,7 @@ static void close_when_idle(void *arg, nt_conn *c)
 static void on_drain_tick(uv_timer_t *t)
 {
     nt_gateway *gw = t->data;
-    nt_server_each_ws(gw->server, close_when_idle, gw);
+    if (nt_match_storing(gw->ctx) == 0) nt_server_each_ws(gw->server, close_when_idle, gw);
     if (drain_finished(gw) || uv_now(gw->loop) >= gw->drain_deadline) {
         if (!drain_finished(gw))
             nt_warn("drain timeout: %zu connections, %zu jobs, %zu sends still open",

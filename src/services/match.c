@@ -350,6 +350,7 @@ int nt_matcher_requeue(nt_matcher *m, const nt_match_ticket *t)
     pthread_mutex_lock(&m->lock);
     if (!mq_find(m, t->user_id)) {
         mq_entry *e = mq_entry_new(t);
+        if (e && !e->t.arrival) e->t.arrival = ++m->clock;
         if (!e || mq_insert(m, e) != 0) {
             if (e) mq_entry_free(e);
             rc = -ENOMEM;
@@ -489,6 +490,16 @@ static void match__storing(nt_ctx *ctx, int delta)
         }
     }
     pthread_mutex_unlock(&match_registry_lock);
+}
+
+int nt_match_storing(nt_ctx *ctx)
+{
+    int n = 0;
+    pthread_mutex_lock(&match_registry_lock);
+    for (int i = 0; i < MATCH_MAX_CTX; i++)
+        if (match_registry[i].ctx == ctx) n = match_registry[i].storing;
+    pthread_mutex_unlock(&match_registry_lock);
+    return n;
 }
 
 void nt_match_shutdown(nt_ctx *ctx)
@@ -939,20 +950,25 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
  * worker that paired them does not wait for the commit (a worker held per
  * pair capped the pairs per second at workers / commit time): the store
  * calls match__stored on its writer thread, which only announces the pair
- * through the in-process bus (a queue hand-over) or, on failure, puts the
- * partner back with the block list it waited with (no store read on the
- * writer thread) and tells the arrival.
+ * through the in-process bus (a queue hand-over) or, on failure, puts both
+ * back into the queue with the block lists they came with (no store read
+ * on the writer thread): the arrival was told `match_queued`, and now it
+ * is.
  */
 typedef struct match_pending {
     nt_ctx *ctx;
     nt_matcher *q;
-    nt_match_ticket me, partner; /* partner.blocks: heap, from nt_matcher_offer */
+    nt_match_ticket me, partner; /* blocks: heap, both (match__pair_async) */
     char alias_me[NT_ALIAS_MAX], alias_partner[NT_ALIAS_MAX];
 } match_pending;
 
-static const char match_failed_frame[] =
-    "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":\"the random chat could not "
-    "be stored; send match again\"}";
+/* Puts t back into q (arrival 0: as a new arrival), or logs why not. */
+static void match__back(nt_matcher *q, const nt_match_ticket *t)
+{
+    if (nt_matcher_requeue(q, t) != 0)
+        nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
+                t->user_id);
+}
 
 /* The store's writer thread, once the pair's chat is stored or not. */
 static void match__stored(void *arg, int rc, nt_chat *chat)
@@ -962,20 +978,23 @@ static void match__stored(void *arg, int rc, nt_chat *chat)
         match__announce(p->ctx, &p->me, &p->partner, p->alias_me, p->alias_partner, chat);
         nt_chat_free(chat);
     } else {
-        if (nt_matcher_requeue(p->q, &p->partner) != 0)
-            nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
-                    p->partner.user_id);
-        nt_bus_deliver(p->ctx->bus, &p->me.user_id, 1, match_failed_frame,
-                       sizeof match_failed_frame - 1);
+        nt_warn("match: the chat of users %" PRId64 " and %" PRId64
+                " could not be stored; both wait again",
+                p->me.user_id, p->partner.user_id);
+        match__back(p->q, &p->partner);
+        match__back(p->q, &p->me);
     }
     nt_ctx *ctx = p->ctx;
+    free((int64_t *)p->me.blocks);
     free((int64_t *)p->partner.blocks);
     free(p);
     match__storing(ctx, -1);
 }
 
 /* Stores the pair's chat without waiting; 202 {"status":"matched"} (the
- * chat comes with the `matched` events). Takes partner's blocks. */
+ * chat comes with the `matched` events). Takes both block lists (heap).
+ * If the chat cannot even be queued, the partner goes back and the caller
+ * gets 503. */
 static void match__pair_async(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
                               const nt_match_ticket *partner, nt_reply *r)
 {
@@ -984,8 +1003,7 @@ static void match__pair_async(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket 
         p->ctx = ctx;
         p->q = q;
         p->me = *me;
-        p->me.blocks = NULL; /* the caller's; not needed any more */
-        p->me.nblocks = 0;
+        p->me.arrival = 0; /* if it goes back: as a new arrival */
         p->partner = *partner;
         match__alias(p->alias_me, NULL);
         match__alias(p->alias_partner, p->alias_me);
@@ -998,9 +1016,8 @@ static void match__pair_async(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket 
         match__storing(ctx, -1);
         free(p);
     }
-    if (nt_matcher_requeue(q, partner) != 0)
-        nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
-                partner->user_id);
+    match__back(q, partner);
+    free((int64_t *)me->blocks);
     free((int64_t *)partner->blocks);
     nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
 }
@@ -1020,15 +1037,15 @@ static void match__join(nt_ctx *ctx, const nt_caller *c, nt_reply *r, bool wait)
         q = match__queue(ctx, true);
         rc = q ? nt_matcher_offer(q, &t, &partner) : -ENOMEM;
     }
+    if (rc == NT_MATCH_PAIRED && q && !wait) {
+        match__pair_async(ctx, q, &t, &partner, r); /* takes blocks and partner.blocks */
+        return;
+    }
     free(blocks);
     t.blocks = NULL;
     t.nblocks = 0;
     if (rc < 0) {
         nt_reply_error(r, 503, "unavailable", "the match queue is unavailable");
-        return;
-    }
-    if (rc == NT_MATCH_PAIRED && q && !wait) {
-        match__pair_async(ctx, q, &t, &partner, r); /* takes partner.blocks */
         return;
     }
     if (rc == NT_MATCH_PAIRED) {

@@ -64,7 +64,8 @@ void nt_matcher_free(nt_matcher *m);
  */
 int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner);
 /* Puts a ticket back with its old arrival (a pairing that could not be
- * stored), without looking for a partner. 0 or -ENOMEM. */
+ * stored), without looking for a partner; arrival 0 queues it as a new
+ * arrival. Nothing changes if the user is waiting already. 0 or -ENOMEM. */
 int nt_matcher_requeue(nt_matcher *m, const nt_match_ticket *t);
 /* Takes user_id out of the queue; true if it was waiting. */
 bool nt_matcher_leave(nt_matcher *m, int64_t user_id);

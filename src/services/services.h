@@ -124,9 +124,9 @@ void nt_match_join(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
 /* As nt_match_join, but a pair made in the in-process queue does not wait
  * for its chat to be stored: 202 {"status":"matched"} at once and the chat
  * comes with the `matched` events (from the store's writer thread). If the
- * chat cannot be stored, the partner goes back into the queue and the
- * caller gets {"type":"error","code":"unavailable"} as an event. For the
- * WebSocket `match` frame, whose answer names no chat. */
+ * chat cannot be stored, both go back into the queue (the partner in its
+ * old place, the caller as a new arrival) and wait as `match_queued` said.
+ * For the WebSocket `match` frame, whose answer names no chat. */
 void nt_match_join_async(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
 /* Leaves the queue: 204 (also when not waiting). */
 void nt_match_leave(nt_ctx *ctx, const nt_caller *c, nt_reply *r);
@@ -138,7 +138,13 @@ void nt_match_block_changed(nt_ctx *ctx, int64_t a, int64_t b, bool blocked);
  * members get a `chat` event with real user ids. 404 not a member, 400 not
  * a random chat. */
 void nt_match_reveal(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply *r);
-/* Frees the in-process queue kept for ctx (tests, shutdown). */
+/* How many pairs of ctx wait for their chat to be stored (their `matched`
+ * is still to come): a draining gateway keeps WebSockets open until 0. */
+int nt_match_storing(nt_ctx *ctx);
+/* Waits until no pair of ctx waits for its chat (their callbacks put users
+ * back into the queue and deliver on the bus: call it while the store and
+ * the bus are open, before closing them), then frees the in-process queue
+ * kept for ctx (tests, shutdown). */
 void nt_match_shutdown(nt_ctx *ctx);
 
 #endif

@@ -25,10 +25,16 @@ void nt_store_queue_destroy(nt_store_queue *q)
     pthread_mutex_destroy(&q->lock);
 }
 
-static void store__push(nt_store_queue *q, nt_append *node)
+/* Appends node to the queue and wakes the writer. With refuse_late, a
+ * queue that is stopping takes nothing: EUNAVAILABLE (else 0). */
+static int store__push(nt_store_queue *q, nt_append *node, bool refuse_late)
 {
     node->next = NULL;
     pthread_mutex_lock(&q->lock);
+    if (refuse_late && (q->stopping || !q->thread_started)) {
+        pthread_mutex_unlock(&q->lock);
+        return NT_STORE_EUNAVAILABLE;
+    }
     if (q->tail)
         q->tail->next = node;
     else
@@ -37,6 +43,7 @@ static void store__push(nt_store_queue *q, nt_append *node)
     q->queued++;
     pthread_cond_signal(&q->wake);
     pthread_mutex_unlock(&q->lock);
+    return 0;
 }
 
 static void store__wait(nt_store_queue *q, nt_store_job *job)
@@ -50,7 +57,7 @@ static void store__wait(nt_store_queue *q, nt_store_job *job)
 void nt_store_queue_append(nt_store_queue *q, nt_append *op)
 {
     op->waiter = NULL;
-    store__push(q, op);
+    store__push(q, op, false);
 }
 
 int nt_store_queue_append_wait(nt_store_queue *q, nt_append *op)
@@ -58,22 +65,23 @@ int nt_store_queue_append_wait(nt_store_queue *q, nt_append *op)
     nt_store_job job;
     memset(&job, 0, sizeof(job));
     op->waiter = &job;
-    store__push(q, op);
+    store__push(q, op, false);
     store__wait(q, &job);
     op->waiter = NULL;
     return op->status;
 }
 
-void nt_store_queue_submit(nt_store_queue *q, nt_store_job *job)
+int nt_store_queue_submit(nt_store_queue *q, nt_store_job *job)
 {
     job->node.waiter = job;
-    store__push(q, &job->node);
+    /* The writer drains what is queued before it stops; nothing later. */
+    return store__push(q, &job->node, true);
 }
 
 int nt_store_queue_run(nt_store_queue *q, nt_store_job *job)
 {
     job->node.waiter = job;
-    store__push(q, &job->node);
+    store__push(q, &job->node, false);
     store__wait(q, job);
     return job->status;
 }

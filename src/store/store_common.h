@@ -6,7 +6,8 @@
  *  - The write queue: one FIFO of nt_append nodes, one writer thread that
  *    takes the whole queue as a batch, hands it to the back end's run_batch
  *    (one transaction, group commit) and then tells every op: async appends
- *    through done(), synchronous callers through their nt_store_job.
+ *    and submitted jobs through their done(), synchronous callers through
+ *    their nt_store_job.
  *  - Append helpers: the checks of an op, its message built from the op, and
  *    the chat's member set handed over by reference.
  *  - Small pure helpers both back ends need the same way (the direct-chat
@@ -24,7 +25,8 @@
 /* ---- the write queue ------------------------------------------------------ */
 
 /*
- * A synchronous caller waiting for its commit. `node` is its queue link
+ * A write other than an async append: a caller waiting for its commit, or
+ * (done set) a job nobody waits for. `node` is its queue link
  * (node.waiter points at the job). generic says the job is a write other
  * than an append: the back end embeds the job as the first member of its
  * own job type, which carries the function to run (see sq_job, pg_job). For
@@ -82,9 +84,10 @@ int nt_store_queue_append_wait(nt_store_queue *q, nt_append *op);
  * and waits for its commit; returns job->status. */
 int nt_store_queue_run(nt_store_queue *q, nt_store_job *job);
 
-/* Queues job (generic, done set) and returns at once: done(job) runs on
- * the writer thread once the batch holding it has committed or failed. */
-void nt_store_queue_submit(nt_store_queue *q, nt_store_job *job);
+/* Queues job (generic, done set) and returns 0 at once: done(job) runs on
+ * the writer thread once the batch holding it has committed or failed.
+ * EUNAVAILABLE (done does not run) once the queue is stopping. */
+int nt_store_queue_submit(nt_store_queue *q, nt_store_job *job);
 
 /* The job of a synchronous write other than an append, or NULL. */
 nt_store_job *nt_store_generic_job(const nt_append *op);

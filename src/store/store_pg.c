@@ -2603,8 +2603,9 @@ static int pg_chat_random_async(void *be, int64_t a, int64_t b, const char *alia
     j->job.base.done = pg__random_told;
     j->job.fn = pg__w_chat_random;
     j->job.arg = &j->args;
-    nt_store_queue_submit(&((pg_store *)be)->q, &j->job.base);
-    return 0;
+    int rc = nt_store_queue_submit(&((pg_store *)be)->q, &j->job.base);
+    if (rc != 0) free(j);
+    return rc;
 }
 
 struct reveal_args {

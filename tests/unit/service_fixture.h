@@ -12,7 +12,7 @@
  *         if (rc != 0) return rc;
  *         int64_t ann = make_user("ann", NULL, NULL);
  *         ...
- *         close_ctx(false);
+ *         close_ctx();
  *         return check_exit();
  *     }
  *
@@ -294,14 +294,15 @@ static inline int open_ctx(const char *name)
     return 0;
 }
 
-/* Frees the recorded frames and R, stops the match service first if
- * match_shutdown, closes the bus, loop and store, and removes the store. */
-static inline void close_ctx(bool match_shutdown)
+/* Frees the recorded frames and R, stops the match service (it waits for
+ * pairs whose chat is being stored, which need the store and the bus),
+ * closes the bus, loop and store, and removes the store. */
+static inline void close_ctx(void)
 {
     char side[760];
     frames_clear();
     reset();
-    if (match_shutdown) nt_match_shutdown(&ctx);
+    nt_match_shutdown(&ctx);
     nt_bus_close(ctx.bus);
     uv_close((uv_handle_t *)&keep_alive, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);

@@ -945,6 +945,6 @@ int main(void)
     test_typing(g);
     test_worker_thread(g);
 
-    close_ctx(false);
+    close_ctx();
     return check_exit();
 }

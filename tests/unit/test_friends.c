@@ -361,6 +361,6 @@ int main(void)
     test_blocks();
     test_presence();
 
-    close_ctx(true);
+    close_ctx();
     return check_exit();
 }
