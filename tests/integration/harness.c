@@ -61,8 +61,7 @@ static void harness__sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* A port the kernel just gave out and that is free again. */
-static int harness__free_port(void)
+int nth_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -190,7 +189,7 @@ nt_server *nth_start(const char *extra_args)
     /* Another process may take the port between our probe and natterd's
      * bind: try a few ports. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        srv->port = harness__free_port();
+        srv->port = nth_free_port();
         if (srv->port > 0 && harness__spawn(srv) == 0) {
             if (harness__wait_ready(srv) == 0) return srv;
             if (srv->pid > 0) nth_kill(srv);

@@ -47,6 +47,10 @@ nt_server *nth_start(const char *extra_args);
  * killed with SIGKILL after the timeout (a failure). -ESRCH if not running. */
 int nth_stop(nt_server *srv);
 
+/* A loopback port the kernel just gave out and that is free again (another
+ * process may still take it before it is bound; -1 on failure). */
+int nth_free_port(void);
+
 /* Stops the server (as nth_stop) and starts it again on the same port and
  * data folder. Returns nth_stop's status if that was not 0, -1 if the new
  * process did not come up, else 0. */

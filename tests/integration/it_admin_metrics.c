@@ -17,19 +17,6 @@
 
 #define MAX_NAMES 16
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
-
 /* GET /metrics on host:port into body (NUL-terminated); the HTTP status. */
 static int scrape(const char *host, int port, nt_buf *body)
 {
@@ -114,7 +101,7 @@ static void case_admin_has_connection_gauges(const nt_server *srv, int admin_por
 
 int main(void)
 {
-    int admin_port = free_port();
+    int admin_port = nth_free_port();
     if (admin_port <= 0) return 1;
     char args[64];
     snprintf(args, sizeof args, "--admin-listen 127.0.0.1:%d", admin_port);
