@@ -11,31 +11,14 @@
  *
  *     natter-matcher-bench [--waiting W] [--arrivals A] [--scan-cap N]
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench/arg.h"
 #include "bench/match_profile.h"
+#include "common/clock.h"
 #include "services/match.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static bool parse_int(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
-}
 
 /* The queue's ticket of profile p for user_id. */
 static nt_match_ticket ticket_of(int64_t user_id, const nb_match_profile_t *p)
@@ -71,11 +54,11 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         bool ok = i + 1 < argc;
         if (!strcmp(argv[i], "--waiting"))
-            ok = ok && parse_int(argv[++i], 1, 10000000, &waiting);
+            ok = ok && nb_arg_long(argv[++i], 1, 10000000, &waiting);
         else if (!strcmp(argv[i], "--arrivals"))
-            ok = ok && parse_int(argv[++i], 1, 10000000, &arrivals);
+            ok = ok && nb_arg_long(argv[++i], 1, 10000000, &arrivals);
         else if (!strcmp(argv[i], "--scan-cap"))
-            ok = ok && parse_int(argv[++i], 0, 1 << 20, &scan_cap);
+            ok = ok && nb_arg_long(argv[++i], 0, 1 << 20, &scan_cap);
         else
             ok = false;
         if (!ok) {
@@ -98,7 +81,7 @@ int main(int argc, char **argv)
     nt_matcher_stats(m, &examined0, &offers0);
     long paired = 0;
     unsigned long long checksum = 0;
-    double t0 = now_s();
+    uint64_t t0 = nt_mono_ns();
     for (long i = 0; i < arrivals; i++) {
         nb_match_profile((int)i, true, &p);
         t = ticket_of(i + 1, &p);
@@ -113,7 +96,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    double elapsed = now_s() - t0;
+    double elapsed = (double)(nt_mono_ns() - t0) / 1e9;
     nt_matcher_stats(m, &examined1, &offers1);
     double per_offer = (double)(examined1 - examined0) / (double)(offers1 - offers0);
     fprintf(stderr,

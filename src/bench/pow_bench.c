@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/arg.h"
 #include "services/pow.h"
 
 static double now_s(void)
@@ -37,16 +38,6 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: natter-pow-bench [--bits N (1..40, default 24)] [--runs R (1..1000, "
                "default 9)] [--threads T (0 = online CPUs, default)]\n");
-}
-
-static bool parse_int(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
 }
 
 /* A random printable prefix of 8..64 bytes, like a short chat text. */
@@ -79,7 +70,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (!target || i + 1 >= argc || !parse_int(argv[i + 1], min, max, target)) {
+        if (!target || i + 1 >= argc || !nb_arg_long(argv[i + 1], min, max, target)) {
             usage(stderr);
             return 2;
         }

@@ -869,6 +869,14 @@ static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_t
     return NT_MATCH_PAIRED;
 }
 
+/* Puts t back into q (arrival 0: as a new arrival), or logs why not. */
+static void match__back(nt_matcher *q, const nt_match_ticket *t)
+{
+    if (nt_matcher_requeue(q, t) != 0)
+        nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
+                t->user_id);
+}
+
 /* Tells both of a stored pair: `matched` with the chat and the partner. */
 static void match__announce(nt_ctx *ctx, const nt_match_ticket *me, const nt_match_ticket *partner,
                             const char *alias_me, const char *alias_partner, const nt_chat *ch)
@@ -915,9 +923,7 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
                 back.blocks = blocks;
                 back.nblocks = n;
             }
-            if (nt_matcher_requeue(q, &back) != 0)
-                nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
-                        partner->user_id);
+            match__back(q, &back);
             free(blocks);
         } else {
             /* The entry as the shared queue kept it (preferences, interests,
@@ -961,14 +967,6 @@ typedef struct match_pending {
     nt_match_ticket me, partner; /* blocks: heap, both (match__pair_async) */
     char alias_me[NT_ALIAS_MAX], alias_partner[NT_ALIAS_MAX];
 } match_pending;
-
-/* Puts t back into q (arrival 0: as a new arrival), or logs why not. */
-static void match__back(nt_matcher *q, const nt_match_ticket *t)
-{
-    if (nt_matcher_requeue(q, t) != 0)
-        nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
-                t->user_id);
-}
 
 /* The store's writer thread, once the pair's chat is stored or not. */
 static void match__stored(void *arg, int rc, nt_chat *chat)
