@@ -1,12 +1,13 @@
 /*
- * natter-bench runs: the direct, group and idle scenarios for about two
- * seconds each at a low rate against a harness-started natterd, and each
- * prints a JSON line that parses, with nothing lost or duplicated; the match
- * scenario at a tiny size (a few dozen waiting users, two rates) pairs
- * arrivals with waiting users and counts them; natter-matcher-bench pairs
- * at a tiny size, the same way twice. No timing is asserted:
- * benchmarks report, tests do not judge speed. natter-bench is looked up
- * next to the natterd named by NATTERD.
+ * natter-bench runs against a harness-started natterd: direct, group, idle
+ * and login for about two seconds each at a low rate, and ingest as a short
+ * search, each printing a JSON line that parses, with nothing lost or
+ * duplicated; the match scenario at a tiny size (a few dozen waiting users,
+ * two rates) pairs arrivals with waiting users and counts them; pow hands
+ * over to natter-pow-bench for tiny proofs; natter-matcher-bench pairs at a
+ * tiny size, the same way twice. No timing is asserted: benchmarks report,
+ * tests do not judge speed. natter-bench is looked up next to the natterd
+ * named by NATTERD.
  */
 #include <errno.h>
 #include <limits.h>
@@ -158,6 +159,57 @@ static void case_match(nt_server *srv)
     nt_buf_free(&out);
 }
 
+/* ingest at a small size: the search steps up from 200 msgs/s until the
+ * (generous) bound fails or 14 steps have run; the best step's load line is
+ * whole and lost nothing. */
+static void case_ingest(nt_server *srv)
+{
+    (void)srv;
+    const char *args[] = {bench_path, "--port",    port_arg, "--server-pid", pid_arg,  "--duration",
+                          "0.5",      "--warmup",  "0.2",    "--senders",    "4",      "--rate",
+                          "200",      "--max-p99", "2000",   "--quiet",      "ingest", NULL};
+    nt_buf out = NT_BUF_INIT;
+    int status = run_bench(args, &out);
+    printf("%s", out.data ? out.data : "(no output)\n");
+    check_load_line(&out, status);
+    CHECK(json_int(&out, "best_rate") >= 200);
+    CHECK(ntc_json_has(out.data, out.len, "steps.0.ack_p99"));
+    nt_buf_free(&out);
+}
+
+/* login: a direct load with a login storm in its second half; every login
+ * works and the load loses nothing. */
+static void case_login(nt_server *srv)
+{
+    (void)srv;
+    const char *args[] = {
+        bench_path, "--port",          port_arg, "--server-pid", pid_arg, "--duration",
+        "2",        "--warmup",        "0.5",    "--pairs",      "4",     "--rate",
+        "20",       "--login-threads", "2",      "--quiet",      "login", NULL};
+    nt_buf out = NT_BUF_INIT;
+    int status = run_bench(args, &out);
+    printf("%s", out.data ? out.data : "(no output)\n");
+    check_load_line(&out, status);
+    CHECK(json_int(&out, "logins") > 0);
+    CHECK_EQ_INT(json_int(&out, "login_failures"), 0);
+    nt_buf_free(&out);
+}
+
+/* pow: natter-bench hands over to natter-pow-bench (tiny proofs). */
+static void case_pow(void *arg)
+{
+    (void)arg;
+    const char *args[] = {bench_path, "--quiet", "pow",       "--bits", "8",
+                          "--runs",   "3",       "--threads", "1",      NULL};
+    nt_buf out = NT_BUF_INIT;
+    CHECK_EQ_INT(run_bench(args, &out), 0);
+    REQUIRE(out.len > 0);
+    CHECK(json_int(&out, "hashes_per_sec_per_core") > 0);
+    CHECK_EQ_INT(json_int(&out, "runs"), 3);
+    CHECK_EQ_INT(json_int(&out, "bits"), 8);
+    nt_buf_free(&out);
+}
+
 /* natter-matcher-bench at a tiny size: it pairs, and says how much it
  * examined. The same users twice give the same pairs (the checksum). */
 static void case_matcher(void *arg)
@@ -213,6 +265,9 @@ int main(void)
     NTH_CASE("bench group", case_group, srv);
     NTH_CASE("bench idle", case_idle, srv);
     NTH_CASE("bench match", case_match, srv);
+    NTH_CASE("bench ingest", case_ingest, srv);
+    NTH_CASE("bench login", case_login, srv);
+    NTH_CASE("bench pow", case_pow, NULL);
     NTH_CASE("matcher bench", case_matcher, NULL);
     CHECK(nth_healthy(srv));
     nth_free(srv, check_failures == 0);
