@@ -50,9 +50,20 @@ typedef struct mq_entry {
     struct mq_entry *hnext;       /* the user_id hash chain */
 } mq_entry;
 
+/* A user taken out of the queue by nt_matcher_offer_held, whose pair is
+ * not settled yet (its chat is being stored). */
+typedef struct mq_held {
+    int64_t user_id;
+    bool left; /* left or disconnected meanwhile: never back into the queue */
+    struct mq_held *next;
+} mq_held;
+
+#define MQ_HELD_BUCKETS 256
+
 struct nt_matcher {
     pthread_mutex_t lock;
     int scan_cap;
+    mq_held *held[MQ_HELD_BUCKETS]; /* by mq_hash(user_id, MQ_HELD_BUCKETS) */
     mq_entry *head[MQ_BUCKETS], *tail[MQ_BUCKETS];
     /* bit (age - 13) set when bucket (gender, mask, age) is non-empty */
     uint64_t nonempty[3][MQ_MASKS][MQ_WORDS];
@@ -83,6 +94,14 @@ static mq_entry *mq_find(nt_matcher *m, int64_t user_id)
     for (mq_entry *e = m->table[mq_hash(user_id, m->table_cap)]; e; e = e->hnext)
         if (e->t.user_id == user_id) return e;
     return NULL;
+}
+
+static mq_held **mq_held_slot(nt_matcher *m, int64_t user_id)
+{
+    mq_held **slot = &m->held[mq_hash(user_id, MQ_HELD_BUCKETS)];
+    while (*slot && (*slot)->user_id != user_id)
+        slot = &(*slot)->next;
+    return slot;
 }
 
 static int mq_table_grow(nt_matcher *m)
@@ -246,6 +265,12 @@ void nt_matcher_free(nt_matcher *m)
         }
     }
     free(m->table);
+    for (size_t i = 0; i < MQ_HELD_BUCKETS; i++) {
+        for (mq_held *h = m->held[i], *next; h; h = next) {
+            next = h->next;
+            free(h);
+        }
+    }
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -307,7 +332,10 @@ static mq_entry *mq_search(nt_matcher *m, const nt_match_ticket *t)
     return best;
 }
 
-int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner)
+/* nt_matcher_offer and nt_matcher_offer_held: with `hold` (two nodes,
+ * else NULL), a pair's users are held until settled, and the nodes used. */
+static int mq_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner,
+                    mq_held *hold[2])
 {
     int rc;
     nt_match_ticket sorted = *t;
@@ -315,6 +343,12 @@ int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *p
 
     pthread_mutex_lock(&m->lock);
     m->offers++;
+    mq_held *held = *mq_held_slot(m, t->user_id);
+    if (held) { /* back before its pair is settled: it waits for that */
+        held->left = false;
+        rc = NT_MATCH_ALREADY;
+        goto out;
+    }
     if (mq_find(m, t->user_id)) {
         rc = NT_MATCH_ALREADY;
         goto out;
@@ -324,6 +358,15 @@ int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *p
         mq_unlink(m, best);
         *partner = best->t; /* blocks and nblocks: handed over with it */
         free(best);
+        if (hold) {
+            int64_t ids[2] = {t->user_id, partner->user_id};
+            for (int i = 0; i < 2; i++) {
+                mq_held **slot = mq_held_slot(m, ids[i]);
+                *hold[i] = (mq_held){.user_id = ids[i]};
+                *slot = hold[i];
+                hold[i] = NULL;
+            }
+        }
         rc = NT_MATCH_PAIRED;
         goto out;
     }
@@ -344,20 +387,54 @@ out:
     return rc;
 }
 
-int nt_matcher_requeue(nt_matcher *m, const nt_match_ticket *t)
+int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner)
+{
+    return mq_offer(m, t, partner, NULL);
+}
+
+int nt_matcher_offer_held(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner)
+{
+    /* Allocated before the lock, so that a pair is never made and then
+     * dropped for want of memory. */
+    mq_held *hold[2] = {malloc(sizeof(mq_held)), malloc(sizeof(mq_held))};
+    int rc = hold[0] && hold[1] ? mq_offer(m, t, partner, hold) : -ENOMEM;
+    free(hold[0]); /* the ones not used */
+    free(hold[1]);
+    return rc;
+}
+
+/* Inserts a copy of t (arrival 0: a new arrival) unless t's user waits
+ * already. Called with the lock held. */
+static int mq_requeue(nt_matcher *m, const nt_match_ticket *t)
+{
+    if (mq_find(m, t->user_id)) return 0;
+    mq_entry *e = mq_entry_new(t);
+    /* Its old place: a later arrival than everyone it waited before would
+     * be unfair, so keep the arrival it had. */
+    if (e && !e->t.arrival) e->t.arrival = ++m->clock;
+    if (!e || mq_insert(m, e) != 0) {
+        if (e) mq_entry_free(e);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int nt_matcher_settle(nt_matcher *m, const nt_match_ticket *t, bool back)
 {
     int rc = 0;
     pthread_mutex_lock(&m->lock);
-    if (!mq_find(m, t->user_id)) {
-        mq_entry *e = mq_entry_new(t);
-        if (e && !e->t.arrival) e->t.arrival = ++m->clock;
-        if (!e || mq_insert(m, e) != 0) {
-            if (e) mq_entry_free(e);
-            rc = -ENOMEM;
-        }
-        /* Its old place: a later arrival than everyone it waited before
-         * would be unfair, so keep the arrival it had. */
-    }
+    mq_held **slot = mq_held_slot(m, t->user_id), *held = *slot;
+    if (held) *slot = held->next;
+    if (back && !(held && held->left)) rc = mq_requeue(m, t);
+    pthread_mutex_unlock(&m->lock);
+    free(held);
+    return rc;
+}
+
+int nt_matcher_requeue(nt_matcher *m, const nt_match_ticket *t)
+{
+    pthread_mutex_lock(&m->lock);
+    int rc = mq_requeue(m, t);
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
@@ -370,8 +447,10 @@ bool nt_matcher_leave(nt_matcher *m, int64_t user_id)
         mq_unlink(m, e);
         mq_entry_free(e);
     }
+    mq_held *held = *mq_held_slot(m, user_id);
+    if (held) held->left = true;
     pthread_mutex_unlock(&m->lock);
-    return e != NULL;
+    return e != NULL || held != NULL;
 }
 
 /* Adds id to e's sorted block list (no duplicates). */
@@ -869,10 +948,12 @@ static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_t
     return NT_MATCH_PAIRED;
 }
 
-/* Puts t back into q (arrival 0: as a new arrival), or logs why not. */
-static void match__back(nt_matcher *q, const nt_match_ticket *t)
+/* Ends the hold on t's user (nt_matcher_offer_held); with `back` it goes
+ * back into q (arrival 0: as a new arrival) unless it left meanwhile, or
+ * a line says why not. */
+static void match__settle(nt_matcher *q, const nt_match_ticket *t, bool back)
 {
-    if (nt_matcher_requeue(q, t) != 0)
+    if (nt_matcher_settle(q, t, back) != 0)
         nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
                 t->user_id);
 }
@@ -923,7 +1004,8 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
                 back.blocks = blocks;
                 back.nblocks = n;
             }
-            match__back(q, &back);
+            match__settle(q, &back, true);
+            match__settle(q, me, false); /* it has the error */
             free(blocks);
         } else {
             /* The entry as the shared queue kept it (preferences, interests,
@@ -936,6 +1018,10 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
         }
         nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
         return;
+    }
+    if (q) {
+        match__settle(q, me, false);
+        match__settle(q, partner, false);
     }
     match__announce(ctx, me, partner, alias_me, alias_partner, &ch);
     nt_buf_reset(&r->body);
@@ -973,14 +1059,16 @@ static void match__stored(void *arg, int rc, nt_chat *chat)
 {
     match_pending *p = arg;
     if (rc == 0) {
+        match__settle(p->q, &p->me, false);
+        match__settle(p->q, &p->partner, false);
         match__announce(p->ctx, &p->me, &p->partner, p->alias_me, p->alias_partner, chat);
         nt_chat_free(chat);
     } else {
         nt_warn("match: the chat of users %" PRId64 " and %" PRId64
-                " could not be stored; both wait again",
+                " could not be stored; both wait again unless they left",
                 p->me.user_id, p->partner.user_id);
-        match__back(p->q, &p->partner);
-        match__back(p->q, &p->me);
+        match__settle(p->q, &p->partner, true);
+        match__settle(p->q, &p->me, true);
     }
     nt_ctx *ctx = p->ctx;
     free((int64_t *)p->me.blocks);
@@ -1014,7 +1102,8 @@ static void match__pair_async(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket 
         match__storing(ctx, -1);
         free(p);
     }
-    match__back(q, partner);
+    match__settle(q, partner, true);
+    match__settle(q, me, false); /* it has the error */
     free((int64_t *)me->blocks);
     free((int64_t *)partner->blocks);
     nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
@@ -1033,7 +1122,7 @@ static void match__join(nt_ctx *ctx, const nt_caller *c, nt_reply *r, bool wait)
     int rc = match__offer_shared(ctx, &t, &partner, &shared);
     if (rc == NT_BUS_ENOTSUP) {
         q = match__queue(ctx, true);
-        rc = q ? nt_matcher_offer(q, &t, &partner) : -ENOMEM;
+        rc = q ? nt_matcher_offer_held(q, &t, &partner) : -ENOMEM;
     }
     if (rc == NT_MATCH_PAIRED && q && !wait) {
         match__pair_async(ctx, q, &t, &partner, r); /* takes blocks and partner.blocks */

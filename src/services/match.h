@@ -63,11 +63,24 @@ void nt_matcher_free(nt_matcher *m);
  * NT_MATCH_PAIRED. Otherwise t waits: NT_MATCH_WAITING. -ENOMEM on failure.
  */
 int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner);
+/*
+ * nt_matcher_offer for a pair whose chat is stored after it is made: on
+ * NT_MATCH_PAIRED both users are held until nt_matcher_settle is called
+ * for each. A held user that leaves (nt_matcher_leave) is marked so, and
+ * a held user that offers again gets NT_MATCH_ALREADY (and no longer
+ * counts as left): it waits for its pair's outcome.
+ */
+int nt_matcher_offer_held(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner);
+/* Ends the hold on t's user: with `back` (its pair could not be stored) it
+ * goes back into the queue as nt_matcher_requeue puts it, unless it left
+ * while held. 0 or -ENOMEM. */
+int nt_matcher_settle(nt_matcher *m, const nt_match_ticket *t, bool back);
 /* Puts a ticket back with its old arrival (a pairing that could not be
  * stored), without looking for a partner; arrival 0 queues it as a new
  * arrival. Nothing changes if the user is waiting already. 0 or -ENOMEM. */
 int nt_matcher_requeue(nt_matcher *m, const nt_match_ticket *t);
-/* Takes user_id out of the queue; true if it was waiting. */
+/* Takes user_id out of the queue; true if it was waiting or held (a held
+ * user is only marked: it will not go back). */
 bool nt_matcher_leave(nt_matcher *m, int64_t user_id);
 /* a and b must never be paired from now on (a block between them). */
 void nt_matcher_block(nt_matcher *m, int64_t a, int64_t b);

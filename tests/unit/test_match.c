@@ -339,6 +339,54 @@ static void test_queue_rules(void)
     nt_matcher_free(m);
 }
 
+/* Holds (nt_matcher_offer_held): a held user that leaves is not put back
+ * by nt_matcher_settle; one that offers again waits for its pair's
+ * outcome; settling without `back` only ends the hold. */
+static void test_queue_holds(void)
+{
+    nt_matcher *m = nt_matcher_new(0);
+    if (!m) {
+        CHECK(m != NULL);
+        return;
+    }
+    nt_match_ticket a = ticket(1, NT_GENDER_MALE, 30, NT_GENDER_FEMALE, 13, 120);
+    nt_match_ticket b = ticket(2, NT_GENDER_FEMALE, 30, NT_GENDER_MALE, 13, 120);
+    nt_match_ticket p;
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_WAITING);
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 1);
+    CHECK_EQ_INT(nt_matcher_count(m), 0);
+    /* Held: a second offer waits for the outcome, a leave is remembered. */
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_ALREADY);
+    CHECK(nt_matcher_leave(m, 1));
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, true), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, true), 0);
+    CHECK(!nt_matcher_is_waiting(m, 1)); /* it left */
+    CHECK(nt_matcher_is_waiting(m, 2));  /* it went back */
+    CHECK(!nt_matcher_leave(m, 1));      /* the hold is over */
+
+    /* Left, then offered again while held: it goes back after all. */
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(p.user_id, 2);
+    CHECK(nt_matcher_leave(m, 2));
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_ALREADY);
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, true), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, false), 0);
+    CHECK(nt_matcher_is_waiting(m, 2));
+    CHECK(!nt_matcher_is_waiting(m, 1));
+
+    /* A stored pair: both settle without going back; the next offers are
+     * new arrivals. */
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, false), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, false), 0);
+    CHECK_EQ_INT(nt_matcher_count(m), 0);
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_WAITING);
+    /* A hold never settled is freed with the queue (ASan checks). */
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_PAIRED);
+    nt_matcher_free(m);
+}
+
 /* ---- the service ------------------------------------------------------------------------ */
 
 static int64_t mo, fa, xm, nog, nob, kid, pm, qf;
@@ -772,6 +820,43 @@ static void test_join_async(void)
     nt_match_join_async(&ctx, &CAF, &R);
     CHECK_STR_EQ(BSTR("status"), "matched");
     CHECK(wait_frame(am, "matched", 2) && wait_frame(af, "matched", 2));
+
+    /* A user that leaves while its pair is being stored stays out of the
+     * queue when the store refuses the pair; its partner goes back. The
+     * test holds SQLite's write lock so that the pair waits while am
+     * leaves, then lets the trigger refuse it. */
+    rc = sqlite3_open(sf_db_path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db,
+                          "CREATE TRIGGER test_no_random BEFORE INSERT ON chats "
+                          "WHEN NEW.type = 'random' BEGIN SELECT RAISE(ABORT, 'no'); END",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    CHECK_EQ_INT(rc, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(db);
+        return;
+    }
+    join(&CAM);
+    CHECK_STR_EQ(BSTR("status"), "waiting");
+    reset();
+    nt_match_join_async(&ctx, &CAF, &R);
+    CHECK_STR_EQ(BSTR("status"), "matched");
+    CHECK_EQ_INT(nt_match_storing(&ctx), 1);
+    nt_match_disconnect(&ctx, am);
+    CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+    for (int i = 0; i < 10000 && nt_match_storing(&ctx) > 0; i++)
+        usleep(1000);
+    CHECK_EQ_INT(nt_match_storing(&ctx), 0);
+    join(&CAF);
+    CHECK_EQ_INT(R.status, 200); /* af waits again */
+    CHECK(sqlite3_exec(db, "DROP TRIGGER test_no_random", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    /* am did not: its join is an arrival, and af its partner. */
+    reset();
+    nt_match_join_async(&ctx, &CAM, &R);
+    CHECK_STR_EQ(BSTR("status"), "matched");
+    CHECK(wait_frame(am, "matched", 3) && wait_frame(af, "matched", 3));
     frames_clear();
 }
 
@@ -781,6 +866,7 @@ int main(void)
     test_queue_big();
     test_queue_ranking();
     test_requeue_place();
+    test_queue_holds();
 
     int rc = open_ctx("test_match");
     if (rc != 0) return rc;
