@@ -691,6 +691,11 @@ typedef struct storm {
     atomic_long logins, failures;
     atomic_int next;
     uint64_t t0, t1;
+    /* The first failure, so a run that fails says why: the client's error
+     * (a negative errno) and the HTTP status, 0 if none came back. */
+    pthread_mutex_t first_lock;
+    int first_rc, first_status;
+    double first_at_s; /* seconds into the storm */
 } storm;
 
 static void *storm_worker(void *arg)
@@ -699,10 +704,19 @@ static void *storm_worker(void *arg)
     while (!atomic_load(&s->stop)) {
         int i = atomic_fetch_add(&s->next, 1) % s->nusers;
         ntc_session sess;
-        if (ntc_login(opts.host, opts.port, s->users[i].nick, s->users[i].password, &sess) == 0)
+        uint64_t t = nb_now_ns();
+        int rc = ntc_login(opts.host, opts.port, s->users[i].nick, s->users[i].password, &sess);
+        if (rc == 0) {
             atomic_fetch_add(&s->logins, 1);
-        else
-            atomic_fetch_add(&s->failures, 1);
+            continue;
+        }
+        if (atomic_fetch_add(&s->failures, 1) == 0) {
+            pthread_mutex_lock(&s->first_lock);
+            s->first_rc = rc;
+            s->first_status = sess.http_status;
+            s->first_at_s = (double)(t - s->t0) / 1e9;
+            pthread_mutex_unlock(&s->first_lock);
+        }
     }
     return NULL;
 }
@@ -731,6 +745,7 @@ static int scenario_login(void)
     nb_chat *chats = make_pairs(&users, opts.pairs);
     if (!chats) return 1;
     storm *s = calloc(1, sizeof *s);
+    pthread_mutex_init(&s->first_lock, NULL);
     s->nusers = 64;
     s->threads = opts.login_threads > 64 ? 64 : opts.login_threads;
     s->users = users; /* log in as the chatting users: their sockets stay open */
@@ -746,6 +761,10 @@ static int scenario_login(void)
            "\"login_failures\":%ld,\"logins_per_s\":%.1f",
            opts.pairs, per_sender, s->threads, atomic_load(&s->logins), atomic_load(&s->failures),
            (double)atomic_load(&s->logins) / storm_s);
+    if (atomic_load(&s->failures))
+        printf(",\"login_first_failure\":{\"error\":\"%s\",\"http_status\":%d,\"at_s\":%.3f}",
+               s->first_rc == -EPROTO ? "unexpected answer" : strerror(-s->first_rc),
+               s->first_status, s->first_at_s);
     json_load(stdout, &fig);
     json_hist(stdout, "recv_ms_storm", &fig.res.recv2);
     printf(",\"p99_ratio\":%.2f}\n", p99_a > 0 ? p99_b / p99_a : 0);
@@ -764,6 +783,7 @@ static int scenario_login(void)
                 p99_b, p99_a > 0 ? p99_b / p99_a : 0, (double)atomic_load(&s->logins) / storm_s,
                 s->threads, atomic_load(&s->failures));
     }
+    pthread_mutex_destroy(&s->first_lock);
     free(s);
     free(users);
     free(chats);

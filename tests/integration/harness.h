@@ -61,7 +61,8 @@ void nth_kill(nt_server *srv);
 
 /* Kills the server if it still runs and frees it; removes its temp folder
  * only when `remove_dir` (pass check_failures == 0 to keep the logs of a
- * failed run). NULL is a no-op. */
+ * failed run; its last 4,000 bytes are printed then, since a CI run keeps
+ * only its output). NULL is a no-op. */
 void nth_free(nt_server *srv, bool remove_dir);
 
 /* Prints the last `bytes` of the server's log to stderr. */
