@@ -22,6 +22,7 @@
 #include "gateway/hash_pool.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -47,6 +48,12 @@
 #define HASH_QUEUE_PER_THREAD 16
 #define HASH_MAX_THREADS 64
 #define HASH_PW_MAX 4096 /* auth.c never passes a longer password */
+/* How long a pool thread waits for its helper's answer before it hashes
+ * itself, at normal priority: the helper runs only on idle CPU time, and
+ * on a machine kept busy by other work it may not run for many seconds
+ * (docs/decisions.md, "Password hashing: a login waits at most a second
+ * for idle time"). */
+#define HASH_PATIENCE_MS 1000
 
 /* One request to a helper, sent as one SOCK_SEQPACKET message of its used
  * length (the header, str, and pw_len bytes of pw). */
@@ -54,6 +61,7 @@ enum { HASH_OP_STR = 1, HASH_OP_VERIFY = 2 };
 typedef struct hash_req {
     uint32_t op;
     uint32_t pw_len;
+    uint64_t seq;                 /* copied into the answer */
     uint64_t ops, mem;            /* HASH_OP_STR: the cost */
     char str[NT_PWHASH_STRBYTES]; /* HASH_OP_VERIFY: the stored string */
     char pw[HASH_PW_MAX];
@@ -61,6 +69,7 @@ typedef struct hash_req {
 
 /* The answer: libsodium's return value and, for HASH_OP_STR, the string. */
 typedef struct hash_res {
+    uint64_t seq; /* the request's: an answer the thread gave up on is skipped */
     int32_t rc;
     char str[NT_PWHASH_STRBYTES];
 } hash_res;
@@ -69,8 +78,10 @@ typedef struct hash_res {
  * pool runs (and by the loop thread before and after). */
 typedef struct pool_helper {
     gw_hash_pool *pool;
-    pid_t pid; /* 0: none running */
-    int fd;    /* our end of the socketpair, -1 if none */
+    pid_t pid;    /* 0: none running */
+    int fd;       /* our end of the socketpair, -1 if none */
+    uint64_t seq; /* of the last request sent */
+    bool late;    /* the last request went unanswered for HASH_PATIENCE_MS */
 } pool_helper;
 
 struct gw_hash_pool {
@@ -158,6 +169,7 @@ static void pool__helper_main(int fd, pid_t parent)
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) _exit(0);
         memset(&res, 0, sizeof res);
+        res.seq = req.seq;
         size_t head = offsetof(hash_req, pw);
         if ((size_t)n < head || req.pw_len > HASH_PW_MAX || (size_t)n != head + req.pw_len) {
             res.rc = -1;
@@ -219,16 +231,41 @@ static void pool__reap(pool_helper *h)
 /* The helper of the pool thread this runs on; NULL on any other thread. */
 static __thread pool_helper *pool__self;
 
+/* Waits until h's answer to request `seq` is in res, skipping answers to
+ * requests given up on before. 0; -ETIMEDOUT at the deadline; -EPIPE if
+ * the helper is gone. */
+static int pool__await(pool_helper *h, uint64_t seq, uint64_t deadline, hash_res *res)
+{
+    for (;;) {
+        uint64_t now = nt_mono_ns();
+        if (now >= deadline) return -ETIMEDOUT;
+        struct pollfd p = {.fd = h->fd, .events = POLLIN};
+        int n = poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -EPIPE;
+        if (n == 0) continue; /* the deadline is checked above */
+        ssize_t got;
+        do
+            got = recv(h->fd, res, sizeof *res, 0);
+        while (got < 0 && errno == EINTR);
+        if (got != (ssize_t)sizeof *res) return -EPIPE;
+        if (res->seq == seq) return 0;
+    }
+}
+
 /* Sends req (of len bytes) to this thread's helper and waits for the
  * answer; a helper that died (killed, out of memory) is replaced once.
- * 0 with res filled; -ENOSYS off the pool, and also when no helper
- * answered (none could be started, or the new one died too): the caller
- * then hashes in its own thread. A failure must not read as -1, which
- * verify means "wrong password": a right one would get 401. */
-static int pool__ask(const hash_req *req, size_t len, hash_res *res)
+ * 0 with res filled; -ENOSYS off the pool, when no helper answered (none
+ * could be started, or the new one died too), and when the helper did not
+ * answer within HASH_PATIENCE_MS: the caller then hashes in its own
+ * thread (the helper's late answer is skipped by the next request). A
+ * failure must not read as -1, which verify means "wrong password": a
+ * right one would get 401. */
+static int pool__ask(hash_req *req, size_t len, hash_res *res)
 {
     pool_helper *h = pool__self;
     if (!h) return -ENOSYS;
+    uint64_t deadline = nt_mono_ns() + (uint64_t)HASH_PATIENCE_MS * 1000000u;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (h->fd < 0) {
             int rc = pool__spawn(h);
@@ -239,15 +276,23 @@ static int pool__ask(const hash_req *req, size_t len, hash_res *res)
                 return -ENOSYS;
             }
         }
+        req->seq = ++h->seq;
         ssize_t n;
         do
             n = send(h->fd, req, len, MSG_NOSIGNAL);
         while (n < 0 && errno == EINTR);
-        if (n == (ssize_t)len) {
-            do
-                n = recv(h->fd, res, sizeof *res, 0);
-            while (n < 0 && errno == EINTR);
-            if (n == (ssize_t)sizeof *res) return 0;
+        int rc = n == (ssize_t)len ? pool__await(h, req->seq, deadline, res) : -EPIPE;
+        if (rc == 0) {
+            h->late = false;
+            return 0;
+        }
+        if (rc == -ETIMEDOUT) {
+            if (!h->late)
+                nt_warn("hashing pool: helper process %d did not answer within %d ms (no idle "
+                        "CPU time): hashing in the pool thread until it answers in time",
+                        (int)h->pid, HASH_PATIENCE_MS);
+            h->late = true;
+            return -ENOSYS;
         }
         nt_warn("hashing pool: helper process %d is gone; starting another", (int)h->pid);
         pool__reap(h);

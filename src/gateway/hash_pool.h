@@ -7,7 +7,9 @@
  * off the CPU whenever the loop or the store writer wants it and outside
  * this process's memory map; the threads, at normal priority, do the
  * store work of the job and wait for their helper (the pool installs the
- * hasher auth.c calls, services/auth.h). The queue is bounded: past the
+ * hasher auth.c calls, services/auth.h). A helper that has not answered
+ * within a second (no idle CPU time) is not waited for: the thread then
+ * hashes itself, at normal priority. The queue is bounded: past the
  * bound a job is refused and the caller answers 503 at once
  * (docs/decisions.md, "Password hashing").
  *

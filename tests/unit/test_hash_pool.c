@@ -8,7 +8,9 @@
  * holds still finish, in order; freeing the pool ends and reaps every
  * helper; a thread whose helper is gone and cannot be started again
  * declines (-ENOSYS, auth.c then hashes itself) instead of calling a right
- * password wrong, and gets a helper again once one can be started.
+ * password wrong, and gets a helper again once one can be started; a
+ * helper that gets no CPU time makes a hash decline after the patience
+ * instead of keeping the login waiting, and answers again once it runs.
  */
 #include "gateway/hash_pool.c"
 
@@ -227,6 +229,46 @@ static void test_queue_full(uv_loop_t *loop)
     sem_destroy(&release);
 }
 
+/* A helper that gets no CPU time (stopped here; starved by a busy machine
+ * in real life) makes each hash decline after HASH_PATIENCE_MS, so that
+ * auth.c hashes in the pool thread instead of keeping a login waiting;
+ * once it runs again its late answers are skipped and it answers the next
+ * requests itself, without being replaced. */
+static void test_late_helper(uv_loop_t *loop)
+{
+    char err[200] = "";
+    ndone = 0;
+    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, 0, on_done, err, sizeof err);
+    CHECK(pool != NULL);
+    if (!pool) return;
+    pid_t helper = pool->helpers[0].pid;
+    CHECK_EQ_INT(kill(helper, SIGSTOP), 0);
+
+    uint64_t t0 = nt_mono_ns();
+    tjob *t = hash_on_pool(loop, pool, 1); /* three requests: str, verify, verify */
+    double waited_ms = (double)(nt_mono_ns() - t0) / 1e6;
+    CHECK_EQ_INT(t->str_rc, -ENOSYS);
+    CHECK_EQ_INT(t->verify_good, -ENOSYS); /* never -1: a right password stays right */
+    CHECK_EQ_INT(t->verify_bad, -ENOSYS);
+    CHECK(waited_ms >= 3 * HASH_PATIENCE_MS);
+    CHECK(waited_ms < 3 * HASH_PATIENCE_MS + 2000);
+    CHECK(pool->helpers[0].late);
+    free(t);
+
+    CHECK_EQ_INT(kill(helper, SIGCONT), 0);
+    t = hash_on_pool(loop, pool, 2);
+    CHECK_EQ_INT(t->str_rc, 0);
+    CHECK_EQ_INT(crypto_pwhash_str_verify(t->str, "correct horse", 13), 0);
+    CHECK_EQ_INT(t->verify_good, 0);
+    CHECK_EQ_INT(t->verify_bad, -1);
+    CHECK(!pool->helpers[0].late);
+    CHECK_EQ_INT(pool->helpers[0].pid, helper); /* the same process */
+    free(t);
+
+    gw_hash_pool_free(pool);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
 int main(void)
 {
     if (sodium_init() < 0) return 1;
@@ -235,6 +277,7 @@ int main(void)
     test_helper_hashes(&loop);
     test_queue_full(&loop);
     test_no_helper(&loop);
+    test_late_helper(&loop);
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
     return check_exit();
 }
