@@ -82,16 +82,22 @@ static tjob *hash_on_pool(uv_loop_t *loop, gw_hash_pool *pool, int id)
     return t;
 }
 
-static void test_helper_hashes(uv_loop_t *loop)
+/* A one-thread pool with room for max_queued jobs (0: the default), the
+ * done count reset; NULL after a failed check. */
+static gw_hash_pool *new_pool(uv_loop_t *loop, size_t max_queued)
 {
     char err[200] = "";
     ndone = 0;
-    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, 0, on_done, err, sizeof err);
+    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, max_queued, on_done, err, sizeof err);
     CHECK(pool != NULL);
-    if (!pool) {
-        fprintf(stderr, "%s\n", err);
-        return;
-    }
+    if (!pool) fprintf(stderr, "%s\n", err);
+    return pool;
+}
+
+static void test_helper_hashes(uv_loop_t *loop)
+{
+    gw_hash_pool *pool = new_pool(loop, 0);
+    if (!pool) return;
     CHECK_EQ_INT(gw_hash_pool_threads(pool), 1);
     pid_t helper = pool->helpers[0].pid;
     CHECK(helper != getpid());
@@ -150,10 +156,7 @@ static void run_no_helper(gw_job *job)
 
 static void test_no_helper(uv_loop_t *loop)
 {
-    char err[200] = "";
-    ndone = 0;
-    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, 0, on_done, err, sizeof err);
-    CHECK(pool != NULL);
+    gw_hash_pool *pool = new_pool(loop, 0);
     if (!pool) return;
 
     tjob *t = new_job(1);
@@ -183,13 +186,10 @@ static void test_no_helper(uv_loop_t *loop)
 
 static void test_queue_full(uv_loop_t *loop)
 {
-    char err[200] = "";
     sem_t started, release;
     sem_init(&started, 0, 0);
     sem_init(&release, 0, 0);
-    ndone = 0;
-    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, 2, on_done, err, sizeof err);
-    CHECK(pool != NULL);
+    gw_hash_pool *pool = new_pool(loop, 2);
     if (!pool) return;
 
     /* Job 1 holds the one thread; 2 and 3 fill the queue of 2; 4 is refused. */
@@ -236,10 +236,7 @@ static void test_queue_full(uv_loop_t *loop)
  * requests itself, without being replaced. */
 static void test_late_helper(uv_loop_t *loop)
 {
-    char err[200] = "";
-    ndone = 0;
-    gw_hash_pool *pool = gw_hash_pool_new(loop, 1, 0, on_done, err, sizeof err);
-    CHECK(pool != NULL);
+    gw_hash_pool *pool = new_pool(loop, 0);
     if (!pool) return;
     pid_t helper = pool->helpers[0].pid;
     CHECK_EQ_INT(kill(helper, SIGSTOP), 0);

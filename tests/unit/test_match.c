@@ -752,6 +752,27 @@ static bool wait_frame(int64_t user, const char *type, int count)
     return false;
 }
 
+/* A second connection to the service's SQLite file with a trigger on it
+ * that refuses random chats (DROP TRIGGER test_no_random ends it), and with
+ * `lock`, SQLite's write lock held until COMMIT; NULL after a failed check. */
+static sqlite3 *refuse_random_chats(bool lock)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(sf_db_path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db,
+                          "CREATE TRIGGER test_no_random BEFORE INSERT ON chats "
+                          "WHEN NEW.type = 'random' BEGIN SELECT RAISE(ABORT, 'no'); END",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK && lock) rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    CHECK_EQ_INT(rc, SQLITE_OK);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    return db;
+}
+
 /* nt_match_join_async (the WebSocket `match`): the pair is announced once
  * its chat is stored; when it cannot be (a trigger refuses random chats
  * for a while), both wait in the queue again, as `match_queued` told the
@@ -779,19 +800,8 @@ static void test_join_async(void)
     nt_chats_get(&ctx, &CAM, chat, &R);
     CHECK_EQ_INT(R.status, 200);
 
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open(sf_db_path, &db);
-    CHECK_EQ_INT(rc, SQLITE_OK);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db,
-                          "CREATE TRIGGER test_no_random BEFORE INSERT ON chats "
-                          "WHEN NEW.type = 'random' BEGIN SELECT RAISE(ABORT, 'no'); END",
-                          NULL, NULL, NULL);
-    CHECK_EQ_INT(rc, SQLITE_OK);
-    if (rc != SQLITE_OK) {
-        sqlite3_close(db);
-        return;
-    }
+    sqlite3 *db = refuse_random_chats(false);
+    if (!db) return;
     join(&CAM);
     CHECK_STR_EQ(BSTR("status"), "waiting");
     reset();
@@ -825,18 +835,8 @@ static void test_join_async(void)
      * queue when the store refuses the pair; its partner goes back. The
      * test holds SQLite's write lock so that the pair waits while am
      * leaves, then lets the trigger refuse it. */
-    rc = sqlite3_open(sf_db_path, &db);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db,
-                          "CREATE TRIGGER test_no_random BEFORE INSERT ON chats "
-                          "WHEN NEW.type = 'random' BEGIN SELECT RAISE(ABORT, 'no'); END",
-                          NULL, NULL, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    CHECK_EQ_INT(rc, SQLITE_OK);
-    if (rc != SQLITE_OK) {
-        sqlite3_close(db);
-        return;
-    }
+    db = refuse_random_chats(true);
+    if (!db) return;
     join(&CAM);
     CHECK_STR_EQ(BSTR("status"), "waiting");
     reset();
