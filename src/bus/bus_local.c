@@ -40,6 +40,7 @@
 
 #include "bus/bus_backend.h"
 #include "bus/conn_counts.h"
+#include "bus/inbox.h"
 #include "common/clock.h"
 
 /* Bytes of deliveries queued from other threads that the loop has not
@@ -82,14 +83,6 @@ struct local_waiter {
     size_t reply_len;
 };
 
-/* A delivery queued by another thread; ids and frame bytes follow. */
-struct local_delivery {
-    struct local_delivery *next;
-    size_t n;
-    size_t len;
-    int64_t ids[];
-};
-
 struct local_bus {
     nt_bus base;
     uint64_t token; /* this bus among others (leader locks, reply address) */
@@ -110,8 +103,7 @@ struct local_bus {
     nt_conn_counts reg; /* connections per user on this node */
 
     pthread_mutex_t dq_mu;
-    struct local_delivery *dq_head, *dq_tail;
-    size_t dq_bytes;
+    nt_inbox dq; /* deliveries from other threads */
 
     /* Loop thread only. */
     int64_t *recipients; /* reused from one delivery to the next */
@@ -261,17 +253,12 @@ static void local__drain(uv_async_t *handle)
     struct local_bus *lb = handle->data;
     if (!lb) return;
     pthread_mutex_lock(&lb->dq_mu);
-    struct local_delivery *d = lb->dq_head;
-    lb->dq_head = lb->dq_tail = NULL;
-    lb->dq_bytes = 0;
+    nt_inbox_item *all = nt_inbox_take(&lb->dq);
     pthread_mutex_unlock(&lb->dq_mu);
 
-    while (d) {
-        struct local_delivery *next = d->next;
-        local__deliver_now(lb, d->ids, d->n, (const char *)(d->ids + d->n), d->len);
-        free(d);
-        d = next;
-    }
+    for (nt_inbox_item *d = all; d; d = d->next)
+        local__deliver_now(lb, d->ids, d->n, nt_inbox_frame(d), d->len);
+    nt_inbox_free_chain(all);
 }
 
 static int local__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const char *frame,
@@ -284,30 +271,15 @@ static int local__deliver(nt_bus *b, const int64_t *user_ids, size_t n, const ch
     if (uv_thread_equal(&self, &lb->loop_thread))
         return local__deliver_now(lb, user_ids, n, frame, len);
 
-    if (n > (SIZE_MAX - sizeof(struct local_delivery) - len) / sizeof(int64_t))
-        return NT_BUS_ENOMEM;
-    size_t size = sizeof(struct local_delivery) + n * sizeof(int64_t) + len;
-    struct local_delivery *d = malloc(size);
+    nt_inbox_item *d = nt_inbox_item_new(user_ids, n, frame, len);
     if (!d) return NT_BUS_ENOMEM;
-    d->next = NULL;
-    d->n = n;
-    d->len = len;
-    memcpy(d->ids, user_ids, n * sizeof(int64_t));
-    memcpy(d->ids + n, frame, len);
-
     pthread_mutex_lock(&lb->dq_mu);
-    if (lb->dq_bytes + size > LOCAL_DELIVERY_QUEUE_MAX) {
-        pthread_mutex_unlock(&lb->dq_mu);
+    int rc = nt_inbox_push(&lb->dq, d);
+    pthread_mutex_unlock(&lb->dq_mu);
+    if (rc != 0) {
         free(d);
         return NT_BUS_EUNAVAILABLE;
     }
-    if (lb->dq_tail)
-        lb->dq_tail->next = d;
-    else
-        lb->dq_head = d;
-    lb->dq_tail = d;
-    lb->dq_bytes += size;
-    pthread_mutex_unlock(&lb->dq_mu);
     /* uv_async_send coalesces: one wake-up drains everything queued. */
     uv_async_send(lb->async);
     return 0;
@@ -845,6 +817,7 @@ static nt_bus *local__open(const char *url, uv_loop_t *loop, char *err, size_t e
     if (local__cond_init(&lb->idle)) goto fail_idle;
     if (pthread_rwlock_init(&lb->reg_lock, NULL)) goto fail_rwlock;
     if (pthread_mutex_init(&lb->dq_mu, NULL)) goto fail_dq;
+    lb->dq.max_bytes = LOCAL_DELIVERY_QUEUE_MAX;
     lb->async = malloc(sizeof *lb->async);
     if (!lb->async) goto fail_async;
     if (uv_async_init(loop, lb->async, local__drain)) goto fail_async_init;
@@ -916,12 +889,7 @@ static void local__close(nt_bus *b)
     lb->async->data = NULL;
     uv_close((uv_handle_t *)lb->async, local__async_closed);
 
-    struct local_delivery *d = lb->dq_head;
-    while (d) {
-        struct local_delivery *next = d->next;
-        free(d);
-        d = next;
-    }
+    nt_inbox_free_chain(nt_inbox_take(&lb->dq));
     local__leader_release_all(lb->token);
     local__free_queues(lb->queues);
     local__free_queues(lb->services);

@@ -78,6 +78,7 @@
 
 #include "bus/bus_backend.h"
 #include "bus/conn_counts.h"
+#include "bus/inbox.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -465,13 +466,6 @@ struct rb_event {
 
 enum { RB_EV_OFFLINE = 0, RB_EV_ONLINE = 1, RB_EV_FLUSH = 2 };
 
-struct rb_delivery {
-    struct rb_delivery *next;
-    size_t n;
-    size_t len;
-    int64_t ids[];
-};
-
 struct redis_bus {
     nt_bus base;
     char host[256];
@@ -529,8 +523,7 @@ struct redis_bus {
     /* The loop's inbox (dq_mu): deliveries from other threads, and presence
      * and flush events from the registry thread, in order. */
     pthread_mutex_t dq_mu;
-    struct rb_delivery *dq_head, *dq_tail;
-    size_t dq_bytes;
+    nt_inbox dq;
     struct rb_event *ev; /* filled by the registry thread */
     size_t ev_n, ev_cap;
     struct rb_event *ev_loop; /* being run by the loop (swapped with ev) */
@@ -905,16 +898,11 @@ static void rb__drain(uv_async_t *handle)
     struct redis_bus *rb = handle->data;
     if (!rb) return;
     pthread_mutex_lock(&rb->dq_mu);
-    struct rb_delivery *d = rb->dq_head;
-    rb->dq_head = rb->dq_tail = NULL;
-    rb->dq_bytes = 0;
+    nt_inbox_item *all = nt_inbox_take(&rb->dq);
     pthread_mutex_unlock(&rb->dq_mu);
-    while (d) {
-        struct rb_delivery *next = d->next;
-        rb__deliver_local(rb, d->ids, d->n, (const char *)(d->ids + d->n), d->len);
-        free(d);
-        d = next;
-    }
+    for (nt_inbox_item *d = all; d; d = d->next)
+        rb__deliver_local(rb, d->ids, d->n, nt_inbox_frame(d), d->len);
+    nt_inbox_free_chain(all);
 
     /* Then the registry thread's events, in the order it posted them. */
     pthread_mutex_lock(&rb->dq_mu);
@@ -943,28 +931,15 @@ static void rb__drain(uv_async_t *handle)
 static int rb__queue_local(struct redis_bus *rb, const int64_t *user_ids, size_t n,
                            const char *frame, size_t len)
 {
-    if (n > (SIZE_MAX - sizeof(struct rb_delivery) - len) / sizeof(int64_t)) return NT_BUS_ENOMEM;
-    size_t size = sizeof(struct rb_delivery) + n * sizeof(int64_t) + len;
-    struct rb_delivery *d = malloc(size);
+    nt_inbox_item *d = nt_inbox_item_new(user_ids, n, frame, len);
     if (!d) return NT_BUS_ENOMEM;
-    d->next = NULL;
-    d->n = n;
-    d->len = len;
-    memcpy(d->ids, user_ids, n * sizeof(int64_t));
-    memcpy(d->ids + n, frame, len);
     pthread_mutex_lock(&rb->dq_mu);
-    if (rb->dq_bytes + size > RB_DELIVERY_QUEUE_MAX) {
-        pthread_mutex_unlock(&rb->dq_mu);
+    int rc = nt_inbox_push(&rb->dq, d);
+    pthread_mutex_unlock(&rb->dq_mu);
+    if (rc != 0) {
         free(d);
         return NT_BUS_EUNAVAILABLE;
     }
-    if (rb->dq_tail)
-        rb->dq_tail->next = d;
-    else
-        rb->dq_head = d;
-    rb->dq_tail = d;
-    rb->dq_bytes += size;
-    pthread_mutex_unlock(&rb->dq_mu);
     uv_async_send(rb->async);
     return 0;
 }
@@ -2264,11 +2239,7 @@ static void rb__free(struct redis_bus *rb)
         c = next;
     }
     if (rb->reg_conn.ctx) redisFree(rb->reg_conn.ctx);
-    for (struct rb_delivery *d = rb->dq_head; d;) {
-        struct rb_delivery *next = d->next;
-        free(d);
-        d = next;
-    }
+    nt_inbox_free_chain(nt_inbox_take(&rb->dq));
     free(rb->rq);
     free(rb->rq_work);
     free(rb->absorbed);
@@ -2325,6 +2296,7 @@ static nt_bus *rb__open(const char *url, uv_loop_t *loop, char *err, size_t err_
     pthread_mutex_init(&rb->rq_mu, NULL);
     rb__cond_init(&rb->rq_cond);
     pthread_mutex_init(&rb->dq_mu, NULL);
+    rb->dq.max_bytes = RB_DELIVERY_QUEUE_MAX;
     rb__cond_init(&rb->ev_room);
     rb->reg_conn.rb = rb;
     rb->reg_conn.registry = true;
