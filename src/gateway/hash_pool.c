@@ -81,7 +81,10 @@ typedef struct pool_helper {
     pid_t pid;    /* 0: none running */
     int fd;       /* our end of the socketpair, -1 if none */
     uint64_t seq; /* of the last request sent */
-    bool late;    /* the last request went unanswered for HASH_PATIENCE_MS */
+    /* Request seq went unanswered for HASH_PATIENCE_MS and its answer is
+     * still to come: no request is sent behind it (pool__ask). */
+    bool late;
+    bool warned; /* of a late answer; reset by an answer in time */
 } pool_helper;
 
 struct gw_hash_pool {
@@ -232,18 +235,20 @@ static void pool__reap(pool_helper *h)
 static __thread pool_helper *pool__self;
 
 /* Waits until h's answer to request `seq` is in res, skipping answers to
- * requests given up on before. 0; -ETIMEDOUT at the deadline; -EPIPE if
- * the helper is gone. */
+ * requests given up on before. 0; -ETIMEDOUT at the deadline (a deadline
+ * already past: only the answers there are now are read); -EPIPE if the
+ * helper is gone. */
 static int pool__await(pool_helper *h, uint64_t seq, uint64_t deadline, hash_res *res)
 {
     for (;;) {
         uint64_t now = nt_mono_ns();
-        if (now >= deadline) return -ETIMEDOUT;
+        int ms = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
         struct pollfd p = {.fd = h->fd, .events = POLLIN};
-        int n = poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
+        int n = poll(&p, 1, ms);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return -EPIPE;
-        if (n == 0) continue; /* the deadline is checked above */
+        if (n == 0 && ms == 0) return -ETIMEDOUT;
+        if (n == 0) continue; /* woken early: wait out the rest */
         ssize_t got;
         do
             got = recv(h->fd, res, sizeof *res, 0);
@@ -256,15 +261,27 @@ static int pool__await(pool_helper *h, uint64_t seq, uint64_t deadline, hash_res
 /* Sends req (of len bytes) to this thread's helper and waits for the
  * answer; a helper that died (killed, out of memory) is replaced once.
  * 0 with res filled; -ENOSYS off the pool, when no helper answered (none
- * could be started, or the new one died too), and when the helper did not
- * answer within HASH_PATIENCE_MS: the caller then hashes in its own
- * thread (the helper's late answer is skipped by the next request). A
+ * could be started, or the new one died too), when the helper did not
+ * answer within HASH_PATIENCE_MS, and at once while that late answer is
+ * still to come: the caller then hashes in its own thread. A request sent
+ * behind a late one would wait for that hash first, so each login of a
+ * busy spell would wait the full patience, and a helper that never runs
+ * would fill the socket until send() blocked the thread for good. A
  * failure must not read as -1, which verify means "wrong password": a
  * right one would get 401. */
 static int pool__ask(hash_req *req, size_t len, hash_res *res)
 {
     pool_helper *h = pool__self;
     if (!h) return -ENOSYS;
+    if (h->late) {
+        int rc = h->fd >= 0 ? pool__await(h, h->seq, 0, res) : 0; /* only what is there now */
+        if (rc == -ETIMEDOUT) return -ENOSYS;
+        if (rc != 0) {
+            nt_warn("hashing pool: helper process %d is gone; starting another", (int)h->pid);
+            pool__reap(h);
+        }
+        h->late = false; /* caught up (or replaced): it takes requests again */
+    }
     uint64_t deadline = nt_mono_ns() + (uint64_t)HASH_PATIENCE_MS * 1000000u;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (h->fd < 0) {
@@ -283,14 +300,15 @@ static int pool__ask(hash_req *req, size_t len, hash_res *res)
         while (n < 0 && errno == EINTR);
         int rc = n == (ssize_t)len ? pool__await(h, req->seq, deadline, res) : -EPIPE;
         if (rc == 0) {
-            h->late = false;
+            h->warned = false;
             return 0;
         }
         if (rc == -ETIMEDOUT) {
-            if (!h->late)
+            if (!h->warned)
                 nt_warn("hashing pool: helper process %d did not answer within %d ms (no idle "
-                        "CPU time): hashing in the pool thread until it answers in time",
+                        "CPU time): hashing in the pool thread until it has answered",
                         (int)h->pid, HASH_PATIENCE_MS);
+            h->warned = true;
             h->late = true;
             return -ENOSYS;
         }

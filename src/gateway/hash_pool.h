@@ -9,7 +9,8 @@
  * store work of the job and wait for their helper (the pool installs the
  * hasher auth.c calls, services/auth.h). A helper that has not answered
  * within a second (no idle CPU time) is not waited for: the thread then
- * hashes itself, at normal priority. The queue is bounded: past the
+ * hashes itself, at normal priority, and goes on doing so without waiting
+ * until that late answer is in. The queue is bounded: past the
  * bound a job is refused and the caller answers 503 at once
  * (docs/decisions.md, "Password hashing").
  *
