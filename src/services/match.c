@@ -54,7 +54,8 @@ typedef struct mq_entry {
  * not settled yet (its chat is being stored). */
 typedef struct mq_held {
     int64_t user_id;
-    bool left; /* left or disconnected meanwhile: never back into the queue */
+    bool left;     /* left or disconnected meanwhile: never back into the queue */
+    bool rejoined; /* offered again meanwhile, not left since: told "waiting" */
     struct mq_held *next;
 } mq_held;
 
@@ -332,10 +333,9 @@ static mq_entry *mq_search(nt_matcher *m, const nt_match_ticket *t)
     return best;
 }
 
-/* nt_matcher_offer and nt_matcher_offer_held: with `hold` (two nodes,
- * else NULL), a pair's users are held until settled, and the nodes used. */
-static int mq_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner,
-                    mq_held *hold[2])
+/* nt_matcher_offer and nt_matcher_offer_held: with `hold`, a pair's users
+ * are held until settled. */
+static int mq_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner, bool hold)
 {
     int rc;
     nt_match_ticket sorted = *t;
@@ -346,6 +346,7 @@ static int mq_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *pa
     mq_held *held = *mq_held_slot(m, t->user_id);
     if (held) { /* back before its pair is settled: it waits for that */
         held->left = false;
+        held->rejoined = true;
         rc = NT_MATCH_ALREADY;
         goto out;
     }
@@ -355,17 +356,23 @@ static int mq_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *pa
     }
     mq_entry *best = mq_search(m, &sorted);
     if (best) {
+        /* The holds are made before the partner leaves the queue, so that
+         * a pair is never made and then dropped for want of memory. */
+        mq_held *holds[2] = {NULL, NULL};
+        if (hold && (!(holds[0] = calloc(1, sizeof(mq_held))) ||
+                     !(holds[1] = calloc(1, sizeof(mq_held))))) {
+            free(holds[0]);
+            rc = -ENOMEM;
+            goto out;
+        }
         mq_unlink(m, best);
         *partner = best->t; /* blocks and nblocks: handed over with it */
         free(best);
-        if (hold) {
-            int64_t ids[2] = {t->user_id, partner->user_id};
-            for (int i = 0; i < 2; i++) {
-                mq_held **slot = mq_held_slot(m, ids[i]);
-                *hold[i] = (mq_held){.user_id = ids[i]};
-                *slot = hold[i];
-                hold[i] = NULL;
-            }
+        int64_t ids[2] = {t->user_id, partner->user_id};
+        for (int i = 0; hold && i < 2; i++) {
+            mq_held **slot = mq_held_slot(m, ids[i]); /* empty: neither is held */
+            holds[i]->user_id = ids[i];
+            *slot = holds[i];
         }
         rc = NT_MATCH_PAIRED;
         goto out;
@@ -389,25 +396,20 @@ out:
 
 int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner)
 {
-    return mq_offer(m, t, partner, NULL);
+    return mq_offer(m, t, partner, false);
 }
 
 int nt_matcher_offer_held(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner)
 {
-    /* Allocated before the lock, so that a pair is never made and then
-     * dropped for want of memory. */
-    mq_held *hold[2] = {malloc(sizeof(mq_held)), malloc(sizeof(mq_held))};
-    int rc = hold[0] && hold[1] ? mq_offer(m, t, partner, hold) : -ENOMEM;
-    free(hold[0]); /* the ones not used */
-    free(hold[1]);
-    return rc;
+    return mq_offer(m, t, partner, true);
 }
 
 /* Inserts a copy of t (arrival 0: a new arrival) unless t's user waits
- * already. Called with the lock held. */
+ * already or is held (its pair's outcome decides). Called with the lock
+ * held. */
 static int mq_requeue(nt_matcher *m, const nt_match_ticket *t)
 {
-    if (mq_find(m, t->user_id)) return 0;
+    if (mq_find(m, t->user_id) || *mq_held_slot(m, t->user_id)) return 0;
     mq_entry *e = mq_entry_new(t);
     /* Its old place: a later arrival than everyone it waited before would
      * be unfair, so keep the arrival it had. */
@@ -419,13 +421,16 @@ static int mq_requeue(nt_matcher *m, const nt_match_ticket *t)
     return 0;
 }
 
-int nt_matcher_settle(nt_matcher *m, const nt_match_ticket *t, bool back)
+int nt_matcher_settle(nt_matcher *m, const nt_match_ticket *t, int outcome)
 {
     int rc = 0;
     pthread_mutex_lock(&m->lock);
     mq_held **slot = mq_held_slot(m, t->user_id), *held = *slot;
     if (held) *slot = held->next;
-    if (back && !(held && held->left)) rc = mq_requeue(m, t);
+    bool back = outcome == NT_MATCH_FAILED        ? !(held && held->left)
+                : outcome == NT_MATCH_FAILED_TOLD ? held && held->rejoined
+                                                  : false;
+    if (back) rc = mq_requeue(m, t);
     pthread_mutex_unlock(&m->lock);
     free(held);
     return rc;
@@ -448,7 +453,10 @@ bool nt_matcher_leave(nt_matcher *m, int64_t user_id)
         mq_entry_free(e);
     }
     mq_held *held = *mq_held_slot(m, user_id);
-    if (held) held->left = true;
+    if (held) {
+        held->left = true;
+        held->rejoined = false;
+    }
     pthread_mutex_unlock(&m->lock);
     return e != NULL || held != NULL;
 }
@@ -948,12 +956,11 @@ static int match__offer_shared(nt_ctx *ctx, const nt_match_ticket *t, nt_match_t
     return NT_MATCH_PAIRED;
 }
 
-/* Ends the hold on t's user (nt_matcher_offer_held); with `back` it goes
- * back into q (arrival 0: as a new arrival) unless it left meanwhile, or
- * a line says why not. */
-static void match__settle(nt_matcher *q, const nt_match_ticket *t, bool back)
+/* Ends the hold on t's user (nt_matcher_settle with `outcome`), or a line
+ * says why it could not go back into q. */
+static void match__settle(nt_matcher *q, const nt_match_ticket *t, int outcome)
 {
-    if (nt_matcher_settle(q, t, back) != 0)
+    if (nt_matcher_settle(q, t, outcome) != 0)
         nt_warn("match: user %" PRId64 " could not go back into the queue (out of memory)",
                 t->user_id);
 }
@@ -1004,8 +1011,8 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
                 back.blocks = blocks;
                 back.nblocks = n;
             }
-            match__settle(q, &back, true);
-            match__settle(q, me, false); /* it has the error */
+            match__settle(q, &back, NT_MATCH_FAILED);
+            match__settle(q, me, NT_MATCH_FAILED_TOLD); /* it has the error */
             free(blocks);
         } else {
             /* The entry as the shared queue kept it (preferences, interests,
@@ -1020,8 +1027,8 @@ static void match__pair(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket *me,
         return;
     }
     if (q) {
-        match__settle(q, me, false);
-        match__settle(q, partner, false);
+        match__settle(q, me, NT_MATCH_STORED);
+        match__settle(q, partner, NT_MATCH_STORED);
     }
     match__announce(ctx, me, partner, alias_me, alias_partner, &ch);
     nt_buf_reset(&r->body);
@@ -1059,16 +1066,16 @@ static void match__stored(void *arg, int rc, nt_chat *chat)
 {
     match_pending *p = arg;
     if (rc == 0) {
-        match__settle(p->q, &p->me, false);
-        match__settle(p->q, &p->partner, false);
+        match__settle(p->q, &p->me, NT_MATCH_STORED);
+        match__settle(p->q, &p->partner, NT_MATCH_STORED);
         match__announce(p->ctx, &p->me, &p->partner, p->alias_me, p->alias_partner, chat);
         nt_chat_free(chat);
     } else {
         nt_warn("match: the chat of users %" PRId64 " and %" PRId64
                 " could not be stored; both wait again unless they left",
                 p->me.user_id, p->partner.user_id);
-        match__settle(p->q, &p->partner, true);
-        match__settle(p->q, &p->me, true);
+        match__settle(p->q, &p->partner, NT_MATCH_FAILED);
+        match__settle(p->q, &p->me, NT_MATCH_FAILED);
     }
     nt_ctx *ctx = p->ctx;
     free((int64_t *)p->me.blocks);
@@ -1102,8 +1109,8 @@ static void match__pair_async(nt_ctx *ctx, nt_matcher *q, const nt_match_ticket 
         match__storing(ctx, -1);
         free(p);
     }
-    match__settle(q, partner, true);
-    match__settle(q, me, false); /* it has the error */
+    match__settle(q, partner, NT_MATCH_FAILED);
+    match__settle(q, me, NT_MATCH_FAILED_TOLD); /* it has the error */
     free((int64_t *)me->blocks);
     free((int64_t *)partner->blocks);
     nt_reply_error(r, 503, "unavailable", "the random chat could not be stored; try again");
@@ -1128,16 +1135,17 @@ static void match__join(nt_ctx *ctx, const nt_caller *c, nt_reply *r, bool wait)
         match__pair_async(ctx, q, &t, &partner, r); /* takes blocks and partner.blocks */
         return;
     }
-    free(blocks);
-    t.blocks = NULL;
-    t.nblocks = 0;
-    if (rc < 0) {
-        nt_reply_error(r, 503, "unavailable", "the match queue is unavailable");
-        return;
-    }
     if (rc == NT_MATCH_PAIRED) {
+        /* t keeps its blocks: it goes back with them if it joined again
+         * while its pair was being stored and the pair fails. */
         match__pair(ctx, q, &t, &partner, &shared, r);
         if (q) free((int64_t *)partner.blocks); /* handed over by nt_matcher_offer */
+        free(blocks);
+        return;
+    }
+    free(blocks);
+    if (rc < 0) {
+        nt_reply_error(r, 503, "unavailable", "the match queue is unavailable");
         return;
     }
     match__reply_status(r, rc == NT_MATCH_ALREADY ? 200 : 202, "waiting");

@@ -71,13 +71,21 @@ int nt_matcher_offer(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *p
  * counts as left): it waits for its pair's outcome.
  */
 int nt_matcher_offer_held(nt_matcher *m, const nt_match_ticket *t, nt_match_ticket *partner);
-/* Ends the hold on t's user: with `back` (its pair could not be stored) it
- * goes back into the queue as nt_matcher_requeue puts it, unless it left
- * while held. 0 or -ENOMEM. */
-int nt_matcher_settle(nt_matcher *m, const nt_match_ticket *t, bool back);
+/* How a held user's pair ended (nt_matcher_settle). */
+enum {
+    NT_MATCH_STORED = 0,      /* the chat exists: the user stays out of the queue */
+    NT_MATCH_FAILED = 1,      /* not stored: back into the queue unless it left */
+    NT_MATCH_FAILED_TOLD = 2, /* not stored, and the user was answered so (REST):
+                                 back only if it joined again while held (it
+                                 was answered "waiting" then) */
+};
+/* Ends the hold on t's user after its pair's outcome; going back is as
+ * nt_matcher_requeue puts it (t's blocks, arrival). 0 or -ENOMEM. */
+int nt_matcher_settle(nt_matcher *m, const nt_match_ticket *t, int outcome);
 /* Puts a ticket back with its old arrival (a pairing that could not be
  * stored), without looking for a partner; arrival 0 queues it as a new
- * arrival. Nothing changes if the user is waiting already. 0 or -ENOMEM. */
+ * arrival. Nothing changes if the user is waiting already or held. 0 or
+ * -ENOMEM. */
 int nt_matcher_requeue(nt_matcher *m, const nt_match_ticket *t);
 /* Takes user_id out of the queue; true if it was waiting or held (a held
  * user is only marked: it will not go back). */

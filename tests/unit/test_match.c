@@ -359,27 +359,44 @@ static void test_queue_holds(void)
     /* Held: a second offer waits for the outcome, a leave is remembered. */
     CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_ALREADY);
     CHECK(nt_matcher_leave(m, 1));
-    CHECK_EQ_INT(nt_matcher_settle(m, &a, true), 0);
-    CHECK_EQ_INT(nt_matcher_settle(m, &b, true), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, NT_MATCH_FAILED), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, NT_MATCH_FAILED), 0);
     CHECK(!nt_matcher_is_waiting(m, 1)); /* it left */
     CHECK(nt_matcher_is_waiting(m, 2));  /* it went back */
     CHECK(!nt_matcher_leave(m, 1));      /* the hold is over */
 
-    /* Left, then offered again while held: it goes back after all. */
+    /* Left, then offered again while held: it goes back after all. The
+     * arrival was answered the failure itself (REST): it stays out. */
     CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_PAIRED);
     CHECK_EQ_INT(p.user_id, 2);
     CHECK(nt_matcher_leave(m, 2));
     CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_ALREADY);
-    CHECK_EQ_INT(nt_matcher_settle(m, &b, true), 0);
-    CHECK_EQ_INT(nt_matcher_settle(m, &a, false), 0);
+    CHECK_EQ_INT(nt_matcher_requeue(m, &a), 0); /* held: not queued beside its pair */
+    CHECK(!nt_matcher_is_waiting(m, 1));
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, NT_MATCH_FAILED), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, NT_MATCH_FAILED_TOLD), 0);
     CHECK(nt_matcher_is_waiting(m, 2));
     CHECK(!nt_matcher_is_waiting(m, 1));
 
+    /* An arrival answered the failure that had joined again meanwhile (and
+     * was answered "waiting" then) does go back; a stored pair's user that
+     * joined again does not (it has its chat). */
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_PAIRED);
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_ALREADY);
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_ALREADY);
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, NT_MATCH_FAILED_TOLD), 0);
+    CHECK(nt_matcher_is_waiting(m, 1));
+    CHECK_EQ_INT(nt_matcher_leave(m, 1), true);
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, NT_MATCH_STORED), 0);
+    CHECK(!nt_matcher_is_waiting(m, 2));
+    CHECK_EQ_INT(nt_matcher_count(m), 0);
+
     /* A stored pair: both settle without going back; the next offers are
      * new arrivals. */
+    CHECK_EQ_INT(nt_matcher_offer_held(m, &b, &p), NT_MATCH_WAITING);
     CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_PAIRED);
-    CHECK_EQ_INT(nt_matcher_settle(m, &a, false), 0);
-    CHECK_EQ_INT(nt_matcher_settle(m, &b, false), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &a, NT_MATCH_STORED), 0);
+    CHECK_EQ_INT(nt_matcher_settle(m, &b, NT_MATCH_STORED), 0);
     CHECK_EQ_INT(nt_matcher_count(m), 0);
     CHECK_EQ_INT(nt_matcher_offer_held(m, &a, &p), NT_MATCH_WAITING);
     /* A hold never settled is freed with the queue (ASan checks). */
