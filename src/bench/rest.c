@@ -4,29 +4,23 @@
  * connection per call, which is fine for setting up a few hundred users but
  * not for the 100,000 waiting users of the match scenario (every call would
  * cost a TCP handshake, a TIME_WAIT slot and a worker wake-up for the
- * accept). natterd answers every request with Content-Length, so the reader
- * needs nothing else.
+ * accept). Connecting and reading an answer are libnatter's.
  */
 #include "bench/bench.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #define REST_THREADS_MAX 64
 #define REST_ATTEMPTS 4
-#define REST_TIMEOUT_S 30
+#define REST_TIMEOUT_MS 30000
 
 typedef struct rest_job {
     const nb_opts *o;
@@ -41,34 +35,11 @@ typedef struct rest_job {
     atomic_int printed;
 } rest_job;
 
-static int rest__connect(const nb_opts *o)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", o->port);
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(o->host, port, &hints, &ai) != 0 || !ai) return -EHOSTUNREACH;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(ai);
-        return -errno;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct timeval tv = {REST_TIMEOUT_S, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : -errno;
-    freeaddrinfo(ai);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
-/* One request on fd and its answer: the status, or a negative errno (the
+/* One request on fd and its answer (libnatter's reader: the head in
+ * `head`, the body in `body`): the status, or a negative errno (the
  * connection is then unusable). *keep says whether the server keeps it. */
-static int rest__roundtrip(int fd, const char *req, size_t len, nt_buf *in, bool *keep)
+static int rest__roundtrip(int fd, const char *req, size_t len, nt_buf *head, nt_buf *body,
+                           bool *keep)
 {
     size_t off = 0;
     while (off < len) {
@@ -77,31 +48,10 @@ static int rest__roundtrip(int fd, const char *req, size_t len, nt_buf *in, bool
         if (w <= 0) return w < 0 ? -errno : -EPIPE;
         off += (size_t)w;
     }
-    nt_buf_reset(in);
-    size_t head = 0, need = 0;
     int status = 0;
-    *keep = true;
-    for (;;) {
-        if (head && in->len >= head + need) break;
-        if (nt_buf_reserve(in, 4096) != 0) return -ENOMEM;
-        ssize_t r = recv(fd, in->data + in->len, 4096, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return r < 0 ? -errno : -ECONNRESET;
-        in->len += (size_t)r;
-        if (head) continue;
-        nt_buf_cstr(in);
-        char *end = strstr(in->data, "\r\n\r\n");
-        if (!end) continue;
-        head = (size_t)(end - in->data) + 4;
-        if (sscanf(in->data, "HTTP/1.%*d %d", &status) != 1) return -EPROTO;
-        for (char *line = strstr(in->data, "\r\n"); line && line < end;
-             line = strstr(line + 2, "\r\n")) {
-            if (!strncasecmp(line + 2, "Content-Length:", 15))
-                need = (size_t)strtoul(line + 17, NULL, 10);
-            else if (!strncasecmp(line + 2, "Connection: close", 17))
-                *keep = false;
-        }
-    }
+    int rc = ntc_http_read_response(fd, REST_TIMEOUT_MS, &status, head, body);
+    if (rc) return rc;
+    *keep = !strcasestr(nt_buf_cstr(head), "\r\nConnection: close");
     return status;
 }
 
@@ -109,7 +59,7 @@ static void *rest__worker(void *p)
 {
     rest_job *job = p;
     const nb_opts *o = job->o;
-    nt_buf req = NT_BUF_INIT, in = NT_BUF_INIT;
+    nt_buf req = NT_BUF_INIT, head = NT_BUF_INIT, body = NT_BUF_INIT;
     int fd = -1;
     for (;;) {
         int i = atomic_fetch_add(&job->next, 1);
@@ -125,7 +75,7 @@ static void *rest__worker(void *p)
                        blen ? "Content-Type: application/json\r\n" : "", r.body);
         int status = -EIO;
         for (int attempt = 0; attempt < REST_ATTEMPTS; attempt++) {
-            if (fd < 0) fd = rest__connect(o);
+            if (fd < 0) fd = ntc_tcp_connect(o->host, o->port, REST_TIMEOUT_MS);
             if (fd < 0) {
                 status = fd;
                 struct timespec ts = {0, 50000000L * (attempt + 1)};
@@ -133,7 +83,7 @@ static void *rest__worker(void *p)
                 continue;
             }
             bool keep = true;
-            status = rest__roundtrip(fd, req.data, req.len, &in, &keep);
+            status = rest__roundtrip(fd, req.data, req.len, &head, &body, &keep);
             if (status < 0 || !keep) {
                 close(fd);
                 fd = -1;
@@ -149,15 +99,15 @@ static void *rest__worker(void *p)
         } else {
             atomic_fetch_add(&job->failed, 1);
             if (atomic_fetch_add(&job->printed, 1) == 0) {
-                const char *body = in.len ? strstr(nt_buf_cstr(&in), "\r\n\r\n") : NULL;
                 fprintf(stderr, "natter-bench: %s %s answered %d%s%.200s\n", r.method, r.path,
-                        status, body ? ": " : "", body ? body + 4 : "");
+                        status, body.len ? ": " : "", body.len ? nt_buf_cstr(&body) : "");
             }
         }
     }
     if (fd >= 0) close(fd);
     nt_buf_free(&req);
-    nt_buf_free(&in);
+    nt_buf_free(&head);
+    nt_buf_free(&body);
     return NULL;
 }
 
