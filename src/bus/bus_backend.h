@@ -14,6 +14,12 @@
 
 typedef struct nt_bus_ops nt_bus_ops;
 
+/* The Redis back end: presence and flush events its registry thread may
+ * have told the loop before the loop takes them; past this the thread
+ * waits for the loop instead of growing the list (bus_redis.c, rb__post).
+ * Here so that its test can fill exactly that many. */
+#define NT_BUS_REDIS_EVENTS_MAX ((size_t)65536)
+
 /* The part of every bus that bus.c owns; first member of each back end's
  * state. */
 struct nt_bus {

@@ -95,9 +95,6 @@
 #define RB_DEFAULT_VISIBILITY_MS 30000
 #define RB_REPLY_TTL_MS 60000 /* a reply nobody read disappears after this */
 #define RB_DELIVERY_QUEUE_MAX ((size_t)256 << 20)
-/* Presence and flush events the loop has not taken yet: past this the
- * registry thread waits for the loop (rb__post) instead of growing. */
-#define RB_EVENT_QUEUE_MAX ((size_t)65536)
 /* Commands the loop queued on its asynchronous connection and Redis has not
  * taken yet (a frozen or slow Redis): past this, deliveries and pushes from
  * the loop answer unavailable instead of growing the buffer without end. */
@@ -1306,7 +1303,7 @@ static bool rb__online(nt_bus *b, int64_t user_id)
  * Nothing is dropped while the bus is open: a flush is how a connection
  * gets its `ready` (nt_bus_registry_flush), so losing one would leave that
  * connection waiting for ever, and a lost presence event is a contact shown
- * in the wrong state. When the queue is at RB_EVENT_QUEUE_MAX, or cannot
+ * in the wrong state. When the queue is at NT_BUS_REDIS_EVENTS_MAX, or cannot
  * grow (out of memory), this waits until the loop has taken what is queued
  * (rb__drain): both arrays always hold at least RB_REG_BATCH events
  * (rb__open), so the batch then fits without allocating. Waiting holds up
@@ -1321,11 +1318,11 @@ static void rb__post(struct redis_bus *rb, const struct rb_event *evs, size_t n)
     bool told = false;
     pthread_mutex_lock(&rb->dq_mu);
     while (rb->ev_n + n > rb->ev_cap && !rb->ev_stop) {
-        if (rb->ev_n + n <= RB_EVENT_QUEUE_MAX) {
+        if (rb->ev_n + n <= NT_BUS_REDIS_EVENTS_MAX) {
             size_t cap = rb->ev_cap;
             while (cap < rb->ev_n + n)
                 cap *= 2;
-            if (cap > RB_EVENT_QUEUE_MAX) cap = RB_EVENT_QUEUE_MAX;
+            if (cap > NT_BUS_REDIS_EVENTS_MAX) cap = NT_BUS_REDIS_EVENTS_MAX;
             struct rb_event *grown = realloc(rb->ev, cap * sizeof *grown);
             if (grown) {
                 rb->ev = grown;

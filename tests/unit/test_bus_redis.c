@@ -31,6 +31,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "bus/bus_backend.h"
 #include "bus_cases.h"
 #include "reaper.h"
 
@@ -572,7 +573,7 @@ static void test_presence(void)
 
 /* ---- more presence events than the loop's inbox holds --------------------- */
 
-#define EVENT_QUEUE_MAX 65536 /* RB_EVENT_QUEUE_MAX in bus_redis.c */
+#define EVENT_QUEUE_MAX ((int)NT_BUS_REDIS_EVENTS_MAX)
 #define BACKLOG_USERS (EVENT_QUEUE_MAX + 4000)
 #define BACKLOG_BASE 10000000
 
