@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "common/config.h"
+#include "common/histogram.h"
 #include "gateway/gateway.h"
 #include "gateway/hash_pool.h"
 #include "net/server.h"
@@ -20,23 +21,13 @@
 #define GW_MAX_JOBS_PER_CONN 32
 #define GW_MAX_SENDS_PER_CONN 256
 
-/* Latency histogram in microseconds, Prometheus-style cumulative buckets. */
-#define GW_LAT_BUCKETS 14
-extern const double gw_latency_bounds_ms[GW_LAT_BUCKETS];
-
-typedef struct gw_histogram {
-    uint64_t counts[GW_LAT_BUCKETS + 1]; /* last: +Inf */
-    uint64_t total;
-    double sum_ms;
-} gw_histogram;
-
 typedef struct gw_metrics {
     uint64_t messages_in;  /* sends accepted (stored) */
     uint64_t messages_out; /* message frames written to connections */
     uint64_t deliveries;   /* frames written by fan-out, all event types */
     uint64_t send_errors;
-    gw_histogram send_to_ack; /* WebSocket send frame to ack, loop clock */
-    gw_histogram request_ms;  /* REST requests */
+    nt_histogram send_to_ack; /* WebSocket send frame to ack, loop clock */
+    nt_histogram request_ms;  /* REST requests */
     _Atomic uint64_t jobs_started, jobs_done;
 } gw_metrics;
 
@@ -154,7 +145,6 @@ void gw_send_cache_free(nt_gateway *gw);
 void gw_presence(nt_gateway *gw, int64_t user_id, bool online);
 
 /* metrics (metrics.c) */
-void gw_histogram_add(gw_histogram *h, double ms);
 void gw_metrics_render(nt_gateway *gw, nt_buf *out);
 
 /* static files (static.c) */

@@ -8,33 +8,6 @@
 
 #include <stdatomic.h>
 
-const double gw_latency_bounds_ms[GW_LAT_BUCKETS] = {0.1, 0.25, 0.5, 1,   2.5, 5,    10,
-                                                     25,  50,   100, 250, 500, 1000, 5000};
-
-void gw_histogram_add(gw_histogram *h, double ms)
-{
-    int i = 0;
-    while (i < GW_LAT_BUCKETS && ms > gw_latency_bounds_ms[i])
-        i++;
-    h->counts[i]++;
-    h->total++;
-    h->sum_ms += ms;
-}
-
-static void render_histogram(nt_buf *out, const char *name, const char *help, const gw_histogram *h)
-{
-    nt_buf_appendf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    uint64_t cumulative = 0;
-    for (int i = 0; i < GW_LAT_BUCKETS; i++) {
-        cumulative += h->counts[i];
-        nt_buf_appendf(out, "%s_bucket{le=\"%g\"} %llu\n", name, gw_latency_bounds_ms[i] / 1000,
-                       (unsigned long long)cumulative);
-    }
-    nt_buf_appendf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-                   (unsigned long long)h->total, name, h->sum_ms / 1000, name,
-                   (unsigned long long)h->total);
-}
-
 static void counter(nt_buf *out, const char *name, const char *type, const char *help,
                     uint64_t value)
 {
@@ -100,7 +73,15 @@ void gw_metrics_render(nt_gateway *gw, nt_buf *out)
     nt_buf_appendf(out, "natter_store_batch_size_sum %llu\nnatter_store_batch_size_count %llu\n",
                    (unsigned long long)st.ops, (unsigned long long)st.batches);
 
-    render_histogram(out, "natter_send_to_ack_seconds",
-                     "From a WebSocket send frame to its ack, after the commit.", &m->send_to_ack);
-    render_histogram(out, "natter_http_request_seconds", "REST request latency.", &m->request_ms);
+    nt_histogram_render(out, "natter_store_wait_seconds",
+                        "Per group commit, how long its oldest write waited in the queue.",
+                        &st.wait);
+    nt_histogram_render(out, "natter_store_commit_seconds",
+                        "Time from a group commit's first statement to its durable commit.",
+                        &st.commit);
+    nt_histogram_render(out, "natter_send_to_ack_seconds",
+                        "From a WebSocket send frame to its ack, after the commit.",
+                        &m->send_to_ack);
+    nt_histogram_render(out, "natter_http_request_seconds", "REST request latency.",
+                        &m->request_ms);
 }

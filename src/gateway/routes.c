@@ -142,7 +142,7 @@ static bool match_pattern(const char *pattern, const char *path, int64_t ids[2],
 static void log_request(gw_job *job, int status, size_t bytes)
 {
     double ms = (double)(nt_mono_ns() - job->started_ns) / 1e6;
-    gw_histogram_add(&job->gw->metrics.request_ms, ms);
+    nt_histogram_add(&job->gw->metrics.request_ms, ms);
     nt_info("http method=%s path=%s status=%d bytes=%zu ms=%.2f user=%lld",
             method_name(job->req->method), job->req->path, status, bytes, ms,
             (long long)job->caller.user_id);

@@ -392,7 +392,7 @@ static void finish_send(nt_gateway *gw, gw_send *s)
                              (long long)op->msg.seq, (long long)op->msg.id, (long long)op->msg.ts);
             nt_conn_send_text(c, ack, (size_t)n);
         }
-        gw_histogram_add(&gw->metrics.send_to_ack, (double)(nt_mono_ns() - s->started_ns) / 1e6);
+        nt_histogram_add(&gw->metrics.send_to_ack, (double)(nt_mono_ns() - s->started_ns) / 1e6);
         if (!op->duplicate) {
             gw->metrics.messages_in++;
             nt_messages_fanout(gw->ctx, &op->msg, op->member_ids, op->nmembers);

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/histogram.h"
+
 enum {
     NT_STORE_OK = 0,
     NT_STORE_ENOTFOUND = -2,
@@ -60,13 +62,18 @@ int nt_store_ping(nt_store *s);
 
 /* Group-commit counters since open, for /metrics. A batch is one write
  * transaction; hist counts batches by size: 1, 2-4, 5-16, 17-64, 65-256,
- * 257 and more ops. queued is the number of writes waiting right now. */
+ * 257 and more ops. queued is the number of writes waiting right now.
+ * wait: per batch, how long its oldest write waited in the queue (mostly
+ * for the commit before it); commit: how long the batch took, from its
+ * first statement to its commit being durable. */
 #define NT_STORE_HIST_BUCKETS 6
 typedef struct nt_store_stats_t {
     uint64_t batches;
     uint64_t ops;
     uint64_t hist[NT_STORE_HIST_BUCKETS];
     uint64_t queued;
+    nt_histogram wait;
+    nt_histogram commit;
 } nt_store_stats_t;
 /* Copies a consistent snapshot of the counters into out. Safe on any thread. */
 void nt_store_stats(nt_store *s, nt_store_stats_t *out);
@@ -294,6 +301,7 @@ typedef struct nt_append {
     /* store-private */
     struct nt_append *next;
     void *waiter;
+    uint64_t queued_ns; /* when it was queued (monotonic) */
 } nt_append;
 
 void nt_store_append(nt_store *s, nt_append *op);

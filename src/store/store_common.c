@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
+
 /* ---- the write queue ------------------------------------------------------ */
 
 void nt_store_queue_init(nt_store_queue *q)
@@ -30,6 +32,7 @@ void nt_store_queue_destroy(nt_store_queue *q)
 static int store__push(nt_store_queue *q, nt_append *node, bool refuse_late)
 {
     node->next = NULL;
+    node->queued_ns = nt_mono_ns();
     pthread_mutex_lock(&q->lock);
     if (refuse_late && (q->stopping || !q->thread_started)) {
         pthread_mutex_unlock(&q->lock);
@@ -156,13 +159,17 @@ static void *store__writer_main(void *arg)
         q->stats.batches++;
         q->stats.ops += n;
         q->stats.hist[store__hist_bucket(n)]++;
+        uint64_t started = nt_mono_ns();
+        nt_histogram_add(&q->stats.wait, (double)(started - batch->queued_ns) / 1e6);
         pthread_mutex_unlock(&q->lock);
 
         q->run_batch(q->be, batch);
+        uint64_t committed = nt_mono_ns();
         store__batch_finish(q, batch);
         if (q->after_batch) q->after_batch(q->be);
 
         pthread_mutex_lock(&q->lock);
+        nt_histogram_add(&q->stats.commit, (double)(committed - started) / 1e6);
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;

@@ -352,6 +352,8 @@ static void test_throughput(nt_store *s)
     double secs = (double)(nt_mono_ns() - t0) / 1e9;
     nt_store_stats(s, &after);
     CHECK_EQ_INT(st.failures, 0);
+    CHECK_EQ_INT(after.commit.total, after.batches);
+    CHECK_EQ_INT(after.wait.total - before.wait.total, after.batches - before.batches);
     printf("postgres async appends (fsync on, client_id, %d chats): %d msgs in %.2f s = %.0f "
            "msgs/s, %llu batches\n",
            CHATS, N, secs, N / secs, (unsigned long long)(after.batches - before.batches));
