@@ -16,6 +16,14 @@ void nt_histogram_add(nt_histogram *h, double ms)
     h->sum_ms += ms;
 }
 
+void nt_histogram_merge(nt_histogram *dst, const nt_histogram *src)
+{
+    for (int i = 0; i <= NT_HIST_BUCKETS; i++)
+        dst->counts[i] += src->counts[i];
+    dst->total += src->total;
+    dst->sum_ms += src->sum_ms;
+}
+
 void nt_histogram_render(nt_buf *out, const char *name, const char *help, const nt_histogram *h)
 {
     nt_buf_appendf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);

@@ -26,6 +26,9 @@ typedef struct nt_histogram {
 /* Counts one observation of `ms` milliseconds. */
 void nt_histogram_add(nt_histogram *h, double ms);
 
+/* Adds every observation of src to dst. */
+void nt_histogram_merge(nt_histogram *dst, const nt_histogram *src);
+
 /* Appends h to out as the histogram `name` (seconds), with its HELP line. */
 void nt_histogram_render(nt_buf *out, const char *name, const char *help, const nt_histogram *h);
 

@@ -73,12 +73,12 @@ void gw_metrics_render(nt_gateway *gw, nt_buf *out)
     nt_buf_appendf(out, "natter_store_batch_size_sum %llu\nnatter_store_batch_size_count %llu\n",
                    (unsigned long long)st.ops, (unsigned long long)st.batches);
 
-    nt_histogram_render(out, "natter_store_wait_seconds",
-                        "Per group commit, how long its oldest write waited in the queue.",
-                        &st.wait);
     nt_histogram_render(out, "natter_store_commit_seconds",
                         "Time from a group commit's first statement to its durable commit.",
                         &st.commit);
+    nt_histogram_render(out, "natter_store_write_seconds",
+                        "Time from a write's arrival in the store's queue to its durable commit.",
+                        &st.write);
     nt_histogram_render(out, "natter_send_to_ack_seconds",
                         "From a WebSocket send frame to its ack, after the commit.",
                         &m->send_to_ack);

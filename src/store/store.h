@@ -63,17 +63,17 @@ int nt_store_ping(nt_store *s);
 /* Group-commit counters since open, for /metrics. A batch is one write
  * transaction; hist counts batches by size: 1, 2-4, 5-16, 17-64, 65-256,
  * 257 and more ops. queued is the number of writes waiting right now.
- * wait: per batch, how long its oldest write waited in the queue (mostly
- * for the commit before it); commit: how long the batch took, from its
- * first statement to its commit being durable. */
+ * commit: per batch, from its first statement to its commit being durable;
+ * write: per write, from its arrival in the queue to that commit (it waits
+ * for the commit in progress, then for its own). */
 #define NT_STORE_HIST_BUCKETS 6
 typedef struct nt_store_stats_t {
     uint64_t batches;
     uint64_t ops;
     uint64_t hist[NT_STORE_HIST_BUCKETS];
     uint64_t queued;
-    nt_histogram wait;
     nt_histogram commit;
+    nt_histogram write;
 } nt_store_stats_t;
 /* Copies a consistent snapshot of the counters into out. Safe on any thread. */
 void nt_store_stats(nt_store *s, nt_store_stats_t *out);

@@ -159,17 +159,22 @@ static void *store__writer_main(void *arg)
         q->stats.batches++;
         q->stats.ops += n;
         q->stats.hist[store__hist_bucket(n)]++;
-        uint64_t started = nt_mono_ns();
-        nt_histogram_add(&q->stats.wait, (double)(started - batch->queued_ns) / 1e6);
         pthread_mutex_unlock(&q->lock);
 
+        uint64_t started = nt_mono_ns();
         q->run_batch(q->be, batch);
         uint64_t committed = nt_mono_ns();
+        /* Timed before they are told: a told op may be freed. */
+        nt_histogram writes;
+        memset(&writes, 0, sizeof writes);
+        for (const nt_append *op = batch; op; op = op->next)
+            nt_histogram_add(&writes, (double)(committed - op->queued_ns) / 1e6);
         store__batch_finish(q, batch);
         if (q->after_batch) q->after_batch(q->be);
 
         pthread_mutex_lock(&q->lock);
         nt_histogram_add(&q->stats.commit, (double)(committed - started) / 1e6);
+        nt_histogram_merge(&q->stats.write, &writes);
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;

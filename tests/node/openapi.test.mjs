@@ -217,7 +217,7 @@ const cases = [
         assert.match(m.headers.get('content-type') || '', /^text\/plain/);
         assert.match(m.text, /^# (HELP|TYPE) /m);
         for (const h of ['natter_send_to_ack_seconds', 'natter_store_commit_seconds',
-            'natter_store_wait_seconds'])
+            'natter_store_write_seconds'])
             assert.match(m.text, new RegExp(`^${h}_bucket\\{le="\\+Inf"\\} \\d+$`, 'm'));
         assert.equal((await http(srv, 'GET', '/healthz')).status, 200);
         assert.equal((await http(srv, 'GET', '/readyz')).status, 200);

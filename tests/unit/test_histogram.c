@@ -50,6 +50,12 @@ static void test_render(void)
     CHECK(strstr(text, "x_seconds_sum 0.002200\n") != NULL);
     CHECK(strstr(text, "x_seconds_count 2\n") != NULL);
     nt_buf_free(&out);
+
+    nt_histogram sum = h;
+    nt_histogram_merge(&sum, &h);
+    CHECK_EQ_INT(sum.total, 4);
+    CHECK_EQ_INT(sum.counts[1], 2);
+    CHECK(sum.sum_ms > 4.39 && sum.sum_ms < 4.41);
 }
 
 int main(void)

@@ -353,7 +353,7 @@ static void test_throughput(nt_store *s)
     nt_store_stats(s, &after);
     CHECK_EQ_INT(st.failures, 0);
     CHECK_EQ_INT(after.commit.total, after.batches);
-    CHECK_EQ_INT(after.wait.total - before.wait.total, after.batches - before.batches);
+    CHECK(after.write.total - before.write.total >= N); /* and any write beside them */
     printf("postgres async appends (fsync on, client_id, %d chats): %d msgs in %.2f s = %.0f "
            "msgs/s, %llu batches\n",
            CHATS, N, secs, N / secs, (unsigned long long)(after.batches - before.batches));
