@@ -13,6 +13,7 @@
  *  - every role: /healthz, /readyz and /metrics on --admin-listen (with
  *    the gateway's connection counts when the process runs one).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -110,6 +111,139 @@ static int split_hostport(const char *text, char *host, size_t host_len, int *po
     host[colon - text] = '\0';
     *port = (int)v;
     return 0;
+}
+
+/* ---- secrets in URLs: never in the log --------------------------------------- */
+
+/* A secret inside a store or bus URL, as offsets into it. */
+typedef struct url_secret {
+    size_t off, len;
+} url_secret;
+
+#define URL_SECRETS_MAX 8
+
+/* True if a parameter name (percent-decoded, any case) holds "password":
+ * libpq takes password= and sslpassword= in a URL's query or a conninfo. */
+static bool key_is_password(const char *key, size_t len)
+{
+    char name[64];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n < sizeof name - 1; i++) {
+        int ch = (unsigned char)key[i];
+        if (ch == '%' && i + 2 < len && isxdigit((unsigned char)key[i + 1]) &&
+            isxdigit((unsigned char)key[i + 2])) {
+            char hex[3] = {key[i + 1], key[i + 2], '\0'};
+            ch = (int)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        name[n++] = (char)tolower(ch);
+    }
+    name[n] = '\0';
+    return strstr(name, "password") != NULL;
+}
+
+/*
+ * Finds the secrets in a store or bus URL: the password of
+ * scheme://USER:PASSWORD@HOST..., and the value of every parameter named
+ * like a password (?password=, &sslpassword=, or password=... in a
+ * key=value conninfo, which the store refuses but would print in its
+ * error). Errs towards hiding too much: the user part ends at the last '@',
+ * so a raw '@', '/' or '?' inside a password is still hidden, and with more
+ * than `max` secrets the last span runs to the end. Fills at most `max`
+ * spans, in increasing order; returns how many.
+ */
+static size_t url_secrets(const char *url, url_secret *out, size_t max)
+{
+    size_t n = 0;
+    const char *tail = url;
+    const char *authority = strstr(url, "://");
+    if (authority) {
+        authority += 3;
+        const char *at = strrchr(authority, '@');
+        tail = authority;
+        if (at) {
+            const char *colon = memchr(authority, ':', (size_t)(at - authority));
+            if (colon && at > colon + 1 && n < max)
+                out[n++] = (url_secret){(size_t)(colon + 1 - url), (size_t)(at - colon - 1)};
+            tail = at + 1;
+        }
+    }
+    /* A URL's query splits on '&' (as libpq does); a conninfo on blanks. */
+    const char *seps = authority ? "&?" : " \t\r\n";
+    const char *value_end = authority ? "&" : " \t\r\n";
+    const char *p = tail;
+    while (*p && n < max) {
+        if (strchr(seps, *p)) {
+            p++;
+            continue;
+        }
+        const char *key = p;
+        size_t key_len = strcspn(p, authority ? "=&?" : "= \t\r\n");
+        p += key_len;
+        const char *q = p + strspn(p, " \t");
+        if (*q != '=') continue;
+        q++;
+        q += strspn(q, " \t");
+        const char *value = q;
+        if (!authority && *q == '\'') { /* conninfo quoting: '...' with \ escapes */
+            for (q++; *q && *q != '\''; q++)
+                if (*q == '\\' && q[1]) q++;
+            if (*q) q++;
+        } else {
+            q += strcspn(q, value_end);
+        }
+        if (q > value && key_is_password(key, key_len))
+            out[n++] = (url_secret){(size_t)(value - url), (size_t)(q - value)};
+        p = q;
+    }
+    /* Out of room with text left: hide all of it rather than miss one. */
+    if (*p && n == max) out[n - 1].len = strlen(url) - out[n - 1].off;
+    return n;
+}
+
+/* Copies url into out (cap bytes, always terminated, cut if need be) with
+ * each secret replaced by "***", for the log. */
+static const char *url_redact(const char *url, char *out, size_t cap)
+{
+    url_secret secrets[URL_SECRETS_MAX];
+    size_t count = url_secrets(url, secrets, URL_SECRETS_MAX);
+    size_t at = 0, used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i <= count && used < cap; i++) {
+        size_t end = i < count ? secrets[i].off : strlen(url);
+        int w = snprintf(out + used, cap - used, "%.*s%s", (int)(end - at), url + at,
+                         i < count ? "***" : "");
+        if (w < 0) break;
+        used += (size_t)w;
+        if (i < count) at = secrets[i].off + secrets[i].len;
+    }
+    return out;
+}
+
+/* Copies text (an error that may quote url, or part of it) into out (cap
+ * bytes, always terminated) with every occurrence of one of url's secrets
+ * replaced by "***". */
+static const char *text_redact(const char *text, const char *url, char *out, size_t cap)
+{
+    url_secret secrets[URL_SECRETS_MAX];
+    size_t count = url_secrets(url, secrets, URL_SECRETS_MAX);
+    char work[1024], secret[sizeof work];
+    snprintf(out, cap, "%s", text);
+    for (size_t i = 0; i < count; i++) {
+        snprintf(secret, sizeof secret, "%.*s", (int)secrets[i].len, url + secrets[i].off);
+        size_t used = 0;
+        const char *from = out, *hit;
+        work[0] = '\0';
+        while (used < sizeof work && (hit = strstr(from, secret)) != NULL) {
+            int w = snprintf(work + used, sizeof work - used, "%.*s***", (int)(hit - from), from);
+            if (w < 0) break;
+            used += (size_t)w;
+            from = hit + strlen(secret);
+        }
+        if (used < sizeof work) snprintf(work + used, sizeof work - used, "%s", from);
+        snprintf(out, cap, "%s", work);
+    }
+    return out;
 }
 
 static void on_drained(void *arg)
@@ -306,6 +440,8 @@ int main(int argc, char **argv)
 {
     nt_config cfg;
     char err[512] = "";
+    /* URLs and errors as logged, secrets hidden (url_redact, text_redact). */
+    char shown[sizeof cfg.store_url * 2], shown_err[sizeof err * 2];
     int rc = nt_config_load(&cfg, argc, argv, stdout, err, sizeof err);
     if (rc == 1) return 0;
     if (rc != 0) {
@@ -371,12 +507,14 @@ int main(int argc, char **argv)
     }
     ctx.store = nt_store_open(cfg.store_url, err, sizeof err);
     if (!ctx.store) {
-        fprintf(stderr, "natterd: store %s: %s\n", cfg.store_url, err);
+        fprintf(stderr, "natterd: store %s: %s\n", url_redact(cfg.store_url, shown, sizeof shown),
+                text_redact(err, cfg.store_url, shown_err, sizeof shown_err));
         return 1;
     }
     ctx.bus = nt_bus_open(cfg.bus_url, d.loop, err, sizeof err);
     if (!ctx.bus) {
-        fprintf(stderr, "natterd: bus %s: %s\n", cfg.bus_url, err);
+        fprintf(stderr, "natterd: bus %s: %s\n", url_redact(cfg.bus_url, shown, sizeof shown),
+                text_redact(err, cfg.bus_url, shown_err, sizeof shown_err));
         nt_store_close(ctx.store);
         return 1;
     }
@@ -426,12 +564,16 @@ int main(int argc, char **argv)
     d.sigterm.data = d.sigint.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
+    /* Neither URL's password goes to the log. */
+    char shown_bus[sizeof cfg.bus_url * 2];
+    url_redact(cfg.store_url, shown, sizeof shown);
+    url_redact(cfg.bus_url, shown_bus, sizeof shown_bus);
     if (d.gw)
         nt_info("natterd listening on http://%s:%d roles=%s store=%s bus=%s", cfg.listen_host,
-                cfg.listen_port, cfg.roles, cfg.store_url, cfg.bus_url);
+                cfg.listen_port, cfg.roles, shown, shown_bus);
     else
-        nt_info("natterd running roles=%s (no public listener) store=%s bus=%s", cfg.roles,
-                cfg.store_url, cfg.bus_url);
+        nt_info("natterd running roles=%s (no public listener) store=%s bus=%s", cfg.roles, shown,
+                shown_bus);
     if (d.admin) nt_info("admin endpoints on http://%s", cfg.admin_listen);
     if ((d.roles & (ROLE_MESSAGES | ROLE_MATCH)) && !(d.roles & ROLE_GATEWAY))
         nt_info("roles messages/match start no workers in this build: the gateway's send "
