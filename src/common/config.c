@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { SET_STRING, SET_INT, SET_BOOL, SET_HOSTPORT, SET_LEVEL } setting_kind;
+/* SET_HOSTPORT fills listen_host and listen_port; SET_ADDR keeps the text
+ * of an optional HOST:PORT ("" = off) after the same check. */
+typedef enum { SET_STRING, SET_INT, SET_BOOL, SET_HOSTPORT, SET_ADDR, SET_LEVEL } setting_kind;
 
 typedef struct setting {
     const char *flag; /* without the leading "--" */
@@ -41,7 +43,8 @@ static const setting settings[] = {
     {"roles", "NATTER_ROLES", STR(roles), "all", 0, 0,
      "services this process runs: all, or a comma list of gateway, messages, match, bot "
      "(docs/cluster.md)"},
-    {"admin-listen", "NATTER_ADMIN_LISTEN", STR(admin_listen), "", 0, 0,
+    {"admin-listen", "NATTER_ADMIN_LISTEN", SET_ADDR, offsetof(nt_config, admin_listen),
+     sizeof(((nt_config *)0)->admin_listen), "", 0, 0,
      "HOST:PORT for /healthz, /readyz and /metrics of any role (default: none)"},
     {"node-id", "NATTER_NODE_ID", STR(node_id), "", 0, 0,
      "this process's name on a redis bus, unique in the cluster (default: host-pid-random)"},
@@ -90,6 +93,24 @@ static const setting settings[] = {
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
+/* True if value is HOST:PORT with a host of 1..host_cap-1 bytes and a port
+ * in 0..65535; fills *host_len and *port. The one rule for every listen
+ * address, so a bad one stops the start with exit 2 before anything is set
+ * up. */
+static bool parse_hostport(const char *value, size_t host_cap, size_t *host_len, int *port)
+{
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value || (size_t)(colon - value) >= host_cap || colon[1] == '\0')
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(colon + 1, &end, 10);
+    if (errno || *end || v < 0 || v > 65535) return false;
+    *host_len = (size_t)(colon - value);
+    *port = (int)v;
+    return true;
+}
+
 static int set_value(nt_config *cfg, const setting *s, const char *value, char *err, size_t err_len)
 {
     char *field = (char *)cfg + s->offset;
@@ -132,18 +153,27 @@ static int set_value(nt_config *cfg, const setting *s, const char *value, char *
         }
         return 0;
     case SET_HOSTPORT: {
-        const char *colon = strrchr(value, ':');
-        char *end;
-        long port = colon ? strtol(colon + 1, &end, 10) : -1;
-        size_t host_len = colon ? (size_t)(colon - value) : 0;
-        if (!colon || host_len == 0 || host_len >= s->size || *end || colon[1] == '\0' ||
-            port < 0 || port > 65535) {
+        size_t host_len;
+        int port;
+        if (!parse_hostport(value, sizeof cfg->listen_host, &host_len, &port)) {
             snprintf(err, err_len, "--%s: '%s' is not HOST:PORT", s->flag, value);
             return -1;
         }
         memcpy(cfg->listen_host, value, host_len);
         cfg->listen_host[host_len] = '\0';
-        cfg->listen_port = (int)port;
+        cfg->listen_port = port;
+        return 0;
+    }
+    case SET_ADDR: {
+        size_t host_len;
+        int port;
+        /* The host part must fit where natterd copies it (a listen_host). */
+        if (value[0] && (strlen(value) >= s->size ||
+                         !parse_hostport(value, sizeof cfg->listen_host, &host_len, &port))) {
+            snprintf(err, err_len, "--%s: '%s' is not HOST:PORT", s->flag, value);
+            return -1;
+        }
+        strcpy(field, value);
         return 0;
     }
     }

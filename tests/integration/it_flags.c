@@ -3,11 +3,16 @@
  * values (from flags or from NATTER_* variables) stop it at once with a
  * one-line error and exit code 2, before it touches the data folder.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,6 +57,11 @@ static int run(const char *const *args, const char *env_entry, char *out, size_t
     unlink(tmpl_out);
     unlink(tmpl_err);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
 }
 
 static int count_lines(const char *s)
@@ -114,6 +124,19 @@ int main(void)
         {"stray argument", {"serve", NULL}, NULL, "serve"},
         {"bad environment value", {NULL}, "NATTER_LISTEN=nowhere", "NATTER_LISTEN"},
         {"bad environment bool", {NULL}, "NATTER_ARGON2_FAST=maybe", "NATTER_ARGON2_FAST"},
+        {"admin-listen not HOST:PORT", {"--admin-listen", "nope", NULL}, NULL, "--admin-listen"},
+        {"admin-listen without a port",
+         {"--admin-listen=127.0.0.1:", NULL},
+         NULL,
+         "--admin-listen"},
+        {"admin-listen with a bad port",
+         {"--admin-listen", "127.0.0.1:65536", NULL},
+         NULL,
+         "--admin-listen"},
+        {"bad environment admin-listen",
+         {NULL},
+         "NATTER_ADMIN_LISTEN=:9090",
+         "NATTER_ADMIN_LISTEN"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int code = run(bad[i].args, bad[i].env, out, sizeof out, err, sizeof err);
@@ -122,5 +145,36 @@ int main(void)
         CHECK_EQ_INT(count_lines(err), 1);
         CHECK(strstr(err, bad[i].says) != NULL);
     }
+
+    /* A bad --admin-listen stops natterd before it makes its data folder;
+     * a well-formed one that cannot be bound (here: a port another socket
+     * listens on) is found only when natterd listens, after the store is
+     * open, and ends it with exit 1. */
+    const char *tmp = getenv("NT_TEST_TMP") ? getenv("NT_TEST_TMP") : "/tmp";
+    mkdir(tmp, 0700);
+    char dir[512], data[600];
+    snprintf(dir, sizeof dir, "%s/it_flags-XXXXXX", tmp);
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(data, sizeof data, "%s/data", dir);
+    const char *bad_admin[] = {"--data", data, "--admin-listen", "nope", NULL};
+    CHECK_EQ_INT(run(bad_admin, NULL, out, sizeof out, err, sizeof err), 2);
+    CHECK(strstr(err, "--admin-listen") != NULL);
+    CHECK(access(data, F_OK) != 0);
+
+    int taken = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t addr_len = sizeof addr;
+    CHECK(taken >= 0 && bind(taken, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+          listen(taken, 1) == 0 && getsockname(taken, (struct sockaddr *)&addr, &addr_len) == 0);
+    char admin[64];
+    snprintf(admin, sizeof admin, "127.0.0.1:%d", ntohs(addr.sin_port));
+    const char *busy_admin[] = {"--data",         data,  "--listen", "127.0.0.1:0",
+                                "--admin-listen", admin, NULL};
+    int code = run(busy_admin, NULL, out, sizeof out, err, sizeof err);
+    printf("case %-26s exit=%d stderr=%s", "admin-listen port in use", code, err);
+    CHECK_EQ_INT(code, 1);
+    CHECK(strstr(err, "--admin-listen") != NULL);
+    close(taken);
+    if (check_failures == 0) nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return check_exit();
 }
