@@ -86,6 +86,16 @@ const cases = [
         assert.deepEqual(doc, JSON.parse(fs.readFileSync(src, 'utf8')));
     }],
 
+    ['every close code the server sends (src/net/ws.h) is in close_codes and the description table', async () => {
+        const header = fs.readFileSync(new URL('../../src/net/ws.h', import.meta.url), 'utf8');
+        const sent = [...header.matchAll(/NT_WS_CLOSE_\w+\s*=\s*(\d+)/g)].map((x) => x[1]);
+        assert.ok(sent.includes('1013') && sent.includes('4001'), `ws.h gave ${sent}`);
+        const listed = Object.keys(doc['x-websocket'].close_codes);
+        const inTable = [...doc.info.description.matchAll(/^\| (\d{4}) \| /gm)].map((x) => x[1]);
+        assert.deepEqual(sent.filter((c) => !listed.includes(c)), [], 'missing from close_codes');
+        assert.deepEqual(inTable, listed, 'the description table and close_codes differ');
+    }],
+
     ['every endpoint of API.md is in paths', async () => {
         const have = new Set();
         for (const [p, item] of Object.entries(doc.paths))
