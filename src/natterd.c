@@ -259,6 +259,7 @@ typedef struct admin_job {
     natterd *d;
     nt_conn *conn;
     bool metrics;
+    bool head; /* a HEAD: the GET's Content-Length, no body */
     int status;
     nt_buf body;
 } admin_job;
@@ -315,8 +316,8 @@ static void admin_after(uv_work_t *w, int status)
     admin_job *job = w->data;
     if (nt_conn_is_open(job->conn)) {
         const char *type = job->metrics ? "text/plain; version=0.0.4" : "application/json";
-        nt_conn_respond(job->conn, job->status ? job->status : 500, type, NULL, job->body.data,
-                        job->body.len, false);
+        nt_conn_respond(job->conn, job->status ? job->status : 500, type, NULL,
+                        job->head ? NULL : job->body.data, job->body.len, false);
     }
     nt_conn_unref(job->conn);
     nt_buf_free(&job->body);
@@ -326,7 +327,10 @@ static void admin_after(uv_work_t *w, int status)
 static void admin_request(void *arg, nt_conn *c, nt_http_request *req)
 {
     natterd *d = arg;
-    bool get = req->method == NT_HTTP_GET;
+    /* HEAD is GET without the body: nt_conn_respond with a NULL body sends
+     * the GET's Content-Length and nothing after the head. */
+    bool head = req->method == NT_HTTP_HEAD;
+    bool get = req->method == NT_HTTP_GET || head;
     bool health = strcmp(req->path, "/healthz") == 0;
     bool ready = strcmp(req->path, "/readyz") == 0;
     bool metrics = strcmp(req->path, "/metrics") == 0;
@@ -335,25 +339,27 @@ static void admin_request(void *arg, nt_conn *c, nt_http_request *req)
     if (!get || !(health || ready || metrics)) {
         static const char body[] = "{\"error\":{\"code\":\"not_found\",\"message\":"
                                    "\"the admin port serves /healthz, /readyz, /metrics\"}}";
-        nt_conn_respond(c, 404, "application/json", NULL, body, sizeof body - 1, false);
+        nt_conn_respond(c, 404, "application/json", NULL, head ? NULL : body, sizeof body - 1,
+                        false);
         return;
     }
     if (health) {
         char body[160];
         int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"roles\":\"%s\"}",
                          d->stopping ? "draining" : "ok", d->roles_text);
-        nt_conn_respond(c, 200, "application/json", NULL, body, (size_t)n, false);
+        nt_conn_respond(c, 200, "application/json", NULL, head ? NULL : body, (size_t)n, false);
         return;
     }
     admin_job *job = calloc(1, sizeof *job);
     if (!job) {
-        nt_conn_respond(c, 503, "application/json", NULL, "{}", 2, true);
+        nt_conn_respond(c, 503, "application/json", NULL, head ? NULL : "{}", 2, true);
         return;
     }
     job->work.data = job;
     job->d = d;
     job->conn = c;
     job->metrics = metrics;
+    job->head = head;
     /* The gateway's counters are loop-thread integers: read here, not in
      * admin_work. */
     if (metrics && d->gw) nt_gateway_metrics_connections(d->gw, &job->body);
@@ -362,7 +368,7 @@ static void admin_request(void *arg, nt_conn *c, nt_http_request *req)
         nt_conn_unref(c);
         nt_buf_free(&job->body);
         free(job);
-        nt_conn_respond(c, 503, "application/json", NULL, "{}", 2, true);
+        nt_conn_respond(c, 503, "application/json", NULL, head ? NULL : "{}", 2, true);
     }
 }
 

@@ -317,9 +317,10 @@ static void after_route(gw_job *job)
     if (job->revoked_session) nt_server_each_ws(job->gw->server, close_session_ws, job);
     if (job->conn && job->conn->state == NT_CONN_HTTP) {
         const char *type = r->content_type ? r->content_type : "application/json";
+        /* A HEAD gets the GET's Content-Length and no body (NULL body). */
         bool head = job->req->method == NT_HTTP_HEAD;
         nt_conn_respond(job->conn, r->status, type, r->headers[0] ? r->headers : NULL,
-                        head ? NULL : r->body.data, head ? 0 : r->body.len, false);
+                        head ? NULL : r->body.data, r->body.len, false);
     }
     log_request(job, r->status, r->body.len);
     nt_http_request_free(job->req);
@@ -329,8 +330,9 @@ static void after_route(gw_job *job)
 static void respond_now(nt_conn *c, nt_http_request *req, int status, const char *type,
                         const char *headers, const void *body, size_t len)
 {
-    nt_conn_respond(c, status, type, headers, req->method == NT_HTTP_HEAD ? NULL : body,
-                    req->method == NT_HTTP_HEAD ? 0 : len, false);
+    /* A HEAD gets the GET's Content-Length and no body (NULL body). */
+    nt_conn_respond(c, status, type, headers, req->method == NT_HTTP_HEAD ? NULL : body, len,
+                    false);
     nt_info("http method=%s path=%s status=%d bytes=%zu", method_name(req->method), req->path,
             status, len);
     nt_http_request_free(req);

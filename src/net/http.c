@@ -677,7 +677,8 @@ int nt_http_append_response(nt_buf *out, int status, const char *content_type,
         rc = nt_buf_append_str(out,
                                keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     if (!rc) rc = nt_buf_append(out, "\r\n", 2);
-    if (!rc && !no_body) rc = nt_buf_append(out, body, body_len);
+    /* No body for a HEAD (NULL body), but the Content-Length above. */
+    if (!rc && !no_body && body) rc = nt_buf_append(out, body, body_len);
     if (rc) out->len = start; /* all or nothing */
     return rc;
 }

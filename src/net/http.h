@@ -84,7 +84,9 @@ const char *nt_http_reason(int status);
 
 /* Appends a whole response: status line, Content-Type and Content-Length,
  * `extra_headers` (already formatted "Name: value\r\n" lines, may be NULL),
- * Connection: keep-alive or close, then the body. */
+ * Connection: keep-alive or close, then the body. A NULL body with a
+ * body_len above 0 answers a HEAD: Content-Length says body_len, the length
+ * the GET's body has (RFC 9110 9.3.2, 8.6), and no body follows. */
 int nt_http_append_response(nt_buf *out, int status, const char *content_type,
                             const char *extra_headers, const void *body, size_t body_len,
                             bool keep_alive);
