@@ -143,7 +143,8 @@ void nt_server_free(nt_server *s);
 void nt_server_each_ws(nt_server *s, void (*fn)(void *arg, nt_conn *c), void *arg);
 
 /* Answers the current HTTP request and resumes reading (or closes after
- * the answer when keep-alive is off or `close` is set). */
+ * the answer when keep-alive is off or `close` is set). A NULL body with
+ * `len` above 0 answers a HEAD: that Content-Length, no body. */
 void nt_conn_respond(nt_conn *c, int status, const char *content_type, const char *extra_headers,
                      const void *body, size_t len, bool close);
 /* Queues a WebSocket text frame with a copy of `json`. */
