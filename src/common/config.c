@@ -70,6 +70,14 @@ static const setting settings[] = {
      "largest HTTP request body, bytes (413 above)"},
     {"max-text", "NATTER_MAX_TEXT", INT(max_text), "4096", 1, 65536,
      "longest message text, Unicode code points"},
+    {"send-rate", "NATTER_SEND_RATE", INT(send_rate), "100", 0, 1000000,
+     "messages a second one user may send (WebSocket and REST together), per process; over it "
+     "a send gets rate_limited (429) and is not stored (0: no limit)"},
+    {"send-burst", "NATTER_SEND_BURST", INT(send_burst), "1000", 1, 1000000,
+     "messages one user may send at once above --send-rate before the limit applies"},
+    {"login-failures", "NATTER_LOGIN_FAILURES", INT(login_failures), "10", 0, 1000000,
+     "failed logins a minute one account may have (also the burst), per process; past it every "
+     "login to it, right password or not, gets 429 until the minute refills (0: no limit)"},
     {"auth-timeout", "NATTER_AUTH_TIMEOUT", INT(auth_timeout_s), "10", 1, 3600,
      "seconds a WebSocket may take to send its auth frame (4001 after)"},
     {"ping-interval", "NATTER_PING_INTERVAL", INT(ping_interval_s), "30", 1, 3600,

@@ -33,6 +33,10 @@ typedef struct nt_config {
     int64_t max_frame;  /* WebSocket frame and message, bytes */
     int64_t max_body;   /* HTTP request body, bytes */
     int64_t max_text;   /* message text, code points */
+    /* rate limits (per process; 0 = none) */
+    int64_t send_rate;      /* messages a second per user */
+    int64_t send_burst;     /* messages a user may send at once */
+    int64_t login_failures; /* failed logins a minute per account, and the burst */
     int64_t auth_timeout_s;
     int64_t ping_interval_s;
     int64_t drain_timeout_s;

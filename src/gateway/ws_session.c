@@ -56,6 +56,19 @@ static void send_error(nt_conn *c, const char *ws_id, const char *code, const ch
     nt_buf_free(&out);
 }
 
+/* The answer to a send over --send-rate: an error frame that also says when
+ * the next send may succeed. */
+static void send_rate_limited(nt_conn *c, const char *ws_id, uint32_t retry_after_ms)
+{
+    if (c->state != NT_CONN_WS) return;
+    char frame[320]; /* the id is under 72 bytes */
+    int n = snprintf(frame, sizeof frame,
+                     "{\"type\":\"error\"%s%s,\"code\":\"rate_limited\",\"message\":\"too many "
+                     "messages; nothing was written, retry in %u ms\",\"retry_after_ms\":%u}",
+                     ws_id[0] ? ",\"id\":" : "", ws_id, retry_after_ms, retry_after_ms);
+    if (n > 0 && (size_t)n < sizeof frame) nt_conn_send_text(c, frame, (size_t)n);
+}
+
 static void send_reply_error(nt_conn *c, const char *ws_id, const nt_reply *r)
 {
     send_error(c, ws_id, r->code[0] ? r->code : "internal",
@@ -466,6 +479,13 @@ static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const ch
     if (!nt_messages_read_client_id(doc, s->op.client_id, &bad)) {
         send_reply_error(c, ws_id, &bad);
         nt_reply_free(&bad);
+        send_free(gw, s);
+        return;
+    }
+    /* Last, so only a send that would be stored counts against the limit. */
+    uint32_t retry_ms;
+    if (!gw_send_allowed(gw, c->session.user_id, &retry_ms)) {
+        send_rate_limited(c, ws_id, retry_ms);
         send_free(gw, s);
         return;
     }

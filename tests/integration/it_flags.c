@@ -82,10 +82,24 @@ int main(void)
 
     const char *help[] = {"--help", NULL};
     CHECK_EQ_INT(run(help, NULL, out, sizeof out, err, sizeof err), 0);
-    static const char *flags[] = {"--listen",       "--data",      "--log-level",
-                                  "--store",        "--bus",       "--web",
-                                  "--jwt-key-file", "--max-frame", "--max-body",
-                                  "NATTER_LISTEN",  "NATTER_DATA", "NATTER_LOG_LEVEL"};
+    static const char *flags[] = {"--listen",
+                                  "--data",
+                                  "--log-level",
+                                  "--store",
+                                  "--bus",
+                                  "--web",
+                                  "--jwt-key-file",
+                                  "--max-frame",
+                                  "--max-body",
+                                  "NATTER_LISTEN",
+                                  "NATTER_DATA",
+                                  "NATTER_LOG_LEVEL",
+                                  "--send-rate",
+                                  "--send-burst",
+                                  "--login-failures",
+                                  "NATTER_SEND_RATE",
+                                  "NATTER_SEND_BURST",
+                                  "NATTER_LOGIN_FAILURES"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (!strstr(out, flags[i])) fprintf(stderr, "--help does not mention %s\n", flags[i]);
         CHECK(strstr(out, flags[i]) != NULL);
@@ -137,6 +151,20 @@ int main(void)
          {NULL},
          "NATTER_ADMIN_LISTEN=:9090",
          "NATTER_ADMIN_LISTEN"},
+        {"negative send-rate", {"--send-rate", "-1", NULL}, NULL, "--send-rate"},
+        {"send-rate not a number", {"--send-rate=fast", NULL}, NULL, "--send-rate"},
+        {"send-burst of zero", {"--send-burst", "0", NULL}, NULL, "--send-burst"},
+        {"send-burst not a number", {"--send-burst", "10x", NULL}, NULL, "--send-burst"},
+        {"negative login-failures", {"--login-failures", "-5", NULL}, NULL, "--login-failures"},
+        {"login-failures not a number",
+         {"--login-failures", "ten", NULL},
+         NULL,
+         "--login-failures"},
+        {"bad environment send-rate", {NULL}, "NATTER_SEND_RATE=-3", "NATTER_SEND_RATE"},
+        {"bad environment login-failures",
+         {NULL},
+         "NATTER_LOGIN_FAILURES=lots",
+         "NATTER_LOGIN_FAILURES"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int code = run(bad[i].args, bad[i].env, out, sizeof out, err, sizeof err);
