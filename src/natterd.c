@@ -511,10 +511,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "natterd: signing key %s: %s\n", cfg.jwt_key_file, strerror(-rc));
         return 1;
     }
+    /* --login-failures a minute per account, as many at once; logins are
+     * the gateway's. 65,536 accounts are tracked before the stalest go. */
+    if (d.roles & ROLE_GATEWAY) {
+        ctx.login_limit = nt_rate_table_new(65536, (double)cfg.login_failures / 60.0,
+                                            (double)cfg.login_failures, &rc);
+        if (rc) {
+            fprintf(stderr, "natterd: out of memory for the login rate limit\n");
+            return 1;
+        }
+    }
     ctx.store = nt_store_open(cfg.store_url, err, sizeof err);
     if (!ctx.store) {
         fprintf(stderr, "natterd: store %s: %s\n", url_redact(cfg.store_url, shown, sizeof shown),
                 text_redact(err, cfg.store_url, shown_err, sizeof shown_err));
+        nt_rate_table_free(ctx.login_limit);
         return 1;
     }
     ctx.bus = nt_bus_open(cfg.bus_url, d.loop, err, sizeof err);
@@ -522,6 +533,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "natterd: bus %s: %s\n", url_redact(cfg.bus_url, shown, sizeof shown),
                 text_redact(err, cfg.bus_url, shown_err, sizeof shown_err));
         nt_store_close(ctx.store);
+        nt_rate_table_free(ctx.login_limit);
         return 1;
     }
     d.ctx = &ctx;
@@ -605,6 +617,7 @@ int main(int argc, char **argv)
     nt_bus_close(ctx.bus);
     uv_run(d.loop, UV_RUN_NOWAIT);
     uv_loop_close(d.loop);
+    nt_rate_table_free(ctx.login_limit);
     nt_info("natterd stopped");
     return 0;
 
@@ -613,5 +626,6 @@ fail:
     nt_gateway_free(d.gw);
     nt_bus_close(ctx.bus);
     nt_store_close(ctx.store);
+    nt_rate_table_free(ctx.login_limit);
     return 1;
 }

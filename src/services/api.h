@@ -20,6 +20,7 @@
 #include "bus/bus.h"
 #include "common/buf.h"
 #include "common/json.h"
+#include "common/rate_limit.h"
 #include "store/store.h"
 
 /* Limits from API.md (defaults; the config may change them). */
@@ -48,6 +49,9 @@ struct nt_ctx {
      * Must be quick (enqueue, never compute). NULL = nobody listens. */
     void (*message_hook)(struct nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);
     void *bot; /* the bot service's state, when this process runs it */
+    /* Failed logins per account (--login-failures): keyed by a keyed hash
+     * of the lowercased login; NULL = no limit. nt_auth_login only. */
+    nt_rate_table *login_limit;
 };
 
 typedef struct nt_caller {

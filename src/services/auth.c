@@ -18,6 +18,16 @@
  * algorithm and expiry itself, and then that the session is still active, so
  * logout ends its access tokens at once rather than at expiry.
  *
+ * Password guessing: ctx->login_limit (--login-failures) is a token bucket
+ * per account, keyed by a SipHash of the lowercased login under a key
+ * drawn at start (so nobody can aim collisions at another's bucket). A
+ * login takes a token before anything is hashed and gives it back unless
+ * the password turned out wrong (or the account unknown): only failures
+ * count, and an empty bucket refuses every login to that account, right
+ * password or not, with 429 and Retry-After, at no Argon2id cost and
+ * without telling whether a guess was right. A successful login does not
+ * refill it.
+ *
  * Everything here blocks (Argon2id, the store): worker threads only.
  * Argon2id itself runs where the installed hasher says (auth.h; the
  * gateway's hashing pool sends it to processes of their own), or in the
@@ -340,6 +350,31 @@ out:
     sodium_memzero(pw, sizeof pw);
 }
 
+static uint8_t auth__login_hash_key[crypto_shorthash_KEYBYTES];
+static pthread_once_t auth__login_hash_once = PTHREAD_ONCE_INIT;
+
+static void auth__login_hash_init(void)
+{
+    randombytes_buf(auth__login_hash_key, sizeof auth__login_hash_key);
+}
+
+/* The login limiter's key for a login: SipHash-2-4 of its ASCII-lowercased
+ * bytes (email and nickname are both matched case-insensitively). Needs
+ * sodium_init. */
+static uint64_t auth__login_key(const char *login)
+{
+    char lower[NT_EMAIL_MAX];
+    size_t n = 0;
+    for (; login[n] && n < sizeof lower; n++)
+        lower[n] = (char)(login[n] >= 'A' && login[n] <= 'Z' ? login[n] + ('a' - 'A') : login[n]);
+    pthread_once(&auth__login_hash_once, auth__login_hash_init);
+    uint8_t out[crypto_shorthash_BYTES];
+    crypto_shorthash(out, (const uint8_t *)lower, n, auth__login_hash_key);
+    uint64_t key;
+    memcpy(&key, out, sizeof key);
+    return key;
+}
+
 void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
 {
     nt_json doc;
@@ -350,6 +385,8 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
     char dummy[crypto_pwhash_STRBYTES];
     size_t pw_len = 0;
     nt_user u;
+    uint64_t limit_key = 0;
+    bool limit_taken = false, wrong = false;
 
     if (sodium_init() < 0) {
         nt_reply_error(r, 500, "internal", "crypto library failed to start");
@@ -359,6 +396,22 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
     if (!nt_field_str(r, &doc, 0, "login", true, 0, 0, login, sizeof login, NULL)) return;
     if (!nt_field_str(r, &doc, 0, "password", true, 0, 0, pw, sizeof pw, NULL)) goto out;
     pw_len = strlen(pw);
+
+    /* Before any hashing: an account out of tries costs no Argon2id, and
+     * the answer is the same whether the password was right. */
+    if (ctx->login_limit) {
+        uint32_t retry_ms;
+        limit_key = auth__login_key(login);
+        if (!nt_rate_table_take(ctx->login_limit, limit_key, nt_mono_ns(), &retry_ms)) {
+            unsigned retry_s = retry_ms / 1000 + (retry_ms % 1000 != 0);
+            if (retry_s < 1) retry_s = 1;
+            nt_reply_error(r, 429, "rate_limited",
+                           "too many failed logins for this account; retry in %u s", retry_s);
+            snprintf(r->headers, sizeof r->headers, "Retry-After: %u\r\n", retry_s);
+            goto out;
+        }
+        limit_taken = true;
+    }
 
     /* Made before the lookup, so the one-time cost of creating it falls on
      * whichever login comes first, known user or not. */
@@ -373,6 +426,7 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         if (auth__hash_verify(dummy, pw, pw_len) == 0)
             nt_warn("auth: the dummy hash matched a password");
         nt_reply_error(r, 401, "unauthorized", "wrong login or password");
+        wrong = true;
         goto out;
     }
     if (rc != 0) {
@@ -381,10 +435,14 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
     }
     if (auth__hash_verify(pw_hash, pw, pw_len) != 0) {
         nt_reply_error(r, 401, "unauthorized", "wrong login or password");
+        wrong = true;
         goto out;
     }
     auth__start_session(ctx, &u, 200, r);
 out:
+    /* Only a wrong guess keeps its token; a right one, or a failure of
+     * ours (store, hashing), gives it back. */
+    if (limit_taken && !wrong) nt_rate_table_give_back(ctx->login_limit, limit_key);
     sodium_memzero(pw, sizeof pw);
 }
 
