@@ -511,13 +511,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "natterd: signing key %s: %s\n", cfg.jwt_key_file, strerror(-rc));
         return 1;
     }
-    /* --login-failures a minute per account, as many at once; logins are
-     * the gateway's. 65,536 accounts are tracked before the stalest go. */
+    /* The rate limits (services/api.h), checked where logins and sends
+     * arrive: the gateway. --login-failures a minute per account, as many
+     * at once, for 65,536 accounts before the stalest go; --send-rate per
+     * user with room for two users per allowed connection (a bucket left
+     * alone for burst / rate seconds is full anyway, the same as evicted). */
     if (d.roles & ROLE_GATEWAY) {
+        int rc_send = 0;
+        size_t send_slots = (size_t)cfg.max_connections * 2;
+        if (send_slots < 4096) send_slots = 4096;
+        if (send_slots > ((size_t)1 << 22)) send_slots = (size_t)1 << 22;
         ctx.login_limit = nt_rate_table_new(65536, (double)cfg.login_failures / 60.0,
                                             (double)cfg.login_failures, &rc);
-        if (rc) {
-            fprintf(stderr, "natterd: out of memory for the login rate limit\n");
+        ctx.send_limit =
+            nt_rate_table_new(send_slots, (double)cfg.send_rate, (double)cfg.send_burst, &rc_send);
+        if (rc || rc_send) {
+            fprintf(stderr, "natterd: out of memory for the rate limits\n");
+            nt_rate_table_free(ctx.login_limit);
+            nt_rate_table_free(ctx.send_limit);
             return 1;
         }
     }
@@ -526,6 +537,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "natterd: store %s: %s\n", url_redact(cfg.store_url, shown, sizeof shown),
                 text_redact(err, cfg.store_url, shown_err, sizeof shown_err));
         nt_rate_table_free(ctx.login_limit);
+        nt_rate_table_free(ctx.send_limit);
         return 1;
     }
     ctx.bus = nt_bus_open(cfg.bus_url, d.loop, err, sizeof err);
@@ -534,6 +546,7 @@ int main(int argc, char **argv)
                 text_redact(err, cfg.bus_url, shown_err, sizeof shown_err));
         nt_store_close(ctx.store);
         nt_rate_table_free(ctx.login_limit);
+        nt_rate_table_free(ctx.send_limit);
         return 1;
     }
     d.ctx = &ctx;
@@ -618,6 +631,7 @@ int main(int argc, char **argv)
     uv_run(d.loop, UV_RUN_NOWAIT);
     uv_loop_close(d.loop);
     nt_rate_table_free(ctx.login_limit);
+    nt_rate_table_free(ctx.send_limit);
     nt_info("natterd stopped");
     return 0;
 
@@ -627,5 +641,6 @@ fail:
     nt_bus_close(ctx.bus);
     nt_store_close(ctx.store);
     nt_rate_table_free(ctx.login_limit);
+    nt_rate_table_free(ctx.send_limit);
     return 1;
 }

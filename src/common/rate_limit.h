@@ -43,6 +43,13 @@ bool nt_bucket_take(nt_bucket *b, double rate_per_s, double burst, uint64_t now_
 /* Puts back one token taken by nt_bucket_take (never above burst). */
 void nt_bucket_give_back(nt_bucket *b, double burst);
 
+/* A Retry-After header's seconds for retry_after_ms: rounded up, at least 1. */
+static inline unsigned nt_retry_after_s(uint32_t retry_after_ms)
+{
+    unsigned s = retry_after_ms / 1000 + (retry_after_ms % 1000 != 0);
+    return s ? s : 1;
+}
+
 typedef struct nt_rate_table nt_rate_table;
 
 /* A table of `capacity` buckets (rounded up to a power of two, at least the

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/clock.h"
 #include "common/log.h"
 #include "services/services.h"
 
@@ -209,20 +208,6 @@ nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, c
     nt_info("password hashing: %d thread%s of its own, each with a helper process at idle "
             "priority",
             nhash, nhash == 1 ? "" : "s");
-    /* Slots for two users per connection allowed: the users who send at a
-     * time rarely outnumber those connected, and a bucket left alone for
-     * burst / rate seconds is full anyway, the same as evicted. */
-    size_t send_slots = (size_t)cfg->max_connections * 2;
-    if (send_slots < 4096) send_slots = 4096;
-    if (send_slots > ((size_t)1 << 22)) send_slots = (size_t)1 << 22;
-    int rl_err;
-    gw->send_limit =
-        nt_rate_table_new(send_slots, (double)cfg->send_rate, (double)cfg->send_burst, &rl_err);
-    if (rl_err) {
-        snprintf(err, err_len, "out of memory for the send rate limit");
-        nt_gateway_free(gw);
-        return NULL;
-    }
     if (gw_static_load(gw, cfg->web_dir) != 0)
         nt_warn("web client folder %s could not be read; / will answer 404", cfg->web_dir);
 
@@ -252,12 +237,6 @@ nt_gateway *nt_gateway_new(uv_loop_t *loop, nt_ctx *ctx, const nt_config *cfg, c
     nt_bus_set_delivery_handler(ctx->bus, on_delivery, gw);
     nt_bus_set_presence_handler(ctx->bus, on_presence, gw);
     return gw;
-}
-
-bool gw_send_allowed(nt_gateway *gw, int64_t user_id, uint32_t *retry_after_ms)
-{
-    if (!gw->send_limit) return true; /* --send-rate 0 */
-    return nt_rate_table_take(gw->send_limit, (uint64_t)user_id, nt_mono_ns(), retry_after_ms);
 }
 
 int nt_gateway_start(nt_gateway *gw)
@@ -327,7 +306,6 @@ void nt_gateway_free(nt_gateway *gw)
     gw_static_free(gw);
     free(gw->slots);
     gw_send_cache_free(gw);
-    nt_rate_table_free(gw->send_limit);
     pthread_mutex_destroy(&gw->done_lock);
     free(gw);
 }

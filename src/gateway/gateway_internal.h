@@ -11,7 +11,6 @@
 
 #include "common/config.h"
 #include "common/histogram.h"
-#include "common/rate_limit.h"
 #include "gateway/gateway.h"
 #include "gateway/hash_pool.h"
 #include "net/server.h"
@@ -78,9 +77,6 @@ struct nt_gateway {
     gw_presence_slot *presence_in_flight; /* one presence job per user at a time */
     /* register and login: Argon2id on threads of their own (hash_pool.h) */
     gw_hash_pool *hash_pool;
-    /* --send-rate / --send-burst per user, WebSocket and REST sends alike;
-     * NULL = no limit. Loop thread and workers (it has its own lock). */
-    nt_rate_table *send_limit;
 };
 
 /*
@@ -131,11 +127,6 @@ int gw_job_submit_hash(nt_gateway *gw, gw_job *job);
 /* Loop thread: runs a finished job's `after`, drops its accounting and
  * frees it. The completion of both pools. */
 void gw_job_finish(gw_job *job);
-
-/* The send rate limit: true if user_id may send one message now; false,
- * with *retry_after_ms, if the message must be refused (rate_limited)
- * and not stored. Any thread. */
-bool gw_send_allowed(nt_gateway *gw, int64_t user_id, uint32_t *retry_after_ms);
 
 /* registry (gateway.c) */
 void gw_registry_add(nt_gateway *gw, nt_conn *c);

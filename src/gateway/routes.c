@@ -228,25 +228,15 @@ static void run_route(gw_job *job)
     case R_HISTORY:
         nt_messages_history(ctx, c, id0, req->query, r);
         break;
-    case R_POST: {
+    case R_POST:
         /* As the WebSocket send: with the bus down, refuse rather than store
-         * a message no one online would get; over --send-rate, refuse with
-         * the time to wait (the same bucket as the WebSocket's). */
-        uint32_t retry_ms;
-        if (nt_bus_ping(ctx->bus) != 0) {
+         * a message no one online would get. */
+        if (nt_bus_ping(ctx->bus) != 0)
             nt_reply_error(r, 503, "unavailable",
                            "the message bus is unavailable; nothing was written");
-        } else if (!gw_send_allowed(job->gw, c->user_id, &retry_ms)) {
-            unsigned retry_s = retry_ms / 1000 + (retry_ms % 1000 != 0);
-            if (retry_s < 1) retry_s = 1;
-            nt_reply_error(r, 429, "rate_limited",
-                           "too many messages; nothing was written, retry in %u ms", retry_ms);
-            snprintf(r->headers, sizeof r->headers, "Retry-After: %u\r\n", retry_s);
-        } else {
+        else
             nt_messages_post(ctx, c, id0, body, len, r);
-        }
         break;
-    }
     case R_EDIT:
         nt_messages_edit(ctx, c, id0, id1, body, len, r);
         break;

@@ -52,6 +52,9 @@ struct nt_ctx {
     /* Failed logins per account (--login-failures): keyed by a keyed hash
      * of the lowercased login; NULL = no limit. nt_auth_login only. */
     nt_rate_table *login_limit;
+    /* Message sends per user (--send-rate, --send-burst), WebSocket and
+     * REST alike: nt_messages_send_allowed. NULL = no limit. */
+    nt_rate_table *send_limit;
 };
 
 typedef struct nt_caller {

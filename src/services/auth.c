@@ -403,8 +403,7 @@ void nt_auth_login(nt_ctx *ctx, const char *body, size_t len, nt_reply *r)
         uint32_t retry_ms;
         limit_key = auth__login_key(login);
         if (!nt_rate_table_take(ctx->login_limit, limit_key, nt_mono_ns(), &retry_ms)) {
-            unsigned retry_s = retry_ms / 1000 + (retry_ms % 1000 != 0);
-            if (retry_s < 1) retry_s = 1;
+            unsigned retry_s = nt_retry_after_s(retry_ms);
             nt_reply_error(r, 429, "rate_limited",
                            "too many failed logins for this account; retry in %u s", retry_s);
             snprintf(r->headers, sizeof r->headers, "Retry-After: %u\r\n", retry_s);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -225,6 +226,12 @@ void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const
     r->content_type = NULL;
 }
 
+bool nt_messages_send_allowed(nt_ctx *ctx, int64_t user_id, uint32_t *retry_after_ms)
+{
+    if (!ctx->send_limit) return true; /* --send-rate 0 */
+    return nt_rate_table_take(ctx->send_limit, (uint64_t)user_id, nt_mono_ns(), retry_after_ms);
+}
+
 void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
                       size_t len, nt_reply *r)
 {
@@ -241,6 +248,15 @@ void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const ch
     if (!text) return;
     if (chat_id <= 0) {
         nt_reply_error(r, 404, "not_found", "chat not found");
+        goto out;
+    }
+    /* After validation, as on the WebSocket: only a send that would be
+     * stored counts against the limit. */
+    uint32_t retry_ms;
+    if (!nt_messages_send_allowed(ctx, c->user_id, &retry_ms)) {
+        nt_reply_error(r, 429, "rate_limited",
+                       "too many messages; nothing was written, retry in %u ms", retry_ms);
+        snprintf(r->headers, sizeof r->headers, "Retry-After: %u\r\n", nt_retry_after_s(retry_ms));
         goto out;
     }
 

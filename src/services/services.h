@@ -65,7 +65,8 @@ void nt_chats_typing(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, nt_reply 
 /* ---- messages (messages.c) ---- */
 void nt_messages_history(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *query,
                          nt_reply *r);
-/* REST send: body {"text","client_id"?}; 201 message, 200 for a repeat. */
+/* REST send: body {"text","client_id"?}; 201 message, 200 for a repeat;
+ * 429 rate_limited with Retry-After over the send rate limit. */
 void nt_messages_post(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, const char *body,
                       size_t len, nt_reply *r);
 void nt_messages_edit(nt_ctx *ctx, const nt_caller *c, int64_t chat_id, int64_t seq,
@@ -81,6 +82,13 @@ const char *nt_messages_check_text(const nt_ctx *ctx, const char *text, size_t l
  * into out ("" when absent or null). False, with a 400 naming the field in r,
  * otherwise. Used by the REST and the WebSocket send alike. */
 bool nt_messages_read_client_id(const nt_json *doc, char out[NT_CLIENT_ID_MAX], nt_reply *r);
+/* The send rate limit (ctx->send_limit): true if user_id may send one
+ * message now (and counts it); false, with *retry_after_ms, if the send
+ * must be refused as rate_limited and nothing stored. Cheap, never
+ * blocks for long (one short lock): the WebSocket send path calls it on
+ * the loop thread after validating the frame; nt_messages_post calls it
+ * after validating the body. */
+bool nt_messages_send_allowed(nt_ctx *ctx, int64_t user_id, uint32_t *retry_after_ms);
 /* After a message was stored (REST or WebSocket path): sends the `message`
  * event to every member. Any thread. */
 void nt_messages_fanout(nt_ctx *ctx, const nt_message *m, const int64_t *member_ids, int n);

@@ -6,7 +6,8 @@
  * sends over the limit, acks for the others, which are stored with gapless
  * seqs, and the connection stays open; another user on the same server
  * sends meanwhile without a refusal. REST sends share the user's bucket:
- * over it, 429 with Retry-After and the standard error body.
+ * over it, 429 with Retry-After and the standard error body. Bad input
+ * is still answered bad_request (validation comes first).
  *
  * With --login-failures 10, the 11th wrong password for an account gets
  * 429 before any hashing, then so does the right password (in any letter
@@ -150,6 +151,12 @@ static void case_ws_flood(nt_server *srv)
     CHECK_EQ_INT(flood(c, "carol", cb_chat, 5, carol_acks, &carol_limited), 5);
     CHECK_EQ_INT(carol_limited, 0);
 
+    /* A bad frame is still a bad_request, not a rate_limited. */
+    CHECK_EQ_INT(nth_send(a, "empty", ab_chat, "", NULL), 0);
+    char code[64] = "";
+    CHECK_EQ_INT(nth_wait_ack(a, "empty", NTH_WAIT_MS, NULL, NULL, code, sizeof code), 2);
+    CHECK_STR_EQ(code, "bad_request");
+
     /* Alice's connection is still open and answers. */
     CHECK_EQ_INT(ntc_conn_send_text(a, "{\"type\":\"ping\",\"id\":\"still-there\"}"), 0);
     nth_filter pong = {.type = "pong", .str_path = "id", .str_value = "still-there"};
@@ -180,6 +187,10 @@ static void case_rest(nt_server *srv)
         got429 = 1;
     }
     CHECK(got429);
+    /* Bad input is answered as such, over the limit too: the limit counts
+     * only sends that would be stored. */
+    CHECK_EQ_INT(rest_send(srv, &alice, ab_chat, "", &retry_s, code, sizeof code), 400);
+    CHECK_STR_EQ(code, "bad_request");
     /* Bob, the other member, posts in the same chat as usual. */
     CHECK_EQ_INT(rest_send(srv, &bob, ab_chat, "bob is fine", &retry_s, code, sizeof code), 201);
     CHECK_EQ_INT(retry_s, 0);
