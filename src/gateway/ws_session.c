@@ -485,6 +485,7 @@ static void handle_send(nt_gateway *gw, nt_conn *c, const nt_json *doc, const ch
     /* Last, so only a send that would be stored counts against the limit. */
     uint32_t retry_ms;
     if (!nt_messages_send_allowed(gw->ctx, c->session.user_id, &retry_ms)) {
+        gw->metrics.send_errors++; /* natter_send_errors_total: refused sends */
         send_rate_limited(c, ws_id, retry_ms);
         send_free(gw, s);
         return;

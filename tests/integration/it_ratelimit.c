@@ -145,6 +145,14 @@ static void case_ws_flood(nt_server *srv)
         CHECK_EQ_INT(acks[i], i + 1);
     stored = nacks;
 
+    /* The refusals show in /metrics as refused WebSocket sends. */
+    nt_buf metrics = NT_BUF_INIT;
+    CHECK_EQ_INT(nth_api(srv, "GET", "/metrics", NULL, NULL, &metrics), 200);
+    const char *line = metrics.data ? strstr(metrics.data, "\nnatter_send_errors_total ") : NULL;
+    CHECK(line != NULL);
+    if (line) CHECK(atoll(line + strlen("\nnatter_send_errors_total ")) >= limited);
+    nt_buf_free(&metrics);
+
     /* Carol, on the same server while alice is refused, is not. */
     int64_t carol_acks[5];
     int carol_limited = 0;
